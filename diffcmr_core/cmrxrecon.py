@@ -51,6 +51,14 @@ def split_folder(acc: int | None) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
+_COMPLEX64_COMPOUND = np.dtype([("real", "<f4"), ("imag", "<f4")])
+
+
+def _selection_shape(shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
+    """Shape of ``array[index]`` for an array of ``shape``, without allocating it."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1), shape, (0,) * len(shape))[index].shape
+
+
 def _variables_h5(f: h5py.File) -> list[str]:
     return [k for k in f.keys() if not k.startswith("#")]
 
@@ -122,13 +130,12 @@ def load_kspace(path: str | Path, key: str | None = None, *,
                 raise CMRxReconError(
                     path, f"variable {key!r} is not complex (dtype {ds.dtype}); expected a "
                           "compound of 'real' and 'imag'")
-            try:
-                raw = ds[()] if index is None else ds[index]
+            try:  # read straight into complex64 memory through a (real, imag) compound view
+                sel = np.s_[...] if index is None else index
+                out = np.empty(_selection_shape(ds.shape, sel), np.complex64)
+                ds.read_direct(out.view(_COMPLEX64_COMPOUND), sel)
             except OSError as err:
                 raise CMRxReconError(path, f"truncated or corrupt data in {key!r} ({err})") from err
-            out = np.empty(raw.shape, np.complex64)
-            out.real = raw["real"]
-            out.imag = raw["imag"]
     else:
         data = _load_old_mat(path)
         key = _pick_key(path, list(data), key, "k-space")

@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make study   set up .venv if needed, then run the whole study (PROFILE=quick|gpu|paper)
+#   make test    set up .venv if needed, then run the unit tests and the notebooks under nbval
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+FORCE ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: study test install bench clean-runs
+
+install: $(STAMP)
+
+# A CPU-only machine gets the CPU build of torch (from the local wheel folder when the machine
+# has one, else from PyTorch's CPU index); a machine with an NVIDIA GPU gets the default CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install -q torch; \
+	elif ls $${PIP_FIND_LINKS:-/opt/wheels}/torch-2.13.0* >/dev/null 2>&1; then \
+		$(BIN)/pip install -q torch==2.13.0; \
+	else \
+		$(BIN)/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+			--extra-index-url https://pypi.org/simple; \
+	fi
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/python -m diffcmr_core.study --profile $(PROFILE) $(if $(FORCE),--force,)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+	DIFFCMR_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax notebooks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_preprocess.py
+
+clean-runs:
+	rm -rf runs data/synthetic

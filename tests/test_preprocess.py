@@ -1,0 +1,121 @@
+import h5py
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio
+
+from diffcmr_core import cmrxrecon as io
+from diffcmr_core.preprocess import (PreprocessConfig, build_pairs, kspace_to_image, load_pairs,
+                                     pairs_path, split_cases, table1)
+from tests.conftest import TINY
+
+
+def _numpy_reference(k, multicoil, pad_to):
+    ky, kx = k.shape[-2:]
+    y0, x0 = pad_to // 2 - ky // 2, pad_to // 2 - kx // 2
+    pad = [(0, 0)] * (k.ndim - 2) + [(y0, pad_to - ky - y0), (x0, pad_to - kx - x0)]
+    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(np.pad(k, pad), axes=(-2, -1)),
+                                       norm="ortho"), axes=(-2, -1))
+    return np.sqrt((np.abs(img) ** 2).sum(-3)) if multicoil else np.abs(img)
+
+
+@pytest.mark.parametrize("multicoil", [True, False])
+def test_kspace_to_image_matches_numpy(multicoil):
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 4, 30, 40) if multicoil else (2, 3, 30, 40)
+    k = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    ref = _numpy_reference(k.astype(np.complex128), multicoil, 64)
+    out = kspace_to_image(k, multicoil=multicoil, pad_to=64, size=None)
+    assert out.dtype == np.float32 and out.shape == shape[:2] + (64, 64)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.max())
+    # integer factors: exact 4 x 4 box averages of the padded image
+    small = kspace_to_image(k, multicoil=multicoil, pad_to=64, size=16)
+    box = ref.reshape(shape[:2] + (16, 4, 16, 4)).mean((-3, -1))
+    np.testing.assert_allclose(small, box, rtol=1e-4, atol=1e-5 * ref.max())
+
+
+def test_pad_to_too_small_raises():
+    with pytest.raises(ValueError, match="larger than pad_to"):
+        kspace_to_image(np.zeros((1, 70, 20), np.complex64), multicoil=False, pad_to=64)
+
+
+def test_split_by_case():
+    cases = [f"P{i:03d}" for i in range(1, 121)]
+    train, val = split_cases(cases, 10 / 120)
+    assert train[-1] == "P110" and val == [f"P{i}" for i in range(111, 121)]
+    assert split_cases(["P001", "P002", "P003"], 10 / 120) == (["P001", "P002"], ["P003"])
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs")
+    cfg = PreprocessConfig(pad_to=96, size=32, n_val_subset=5)
+    for task in ("cine", "mapping"):
+        build_pairs(tiny_root, out, task, cfg, progress=False)
+    return out, cfg
+
+
+def test_pairs_content_counts_and_split(pairs, tiny_root):
+    out, cfg = pairs
+    rows = table1(out)
+    # per case and coil type: cine (2 sax + 1 lax slices) x 3 frames, mapping 9 + 3 weightings
+    n_cine, n_map = 2 * (2 + 1) * 3, 2 * (9 + 3) * 1
+    assert rows[0]["AccFactor04 Train"] == 2 * n_cine and rows[0]["AccFactor04 Valid"] == n_cine
+    assert rows[1]["AccFactor10 Train"] == 2 * n_map and rows[1]["AccFactor10 Valid"] == n_map
+    x, y, meta = load_pairs(pairs_path(out, "cine", 4), "val")
+    assert set(meta["case"]) == {"P003"} and x.dtype == np.float32
+    # one stored pair against a direct computation from the files
+    i = np.flatnonzero((meta["coil"] == "MultiCoil") & (meta["file"] == "cine_sax"))[4]
+    base = tiny_root / "MultiCoil/Cine/TrainingSet"
+    full = io.load_kspace(base / "FullSample/P003/cine_sax.mat")[meta["frame"][i], meta["slice"][i]]
+    sub = io.load_kspace(base / "AccFactor04/P003/cine_sax.mat")[meta["frame"][i], meta["slice"][i]]
+    ref_in = kspace_to_image(sub, multicoil=True, pad_to=96, size=32)
+    ref_gt = kspace_to_image(full, multicoil=True, pad_to=96, size=32)
+    scale = ref_in.max()                       # normalised by the under-sampled input only
+    np.testing.assert_allclose(meta["scale"][i], scale, rtol=1e-5)
+    np.testing.assert_allclose(x[i], ref_in / scale, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y[i], ref_gt / scale, rtol=1e-5, atol=1e-6)
+
+
+def test_validation_subset_is_seeded_shuffle(pairs):
+    out, _ = pairs
+    with h5py.File(pairs_path(out, "mapping", 8), "r") as f:
+        subset, split = f["val_subset"][()], f["meta/split"][()]
+    assert len(subset) == 5 and np.all(split[subset] == 1)
+    assert not np.all(np.diff(subset) > 0)     # shuffled, not the first five in order
+    x, _, meta = load_pairs(pairs_path(out, "mapping", 8), "val_subset", subset=3)
+    np.testing.assert_array_equal(meta["index"], subset[:3])
+
+
+def test_more_acceleration_is_worse(pairs):
+    out, _ = pairs
+    psnr = {}
+    for acc in (4, 10):
+        x, y, _ = load_pairs(pairs_path(out, "cine", acc), "train")
+        psnr[acc] = np.mean([peak_signal_noise_ratio(b / b.max(), a / a.max(), data_range=1.0)
+                             for a, b in zip(x, y)])
+    assert psnr[10] < psnr[4] - 0.5
+
+
+def test_building_is_idempotent(pairs, tiny_root):
+    out, cfg = pairs
+    path = pairs_path(out, "cine", 8)
+    before = path.stat().st_mtime_ns
+    build_pairs(tiny_root, out, "cine", cfg, progress=False)
+    assert path.stat().st_mtime_ns == before
+    assert not list(out.glob(".*tmp"))
+
+
+def test_bad_mask_fails_and_keeps_previous_files(tiny_root, tmp_path):
+    cfg = PreprocessConfig(pad_to=96, size=32, accs=(4,))
+    build_pairs(tiny_root, tmp_path, "mapping", cfg, progress=False)
+    before = (tmp_path / "pairs_mapping_acc04.h5").read_bytes()
+    mask_path = tiny_root / "SingleCoil/Mapping/TrainingSet/AccFactor04/P002/T2map_mask.mat"
+    good = io.load_mask(mask_path)
+    io.save_mask(mask_path, "mask04", good[:-2])
+    try:
+        with pytest.raises(io.CMRxReconError, match=r"T2map_mask\.mat.*does not fit"):
+            build_pairs(tiny_root, tmp_path, "mapping", cfg, progress=False, force=True)
+    finally:
+        io.save_mask(mask_path, "mask04", good)
+    assert (tmp_path / "pairs_mapping_acc04.h5").read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp"))
