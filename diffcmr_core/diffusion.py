@@ -94,10 +94,11 @@ def _randn(shape: tuple[int, ...], rounds: int, generator: Generators, device, d
     return torch.cat([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generator])
 
 
-def _ensemble(x: torch.Tensor, rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (the reconstruction) and per-pixel std (population, 0 for R = 1) over rounds."""
+def _ensemble(x: torch.Tensor, rounds: int, return_rounds: bool):
+    """Mean (the reconstruction) and per-pixel std (population, 0 for R = 1) over rounds, or,
+    with ``return_rounds``, every round's sample ``(R, B, ...)``."""
     x = x.reshape(rounds, -1, *x.shape[1:])
-    return x.mean(0), x.std(0, correction=0)
+    return x if return_rounds else (x.mean(0), x.std(0, correction=0))
 
 
 def _chain(steps: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +123,7 @@ def ddpm_sample(eps_fn: EpsFn, cond: object, *, steps: int = BASE_STEPS, rounds:
                 generator: Generators = None, progress: bool = False,
                 shape: tuple[int, ...] | None = None,
                 x0_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                return_rounds: bool = False):
     """Alg. 2: ancestral sampling with posterior variance beta-tilde and R-round ensembling.
 
     Args:
@@ -134,10 +135,11 @@ def ddpm_sample(eps_fn: EpsFn, cond: object, *, steps: int = BASE_STEPS, rounds:
         generator: one generator, or one per round (see :func:`_randn`).
         shape: ``(B, C, H, W)`` of one round's sample; default ``cond.shape``.
         x0_hook: optional map applied to each step's x0 prediction (data consistency).
+        return_rounds: return every round's sample ``(R, B, C, H, W)`` instead.
 
     Returns:
         ``(mean, std)`` over rounds, each ``(B, C, H, W)``: the reconstruction and an
-        uncertainty map.
+        uncertainty map (``return_rounds``: the samples themselves).
     """
     shape = tuple(shape if shape is not None else cond.shape)
     device = cond.device if isinstance(cond, torch.Tensor) else None
@@ -156,7 +158,7 @@ def ddpm_sample(eps_fn: EpsFn, cond: object, *, steps: int = BASE_STEPS, rounds:
         x = (x - (beta[i] / (1 - abar[i]).sqrt()).float() * eps) / alpha[i].sqrt().float()
         if i > 0:
             x = x + beta_tilde[i].sqrt().float() * _randn(shape, rounds, generator, device, x.dtype)
-    return _ensemble(x, rounds)
+    return _ensemble(x, rounds, return_rounds)
 
 
 @torch.no_grad()
@@ -164,7 +166,7 @@ def ddim_sample(eps_fn: EpsFn, cond: object, *, steps: int = 50, rounds: int = 1
                 generator: Generators = None, progress: bool = False,
                 shape: tuple[int, ...] | None = None,
                 x0_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                return_rounds: bool = False):
     """Deterministic DDIM (eta = 0) [14] on the same trained network; same interface as
     :func:`ddpm_sample`. Only x_T is random, so rounds differ by their starting noise."""
     shape = tuple(shape if shape is not None else cond.shape)
@@ -177,7 +179,7 @@ def ddim_sample(eps_fn: EpsFn, cond: object, *, steps: int = 50, rounds: int = 1
         eps, x0 = _with_x0_hook(eps, x, abar[i].float(), x0_hook)
         a_prev = abar[i - 1].float() if i > 0 else torch.ones((), device=device)
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    return _ensemble(x, rounds)
+    return _ensemble(x, rounds, return_rounds)
 
 
 @torch.no_grad()
@@ -185,7 +187,7 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, cond: object, *, steps: int = 20, rounds
                          generator: Generators = None, progress: bool = False,
                          shape: tuple[int, ...] | None = None,
                          x0_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+                         return_rounds: bool = False):
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in the data prediction, on the
     respaced chain's time-steps; ``steps`` network evaluations. The first step and the step into
     the last time-step are first order (the "lower order final" of the reference solver: that
@@ -212,7 +214,7 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, cond: object, *, steps: int = 20, rounds
             d = (1 + 1 / (2 * r)).float() * x0 - (1 / (2 * r)).float() * x0_prev
         x = (sigma_s[i - 1] / sigma_s[i]).float() * x - (alpha_s[i - 1] * torch.expm1(-h)).float() * d
         x0_prev, h_prev = x0, h
-    return _ensemble(x, rounds)
+    return _ensemble(x, rounds, return_rounds)
 
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpm_solver_pp_sample}

@@ -126,6 +126,13 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
     return out.reshape(lead + (out_size, out_size))
 
 
+def coil_images(kspace: np.ndarray) -> np.ndarray:
+    """Complex coil images ``(..., y, x)`` of k-space ``(..., ky, kx)`` (centred orthonormal iFFT,
+    no padding), for display."""
+    x = np.fft.ifftshift(kspace, axes=(-2, -1))
+    return np.fft.fftshift(np.fft.ifft2(x, norm="ortho"), axes=(-2, -1))
+
+
 # ----------------------------------------------------------------------------- data sets
 @dataclass(frozen=True)
 class PreprocessConfig:

@@ -38,6 +38,7 @@ class DiffCMRConfig:
     rrdb_channels: int = 64
     rrdb_growth: int = 32
     time_embedding: str = "sinusoidal"                  # or "table" (the paper's look-up table)
+    prediction: str = "eps"                             # E's output: "eps" (Eq. 3), "x0" or "v"
 
     @classmethod
     def paper(cls) -> "DiffCMRConfig":
@@ -246,6 +247,10 @@ class DiffCMRNet(nn.Module):
         self.condition = ConditionEncoder(cfg)                          # G
         self.time = TimeEmbedding(cfg.channels, cfg.time_embedding)     # H
         self.unet = DenoisingUNet(cfg)                                  # E
+        if cfg.prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {cfg.prediction!r}")
+        betas = torch.linspace(1e-4, 2e-2, BASE_STEPS, dtype=torch.float64)  # Alg. 1, T = 1000
+        self.register_buffer("abar", torch.cumprod(1 - betas, 0).float(), persistent=False)
 
     def encode_condition(self, undersampled: torch.Tensor) -> torch.Tensor:
         """G(I^u) ``(B, C, H, W)``: compute once per slice, reuse for every step and round."""
@@ -253,8 +258,19 @@ class DiffCMRNet(nn.Module):
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond_features: torch.Tensor) -> torch.Tensor:
         """Predicted noise from x_t ``(B, 1, H, W)``, base time-steps ``t`` ``(B,)`` in [0, 1000)
-        and cached condition features."""
-        return self.unet(self.stem(x_t) + cond_features, self.time(t))
+        and cached condition features.
+
+        With ``prediction="x0"`` E's output is read as the clean image and the noise follows from
+        Eq. 4, eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t); the loss (Eq. 5) and samplers
+        are unchanged."""
+        out = self.unet(self.stem(x_t) + cond_features, self.time(t))
+        if self.cfg.prediction == "eps":
+            return out
+        abar = self.abar[t].view(-1, 1, 1, 1)
+        out = out.to(x_t.dtype)
+        if self.cfg.prediction == "x0":
+            return (x_t - abar.sqrt() * out) / (1 - abar).sqrt()
+        return abar.sqrt() * out + (1 - abar).sqrt() * x_t           # v = sqrt(abar) eps - sqrt(1-abar) x0
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, undersampled: torch.Tensor) -> torch.Tensor:
         return self.denoise(x_t, t, self.encode_condition(undersampled))

@@ -1,0 +1,62 @@
+"""Evaluation: reconstructions of a validation set in, per-slice metrics (CSV), their mean and
+standard deviation, and the reconstructions themselves (HDF5, for the figures) out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffcmr_core.fileio import atomic_path
+from diffcmr_core.metrics import all_metrics
+from diffcmr_core.tables import write_table
+
+METRICS = ("psnr", "ssim", "nmse")
+
+
+def reconstruct_all(recon: Callable[[torch.Tensor, int], dict[str, torch.Tensor]],
+                    inputs: np.ndarray, batch: int, *, progress: bool = False,
+                    desc: str = "reconstruct") -> dict[str, np.ndarray]:
+    """Apply ``recon(batch_input (B,1,S,S), first_index)`` -> dict of ``(..., B, 1, S, S)``
+    tensors over ``inputs`` ``[N, S, S]`` in batches; returns the dict of arrays concatenated
+    along their batch axis (second to last of the leading axes) with the channel dropped."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in tqdm(range(0, len(inputs), batch), desc=desc, disable=not progress):
+        out = recon(torch.from_numpy(inputs[i:i + batch])[:, None], i)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v.squeeze(-3).cpu().numpy())
+    return {k: np.concatenate(v, axis=v[0].ndim - 3) for k, v in parts.items()}
+
+
+def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, np.ndarray],
+             out_dir: str | Path, extra: dict[str, np.ndarray] | None = None
+             ) -> dict[str, float]:
+    """Score ``recon`` ``[N, S, S]`` against ``target``; write ``<name>_slices.csv`` and
+    ``<name>_recon.h5`` (reconstructions, and ``extra`` arrays such as uncertainty maps) into
+    ``out_dir``; return the mean and standard deviation of each metric."""
+    out_dir = Path(out_dir)
+    rows = []
+    for i in range(len(recon)):
+        row = {k: (str(meta[k][i]) if meta[k].dtype.kind in "SU" else meta[k][i].item())
+               for k in ("coil", "case", "file", "slice", "frame", "index") if k in meta}
+        rows.append({**row, **all_metrics(target[i], recon[i])})
+    write_table(rows, out_dir / f"{name}_slices.csv")
+    with atomic_path(out_dir / f"{name}_recon.h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f["recon"] = recon.astype(np.float32)
+            for k, v in (extra or {}).items():
+                f[k] = np.asarray(v, np.float32)
+            f["index"] = meta["index"]
+    return summarise(rows)
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for m in METRICS:
+        values = np.array([r[m] for r in rows], float)
+        out[m], out[f"{m}_std"] = float(values.mean()), float(values.std())
+    return out

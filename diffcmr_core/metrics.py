@@ -1,0 +1,40 @@
+"""The challenge's metrics (see ``cmrxrecon-format.md``), for one 2D magnitude image.
+
+Both images are first divided by their own maximum; then PSNR and SSIM are scikit-image's with
+``data_range = gt.max()`` (SSIM with its defaults: 7x7 uniform window, K1 = 0.01, K2 = 0.03) and
+NMSE = ||gt - pred||^2 / ||gt||^2. Every table of the study is computed by these functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+
+def _normalise(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
+    if gt.ndim != 2 or gt.shape != pred.shape:
+        raise ValueError(f"expected two 2D images of one shape, got {gt.shape} and {pred.shape}")
+    return gt / gt.max(), pred / pred.max()
+
+
+def psnr(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB."""
+    gt, pred = _normalise(gt, pred)
+    return float(peak_signal_noise_ratio(gt, pred, data_range=gt.max()))
+
+
+def ssim(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Structural similarity."""
+    gt, pred = _normalise(gt, pred)
+    return float(structural_similarity(gt, pred, data_range=gt.max()))
+
+
+def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Normalised mean squared error."""
+    gt, pred = _normalise(gt, pred)
+    return float(np.sum((gt - pred) ** 2) / np.sum(gt ** 2))
+
+
+def all_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    return {"psnr": psnr(gt, pred), "ssim": ssim(gt, pred), "nmse": nmse(gt, pred)}

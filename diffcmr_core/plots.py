@@ -1,0 +1,185 @@
+"""Figures: one function per figure, fixed size and DPI, saved as PNG (and PDF where asked)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from diffcmr_core.fileio import atomic_path
+
+DPI = 120
+
+
+def save(fig: plt.Figure, path: str | Path, pdf: bool = False) -> Path:
+    """Save ``fig`` atomically as PNG (and PDF beside it) and close it."""
+    path = Path(path).with_suffix(".png")
+    for p in [path] + ([path.with_suffix(".pdf")] if pdf else []):
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=p.suffix[1:])
+    plt.close(fig)
+    return path
+
+
+def _show(ax, img, title=None, cmap="gray", vmin=None, vmax=None):
+    ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, ncols: int | None = None,
+               cmap: str = "gray", suptitle: str | None = None, size: float = 2.2) -> plt.Figure:
+    """Images side by side, each scaled to its own range."""
+    ncols = ncols or len(images)
+    nrows = int(np.ceil(len(images) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat[len(images):]:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        _show(ax, img, title, cmap)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def kspace_log(kspace: np.ndarray) -> np.ndarray:
+    """log(1 + |k| / max|k|) for display."""
+    mag = np.abs(kspace)
+    return np.log1p(mag / mag.max() * 1e3)
+
+
+def loss_curve(rows: Sequence[dict[str, str]], title: str) -> plt.Figure:
+    """Training loss against step (log scale)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    steps = [int(r["step"]) for r in rows]
+    ax.plot(steps, [float(r["loss"]) for r in rows], lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fig1_diffusion(forward: Sequence[tuple[int, np.ndarray]],
+                   backward: Sequence[tuple[int, np.ndarray]]) -> plt.Figure:
+    """Figure 1: the forward process x_0 -> x_T (top) and the backward chain (bottom)."""
+    n = max(len(forward), len(backward))
+    fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.4), squeeze=False)
+    for row, (label, seq) in enumerate((("forward q(x_t | x_0)", forward),
+                                        ("backward p(x_{t-1} | x_t, I^u)", backward))):
+        for ax in axes[row]:
+            ax.axis("off")
+        for ax, (t, img) in zip(axes[row], seq):
+            _show(ax, img, f"t = {t}")
+        axes[row, 0].text(-0.15, 0.5, label, transform=axes[row, 0].transAxes, rotation=90,
+                          va="center", ha="right", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def fig2_pipeline(counts: dict[str, int], config_text: str) -> plt.Figure:
+    """Figure 2: eps = E(F(x_t) + G(I^u), H(t)) drawn from the modules, with parameter counts."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 5)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="k"))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+
+    def arrow(a, b):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, lw=1.2))
+
+    def count(key):
+        return f"{counts[key] / 1e6:.2f} M" if counts[key] >= 1e5 else f"{counts[key] / 1e3:.1f} k"
+
+    box(0.1, 3.6, 1.4, 0.8, "x_t\n(noisy image)", "#eeeeee")
+    box(0.1, 1.9, 1.4, 0.8, "I^u\n(under-sampled)", "#eeeeee")
+    box(0.1, 0.3, 1.4, 0.8, "t\n(time-step)", "#eeeeee")
+    box(2.2, 3.6, 2.0, 0.8, f"F: conv stem\n{count('F (stem)')}", "#cfe2f3")
+    box(2.2, 1.9, 2.0, 0.8, f"G: RRDB encoder\n{count('G (RRDB encoder)')}", "#d9ead3")
+    box(2.2, 0.3, 2.0, 0.8, f"H: time embedding\n{count('H (time embedding)')}", "#fff2cc")
+    ax.add_patch(plt.Circle((5.0, 3.0), 0.25, fc="white", ec="k"))
+    ax.text(5.0, 3.0, "+", ha="center", va="center", fontsize=14)
+    box(5.8, 1.9, 2.2, 2.2, f"E: U-Net\n(res. blocks +\nself-attention)\n{count('E (U-Net)')}", "#f4cccc")
+    box(8.6, 2.6, 1.3, 0.8, "eps_theta\n(noise)", "#eeeeee")
+    arrow((1.5, 4.0), (2.2, 4.0))
+    arrow((1.5, 2.3), (2.2, 2.3))
+    arrow((1.5, 0.7), (2.2, 0.7))
+    arrow((4.2, 4.0), (4.8, 3.15))
+    arrow((4.2, 2.3), (4.8, 2.85))
+    arrow((5.25, 3.0), (5.8, 3.0))
+    arrow((4.2, 0.7), (6.9, 1.9))
+    arrow((8.0, 3.0), (8.6, 3.0))
+    ax.text(5.0, 0.1, f"total {counts['total'] / 1e6:.2f} M parameters;  {config_text}",
+            ha="center", fontsize=8)
+    ax.set_title("DiffCMR: eps_theta(x_t, I^u, t) = E(F(x_t) + G(I^u), H(t))   (Eq. 3)", fontsize=10)
+    return fig
+
+
+def fig3_qualitative(rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
+                     row_titles: Sequence[str]) -> plt.Figure:
+    """Figure 3: per row, the images named by ``labels`` (last = ground truth) and, below each,
+    its absolute error to the ground truth on one shared scale."""
+    n = len(labels)
+    fig, axes = plt.subplots(2 * len(rows), n, figsize=(1.9 * n, 3.9 * len(rows)), squeeze=False)
+    for r, (images, row_title) in enumerate(zip(rows, row_titles)):
+        gt = images[labels[-1]]
+        vmax = gt.max()
+        emax = max(np.abs(images[k] / images[k].max() * vmax - gt).max() for k in labels[:-1]) or 1.0
+        for c, key in enumerate(labels):
+            img = images[key] / images[key].max() * vmax      # the challenge's max-normalisation
+            _show(axes[2 * r, c], img, key if r == 0 else None, vmin=0, vmax=vmax)
+            if c < n - 1:
+                _show(axes[2 * r + 1, c], np.abs(img - gt), None, cmap="inferno", vmin=0, vmax=emax)
+            else:
+                axes[2 * r + 1, c].axis("off")
+        axes[2 * r, 0].set_ylabel(row_title, fontsize=9)
+        axes[2 * r + 1, 0].set_ylabel("|error|", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
+                  paper_steps: dict[int, float], paper_rounds: dict[int, float]) -> plt.Figure:
+    """PSNR against T (R fixed) and against R (T fixed), ours beside the paper's."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, rows, key, paper, xlabel in ((axes[0], steps_rows, "steps", paper_steps, "inference steps T"),
+                                        (axes[1], rounds_rows, "rounds", paper_rounds, "ensembling rounds R")):
+        pts = [(int(r[key]), float(r["psnr"])) for r in rows if str(r[key]) != "Raw"]
+        raw = next(float(r["psnr"]) for r in rows if str(r[key]) == "Raw")
+        ax.plot(*zip(*pts), "o-", label="ours")
+        ax.axhline(raw, color="gray", ls="--", label="ours: RAW input")
+        ax.plot(list(paper), list(paper.values()), "s:", color="C3", label="paper")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
+    """PSNR against network evaluations per slice, one line per sampler (x DC)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name in dict.fromkeys(r["label"] for r in rows):
+        pts = sorted((float(r["nfe"]), float(r["psnr"])) for r in rows if r["label"] == name)
+        ax.plot(*zip(*pts), "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per slice (T x R)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
