@@ -94,8 +94,20 @@ def _rss_block(kspace: np.ndarray, pad_to: int) -> np.ndarray:
     return np.sqrt(np.fft.fftshift(power, axes=(-2, -1)))
 
 
+def center_crop(x: np.ndarray, size: int) -> np.ndarray:
+    """Crop the last two axes to at most ``size`` around the k-space centre (index ``n // 2`` goes
+    to ``size // 2``, the convention of the padding)."""
+    for axis in (-2, -1):
+        n = x.shape[axis]
+        if n > size:
+            start = n // 2 - size // 2
+            x = np.take(x, np.arange(start, start + size), axis=axis)
+    return x
+
+
 def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_to: int = 512,
-                    size: int | None = 128, block_bytes: int = 24 << 20) -> np.ndarray:
+                    size: int | None = 128, crop: bool = False,
+                    block_bytes: int = 24 << 20) -> np.ndarray:
     """Magnitude images from k-space, vectorised over any leading axes.
 
     Centred zero-padding of k-space to ``pad_to x pad_to``, centred orthonormal 2D inverse FFT
@@ -108,10 +120,17 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
         multicoil: combine coils by RSS (axis -3) rather than taking the magnitude.
         pad_to: k-space is zero-padded (centred) to ``pad_to x pad_to`` before the iFFT.
         size: output ``size x size``; ``None`` keeps ``pad_to``.
+        crop: instead of padding to ``pad_to`` and resizing the images, keep the central
+            ``size x size`` of k-space (a low-pass; zero-padded where k-space is smaller), so that
+            the sampling mask carries over to the output line for line.
 
     Returns:
         float32 ``(..., size, size)`` magnitude images, in the k-space's own scale.
     """
+    if crop:
+        if size is None:
+            raise ValueError("crop=True needs an output size")
+        kspace, pad_to, size = center_crop(np.asarray(kspace), size), size, None
     x = np.asarray(kspace.numpy() if isinstance(kspace, torch.Tensor) else kspace)
     if not np.iscomplexobj(x):
         raise ValueError(f"k-space must be complex, got {x.dtype}")
@@ -146,6 +165,7 @@ class PreprocessConfig:
     n_val_subset: int = 240            # "shuffle the validation set and select the first 240"
     subset_seed: int = 0
     frames_per_chunk: int = 1          # frames read and written at a time (streaming)
+    crop: bool = False                 # k-space centre crop instead of pad + resize (see kspace_to_image)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -194,7 +214,7 @@ def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
     ds[n:] = values
 
 
-def _new_pairs_file(f: h5py.File, size: int) -> None:
+def _new_pairs_file(f: h5py.File, size: int, crop: bool = False) -> None:
     for name in ("input", "target"):
         f.create_dataset(name, shape=(0, size, size), maxshape=(None, size, size),
                          dtype="f4", chunks=(1, size, size))
@@ -202,9 +222,12 @@ def _new_pairs_file(f: h5py.File, size: int) -> None:
             "scale": "f8", "split": "u1"}
     for name, dtype in meta.items():
         f.create_dataset(f"meta/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    if crop:
+        f.create_dataset("mask_lines", shape=(0, size), maxshape=(None, size), dtype="u1",
+                         chunks=(1024, size))
 
 
-def _validate_pair(src: _Source, acc: int, full_shape: tuple[int, ...]) -> None:
+def _validate_pair(src: _Source, acc: int, full_shape: tuple[int, ...]) -> np.ndarray:
     sub_path, mask_path = src.sub[acc]
     key = io.kspace_key(src.coil, acc)
     sub_shape = io.kspace_shape(sub_path, key)
@@ -212,6 +235,19 @@ def _validate_pair(src: _Source, acc: int, full_shape: tuple[int, ...]) -> None:
         raise CMRxReconError(sub_path, f"shape {sub_shape} differs from FullSample {full_shape}")
     mask = io.load_mask(mask_path, io.mask_key(acc))
     io.check_mask_fits(mask, sub_shape, mask_path)
+    return mask
+
+
+def crop_lines(lines: np.ndarray, size: int) -> np.ndarray:
+    """The ky lines ``(ky,)`` of a mask as they land in a ``size``-line centre crop (or pad) of
+    k-space; padded lines count as not sampled."""
+    n = len(lines)
+    out = np.zeros(size, bool)
+    if n >= size:
+        out[:] = lines[n // 2 - size // 2:n // 2 - size // 2 + size]
+    else:
+        out[size // 2 - n // 2:size // 2 - n // 2 + n] = lines
+    return out
 
 
 def build_pairs(root: str | Path, out_dir: str | Path, task: str,
@@ -236,7 +272,7 @@ def build_pairs(root: str | Path, out_dir: str | Path, task: str,
     train_cases, val_cases = split_cases([s.case for s in sources], cfg.val_fraction)
     with _AtomicGroup(targets) as files:
         for f in files.values():
-            _new_pairs_file(f, cfg.size)
+            _new_pairs_file(f, cfg.size, cfg.crop)
         for src in tqdm(sources, desc=f"pairs {task}", disable=not progress):
             _write_source(src, files, cfg, is_val=src.case in val_cases)
         for f in files.values():
@@ -251,14 +287,15 @@ def build_pairs(root: str | Path, out_dir: str | Path, task: str,
 
 
 def iter_images(path: str | Path, key: str, *, pad_to: int, size: int | None,
-                frames_per_chunk: int = 1):
+                frames_per_chunk: int = 1, crop: bool = False):
     """Stream a k-space file as images: yields ``(t0, images)`` with float32 images
     ``(frames, kz, size, size)`` for frames ``t0 .. t0 + frames - 1``; only ``frames_per_chunk``
     frames of k-space are in memory at a time."""
     shape = io.kspace_shape(path, key)
     for t0 in range(0, shape[0], frames_per_chunk):
         kspace = io.load_kspace(path, key, index=(slice(t0, t0 + frames_per_chunk),))
-        yield t0, kspace_to_image(kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size)
+        yield t0, kspace_to_image(kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size,
+                                  crop=crop)
 
 
 def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConfig,
@@ -266,9 +303,8 @@ def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConf
     full_key = io.kspace_key(src.coil, None)
     shape = io.kspace_shape(src.full, full_key)
     accs = [a for a in files if a in src.sub]
-    for acc in accs:  # the stored under-sampled k-space already carries its mask
-        _validate_pair(src, acc, shape)
-    opts = dict(pad_to=cfg.pad_to, size=cfg.size, frames_per_chunk=cfg.frames_per_chunk)
+    masks = {acc: _validate_pair(src, acc, shape) for acc in accs}
+    opts = dict(pad_to=cfg.pad_to, size=cfg.size, frames_per_chunk=cfg.frames_per_chunk, crop=cfg.crop)
     streams = [iter_images(src.full, full_key, **opts)]
     streams += [iter_images(src.sub[a][0], io.kspace_key(src.coil, a), **opts) for a in accs]
     for (t0, target), *inputs in zip(*streams):
@@ -289,6 +325,9 @@ def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConf
                                  ("slice", slices), ("frame", frames), ("scale", scale),
                                  ("split", np.full(n, int(is_val), np.uint8))):
                 _append(f[f"meta/{name}"], values)
+            if cfg.crop:  # the mask at the network's resolution, for data consistency
+                lines = crop_lines(masks[acc].any(axis=1), cfg.size)
+                _append(f["mask_lines"], np.repeat(lines[None], n, axis=0))
 
 
 def _is_finished(path: Path, stamp: str) -> bool:
@@ -347,6 +386,8 @@ def load_pairs(path: str | Path, split: str = "train", *, subset: int | None = N
         inp = f["input"][sorted_idx][inv]
         tgt = f["target"][sorted_idx][inv]
         meta = {k: f[f"meta/{k}"][()][idx] for k in f["meta"]}
+        if "mask_lines" in f:
+            meta["mask_lines"] = f["mask_lines"][sorted_idx][inv].astype(bool)
     meta = {k: (v.astype(str) if v.dtype.kind == "S" else v) for k, v in meta.items()}
     meta["index"] = idx
     return inp, tgt, meta

@@ -49,6 +49,10 @@ class EvalConfig:
     ablation_steps: tuple[int, ...] = (20, 100, 500, 1000)
     ablation_rounds: tuple[int, ...] = (1, 2, 4, 8)
     ablation_n_val: int = 240
+    # notebook 08: (sampler, T, R); the first is the paper protocol, the reference
+    fast_settings: tuple[tuple[str, int, int], ...] = (
+        ("ddpm", 1000, 4), ("ddim", 25, 4), ("ddim", 50, 2), ("dpm++", 10, 4), ("dpm++", 25, 4),
+        ("dpm++", 50, 2))
     seed: int = 0
 
 
@@ -141,7 +145,8 @@ PROFILES: dict[str, Profile] = {
         train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
         train_cgan=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
         evaluation=EvalConfig(n_val=4, steps=10, rounds=2, batch=4, ablation_steps=(5, 10),
-                              ablation_rounds=(1, 2), ablation_n_val=2),
+                              ablation_rounds=(1, 2), ablation_n_val=2,
+                              fast_settings=(("ddpm", 20, 2), ("ddim", 5, 2), ("dpm++", 5, 2))),
         budget_minutes=5.0,
     ),
 }

@@ -53,17 +53,20 @@ def round_generators(seed: int, first_index: int, n: int, rounds: int) -> list[t
 
 
 def diffcmr_reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
-                        seed: int, sampler: str = "ddpm", progress: bool = False, x0_hook=None
+                        seed: int, sampler: str = "ddpm", progress: bool = False, x0_hook_for=None
                         ) -> dict[str, np.ndarray]:
     """Reconstruct ``inputs`` ``[N, S, S]``; returns ``mean``, ``std`` and ``rounds``
-    ``[R, N, S, S]``."""
+    ``[R, N, S, S]``. ``x0_hook_for(batch_input, first_index)`` optionally makes each batch's
+    x0 hook (e.g. data consistency)."""
     dev = next(model.parameters()).device
 
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         gens = round_generators(seed, first, len(x), rounds)
         gens = [g if dev.type == "cpu" else torch.Generator(dev).manual_seed(g.initial_seed()) for g in gens]
-        mean, std, all_rounds = system.reconstruct(model, x.to(dev), steps=steps, rounds=rounds,
-                                                   sampler=sampler, generator=gens, x0_hook=x0_hook)
+        x = x.to(dev)
+        hook = x0_hook_for(x, first) if x0_hook_for is not None else None
+        mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
+                                                   sampler=sampler, generator=gens, x0_hook=hook)
         return {"mean": mean, "std": std, "rounds": all_rounds}
 
     return reconstruct_all(recon, inputs, batch, progress=progress, desc=f"{sampler} T={steps} R={rounds}")
@@ -179,9 +182,8 @@ def expected_table1(profile: Profile) -> list[dict[str, object]]:
 
 # ----------------------------------------------------------------------------- the whole study
 def notebooks_dir() -> Path:
-    from diffcmr_core.profiles import repo_root
-
-    return repo_root() / "notebooks"
+    """The study's notebooks, beside the package in the checkout."""
+    return Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def run_study(profile_name: str = "quick", *, force: bool = False, only: list[str] | None = None) -> Path:

@@ -1,0 +1,85 @@
+import dataclasses
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from diffcmr_core.preprocess import PreprocessConfig, build_pairs, pairs_path
+from diffcmr_core.train import TrainConfig, _flip, batch_indices, load_checkpoint, train
+from tests.test_models import TINY
+
+MODEL = dataclasses.asdict(TINY)
+CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, train_steps=100,
+                  log_every=1, checkpoint_every=3)
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_pairs")
+    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=96, size=16, accs=(4,)), progress=False)
+    return pairs_path(out, "cine", 4)
+
+
+def _weights(path):
+    ckpt = load_checkpoint(path)
+    return ckpt["system"], ckpt["ema"]
+
+
+@pytest.mark.parametrize("method", ["diffcmr", "unet", "cgan"])
+def test_resumed_run_equals_uninterrupted_run(pairs, tmp_path, method):
+    model = MODEL if method == "diffcmr" else {"channels": 4, "depth": 2}
+    full = train(method, pairs, tmp_path / "full", CFG, model, device="cpu", progress=False)
+    half = train(method, pairs, tmp_path / "resumed", dataclasses.replace(CFG, iterations=3), model,
+                 device="cpu", progress=False)
+    assert load_checkpoint(half)["step"] == 3
+    resumed = train(method, pairs, tmp_path / "resumed", CFG, model, device="cpu", progress=False)
+    (a, ea), (b, eb) = _weights(full), _weights(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    for k in ea:
+        torch.testing.assert_close(ea[k], eb[k], rtol=0, atol=0)
+    log = (tmp_path / "resumed" / "loss.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss") and [l.split(",")[0] for l in log[1:]] == [str(i) for i in range(1, 7)]
+
+
+def test_training_lowers_the_loss(pairs, tmp_path):
+    cfg = dataclasses.replace(CFG, iterations=60, batch_size=4, log_every=10, checkpoint_every=60)
+    train("unet", pairs, tmp_path, cfg, {"channels": 8, "depth": 2}, device="cpu", progress=False)
+    rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
+    first, last = float(rows[0].split(",")[1]), float(rows[-1].split(",")[1])
+    assert last < 0.7 * first
+
+
+def test_flips_apply_to_input_and_target_alike():
+    x = torch.arange(2 * 9, dtype=torch.float32).reshape(2, 1, 3, 3)
+    flips = torch.tensor([[True, False], [True, True]])
+    out = _flip(x, flips)
+    torch.testing.assert_close(out[0, 0], x[0, 0].flip(-1))
+    torch.testing.assert_close(out[1, 0], x[1, 0].flip(-1).flip(-2))
+
+
+def test_batch_order_covers_each_epoch_once():
+    seen = [i for step in range(5) for i in batch_indices(10, 4, step, seed=0)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+
+
+def _ddp_worker(rank, world, init_file, pairs, out, cfg):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        train("diffcmr", pairs, out, cfg, MODEL, device="cpu", progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process_with_the_global_batch(pairs, tmp_path):
+    cfg = dataclasses.replace(CFG, iterations=3, checkpoint_every=3)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(pairs), str(tmp_path / "ddp"), cfg), nprocs=2)
+    single = train("diffcmr", pairs, tmp_path / "single", dataclasses.replace(cfg, batch_size=4), MODEL,
+                   device="cpu", progress=False)
+    (a, _), (b, _) = _weights(tmp_path / "ddp" / "last.pt"), _weights(single)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
