@@ -55,8 +55,6 @@ def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, n
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
-    out = {}
-    for m in METRICS:
-        values = np.array([r[m] for r in rows], float)
-        out[m], out[f"{m}_std"] = float(values.mean()), float(values.std())
-    return out
+    values = {m: np.array([r[m] for r in rows], float) for m in METRICS}
+    return {**{m: float(v.mean()) for m, v in values.items()},
+            **{f"{m}_std": float(v.std()) for m, v in values.items()}}

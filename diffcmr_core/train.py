@@ -149,6 +149,7 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
     inp_all, tgt_all, _ = load_pairs(pairs, "train")
     inp_all = torch.from_numpy(inp_all)[:, None]
     tgt_all = torch.from_numpy(tgt_all)[:, None]
+    torch.manual_seed(cfg.seed)                     # the initial weights are part of the run
     system = build_system(method, model_config, cfg.train_steps, cfg.l1_weight).to(device)
     ema = copy.deepcopy(system.model).requires_grad_(False)
     opts = system.optimizers(cfg.lr, cfg.weight_decay)

@@ -56,7 +56,7 @@ def test_output_parameterisations_recover_the_noise(prediction, monkeypatch):
 
 def test_baselines_shapes():
     unet = UNet(UNetConfig(channels=8, depth=2))
-    x = torch.randn(2, 1, 16, 16)
+    x = torch.randn(2, 1, 32, 32)
     assert unet(x).shape == x.shape
     d = PatchDiscriminator(channels=8)
     assert d(x, x).shape[:2] == (2, 1)
