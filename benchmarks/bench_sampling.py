@@ -54,8 +54,7 @@ def time_protocol(profile, steps: int, rounds: int, slices: int, dev: torch.devi
     torch.nn.init.normal_(model.unet.out[-1].weight, std=0.02)   # non-trivial outputs
     size = cfg.image_size
     inp = torch.rand(slices, 1, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
-    gens = lambda: [torch.Generator(dev).manual_seed(g.initial_seed())  # noqa: E731
-                    for g in round_generators(0, 0, slices, rounds)]
+    gens = lambda: round_generators(0, 0, rounds, dev)  # noqa: E731
 
     _sync(dev)
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcmr_core.evaluate import evaluate, reconstruct_all, summarise
+from diffcmr_core.evaluate import evaluate, reconstruct_all
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.methods import METHOD_LABEL
 from diffcmr_core.phantom import make_phantom
@@ -45,11 +45,13 @@ def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
                  progress=progress)
 
 
-def round_generators(seed: int, first_index: int, n: int, rounds: int) -> list[torch.Generator]:
+def round_generators(seed: int, first_index: int, rounds: int,
+                     device: str | torch.device = "cpu") -> list[torch.Generator]:
     """One generator per round for a batch starting at slice ``first_index``. Round r's
     generator does not depend on how many rounds are run, so the first R rounds of an 8-round
     run are exactly an R-round run."""
-    return [torch.Generator().manual_seed(seed * 7919 + 104_729 * r + first_index) for r in range(rounds)]
+    return [torch.Generator(device).manual_seed(seed * 7919 + 104_729 * r + first_index)
+            for r in range(rounds)]
 
 
 def diffcmr_reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
@@ -61,8 +63,7 @@ def diffcmr_reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds
     dev = next(model.parameters()).device
 
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
-        gens = round_generators(seed, first, len(x), rounds)
-        gens = [g if dev.type == "cpu" else torch.Generator(dev).manual_seed(g.initial_seed()) for g in gens]
+        gens = round_generators(seed, first, rounds, dev)
         x = x.to(dev)
         hook = x0_hook_for(x, first) if x0_hook_for is not None else None
         mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
@@ -152,10 +153,6 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
 
 def loss_history(profile: Profile, task: str, acc: int, method: str) -> list[dict[str, str]]:
     return read_csv(paths_for(profile).model_dir(task, acc, method) / "loss.csv")
-
-
-__all__ = ["ablation", "diffcmr_reconstruct", "ensure_data", "ensure_trained", "evaluate_factor",
-           "loss_history", "results_table", "round_generators", "summarise"]
 
 
 def expected_table1(profile: Profile) -> list[dict[str, object]]:

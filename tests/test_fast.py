@@ -15,7 +15,7 @@ def test_cached_condition_and_batched_rounds_equal_the_plain_path():
     calls = {"G": 0}
     system.model.condition.register_forward_hook(lambda *a: calls.__setitem__("G", calls["G"] + 1))
     inp = torch.rand(2, 1, 16, 16)
-    gens = lambda: round_generators(0, 0, 2, 3)  # noqa: E731
+    gens = lambda: round_generators(0, 0, 3)  # noqa: E731
     plain = plain_reconstruct(system.model, inp, steps=20, rounds=3, generator=gens())
     assert calls["G"] == 3 * 20                   # the plain path runs G at every step and round
     calls["G"] = 0
