@@ -81,5 +81,7 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(pairs, tmp_pa
     single = train("diffcmr", pairs, tmp_path / "single", dataclasses.replace(cfg, batch_size=4), MODEL,
                    device="cpu", progress=False)
     (a, _), (b, _) = _weights(tmp_path / "ddp" / "last.pt"), _weights(single)
+    # equal up to float summation order; Adam turns a last-bit gradient difference on a near-zero
+    # gradient into up to ~1 % of a step (lr = 1e-3), so the tolerance is a tenth of one step
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
