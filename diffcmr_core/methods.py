@@ -8,7 +8,6 @@ to a maximum of 1); DiffCMR diffuses in [-1, 1] (x = 2 img - 1), as DDPMs do.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -173,7 +172,3 @@ def build_system(method: str, model_config: dict[str, Any], train_steps: int = 1
     if method == "cgan":
         return GANSystem(UNetConfig(**model_config), l1_weight)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-
-
-def config_dict(system: nn.Module) -> dict[str, Any]:
-    return asdict(system.cfg)

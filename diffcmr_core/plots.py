@@ -54,16 +54,18 @@ def kspace_log(kspace: np.ndarray) -> np.ndarray:
     return np.log1p(mag / mag.max() * 1e3)
 
 
-def loss_curve(rows: Sequence[dict[str, str]], title: str) -> plt.Figure:
-    """Training loss against step (log scale)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    steps = [int(r["step"]) for r in rows]
-    ax.plot(steps, [float(r["loss"]) for r in rows], lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
+def loss_curves(histories: dict[str, Sequence[dict[str, str]]], ncols: int) -> plt.Figure:
+    """Training loss against iteration (log scale), one panel per run, ``ncols`` per row."""
+    nrows = int(np.ceil(len(histories) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(histories):]:
+        ax.axis("off")
+    for ax, (title, rows) in zip(axes.flat, histories.items()):
+        ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=1)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+    axes[0, 0].set_ylabel("loss (Eq. 5 / L1)")
     fig.tight_layout()
     return fig
 
