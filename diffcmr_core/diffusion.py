@@ -118,6 +118,16 @@ def _with_x0_hook(eps: torch.Tensor, x: torch.Tensor, abar: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------- samplers
+def _start(cond: object, shape: tuple[int, ...] | None, steps: int, rounds: int, generator: Generators):
+    """What every sampler needs before its loop: the sample shape, the device, the chain's base
+    time-steps and abar (float64), the condition repeated for the rounds, and x_T ~ N(0, I)."""
+    shape = tuple(shape if shape is not None else cond.shape)
+    device = cond.device if isinstance(cond, torch.Tensor) else None
+    tau, abar = _chain(steps, device)
+    x = _randn(shape, rounds, generator, device, torch.float32)
+    return shape, device, tau, abar, _expand_rounds(cond, rounds), x
+
+
 @torch.no_grad()
 def ddpm_sample(eps_fn: EpsFn, cond: object, *, steps: int = BASE_STEPS, rounds: int = 1,
                 generator: Generators = None, progress: bool = False,
@@ -141,23 +151,23 @@ def ddpm_sample(eps_fn: EpsFn, cond: object, *, steps: int = BASE_STEPS, rounds:
         ``(mean, std)`` over rounds, each ``(B, C, H, W)``: the reconstruction and an
         uncertainty map (``return_rounds``: the samples themselves).
     """
-    shape = tuple(shape if shape is not None else cond.shape)
-    device = cond.device if isinstance(cond, torch.Tensor) else None
-    tau, abar = _chain(steps, device)
+    shape, device, tau, abar, cond_r, x = _start(cond, shape, steps, rounds, generator)
     abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
     alpha = abar / abar_prev
     beta = 1 - alpha
-    beta_tilde = (1 - abar_prev) / (1 - abar) * beta
-    cond_r = _expand_rounds(cond, rounds)
-    x = _randn(shape, rounds, generator, device, torch.float32)            # x_T ~ N(0, I)
+    # per-step coefficients of Alg. 2, computed once (float64, then float32)
+    eps_coef = (beta / (1 - abar).sqrt()).float()
+    inv_sqrt_alpha = alpha.rsqrt().float()
+    sigma = ((1 - abar_prev) / (1 - abar) * beta).sqrt().float()   # beta-tilde^{1/2}
+    abar32 = abar.float()
     for i in tqdm(range(steps - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
-        t = tau[i].expand(x.shape[0])
-        eps = eps_fn(x, t, cond_r).float()
-        eps, _ = _with_x0_hook(eps, x, abar[i].float(), x0_hook)
+        eps = eps_fn(x, tau[i].expand(x.shape[0]), cond_r).float()
+        if x0_hook is not None:
+            eps, _ = _with_x0_hook(eps, x, abar32[i], x0_hook)
         # x_{t-1} = alpha_t^{-1/2} (x_t - beta_t / sqrt(1 - abar_t) eps) + 1[t>1] beta~_t^{1/2} z
-        x = (x - (beta[i] / (1 - abar[i]).sqrt()).float() * eps) / alpha[i].sqrt().float()
+        x = (x - eps_coef[i] * eps) * inv_sqrt_alpha[i]
         if i > 0:
-            x = x + beta_tilde[i].sqrt().float() * _randn(shape, rounds, generator, device, x.dtype)
+            x = x + sigma[i] * _randn(shape, rounds, generator, device, x.dtype)
     return _ensemble(x, rounds, return_rounds)
 
 
@@ -169,16 +179,13 @@ def ddim_sample(eps_fn: EpsFn, cond: object, *, steps: int = 50, rounds: int = 1
                 return_rounds: bool = False):
     """Deterministic DDIM (eta = 0) [14] on the same trained network; same interface as
     :func:`ddpm_sample`. Only x_T is random, so rounds differ by their starting noise."""
-    shape = tuple(shape if shape is not None else cond.shape)
-    device = cond.device if isinstance(cond, torch.Tensor) else None
-    tau, abar = _chain(steps, device)
-    cond_r = _expand_rounds(cond, rounds)
-    x = _randn(shape, rounds, generator, device, torch.float32)
+    shape, device, tau, abar, cond_r, x = _start(cond, shape, steps, rounds, generator)
+    abar32 = abar.float()
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]]).float()    # the last step lands on x_0
     for i in tqdm(range(steps - 1, -1, -1), desc="DDIM", disable=not progress, leave=False):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond_r).float()
-        eps, x0 = _with_x0_hook(eps, x, abar[i].float(), x0_hook)
-        a_prev = abar[i - 1].float() if i > 0 else torch.ones((), device=device)
-        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        eps, x0 = _with_x0_hook(eps, x, abar32[i], x0_hook)
+        x = abar_prev[i].sqrt() * x0 + (1 - abar_prev[i]).sqrt() * eps
     return _ensemble(x, rounds, return_rounds)
 
 
@@ -193,27 +200,29 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, cond: object, *, steps: int = 20, rounds
     the last time-step are first order (the "lower order final" of the reference solver: that
     step is long in log-SNR and a second-order extrapolation over it overshoots); the output is
     the data prediction at the last time-step. Same interface as :func:`ddpm_sample`."""
-    shape = tuple(shape if shape is not None else cond.shape)
-    device = cond.device if isinstance(cond, torch.Tensor) else None
-    tau, abar = _chain(steps, device)
+    shape, device, tau, abar, cond_r, x = _start(cond, shape, steps, rounds, generator)
     alpha_s, sigma_s = abar.sqrt(), (1 - abar).sqrt()
     lam = torch.log(alpha_s / sigma_s)
-    cond_r = _expand_rounds(cond, rounds)
-    x = _randn(shape, rounds, generator, device, torch.float32)
-    x0_prev, h_prev = None, None
+    # step i -> i-1: h = lambda_{i-1} - lambda_i, x <- (sigma_{i-1}/sigma_i) x - alpha_{i-1}(e^{-h} - 1) D
+    h = torch.cat([lam.new_zeros(1), lam[:-1] - lam[1:]])
+    ratio = torch.cat([lam.new_zeros(1), sigma_s[:-1] / sigma_s[1:]]).float()
+    coef = torch.cat([lam.new_zeros(1), alpha_s[:-1] * torch.expm1(-h[1:])]).float()
+    r = torch.ones_like(h)                          # r_i = h_prev / h: h_prev is h[i + 1]
+    r[1:-1] = h[2:] / h[1:-1]
+    w_now, w_prev = (1 + 1 / (2 * r)).float(), (1 / (2 * r)).float()
+    abar32 = abar.float()
+    x0_prev = None
     for i in tqdm(range(steps - 1, -1, -1), desc="DPM-Solver++", disable=not progress, leave=False):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond_r).float()
-        _, x0 = _with_x0_hook(eps, x, abar[i].float(), x0_hook)
+        _, x0 = _with_x0_hook(eps, x, abar32[i], x0_hook)
         if i == 0:                                     # last step: to the clean image
             x = x0
             break
-        h = lam[i - 1] - lam[i]
         d = x0
         if x0_prev is not None and i > 1:              # second order, but not into tau_1 = 0
-            r = h_prev / h
-            d = (1 + 1 / (2 * r)).float() * x0 - (1 / (2 * r)).float() * x0_prev
-        x = (sigma_s[i - 1] / sigma_s[i]).float() * x - (alpha_s[i - 1] * torch.expm1(-h)).float() * d
-        x0_prev, h_prev = x0, h
+            d = w_now[i] * x0 - w_prev[i] * x0_prev
+        x = ratio[i] * x - coef[i] * d
+        x0_prev = x0
     return _ensemble(x, rounds, return_rounds)
 
 

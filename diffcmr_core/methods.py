@@ -58,10 +58,7 @@ class DiffusionSystem(nn.Module):
         with _autocast(inp.device):
             eps = self.model(x_t, t, to_model_space(inp))                      # Eq. 3
         loss = diffusion.diffusion_loss(eps, noise)                            # Eq. 5
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sync(self.model)
-        opt.step()
+        _update(opt, loss, self.model, sync)
         return {"loss": loss.item()}
 
     @torch.no_grad()
@@ -100,10 +97,7 @@ class RegressionSystem(nn.Module):
         with _autocast(inp.device):
             pred = self.model(inp)
         loss = F.l1_loss(pred.float(), tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sync(self.model)
-        opt.step()
+        _update(opt, loss, self.model, sync)
         return {"loss": loss.item()}
 
     @torch.no_grad()
@@ -137,10 +131,7 @@ class GANSystem(RegressionSystem):
             d_real = self.discriminator(inp, tgt).float()
             d_fake = self.discriminator(inp, fake.detach()).float()
         loss_d = 0.5 * (bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake)))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        sync(self.discriminator)
-        opt_d.step()
+        _update(opt_d, loss_d, self.discriminator, sync)
         # generator: fool the discriminator and stay close to the target
         self.discriminator.requires_grad_(False)
         with _autocast(inp.device):
@@ -148,12 +139,18 @@ class GANSystem(RegressionSystem):
         loss_adv = bce(d_gen, torch.ones_like(d_gen))
         loss_l1 = F.l1_loss(fake.float(), tgt)
         loss_g = loss_adv + self.l1_weight * loss_l1
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        _update(opt_g, loss_g, self.model, sync)
         self.discriminator.requires_grad_(True)
-        sync(self.model)
-        opt_g.step()
         return {"loss": loss_l1.item(), "loss_adv": loss_adv.item(), "loss_d": loss_d.item()}
+
+
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, sync) -> None:
+    """One optimiser step on ``loss`` for ``module``'s parameters (gradients averaged over
+    processes by ``sync`` under DDP)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    sync(module)
+    opt.step()
 
 
 def _autocast(device: torch.device):
