@@ -39,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 
 clean-runs:
-	rm -rf runs data/synthetic
+	rm -rf runs data/synthetic data/pairs

@@ -84,21 +84,20 @@ def sampler_comparison(profile, task: str = "cine", acc: int = 4, *, progress: b
     paper-protocol row without DC on that model is the reference.
     """
     import dataclasses
-    import json
     import time
 
     from diffcmr_core.evaluate import evaluate
-    from diffcmr_core.fileio import write_text_atomic
     from diffcmr_core.preprocess import build_pairs, load_pairs, pairs_path
     from diffcmr_core.profiles import paths_for
-    from diffcmr_core.study import device, diffcmr_reconstruct, ensure_data
+    from diffcmr_core.study import _cached, _store, device, diffcmr_reconstruct, ensure_data
     from diffcmr_core.train import load_for_inference, train
 
     paths = paths_for(profile)
     out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
     cache = out / "comparison.json"
-    if cache.is_file() and not force:
-        return json.loads(cache.read_text())
+    cached = _cached(cache, profile, force)
+    if cached is not None:
+        return cached
     ensure_data(profile, progress=progress)
     pre = dataclasses.replace(profile.preprocess, crop=True, accs=(acc,))
     crop_pairs = paths.pairs.parent / f"{profile.name}_crop"
@@ -126,5 +125,5 @@ def sampler_comparison(profile, task: str = "cine", acc: int = 4, *, progress: b
             rows.append({"label": label, "sampler": sampler, "steps": steps, "rounds": rounds,
                          "nfe": steps * rounds, "dc": dc, "seconds_per_slice": seconds,
                          **evaluate(f"{sampler}{steps}r{rounds}{'dc' if dc else ''}", rec, tgt, meta, out)})
-    write_text_atomic(cache, json.dumps(rows, indent=1))
+    _store(cache, profile, rows)
     return rows

@@ -24,6 +24,26 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _stamp(profile: Profile) -> str:
+    """Everything a cached result depends on: the profile's configuration."""
+    import dataclasses
+
+    return json.dumps(dataclasses.asdict(profile), sort_keys=True, default=list)
+
+
+def _cached(path: Path, profile: Profile, force: bool):
+    """A cached JSON result if it was made with this profile's configuration, else None."""
+    if force or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    stale = not isinstance(data, dict) or data.get("stamp") != _stamp(profile)
+    return None if stale else data["result"]
+
+
+def _store(path: Path, profile: Profile, result) -> None:
+    write_text_atomic(path, json.dumps({"stamp": _stamp(profile), "result": result}, indent=1))
+
+
 # ----------------------------------------------------------------------------- data and training
 def ensure_data(profile: Profile, *, progress: bool = True) -> Path:
     """The CMRxRecon tree (synthetic unless the real one is configured) and the paired slices."""
@@ -83,8 +103,9 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
     paths = paths_for(profile)
     out = paths.eval_dir(task, acc)
     summary_path = out / "summary.json"
-    if summary_path.is_file() and not force:
-        return json.loads(summary_path.read_text())
+    cached = _cached(summary_path, profile, force)
+    if cached is not None:
+        return cached
     ev = profile.evaluation
     inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, acc), "val_subset", subset=ev.n_val)
     results = {"RAW": evaluate("RAW", inp, tgt, meta, out)}
@@ -100,7 +121,7 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
             rec = reconstruct_all(lambda x, _: {"mean": system.reconstruct(model, x.to(device()))[0]},
                                   inp, ev.batch)
             results[METHOD_LABEL[method]] = evaluate(METHOD_LABEL[method], rec["mean"], tgt, meta, out)
-    write_text_atomic(summary_path, json.dumps(results, indent=1))
+    _store(summary_path, profile, results)
     return results
 
 
@@ -125,9 +146,9 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
     paths = paths_for(profile)
     out = paths.runs / "ablation" / f"{task}_acc{acc:02d}"
     cache = out / "ablation.json"
-    if cache.is_file() and not force:
-        data = json.loads(cache.read_text())
-        return data["steps"], data["rounds"]
+    cached = _cached(cache, profile, force)
+    if cached is not None:
+        return cached["steps"], cached["rounds"]
     ev = profile.evaluation
     inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, acc), "val_subset", subset=ev.ablation_n_val)
     system, model = load_for_inference(ensure_trained(profile, task, acc, "diffcmr", progress=progress), device())
@@ -147,7 +168,7 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
             rec = diffcmr_reconstruct(system, model, inp, steps=t, rounds=r_fixed, batch=ev.batch,
                                       seed=ev.seed, progress=progress)["mean"]
         steps_rows.append({"steps": t, **evaluate(f"steps{t}", rec, tgt, meta, out)})
-    write_text_atomic(cache, json.dumps({"steps": steps_rows, "rounds": rounds_rows}, indent=1))
+    _store(cache, profile, {"steps": steps_rows, "rounds": rounds_rows})
     return steps_rows, rounds_rows
 
 

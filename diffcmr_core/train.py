@@ -154,6 +154,9 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
     ema = copy.deepcopy(system.model).requires_grad_(False)
     opts = system.optimizers(cfg.lr, cfg.weight_decay)
     start = 0
+    if ckpt_path.is_file() and not _same_run(load_checkpoint(ckpt_path), method, cfg, model_config):
+        ckpt_path.unlink()                           # made with another configuration: start over
+        log_path.unlink(missing_ok=True)
     if ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path, device)
         system.load_state_dict(ckpt["system"])
@@ -200,6 +203,19 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
                 "model_config": dict(model_config), "pairs": str(pairs)})
             _write_log(log_path, log_rows)
     return ckpt_path
+
+
+_EXTENDABLE = ("iterations", "log_every", "checkpoint_every")
+
+
+def _same_run(ckpt: dict[str, Any], method: str, cfg: TrainConfig, model_config: dict[str, Any]) -> bool:
+    """Whether a checkpoint continues this run: same method, model and training settings (a run
+    may be extended to more iterations)."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in _EXTENDABLE}  # noqa: E731
+    same_model = json.dumps(ckpt["model_config"], sort_keys=True, default=list) == \
+        json.dumps(dict(model_config), sort_keys=True, default=list)
+    return (ckpt["method"] == method and same_model
+            and strip(ckpt["train_config"]) == strip(dataclasses.asdict(cfg)))
 
 
 def _read_log(path: Path, upto: int) -> list[dict[str, str]]:

@@ -85,3 +85,16 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(pairs, tmp_pa
     # gradient into up to ~1 % of a step (lr = 1e-3), so the tolerance is a tenth of one step
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+def test_checkpoint_of_another_configuration_is_not_reused(pairs, tmp_path):
+    model = {"channels": 4, "depth": 2}
+    train("unet", pairs, tmp_path, CFG, model, device="cpu", progress=False)
+    other = dataclasses.replace(CFG, lr=5e-4)
+    ckpt = load_checkpoint(train("unet", pairs, tmp_path, other, model, device="cpu", progress=False))
+    assert ckpt["train_config"]["lr"] == 5e-4 and ckpt["step"] == 6
+    longer = dataclasses.replace(other, iterations=8)           # extending a run resumes it
+    assert load_checkpoint(train("unet", pairs, tmp_path, longer, model, device="cpu",
+                                 progress=False))["step"] == 8
+    rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == [str(i) for i in range(1, 9)]
