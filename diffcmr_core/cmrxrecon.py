@@ -290,10 +290,6 @@ class Entry:
     variable: str    # kspace_full, kspace_sub04, kspace_single_full, ...
     path: Path
 
-    @property
-    def mask_path(self) -> Path | None:
-        return None if self.acc is None else self.path.with_name(f"{self.file}_mask.mat")
-
 
 _ACC_RE = re.compile(r"^AccFactor(\d+)$")
 

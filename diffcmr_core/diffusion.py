@@ -181,11 +181,12 @@ def ddim_sample(eps_fn: EpsFn, cond: object, *, steps: int = 50, rounds: int = 1
     :func:`ddpm_sample`. Only x_T is random, so rounds differ by their starting noise."""
     shape, device, tau, abar, cond_r, x = _start(cond, shape, steps, rounds, generator)
     abar32 = abar.float()
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]]).float()    # the last step lands on x_0
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])             # the last step lands on x_0
+    c_x0, c_eps = abar_prev.sqrt().float(), (1 - abar_prev).sqrt().float()
     for i in tqdm(range(steps - 1, -1, -1), desc="DDIM", disable=not progress, leave=False):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond_r).float()
         eps, x0 = _with_x0_hook(eps, x, abar32[i], x0_hook)
-        x = abar_prev[i].sqrt() * x0 + (1 - abar_prev[i]).sqrt() * eps
+        x = c_x0[i] * x0 + c_eps[i] * eps
     return _ensemble(x, rounds, return_rounds)
 
 
