@@ -35,9 +35,12 @@ class DiffusionSystem(nn.Module):
 
     method = "diffcmr"
 
-    def __init__(self, cfg: DiffCMRConfig, train_steps: int = 100) -> None:
+    def __init__(self, cfg: DiffCMRConfig, train_steps: int = 100, loss_weighting: str = "eps") -> None:
         super().__init__()
-        self.cfg, self.train_steps = cfg, train_steps
+        if loss_weighting not in diffusion.LOSS_WEIGHTINGS:
+            raise ValueError(f"unknown loss weighting {loss_weighting!r}; "
+                             f"expected one of {diffusion.LOSS_WEIGHTINGS}")
+        self.cfg, self.train_steps, self.loss_weighting = cfg, train_steps, loss_weighting
         self.model = DiffCMRNet(cfg)
         self.register_buffer("train_timesteps", diffusion.respaced_timesteps(train_steps),
                              persistent=False)
@@ -57,7 +60,7 @@ class DiffusionSystem(nn.Module):
         x_t = diffusion.q_sample(to_model_space(tgt), t, noise)               # Eq. 4
         with _autocast(inp.device):
             eps = self.model(x_t, t, to_model_space(inp))                      # Eq. 3
-        loss = diffusion.diffusion_loss(eps, noise)                            # Eq. 5
+        loss = diffusion.diffusion_loss(eps, noise, diffusion.loss_weights(t, self.loss_weighting))  # Eq. 5
         _update(opt, loss, self.model, sync)
         return {"loss": loss.item()}
 
@@ -159,11 +162,11 @@ def _autocast(device: torch.device):
 
 
 def build_system(method: str, model_config: dict[str, Any], train_steps: int = 100,
-                 l1_weight: float = 100.0) -> nn.Module:
+                 l1_weight: float = 100.0, loss_weighting: str = "eps") -> nn.Module:
     """A system from its method name and a plain-dict model config (as stored in checkpoints)."""
     if method == "diffcmr":
         cfg = DiffCMRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()})
-        return DiffusionSystem(cfg, train_steps)
+        return DiffusionSystem(cfg, train_steps, loss_weighting)
     if method == "unet":
         return RegressionSystem(UNetConfig(**model_config))
     if method == "cgan":

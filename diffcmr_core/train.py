@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     train_steps: int = 100            # the diffusion chain used in training
+    loss_weighting: str = "eps"       # DiffCMR: "eps" (Eq. 5) or "v" (see diffusion.loss_weights)
     flips: bool = True                # horizontal and vertical, p = 0.5 each, input and target
     lr_schedule: str = "constant"     # or "cosine" (decay to 0 over the run; short runs)
     l1_weight: float = 100.0          # cGAN only
@@ -127,7 +128,8 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
     the EMA weights in eval mode."""
     ckpt = load_checkpoint(path, device)
     tcfg = ckpt["train_config"]
-    system = build_system(ckpt["method"], ckpt["model_config"], tcfg["train_steps"], tcfg["l1_weight"])
+    system = build_system(ckpt["method"], ckpt["model_config"], tcfg["train_steps"], tcfg["l1_weight"],
+                          tcfg.get("loss_weighting", "eps"))
     system.model.load_state_dict(ckpt["ema"])
     return system.to(device), system.model.eval()
 
@@ -150,7 +152,8 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
     inp_all = torch.from_numpy(inp_all)[:, None]
     tgt_all = torch.from_numpy(tgt_all)[:, None]
     torch.manual_seed(cfg.seed)                     # the initial weights are part of the run
-    system = build_system(method, model_config, cfg.train_steps, cfg.l1_weight).to(device)
+    system = build_system(method, model_config, cfg.train_steps, cfg.l1_weight,
+                          cfg.loss_weighting).to(device)
     ema = copy.deepcopy(system.model).requires_grad_(False)
     opts = system.optimizers(cfg.lr, cfg.weight_decay)
     start = 0

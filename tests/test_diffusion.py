@@ -111,3 +111,28 @@ def test_fast_samplers_map_noise_to_the_data_law():
     assert error(ddim_sample, 200) < 0.02 and error(dpm_solver_pp_sample, 50) < 0.01
     assert error(ddim_sample, 20) > error(ddim_sample, 50) > error(ddim_sample, 200)
     assert error(dpm_solver_pp_sample, 20) < error(ddim_sample, 20)
+
+
+def test_v_weighting_is_noise_error_plus_clean_image_error():
+    """Eq. 5 weighted by 1 / abar_t equals the MSE on v and the eps error plus the x0 error."""
+    from diffcmr_core.diffusion import diffusion_loss, loss_weights
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0, 250, 600, 999])
+    x0, noise = torch.rand(4, 1, 8, 8, generator=g) * 2 - 1, torch.randn(4, 1, 8, 8, generator=g)
+    x_t = q_sample(x0, t, noise)
+    eps_pred = noise + 0.1 * torch.randn(4, 1, 8, 8, generator=g)
+    a = base_alphas_cumprod()[t].float().view(-1, 1, 1, 1)
+    x0_pred = (x_t - (1 - a).sqrt() * eps_pred) / a.sqrt()
+    v_true = a.sqrt() * noise - (1 - a).sqrt() * x0
+    v_pred = a.sqrt() * eps_pred - (1 - a).sqrt() * x0_pred
+    weighted = diffusion_loss(eps_pred, noise, loss_weights(t, "v"))
+    per = lambda u, w: ((u - w) ** 2).flatten(1).mean(1)  # noqa: E731
+    assert weighted.item() == pytest.approx(per(v_pred, v_true).mean().item(), rel=1e-3)
+    assert weighted.item() == pytest.approx((per(eps_pred, noise) + per(x0_pred, x0)).mean().item(), rel=1e-3)
+    # the unweighted loss is Eq. 5, and at t = 1000 it hardly sees the clean-image error
+    assert loss_weights(t, "eps") is None
+    assert diffusion_loss(eps_pred, noise).item() == pytest.approx(per(eps_pred, noise).mean().item())
+    assert loss_weights(t, "v")[-1].item() > 1e4
+    with pytest.raises(ValueError, match="loss weighting"):
+        loss_weights(t, "snr")

@@ -98,3 +98,39 @@ def test_checkpoint_of_another_configuration_is_not_reused(pairs, tmp_path):
                                  progress=False))["step"] == 8
     rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == [str(i) for i in range(1, 9)]
+
+
+def test_diffcmr_train_step_uses_its_loss_weighting():
+    """The training step's loss is Eq. 5 (``eps``) or Eq. 5 weighted by 1 / abar_t (``v``),
+    computed from the same draws; a checkpoint rebuilds the system with its weighting."""
+    from diffcmr_core import diffusion
+    from diffcmr_core.methods import DiffusionSystem, to_model_space
+
+    g = torch.Generator().manual_seed(1)
+    inp, tgt = torch.rand(3, 1, 32, 32, generator=g), torch.rand(3, 1, 32, 32, generator=g)
+    losses = {}
+    for weighting in ("eps", "v"):
+        torch.manual_seed(0)
+        system = DiffusionSystem(TINY, train_steps=1000, loss_weighting=weighting)
+        rand = system.randomness(torch.Generator().manual_seed(2), 3, (1, 32, 32))
+        t = system.train_timesteps[rand["t_index"]]
+        with torch.no_grad():
+            eps = system.model(diffusion.q_sample(to_model_space(tgt), t, rand["noise"]), t,
+                               to_model_space(inp))
+        err = ((eps - rand["noise"]) ** 2).flatten(1).mean(1)
+        weights = 1 / diffusion.base_alphas_cumprod()[t].float() if weighting == "v" else torch.ones(3)
+        opt = torch.optim.SGD(system.model.parameters(), lr=0.0)
+        losses[weighting] = system.train_step(inp, tgt, rand, [opt], lambda m: None)["loss"]
+        assert losses[weighting] == pytest.approx((weights * err).mean().item(), rel=1e-4)
+    assert losses["v"] > losses["eps"]
+    with pytest.raises(ValueError, match="loss weighting"):
+        DiffusionSystem(TINY, loss_weighting="x0")
+
+
+def test_checkpoint_keeps_the_loss_weighting(pairs, tmp_path):
+    from diffcmr_core.train import load_for_inference
+
+    cfg = dataclasses.replace(CFG, iterations=2, loss_weighting="v")
+    ckpt = train("diffcmr", pairs, tmp_path, cfg, MODEL, device="cpu", progress=False)
+    system, _ = load_for_inference(ckpt)
+    assert system.loss_weighting == "v"
