@@ -172,16 +172,26 @@ def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
 
 
 def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
-    """PSNR against network evaluations per slice, one line per sampler (x DC)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name in dict.fromkeys(r["label"] for r in rows):
-        pts = sorted((float(r["nfe"]), float(r["psnr"])) for r in rows if r["label"] == name)
-        ax.plot(*zip(*pts), "o-", label=name)
+    """PSNR against network evaluations per slice: one line per sampler, with and without data
+    consistency (dashed); the reference row (``reference``) is a star."""
+    from diffcmr_core.fast import SAMPLER_LABEL
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    groups = dict.fromkeys((r["sampler"], bool(r["dc"])) for r in rows)
+    for (sampler, dc), colour in zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2):
+        pts = sorted((float(r["nfe"]), float(r["psnr"])) for r in rows
+                     if r["sampler"] == sampler and bool(r["dc"]) == dc)
+        ax.plot(*zip(*pts), "o--" if dc else "o-", color=colour,
+                label=f"{SAMPLER_LABEL.get(sampler, sampler)}{' + DC' if dc else ''}")
+    for r in rows:
+        if r.get("reference"):
+            ax.plot(float(r["nfe"]), float(r["psnr"]), "*", ms=14, color="k", zorder=5,
+                    label=f"reference: {r['label']}")
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations per slice (T x R)")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -73,7 +73,8 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
              f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'})",
              f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
              f"{profile.evaluation.n_val} validation slices per task and factor; image size "
-             f"{profile.preprocess.size}; DiffCMR output `{profile.diffcmr.prediction}`",
+             f"{profile.preprocess.size}; DiffCMR output `{profile.diffcmr.prediction}`, loss weighting "
+             f"`{profile.train_diffcmr.loss_weighting}`, {profile.train_diffcmr.iterations} iterations",
              "", "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
              "what can be compared is the ordering of methods and the trends.", ""]
     t1 = read_csv(fig / "table1.csv")

@@ -39,6 +39,10 @@ def test_study_writes_every_table_and_figure(smoke_home):
     assert methods == {"RAW", "U-Net", "cGAN", "DiffCMR"}
     report = (figures / "REPORT.md").read_text()
     assert "synthetic phantom" in report and "paper PSNR" in report and "wall time" in report
+    fast = [l.split(",")[0] for l in (figures / "table5_fast_sampling.csv").read_text().splitlines()[1:]]
+    settings = get_profile("smoke").evaluation.fast_settings
+    assert fast[:3] == ["RAW", "paper protocol T=20 R=2", "paper protocol T=20 R=2 + DC"]
+    assert fast[3] == "DDPM T=5 R=2" and len(fast) == 1 + 2 * len(settings)
     executed = json.loads((smoke_home / "runs/smoke/notebooks/02_preprocessing.ipynb").read_text())
     assert any("papermill" in c["metadata"] for c in executed["cells"])
 
