@@ -155,14 +155,18 @@ def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
                   paper_steps: dict[int, float], paper_rounds: dict[int, float]) -> plt.Figure:
     """PSNR against T (R fixed) and against R (T fixed), ours beside the paper's."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, rows, key, paper, xlabel in ((axes[0], steps_rows, "steps", paper_steps, "inference steps T"),
-                                        (axes[1], rounds_rows, "rounds", paper_rounds, "ensembling rounds R")):
+    panels = ((axes[0], steps_rows, "steps", paper_steps, "inference steps T"),
+              (axes[1], rounds_rows, "rounds", paper_rounds, "ensembling rounds R"))
+    for ax, rows, key, paper, xlabel in panels:
         pts = [(int(r[key]), float(r["psnr"])) for r in rows if str(r[key]) != "Raw"]
         raw = next(float(r["psnr"]) for r in rows if str(r[key]) == "Raw")
         ax.plot(*zip(*pts), "o-", label="ours")
         ax.axhline(raw, color="gray", ls="--", label="ours: RAW input")
         ax.plot(list(paper), list(paper.values()), "s:", color="C3", label="paper")
         ax.set_xscale("log")
+        ticks = sorted({x for x, _ in pts} | set(paper))
+        ax.set_xticks(ticks, [str(x) for x in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("PSNR (dB)")
         ax.grid(alpha=0.3)
@@ -177,11 +181,13 @@ def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
     from diffcmr_core.fast import SAMPLER_LABEL
 
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
-    groups = dict.fromkeys((r["sampler"], bool(r["dc"])) for r in rows)
-    for (sampler, dc), colour in zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2):
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    for sampler, dc in dict.fromkeys((r["sampler"], bool(r["dc"])) for r in rows):
+        colour = colours[samplers.index(sampler) % len(colours)]
         pts = sorted((float(r["nfe"]), float(r["psnr"])) for r in rows
                      if r["sampler"] == sampler and bool(r["dc"]) == dc)
-        ax.plot(*zip(*pts), "o--" if dc else "o-", color=colour,
+        ax.plot(*zip(*pts), "o--" if dc else "o-", color=colour, mfc="white" if dc else colour,
                 label=f"{SAMPLER_LABEL.get(sampler, sampler)}{' + DC' if dc else ''}")
     for r in rows:
         if r.get("reference"):
