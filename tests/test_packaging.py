@@ -17,3 +17,27 @@ def test_environment_yml_lists_pyproject_packages():
     listed = {l.strip()[2:].strip() for l in lines[start + 1:] if l.strip().startswith("- ")}
     listed = _names(l for l in listed if not l.startswith("-e"))
     assert listed == wanted
+
+
+def test_notebooks_are_valid_committed_without_outputs_and_parameterised():
+    """Every notebook validates against the nbformat schema (cell ids included), has no outputs
+    or execution counts, starts with a markdown cell and has exactly one cell tagged
+    ``parameters``."""
+    import warnings
+    from pathlib import Path
+
+    import nbformat
+
+    books = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(books) == 8
+    for path in books:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            nb = nbformat.read(path, as_version=4)
+            nbformat.validate(nb)
+        assert nb.cells[0].cell_type == "markdown", path.name
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
