@@ -5,7 +5,10 @@
   slices); for a user with the real data and a GPU. The paper does not give the number of
   iterations; we use 100 000 per model.
 * ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU in
-  about 25 minutes (shorter training, 500 inference steps for the tables).
+  about 25 minutes (2000 iterations per model, T = 200 for the tables, 16 slices for the
+  ablation). Not yet timed on a GPU: sized by ``python -m diffcmr_core.cost --profile gpu``,
+  162 PFLOP, i.e. 27 min at a sustained 100 TFLOP/s and 14 min at 200 (the same count
+  predicts the measured quick study on a 2-core CPU at 0.11-0.13 TFLOP/s for every notebook).
 * ``quick`` (default): the whole study in about 15 minutes on a 2-core CPU: 32 x 32 images,
   a small network, short training with a higher learning rate, 200 inference steps and 16
   validation slices for the tables; the ablation keeps T up to 1000 on 8 slices. Its phantom has
@@ -120,12 +123,12 @@ PROFILES: dict[str, Profile] = {
         preprocess=PreprocessConfig(pad_to=256, size=128),
         diffcmr=dataclasses.replace(DiffCMRConfig.paper(), prediction="v"),
         unet=UNetConfig(channels=32, depth=4),
-        train_diffcmr=TrainConfig(iterations=3000, batch_size=6, lr=1e-4, ema_decay=0.999,
+        train_diffcmr=TrainConfig(iterations=2000, batch_size=6, lr=1e-4, ema_decay=0.999,
                                   lr_schedule="cosine", train_steps=1000, loss_weighting="v",
                                   checkpoint_every=1000, log_every=20),
         train_unet=TrainConfig(iterations=2000, batch_size=6, lr=3e-4, log_every=20),
         train_cgan=TrainConfig(iterations=2000, batch_size=6, lr=2e-4, log_every=20),
-        evaluation=EvalConfig(n_val=48, steps=500, rounds=4, batch=48, ablation_n_val=24),
+        evaluation=EvalConfig(n_val=48, steps=200, rounds=4, batch=48, ablation_n_val=16),
         budget_minutes=25.0,
     ),
     "quick": Profile(

@@ -80,14 +80,17 @@ def diffcmr_reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds
     """Reconstruct ``inputs`` ``[N, S, S]``; returns ``mean``, ``std`` and ``rounds``
     ``[R, N, S, S]``. ``x0_hook_for(batch_input, first_index)`` optionally makes each batch's
     x0 hook (e.g. data consistency)."""
+    from diffcmr_core.fast import inference_autocast
+
     dev = next(model.parameters()).device
 
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         gens = round_generators(seed, first, rounds, dev)
         x = x.to(dev)
         hook = x0_hook_for(x, first) if x0_hook_for is not None else None
-        mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
-                                                   sampler=sampler, generator=gens, x0_hook=hook)
+        with inference_autocast(dev):          # bf16 network on CUDA (the chain stays fp32)
+            mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
+                                                       sampler=sampler, generator=gens, x0_hook=hook)
         return {"mean": mean, "std": std, "rounds": all_rounds}
 
     return reconstruct_all(recon, inputs, batch, progress=progress, desc=f"{sampler} T={steps} R={rounds}")

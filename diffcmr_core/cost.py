@@ -1,0 +1,123 @@
+"""What a profile's study costs in floating-point operations, notebook by notebook.
+
+The network FLOPs are counted by PyTorch's ``FlopCounterMode`` on the ``meta`` device (no memory,
+no arithmetic: a count for the paper's network takes a second on any machine); the workload is the
+profile's own: iterations x batch for every model, and per validation slice one G(I^u) plus
+T x R evaluations of E for every sampling run of notebooks 04, 05 and 08. Divided by a sustained
+rate, this predicts wall time; ``python -m diffcmr_core.cost --profile quick --measured ...``
+compares it with a measured run, and ``--tflops`` gives the time on a device of that rate.
+
+Only convolutions, matrix products and attention are counted (what dominates these networks);
+the notebooks' small extras (Figure 1's single chain, the explorer's default view) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffcmr_core.models import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.profiles import Profile, get_profile
+
+
+def _count(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """FLOPs per image: one training sample of each method, G(I^u), one step of E, one U-Net
+    forward."""
+
+    diffcmr_train: int
+    unet_train: int
+    cgan_train: int
+    condition: int
+    denoise_step: int
+    unet_forward: int
+
+
+def unit_costs(diffcmr: DiffCMRConfig, unet: UNetConfig, size: int) -> UnitCosts:
+    """Count the per-image FLOPs of the profile's networks (on the meta device)."""
+    with torch.device("meta"):
+        net, gen = DiffCMRNet(diffcmr), UNet(unet)
+        disc = PatchDiscriminator(channels=max(unet.channels, 16))
+        x = torch.randn(1, 1, size, size)
+        t = torch.zeros(1, dtype=torch.long)
+
+        def diffcmr_step():
+            F.mse_loss(net(x, t, x), x).backward()
+
+        def unet_step():
+            F.l1_loss(gen(x), x).backward()
+
+        def cgan_step():                       # as GANSystem.train_step: D update, then G update
+            fake = gen(x)
+            real_logit, fake_logit = disc(x, x), disc(x, fake.detach())
+            (real_logit.mean() + fake_logit.mean()).backward()
+            (disc(x, fake).mean() + F.l1_loss(fake, x)).backward()
+
+        cond = net.encode_condition(x)
+        return UnitCosts(
+            diffcmr_train=_count(diffcmr_step), unet_train=_count(unet_step),
+            cgan_train=_count(cgan_step), condition=_count(lambda: net.encode_condition(x)),
+            denoise_step=_count(lambda: net.denoise(x, t, cond)), unet_forward=_count(lambda: gen(x)))
+
+
+def study_cost(profile: Profile) -> dict[str, float]:
+    """FLOPs of each compute-heavy notebook of ``make study`` for ``profile``."""
+    u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    ev = profile.evaluation
+    factors = len(profile.tasks) * len(profile.accs)
+    per_method = {"diffcmr": u.diffcmr_train, "unet": u.unet_train, "cgan": u.cgan_train}
+    train = sum(factors * per_method[m] * profile.train_config(m).iterations * profile.train_config(m).batch_size
+                for m in profile.methods)
+
+    def sampling(n: int, runs: list[tuple[int, int]]) -> float:
+        """``n`` slices, each sampled by the given (T, R) runs (G once per slice and run)."""
+        return n * sum(u.condition + steps * rounds * u.denoise_step for steps, rounds in runs)
+
+    evaluation = factors * (sampling(ev.n_val, [(ev.steps, ev.rounds)])
+                            + 2 * ev.n_val * u.unet_forward)
+    t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
+    ablation = sampling(ev.ablation_n_val, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
+                                                              for s in ev.ablation_steps if s != t_max])
+    t = profile.train_diffcmr
+    fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
+            + sampling(ev.ablation_n_val, [(s, r) for _, s, r in ev.fast_settings] * 2))  # x (DC, no DC)
+    return {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
+            "08_fast_sampling": fast}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="FLOPs (and predicted time) of a profile's study.")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--tflops", type=float, nargs="*", default=[50.0, 100.0, 200.0],
+                        help="sustained rates (TFLOP/s) to predict the time at")
+    parser.add_argument("--measured", type=float, nargs=4, metavar=("TRAIN", "EVAL", "ABLATION", "FAST"),
+                        help="measured seconds of notebooks 03, 04, 05, 08: print the sustained rate of each")
+    args = parser.parse_args()
+    cost = study_cost(get_profile(args.profile))
+    total = sum(cost.values())
+    print(f"profile {args.profile}: {total / 1e15:.2f} PFLOP")
+    head = "".join(f" | {r:g} TFLOP/s" for r in args.tflops)
+    print(f"| notebook | PFLOP{head} |" + (" measured s | sustained TFLOP/s |" if args.measured else ""))
+    print("|---|---|" + "---|" * len(args.tflops) + ("---|---|" if args.measured else ""))
+    for i, (name, flops) in enumerate(cost.items()):
+        row = f"| {name} | {flops / 1e15:.3f}" + "".join(f" | {flops / (r * 1e12) / 60:.1f} min" for r in args.tflops)
+        if args.measured:
+            row += f" | {args.measured[i]:.0f} | {flops / args.measured[i] / 1e12:.3f}"
+        print(row + " |")
+    print(f"| total | {total / 1e15:.3f}" + "".join(f" | {total / (r * 1e12) / 60:.1f} min" for r in args.tflops)
+          + (f" | {sum(args.measured):.0f} | {total / sum(args.measured) / 1e12:.3f}" if args.measured else "")
+          + " |")
+
+
+if __name__ == "__main__":
+    main()
