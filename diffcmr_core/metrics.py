@@ -19,8 +19,10 @@ def _normalise(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def psnr(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB."""
+    """Peak signal-to-noise ratio in dB (``inf`` for a perfect reconstruction)."""
     gt, pred = _normalise(gt, pred)
+    if np.array_equal(gt, pred):
+        return float("inf")
     return float(peak_signal_noise_ratio(gt, pred, data_range=gt.max()))
 
 
