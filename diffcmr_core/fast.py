@@ -110,6 +110,7 @@ def sampler_comparison(profile, task: str = "cine", acc: int = 4, *, progress: b
     build_pairs(paths.data, crop_pairs, task, pre, progress=progress)
     ckpt = train("diffcmr", pairs_path(crop_pairs, task, acc), paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
                  profile.train_diffcmr, profile.model_config("diffcmr"), device=device(), progress=progress)
+    tic = time.perf_counter()
     system, model = load_for_inference(ckpt, device())
     ev = profile.evaluation
     inp, tgt, meta = load_pairs(pairs_path(crop_pairs, task, acc), "val_subset", subset=ev.ablation_n_val)
@@ -133,5 +134,5 @@ def sampler_comparison(profile, task: str = "cine", acc: int = 4, *, progress: b
                          "reference": k == 0 and not dc,
                          "nfe": steps * rounds, "dc": dc, "seconds_per_slice": seconds,
                          **evaluate(f"{sampler}{steps}r{rounds}{'dc' if dc else ''}", rec, tgt, meta, out)})
-    _store(cache, profile, rows)
+    _store(cache, profile, rows, time.perf_counter() - tic)
     return rows

@@ -12,6 +12,7 @@ import torch
 from diffcmr_core import paper
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.profiles import Profile, paths_for
+from diffcmr_core.study import compute_seconds
 from diffcmr_core.tables import read_csv, to_markdown
 
 
@@ -19,7 +20,9 @@ def _commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        # the study itself rewrites figures/, so only changes elsewhere make the commit inexact
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":(exclude)figures"],
                                capture_output=True, text=True).stdout.strip()
         return out + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -59,6 +62,12 @@ def _results_section(task: str, rows: list[dict[str, str]]) -> list[str]:
     return out + verdicts
 
 
+def _compute_line(seconds: dict[str, float]) -> str:
+    parts = " + ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
+    return (f"- compute behind these results: {sum(seconds.values()) / 60:.1f} min ({parts}; data "
+            "generation not included), from the training logs and the step caches, whichever runs made them")
+
+
 def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) -> Path:
     """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote."""
     paths = paths_for(profile)
@@ -70,7 +79,9 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
              f"- device: {device_description()}; torch {torch.__version__}",
              f"- commit: {_commit(paths.root)}",
              f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-             f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'})",
+             _compute_line(compute_seconds(profile)),
+             f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'}; "
+             "finished steps are reused from the run folder unless forced)",
              f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
              f"{profile.evaluation.n_val} validation slices per task and factor; image size "
              f"{profile.preprocess.size}; DiffCMR output `{profile.diffcmr.prediction}`, loss weighting "

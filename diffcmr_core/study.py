@@ -5,6 +5,7 @@ evaluation (Tables 2-3), ablation (Table 4). The notebooks call these; ``run_stu
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,35 @@ def _cached(path: Path, profile: Profile, force: bool):
     return None if stale else data["result"]
 
 
-def _store(path: Path, profile: Profile, result) -> None:
-    write_text_atomic(path, json.dumps({"stamp": _stamp(profile), "result": result}, indent=1))
+def _store(path: Path, profile: Profile, result, seconds: float) -> None:
+    """Cache ``result`` with the profile's stamp and the ``seconds`` of compute it took (read back
+    by the report, so that a re-run that reuses the result still says what it cost)."""
+    write_text_atomic(path, json.dumps({"stamp": _stamp(profile), "seconds": round(seconds, 3),
+                                        "result": result}, indent=1))
+
+
+def compute_seconds(profile: Profile) -> dict[str, float]:
+    """Compute time behind a profile's current results, whichever runs made them: training
+    (from the models' loss logs, summed over resumed sessions) and the cached evaluation,
+    ablation and fast-sampling steps. Steps cached for another configuration are left out."""
+    runs, stamp = paths_for(profile).runs, _stamp(profile)
+    totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0}
+    for log in sorted((runs / "models").glob("*/loss.csv")):
+        session_max, last = 0.0, 0.0
+        for row in read_csv(log):
+            sec = float(row.get("seconds") or 0.0)
+            if sec < last:                       # the elapsed clock restarts when a run resumes
+                totals["training"] += session_max
+                session_max = 0.0
+            session_max, last = max(session_max, sec), sec
+        totals["training"] += session_max
+    for key, pattern in (("evaluation", "eval/*/summary.json"), ("ablation", "ablation/*/ablation.json"),
+                         ("fast sampling", "fast/*/comparison.json")):
+        for cache in sorted(runs.glob(pattern)):
+            data = json.loads(cache.read_text())
+            if isinstance(data, dict) and data.get("stamp") == stamp:
+                totals[key] += float(data.get("seconds", 0.0))
+    return totals
 
 
 # ----------------------------------------------------------------------------- data and training
@@ -110,11 +138,12 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
     if cached is not None:
         return cached
     ev = profile.evaluation
+    ckpts = {m: ensure_trained(profile, task, acc, m, progress=progress) for m in profile.methods}
+    tic = time.perf_counter()
     inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, acc), "val_subset", subset=ev.n_val)
     results = {"RAW": evaluate("RAW", inp, tgt, meta, out)}
     for method in profile.methods:
-        ckpt = ensure_trained(profile, task, acc, method, progress=progress)
-        system, model = load_for_inference(ckpt, device())
+        system, model = load_for_inference(ckpts[method], device())
         if method == "diffcmr":
             rec = diffcmr_reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds,
                                       batch=ev.batch, seed=ev.seed, progress=progress)
@@ -124,7 +153,7 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
             rec = reconstruct_all(lambda x, _: {"mean": system.reconstruct(model, x.to(device()))[0]},
                                   inp, ev.batch)
             results[METHOD_LABEL[method]] = evaluate(METHOD_LABEL[method], rec["mean"], tgt, meta, out)
-    _store(summary_path, profile, results)
+    _store(summary_path, profile, results, time.perf_counter() - tic)
     return results
 
 
@@ -153,8 +182,10 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
     if cached is not None:
         return cached["steps"], cached["rounds"]
     ev = profile.evaluation
+    ckpt = ensure_trained(profile, task, acc, "diffcmr", progress=progress)
+    tic = time.perf_counter()
     inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, acc), "val_subset", subset=ev.ablation_n_val)
-    system, model = load_for_inference(ensure_trained(profile, task, acc, "diffcmr", progress=progress), device())
+    system, model = load_for_inference(ckpt, device())
     raw = evaluate("RAW", inp, tgt, meta, out)
     t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
     r_fixed = min(ev.rounds, r_max)
@@ -171,7 +202,7 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
             rec = diffcmr_reconstruct(system, model, inp, steps=t, rounds=r_fixed, batch=ev.batch,
                                       seed=ev.seed, progress=progress)["mean"]
         steps_rows.append({"steps": t, **evaluate(f"steps{t}", rec, tgt, meta, out)})
-    _store(cache, profile, {"steps": steps_rows, "rounds": rounds_rows})
+    _store(cache, profile, {"steps": steps_rows, "rounds": rounds_rows}, time.perf_counter() - tic)
     return steps_rows, rounds_rows
 
 
@@ -215,8 +246,6 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
     ``force``; ``force`` also makes each notebook recompute its own step. A failing notebook
     stops the run with the notebook and the cell named.
     """
-    import time
-
     import papermill as pm
 
     from diffcmr_core.profiles import get_profile

@@ -51,9 +51,33 @@ def test_study_writes_every_table_and_figure(smoke_home):
 def test_rerun_skips_finished_notebooks(smoke_home, capsys):
     from diffcmr_core.study import run_study
 
+    from diffcmr_core.study import compute_seconds
+
+    before = compute_seconds(get_profile("smoke"))
+    assert all(v > 0 for v in before.values()), before
     run_study("smoke")
     out = capsys.readouterr().out
     assert out.count("up to date, skipped") == 8
+    # the reused results keep their cost in the report, whatever this run's wall time
+    assert compute_seconds(get_profile("smoke")) == before
+    report = (smoke_home / "figures" / "smoke" / "REPORT.md").read_text()
+    assert f"compute behind these results: {sum(before.values()) / 60:.1f} min" in report
+
+
+def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, monkeypatch):
+    from diffcmr_core.study import _store, compute_seconds
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    profile = get_profile("smoke")
+    runs = paths_for(profile).runs
+    log = runs / "models" / "cine_acc04_unet" / "loss.csv"
+    log.parent.mkdir(parents=True)
+    # two sessions: 10 s, then resumed (clock restarts) for 5 s more
+    log.write_text("step,loss,seconds\n10,1.0,4.0\n20,0.9,10.0\n30,0.8,2.0\n40,0.7,5.0\n")
+    _store(runs / "eval" / "cine_acc04" / "summary.json", profile, {}, 7.0)
+    _store(runs / "ablation" / "cine_acc04" / "ablation.json", get_profile("quick"), {}, 99.0)  # stale
+    assert compute_seconds(profile) == {"training": 15.0, "evaluation": 7.0, "ablation": 0.0,
+                                        "fast sampling": 0.0}
 
 
 @pytest.mark.slow
