@@ -32,13 +32,19 @@ def _stamp(profile: Profile) -> str:
     return json.dumps(dataclasses.asdict(profile), sort_keys=True, default=list)
 
 
-def _cached(path: Path, profile: Profile, force: bool):
-    """A cached JSON result if it was made with this profile's configuration, else None."""
-    if force or not path.is_file():
+def _entry(path: Path, profile: Profile) -> dict | None:
+    """The cache entry at ``path`` (result, stamp, seconds) if it was made with this profile's
+    configuration, else None."""
+    if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    stale = not isinstance(data, dict) or data.get("stamp") != _stamp(profile)
-    return None if stale else data["result"]
+    return data if isinstance(data, dict) and data.get("stamp") == _stamp(profile) else None
+
+
+def _cached(path: Path, profile: Profile, force: bool):
+    """A cached JSON result if it was made with this profile's configuration, else None."""
+    entry = None if force else _entry(path, profile)
+    return None if entry is None else entry["result"]
 
 
 def _store(path: Path, profile: Profile, result, seconds: float) -> None:
@@ -52,7 +58,7 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
     """Compute time behind a profile's current results, whichever runs made them: training
     (from the models' loss logs, summed over resumed sessions) and the cached evaluation,
     ablation and fast-sampling steps. Steps cached for another configuration are left out."""
-    runs, stamp = paths_for(profile).runs, _stamp(profile)
+    runs = paths_for(profile).runs
     totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0}
     for log in sorted((runs / "models").glob("*/loss.csv")):
         session_max, last = 0.0, 0.0
@@ -66,9 +72,9 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
     for key, pattern in (("evaluation", "eval/*/summary.json"), ("ablation", "ablation/*/ablation.json"),
                          ("fast sampling", "fast/*/comparison.json")):
         for cache in sorted(runs.glob(pattern)):
-            data = json.loads(cache.read_text())
-            if isinstance(data, dict) and data.get("stamp") == stamp:
-                totals[key] += float(data.get("seconds", 0.0))
+            entry = _entry(cache, profile)
+            if entry is not None:
+                totals[key] += float(entry.get("seconds", 0.0))
     return totals
 
 

@@ -49,9 +49,7 @@ def test_study_writes_every_table_and_figure(smoke_home):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_notebooks(smoke_home, capsys):
-    from diffcmr_core.study import run_study
-
-    from diffcmr_core.study import compute_seconds
+    from diffcmr_core.study import compute_seconds, run_study
 
     before = compute_seconds(get_profile("smoke"))
     assert all(v > 0 for v in before.values()), before
