@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: $(STAMP)
-	$(BIN)/python -m diffcmr_core.study --profile $(PROFILE) $(if $(FORCE),--force,)
+	$(BIN)/python -m diffcmr_core study --profile $(PROFILE) $(if $(FORCE),--force,)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -1,14 +1,22 @@
-"""The one exception type raised for bad input data."""
+"""The study's own exceptions. Each names the file (or folder) and the problem."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class CMRxReconError(ValueError):
-    """A CMRxRecon file or tree is unusable; the message names the file and the problem."""
+class DiffCMRError(ValueError):
+    """A file or folder the study reads or writes is unusable; the message names it."""
 
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class CMRxReconError(DiffCMRError):
+    """A CMRxRecon file or tree (or a pairs file made from one) is unusable."""
+
+
+class CheckpointError(DiffCMRError):
+    """A checkpoint cannot be read or written."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffcmr_core.phantom import PhantomConfig, make_phantom
+from diffcmr_core.data.phantom import PhantomConfig, make_phantom
 
 TINY = PhantomConfig(n_cases=3, ny=64, nx=48, ny_jitter=2, n_coils=4, cine_frames=3,
                      sax_slices=2, lax_slices=1, mapping_slices=1)

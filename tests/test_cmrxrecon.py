@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from diffcmr_core import cmrxrecon as io
+from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.errors import CMRxReconError
 
 
@@ -139,7 +139,7 @@ def test_walker_skips_missing_files(tiny_root):
         again = list(io.walk(tiny_root))
         assert len(again) == len(entries) - 1
         e = again[0]
-        assert (e.coil, e.task, e.split) == ("MultiCoil", "Cine", "TrainingSet")
+        assert (e.coil, e.task, e.split) == ("MultiCoil", "cine", "TrainingSet")
         assert e.variable == ("kspace_full" if e.acc is None else f"kspace_sub{e.acc:02d}")
     finally:
         lax[0].path.with_suffix(".bak").rename(lax[0].path)

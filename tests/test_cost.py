@@ -5,10 +5,10 @@ import dataclasses
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffcmr_core.cost import study_cost, unit_costs
-from diffcmr_core.models import DiffCMRNet, UNetConfig
-from diffcmr_core.profiles import get_profile
-from tests.test_models import TINY
+from diffcmr_core.study.cost import study_cost, unit_costs
+from diffcmr_core.method.networks import DiffCMRNet, UNetConfig
+from diffcmr_core.study.profiles import get_profile
+from tests.test_networks import TINY
 
 
 def test_meta_device_counts_equal_counts_on_real_tensors():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from diffcmr_core.metrics import all_metrics, nmse, psnr, ssim
+from diffcmr_core.method.metrics import all_metrics, nmse, psnr, ssim
 
 
 def test_metrics_follow_the_challenge_rules():

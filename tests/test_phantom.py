@@ -1,7 +1,7 @@
 import numpy as np
 
-from diffcmr_core import cmrxrecon as io
-from diffcmr_core.phantom import PhantomConfig, equispaced_mask, simulate_file
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.phantom import PhantomConfig, equispaced_mask, simulate_file
 from tests.conftest import TINY
 
 

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from diffcmr_core.profiles import get_profile, paths_for
+from diffcmr_core.study.profiles import get_profile, paths_for
 
 EXPECTED = ["table1.csv", "table1.md", "table2_cine.csv", "table2_cine.md", "table3_mapping.csv",
             "table3_mapping.md", "table4a_steps.csv", "table4a_steps.md", "table4b_rounds.csv",
@@ -21,7 +21,7 @@ def smoke_home(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DIFFCMR_HOME", str(home))
     mp.delenv("CMRXRECON_ROOT", raising=False)
-    from diffcmr_core.study import run_study
+    from diffcmr_core.study.runner import run_study
 
     run_study("smoke")
     yield home
@@ -49,7 +49,8 @@ def test_study_writes_every_table_and_figure(smoke_home):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_notebooks(smoke_home, capsys):
-    from diffcmr_core.study import compute_seconds, run_study
+    from diffcmr_core.study.report import compute_seconds
+    from diffcmr_core.study.runner import run_study
 
     before = compute_seconds(get_profile("smoke"))
     assert all(v > 0 for v in before.values()), before
@@ -63,7 +64,8 @@ def test_rerun_skips_finished_notebooks(smoke_home, capsys):
 
 
 def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, monkeypatch):
-    from diffcmr_core.study import _store, compute_seconds
+    from diffcmr_core.study.cache import store as _store
+    from diffcmr_core.study.report import compute_seconds
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     profile = get_profile("smoke")
@@ -80,7 +82,7 @@ def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, 
 
 @pytest.mark.slow
 def test_explorer_callbacks(smoke_home):
-    from diffcmr_core.explorer import Explorer
+    from diffcmr_core.study.explorer import Explorer
 
     explorer = Explorer(get_profile("smoke"), "cine")
     r = explorer.reconstruct(0, 4, steps=5, rounds=2)

@@ -6,19 +6,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from diffcmr_core.preprocess import PreprocessConfig, build_pairs, pairs_path
-from diffcmr_core.train import TrainConfig, _flip, batch_indices, load_checkpoint, train
-from tests.test_models import TINY
+from diffcmr_core.data.pairs import PreprocessConfig, build_pairs, pairs_path
+from diffcmr_core.method.networks import UNetConfig
+from diffcmr_core.method.systems import CGANConfig
+from diffcmr_core.method.train import TrainConfig, _flip, batch_indices, load_checkpoint, train
+from tests.test_networks import TINY
 
-MODEL = dataclasses.asdict(TINY)
-CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, train_steps=100,
-                  log_every=1, checkpoint_every=3)
+MODEL = TINY
+SMALL_UNET = UNetConfig(channels=4, depth=2)
+CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, log_every=1, checkpoint_every=3)
 
 
 @pytest.fixture(scope="module")
 def pairs(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("train_pairs")
-    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=96, size=32, accs=(4,)), progress=False)
+    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=96, size=32), accs=(4,), progress=False)
     return pairs_path(out, "cine", 4)
 
 
@@ -29,7 +31,7 @@ def _weights(path):
 
 @pytest.mark.parametrize("method", ["diffcmr", "unet", "cgan"])
 def test_resumed_run_equals_uninterrupted_run(pairs, tmp_path, method):
-    model = MODEL if method == "diffcmr" else {"channels": 4, "depth": 2}
+    model = {"diffcmr": MODEL, "unet": SMALL_UNET, "cgan": CGANConfig(SMALL_UNET)}[method]
     full = train(method, pairs, tmp_path / "full", CFG, model, device="cpu", progress=False)
     half = train(method, pairs, tmp_path / "resumed", dataclasses.replace(CFG, iterations=3), model,
                  device="cpu", progress=False)
@@ -46,7 +48,7 @@ def test_resumed_run_equals_uninterrupted_run(pairs, tmp_path, method):
 
 def test_training_lowers_the_loss(pairs, tmp_path):
     cfg = dataclasses.replace(CFG, iterations=60, batch_size=4, log_every=10, checkpoint_every=60)
-    train("unet", pairs, tmp_path, cfg, {"channels": 8, "depth": 2}, device="cpu", progress=False)
+    train("unet", pairs, tmp_path, cfg, UNetConfig(channels=8, depth=2), device="cpu", progress=False)
     rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
     first, last = float(rows[0].split(",")[1]), float(rows[-1].split(",")[1])
     assert last < 0.7 * first
@@ -88,7 +90,7 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(pairs, tmp_pa
 
 
 def test_checkpoint_of_another_configuration_is_not_reused(pairs, tmp_path):
-    model = {"channels": 4, "depth": 2}
+    model = SMALL_UNET
     train("unet", pairs, tmp_path, CFG, model, device="cpu", progress=False)
     other = dataclasses.replace(CFG, lr=5e-4)
     ckpt = load_checkpoint(train("unet", pairs, tmp_path, other, model, device="cpu", progress=False))
@@ -103,34 +105,38 @@ def test_checkpoint_of_another_configuration_is_not_reused(pairs, tmp_path):
 def test_diffcmr_train_step_uses_its_loss_weighting():
     """The training step's loss is Eq. 5 (``eps``) or Eq. 5 weighted by 1 / abar_t (``v``),
     computed from the same draws; a checkpoint rebuilds the system with its weighting."""
-    from diffcmr_core import diffusion
-    from diffcmr_core.methods import DiffusionSystem, to_model_space
+    from diffcmr_core.method import schedule
+    from diffcmr_core.method.systems import DiffusionSystem, to_model_space
 
     g = torch.Generator().manual_seed(1)
-    inp, tgt = torch.rand(3, 1, 32, 32, generator=g), torch.rand(3, 1, 32, 32, generator=g)
+    inp, tgt = torch.rand(3, 1, 16, 16, generator=g), torch.rand(3, 1, 16, 16, generator=g)
     losses = {}
     for weighting in ("eps", "v"):
         torch.manual_seed(0)
-        system = DiffusionSystem(TINY, train_steps=1000, loss_weighting=weighting)
-        rand = system.randomness(torch.Generator().manual_seed(2), 3, (1, 32, 32))
+        system = DiffusionSystem(dataclasses.replace(TINY, train_steps=1000, loss_weighting=weighting))
+        rand = system.randomness(torch.Generator().manual_seed(2), 3, (1, 16, 16))
         t = system.train_timesteps[rand["t_index"]]
         with torch.no_grad():
-            eps = system.model(diffusion.q_sample(to_model_space(tgt), t, rand["noise"]), t,
+            eps = system.model(schedule.q_sample(to_model_space(tgt), t, rand["noise"]), t,
                                to_model_space(inp))
         err = ((eps - rand["noise"]) ** 2).flatten(1).mean(1)
-        weights = 1 / diffusion.base_alphas_cumprod()[t].float() if weighting == "v" else torch.ones(3)
+        weights = 1 / schedule.base_alphas_cumprod()[t].float() if weighting == "v" else torch.ones(3)
         opt = torch.optim.SGD(system.model.parameters(), lr=0.0)
         losses[weighting] = system.train_step(inp, tgt, rand, [opt], lambda m: None)["loss"]
         assert losses[weighting] == pytest.approx((weights * err).mean().item(), rel=1e-4)
     assert losses["v"] > losses["eps"]
-    with pytest.raises(ValueError, match="loss weighting"):
-        DiffusionSystem(TINY, loss_weighting="x0")
+    with pytest.raises(ValueError, match="loss_weighting"):
+        dataclasses.replace(TINY, loss_weighting="x0")
 
 
-def test_checkpoint_keeps_the_loss_weighting(pairs, tmp_path):
-    from diffcmr_core.train import load_for_inference
+def test_checkpoint_keeps_the_model_config(pairs, tmp_path):
+    from diffcmr_core.method.train import load_for_inference
 
-    cfg = dataclasses.replace(CFG, iterations=2, loss_weighting="v")
-    ckpt = train("diffcmr", pairs, tmp_path, cfg, MODEL, device="cpu", progress=False)
+    model = dataclasses.replace(MODEL, loss_weighting="v", prediction="v", attention_resolutions=(8,))
+    ckpt = train("diffcmr", pairs, tmp_path, dataclasses.replace(CFG, iterations=2), model,
+                 device="cpu", progress=False)
     system, _ = load_for_inference(ckpt)
-    assert system.loss_weighting == "v"
+    assert system.cfg == model                  # tuples and all, without any repair
+    system, _ = load_for_inference(train("cgan", pairs, tmp_path / "gan", dataclasses.replace(CFG, iterations=1),
+                                         CGANConfig(SMALL_UNET, l1_weight=7.0), device="cpu", progress=False))
+    assert system.cfg == CGANConfig(SMALL_UNET, l1_weight=7.0) and system.l1_weight == 7.0

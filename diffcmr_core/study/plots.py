@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from diffcmr_core.fileio import atomic_path
+from diffcmr_core.method.samplers import SAMPLER_LABEL
 
 DPI = 120
 
@@ -178,8 +179,6 @@ def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
 def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
     """PSNR against network evaluations per slice: one line per sampler, with and without data
     consistency (dashed); the reference row (``reference``) is a star."""
-    from diffcmr_core.fast import SAMPLER_LABEL
-
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))

@@ -28,25 +28,25 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from diffcmr_core.config import from_dict
+from diffcmr_core.data.pairs import load_pairs
+from diffcmr_core.errors import CheckpointError
 from diffcmr_core.fileio import atomic_path
-from diffcmr_core.methods import build_system
-from diffcmr_core.preprocess import load_pairs
+from diffcmr_core.method.systems import build_system, config_dict
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; ``TrainConfig()`` is the paper's DiffCMR (§3.2)."""
+    """Optimisation settings; ``TrainConfig()`` is the paper's DiffCMR (§3.2). What the model
+    is (sizes, diffusion chain, loss weighting, the cGAN's L1 weight) lives in its own config."""
 
     iterations: int = 100_000
     batch_size: int = 6               # per process
     lr: float = 1e-5
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
-    train_steps: int = 100            # the diffusion chain used in training
-    loss_weighting: str = "eps"       # DiffCMR: "eps" (Eq. 5) or "v" (see diffusion.loss_weights)
     flips: bool = True                # horizontal and vertical, p = 0.5 each, input and target
     lr_schedule: str = "constant"     # or "cosine" (decay to 0 over the run; short runs)
-    l1_weight: float = 100.0          # cGAN only
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -113,98 +113,151 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.copy_(b)
 
 
+def default_device() -> torch.device:
+    """CUDA when there is a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as err:           # torch reports a full disk as RuntimeError
+        raise CheckpointError(path, f"could not write the checkpoint ({err}); the previous "
+                                    "checkpoint is unchanged (disk full?)") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint safely (``weights_only=True``); a missing, truncated, corrupt or
+    foreign file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(path, f"unreadable checkpoint ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0][:200]})") from None
+    missing = {"method", "step", "ema", "model_config"} - set(ckpt if isinstance(ckpt, dict) else ())
+    if missing:
+        raise CheckpointError(path, f"not a checkpoint of this study (missing {sorted(missing)})")
+    return ckpt
 
 
 def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
     """``(system, ema_model)`` from a checkpoint: the system for its ``reconstruct`` method and
     the EMA weights in eval mode."""
     ckpt = load_checkpoint(path, device)
-    tcfg = ckpt["train_config"]
-    system = build_system(ckpt["method"], ckpt["model_config"], tcfg["train_steps"], tcfg["l1_weight"],
-                          tcfg.get("loss_weighting", "eps"))
+    system = build_system(ckpt["method"], ckpt["model_config"])
     system.model.load_state_dict(ckpt["ema"])
     return system.to(device), system.model.eval()
 
 
 # ----------------------------------------------------------------------------- training
-def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
-          model_config: dict[str, Any], *, device: str | torch.device | None = None,
-          progress: bool = True) -> Path:
-    """Train ``method`` on the training split of a pairs file; returns the final checkpoint.
+class _Run:
+    """The state of one training run: the system, its EMA copy, the optimisers, the step."""
 
-    Writes into ``out_dir``: ``last.pt`` (resumable, rewritten atomically every
-    ``checkpoint_every`` steps and at the end) and ``loss.csv``. An existing ``last.pt`` is
-    resumed; a finished one is returned as is.
-    """
-    out_dir = Path(out_dir)
-    rank, world = _rank_world()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ckpt_path, log_path = out_dir / "last.pt", out_dir / "loss.csv"
-    inp_all, tgt_all, _ = load_pairs(pairs, "train")
-    inp_all = torch.from_numpy(inp_all)[:, None]
-    tgt_all = torch.from_numpy(tgt_all)[:, None]
-    torch.manual_seed(cfg.seed)                     # the initial weights are part of the run
-    system = build_system(method, model_config, cfg.train_steps, cfg.l1_weight,
-                          cfg.loss_weighting).to(device)
-    ema = copy.deepcopy(system.model).requires_grad_(False)
-    opts = system.optimizers(cfg.lr, cfg.weight_decay)
-    start = 0
-    if ckpt_path.is_file() and not _same_run(load_checkpoint(ckpt_path), method, cfg, model_config):
-        ckpt_path.unlink()                           # made with another configuration: start over
-        log_path.unlink(missing_ok=True)
-    if ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, device)
-        system.load_state_dict(ckpt["system"])
-        ema.load_state_dict(ckpt["ema"])
-        for opt, state in zip(opts, ckpt["optimizers"]):
+    def __init__(self, method: str, cfg: TrainConfig, model_config: Any, device: torch.device) -> None:
+        torch.manual_seed(cfg.seed)                 # the initial weights are part of the run
+        self.system = build_system(method, model_config).to(device)
+        self.ema = copy.deepcopy(self.system.model).requires_grad_(False)
+        self.opts = self.system.optimizers(cfg.lr, cfg.weight_decay)
+        self.step = 0
+
+    def resume(self, ckpt: dict[str, Any]) -> None:
+        self.system.load_state_dict(ckpt["system"])
+        self.ema.load_state_dict(ckpt["ema"])
+        for opt, state in zip(self.opts, ckpt["optimizers"]):
             opt.load_state_dict(state)
         torch.set_rng_state(ckpt["rng"].cpu())
-        start = ckpt["step"]
-    if start >= cfg.iterations:
-        return ckpt_path
-    log_rows = _read_log(log_path, start)
+        self.step = ckpt["step"]
+
+    def state(self, method: str, cfg: TrainConfig, model_config: Any, pairs: Path) -> dict[str, Any]:
+        return {"method": method, "step": self.step, "system": self.system.state_dict(),
+                "ema": self.ema.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
+                "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(cfg),
+                "model_config": config_dict(model_config), "pairs": str(pairs)}
+
+
+def _batch(inp_all, tgt_all, run: _Run, cfg: TrainConfig, step: int, device) -> tuple:
+    """Step ``step``'s slice of the global batch on this rank: inputs, targets, the method's
+    random draws, all from generators seeded by ``(seed, step)``."""
+    rank, world = _rank_world()
     global_batch = cfg.batch_size * world
     lo, hi = rank * cfg.batch_size, (rank + 1) * cfg.batch_size
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+    gen = _step_generator(cfg.seed, step)
+    idx = batch_indices(len(inp_all), global_batch, step, cfg.seed)[lo:hi]
+    flips = torch.rand((global_batch, 2), generator=gen)[lo:hi] < 0.5
+    rand = {k: v[lo:hi] for k, v in run.system.randomness(gen, global_batch, tuple(inp_all.shape[1:])).items()}
+    inp, tgt = inp_all[idx], tgt_all[idx]
+    if cfg.flips:
+        inp, tgt = _flip(inp, flips), _flip(tgt, flips)
+    return inp.to(device, non_blocking=True), tgt.to(device, non_blocking=True), rand
+
+
+def _start_or_resume(run: _Run, out_dir: Path, method: str, cfg: TrainConfig, model_config: Any,
+                     device) -> None:
+    """Resume from ``out_dir/last.pt`` if it continues this run; a checkpoint made with another
+    configuration is kept aside (``stale-<time>/``) with its log, never deleted."""
+    ckpt_path, log_path = out_dir / "last.pt", out_dir / "loss.csv"
+    if not ckpt_path.is_file():
+        return
+    ckpt = load_checkpoint(ckpt_path, device)
+    if not _same_run(ckpt, method, cfg, config_dict(model_config)):
+        aside = out_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside.mkdir(parents=True)
+        for p in (ckpt_path, log_path):
+            if p.exists():
+                os.replace(p, aside / p.name)
+        print(f"[train] {ckpt_path} was made with another configuration: moved to {aside}")
+        return
+    run.resume(ckpt)
+
+
+def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
+          model_config: Any, *, device: str | torch.device | None = None,
+          progress: bool = True) -> Path:
+    """Train ``method`` (configured by ``model_config``) on the training split of a pairs file;
+    returns the final checkpoint.
+
+    Writes into ``out_dir``: ``loss.csv`` and ``last.pt`` (resumable), both rewritten atomically
+    every ``checkpoint_every`` steps and at the end, the log first, so that a kill between the
+    two never loses log rows of a checkpointed step. An existing ``last.pt`` is resumed; a
+    finished one is returned as is.
+    """
+    out_dir = Path(out_dir)
+    rank, _ = _rank_world()
+    device = torch.device(device or default_device())
+    ckpt_path, log_path = out_dir / "last.pt", out_dir / "loss.csv"
+    inp_all, tgt_all, _ = load_pairs(pairs, "train")
+    inp_all, tgt_all = torch.from_numpy(inp_all)[:, None], torch.from_numpy(tgt_all)[:, None]
+    run = _Run(method, cfg, model_config, device)
+    _start_or_resume(run, out_dir, method, cfg, model_config, device)
+    if run.step >= cfg.iterations:
+        return ckpt_path
+    log_rows = _read_log(log_path, run.step)
+    bar = tqdm(range(run.step, cfg.iterations), initial=run.step, total=cfg.iterations,
                desc=f"train {method}", disable=not progress or rank != 0)
     wait, tic = 0.0, time.perf_counter()
     for step in bar:
         t_data = time.perf_counter()
-        gen = _step_generator(cfg.seed, step)
-        idx = batch_indices(len(inp_all), global_batch, step, cfg.seed)[lo:hi]
-        flips = torch.rand((global_batch, 2), generator=gen)[lo:hi] < 0.5
-        rand = {k: v[lo:hi] for k, v in system.randomness(gen, global_batch, tuple(inp_all.shape[1:])).items()}
-        inp, tgt = inp_all[idx], tgt_all[idx]
-        if cfg.flips:
-            inp, tgt = _flip(inp, flips), _flip(tgt, flips)
-        inp, tgt = inp.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
+        inp, tgt, rand = _batch(inp_all, tgt_all, run, cfg, step, device)
         wait += time.perf_counter() - t_data
-        for opt in opts:
+        for opt in run.opts:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
-        losses = system.train_step(inp, tgt, rand, opts, _sync_grads)
+        losses = run.system.train_step(inp, tgt, rand, run.opts, _sync_grads)
         # EMA with the usual warm-up, so that short runs are not dominated by the initial weights
-        _ema_update(ema, system.model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.iterations:
+        _ema_update(run.ema, run.system.model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        run.step = step + 1
+        if run.step % cfg.log_every == 0 or run.step == cfg.iterations:
             elapsed = time.perf_counter() - tic
-            log_rows.append({"step": step + 1, **{k: f"{v:.6f}" for k, v in losses.items()},
+            log_rows.append({"step": run.step, **{k: f"{v:.6f}" for k, v in losses.items()},
                              "seconds": f"{elapsed:.3f}", "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}"})
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
-        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.iterations):
-            _save_checkpoint(ckpt_path, {
-                "method": method, "step": step + 1, "system": system.state_dict(),
-                "ema": ema.state_dict(), "optimizers": [o.state_dict() for o in opts],
-                "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(cfg),
-                "model_config": dict(model_config), "pairs": str(pairs)})
+        if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.iterations):
             _write_log(log_path, log_rows)
+            _save_checkpoint(ckpt_path, run.state(method, cfg, model_config, Path(pairs)))
     return ckpt_path
 
 
@@ -241,36 +294,22 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 # ----------------------------------------------------------------------------- torchrun entry
-def main() -> None:
-    """``torchrun --nproc_per_node=N -m diffcmr_core.train METHOD PAIRS OUT CONFIG.json``.
-
-    ``CONFIG.json`` holds ``{"train": {...TrainConfig...}, "model": {...}}``.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Train one method (single process or torchrun).")
-    parser.add_argument("method")
-    parser.add_argument("pairs")
-    parser.add_argument("out_dir")
-    parser.add_argument("config")
-    args = parser.parse_args()
-    spec = json.loads(Path(args.config).read_text())
+def run_from_config(method: str, pairs: str | Path, out_dir: str | Path, config: str | Path) -> Path:
+    """Train from a JSON config file ``{"train": {...}, "model": {...}}``, in one process or
+    under ``torchrun`` (``python -m diffcmr_core train ...``): each rank trains its slice of
+    the global batch, gradients are all-reduced."""
+    spec = json.loads(Path(config).read_text())
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     device = None
     if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", 0))
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
     try:
-        train(args.method, args.pairs, args.out_dir, TrainConfig(**spec["train"]), spec["model"],
-              device=device, progress=True)
+        return train(method, pairs, out_dir, from_dict(TrainConfig, spec["train"]),
+                     build_system(method, spec["model"]).cfg, device=device, progress=True)
     finally:
         if distributed:
             dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

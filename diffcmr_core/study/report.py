@@ -9,11 +9,36 @@ from pathlib import Path
 
 import torch
 
-from diffcmr_core import paper
+from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.profiles import Profile, paths_for
-from diffcmr_core.study import compute_seconds
+from diffcmr_core.study import paper
+from diffcmr_core.study.cache import read_entry
+from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.tables import read_csv, to_markdown
+
+
+def compute_seconds(profile: Profile) -> dict[str, float]:
+    """Compute time behind a profile's current results, whichever runs made them: training
+    (from the models' loss logs, summed over resumed sessions) and the cached evaluation,
+    ablation and fast-sampling steps. Steps cached for another configuration are left out."""
+    runs = paths_for(profile).runs
+    totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0}
+    for log in sorted((runs / "models").glob("*/loss.csv")):
+        session_max, last = 0.0, 0.0
+        for row in read_csv(log):
+            sec = float(row.get("seconds") or 0.0)
+            if sec < last:                       # the elapsed clock restarts when a run resumes
+                totals["training"] += session_max
+                session_max = 0.0
+            session_max, last = max(session_max, sec), sec
+        totals["training"] += session_max
+    for key, pattern in (("evaluation", "eval/*/summary.json"), ("ablation", "ablation/*/ablation.json"),
+                         ("fast sampling", "fast/*/comparison.json")):
+        for cache in sorted(runs.glob(pattern)):
+            entry = read_entry(cache, profile)
+            if entry is not None:
+                totals[key] += float(entry.get("seconds", 0.0))
+    return totals
 
 
 def _commit(root: Path) -> str:
@@ -74,8 +99,8 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
     fig = paths.figures
     lines = [f"# DiffCMR study report: profile `{profile.name}`", "",
              "## Provenance", "",
-             f"- profile: `{profile.name}` (see `diffcmr_core/profiles.py`)",
-             f"- data: {'synthetic phantom (diffcmr_core.phantom)' if paths.is_synthetic else f'real CMRxRecon at {paths.data}'}",
+             f"- profile: `{profile.name}` (see `diffcmr_core/study/profiles.py`)",
+             f"- data: {'synthetic phantom (diffcmr_core.data.phantom)' if paths.is_synthetic else f'real CMRxRecon at {paths.data}'}",
              f"- device: {device_description()}; torch {torch.__version__}",
              f"- commit: {_commit(paths.root)}",
              f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -83,16 +108,15 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
              f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'}; "
              "finished steps are reused from the run folder unless forced)",
              f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
-             f"{profile.evaluation.n_val} validation slices per task and factor; image size "
-             f"{profile.preprocess.size}; DiffCMR output `{profile.diffcmr.prediction}`, loss weighting "
-             f"`{profile.train_diffcmr.loss_weighting}`, {profile.train_diffcmr.iterations} iterations",
+             f"{profile.evaluation.n_val or profile.preprocess.n_val_subset} validation slices per task "
+             f"and factor; image size {profile.preprocess.size}; DiffCMR output "
+             f"`{profile.diffcmr.prediction}`, loss weighting `{profile.diffcmr.loss_weighting}`, "
+             f"{profile.train_diffcmr.iterations} iterations",
              "", "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
              "what can be compared is the ordering of methods and the trends.", ""]
     t1 = read_csv(fig / "table1.csv")
     lines += ["## Table 1: pairs", "", to_markdown(t1), "Paper (real data):", "",
-              to_markdown([{"task": t, **{f"AccFactor{a:02d} {s}": paper.TABLE1[t][a][i]
-                                          for a in (4, 8, 10) for i, s in enumerate(("Train", "Valid"))}}
-                           for t in ("cine", "mapping")])]
+              to_markdown(table1(paper.TABLE1))]
     for task, name, title in (("cine", "table2_cine", "Table 2: cine"),
                               ("mapping", "table3_mapping", "Table 3: T1/T2 mapping")):
         if (fig / f"{name}.csv").is_file():
@@ -112,7 +136,56 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
             trend = "rises" if all(b >= a - 0.05 for a, b in zip(psnrs, psnrs[1:])) else "does not rise monotonically"
             lines += [f"## {title}", "", to_markdown(table),
                       f"Ours: PSNR {trend} with {key} (paper: rises).", ""]
+    if (fig / "table5_fast_sampling.csv").is_file():
+        rows = read_csv(fig / "table5_fast_sampling.csv")
+        lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(rows)]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]
     path = fig / "REPORT.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------- findings in words
+def ablation_findings(steps_rows: list[dict], rounds_rows: list[dict]) -> str:
+    """What Table 4 shows, in Markdown sentences generated from its rows (ours against the
+    paper's trend: PSNR rises with T and with R)."""
+    raw = float(steps_rows[0]["psnr"])
+    steps = [(int(r["steps"]), float(r["psnr"])) for r in steps_rows if str(r["steps"]) != "Raw"]
+    rounds = [(int(r["rounds"]), float(r["psnr"])) for r in rounds_rows if str(r["rounds"]) != "Raw"]
+
+    def listing(points, key):
+        return ", ".join(f"{p:.2f}" for _, p in points) + " dB for " + key + " = " + \
+            ", ".join(str(k) for k, _ in points)
+
+    def rises(points):
+        return all(b >= a - 0.05 for (_, a), (_, b) in zip(points, points[1:]))
+
+    best_t = max(steps, key=lambda kp: kp[1])
+    out = [f"- **R**: PSNR {'rises' if rises(rounds) else 'does not rise monotonically'} with the "
+           f"number of rounds ({listing(rounds, 'R')}; RAW {raw:.2f} dB); the paper: rises.",
+           f"- **T**: PSNR {'rises' if rises(steps) else 'does not rise monotonically'} with the chain "
+           f"length ({listing(steps, 'T')}); best at T = {best_t[0]}; the paper: rises, with its "
+           f"T = 20 and T = 100 rows below RAW."]
+    return "\n".join(out)
+
+
+def fast_sampling_findings(rows: list[dict]) -> str:
+    """What Table 5 shows, in Markdown sentences generated from its rows."""
+    ref = next(r for r in rows if r.get("reference"))
+    plain = [r for r in rows if r["nfe"] and not r["dc"] and not r.get("reference")]
+    best = max(plain, key=lambda r: float(r["psnr"]))
+    dc = [r for r in rows if r["dc"]]
+    no_dc = {(r["sampler"], r["steps"], r["rounds"]): r for r in rows if r["nfe"] and not r["dc"]}
+    gains = [float(r["psnr"]) - float(no_dc[(r["sampler"], r["steps"], r["rounds"])]["psnr"]) for r in dc]
+    return "\n".join([
+        f"- Paper protocol ({ref['label']}): {float(ref['psnr']):.2f} dB, SSIM {float(ref['ssim']):.3f}, "
+        f"{ref['nfe']} network evaluations per slice.",
+        f"- Best without data consistency: {best['label']}, {float(best['psnr']):.2f} dB "
+        f"({float(best['psnr']) - float(ref['psnr']):+.2f} dB) at {best['nfe']} evaluations "
+        f"({ref['nfe'] / best['nfe']:.0f}x fewer), {float(best['seconds_per_slice']):.3f} s per slice "
+        f"against {float(ref['seconds_per_slice']):.3f} s.",
+        f"- Data consistency changes PSNR by {min(gains):+.2f} to {max(gains):+.2f} dB and gives SSIM "
+        f"{min(float(r['ssim']) for r in dc):.3f}-{max(float(r['ssim']) for r in dc):.3f}. Where it lowers "
+        "PSNR, the reason is the data: the slices are root-sum-of-squares magnitude images, whose "
+        "k-space is not the measured complex k-space, so replacing its lines also replaces part of "
+        "what the network got right."])

@@ -40,27 +40,31 @@ Where the short profiles deviate from §3.2, and why (each measured on ``quick``
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from diffcmr_core.models import DiffCMRConfig, UNetConfig
-from diffcmr_core.phantom import PhantomConfig
-from diffcmr_core.preprocess import PreprocessConfig
-from diffcmr_core.train import TrainConfig
+from diffcmr_core.data.cmrxrecon import ACCS, TASKS
+from diffcmr_core.data.phantom import PhantomConfig
+from diffcmr_core.data.pairs import PreprocessConfig
+from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
+from diffcmr_core.method.systems import CGANConfig
+from diffcmr_core.method.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Inference protocol for the tables, the figures and the ablation."""
 
-    n_val: int = 240                          # the paper's validation subset
+    n_val: int | None = None                  # None: the whole validation subset of the pairs
+                                              # files (PreprocessConfig.n_val_subset, 240)
     steps: int = 1000                         # T
     rounds: int = 4                           # R
     batch: int = 60                           # slices per sampling batch (x R in the network)
     ablation_steps: tuple[int, ...] = (20, 100, 500, 1000)
     ablation_rounds: tuple[int, ...] = (1, 2, 4, 8)
-    ablation_n_val: int = 240
+    ablation_n_val: int | None = None
     # notebook 08: (sampler, T, R); the first is the paper protocol, the reference;
     # "ddpm" with a smaller T is Alg. 2 on a respaced chain
     fast_settings: tuple[tuple[str, int, int], ...] = (
@@ -80,24 +84,31 @@ class Profile:
     train_unet: TrainConfig
     train_cgan: TrainConfig
     evaluation: EvalConfig
-    tasks: tuple[str, ...] = ("cine", "mapping")
-    accs: tuple[int, ...] = (4, 8, 10)
+    tasks: tuple[str, ...] = TASKS
+    accs: tuple[int, ...] = ACCS
     methods: tuple[str, ...] = ("unet", "cgan", "diffcmr")
+    cgan_l1_weight: float = 100.0             # pix2pix's weight of L1 beside the adversarial loss
+    real_data: bool = False                   # use $CMRXRECON_ROOT / data/CMRxRecon when present
     budget_minutes: float = 15.0
-    notes: dict[str, str] = field(default_factory=dict)
 
     def train_config(self, method: str) -> TrainConfig:
         return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[method]
 
-    def model_config(self, method: str) -> dict:
-        return dataclasses.asdict(self.diffcmr if method == "diffcmr" else self.unet)
+    def model_config(self, method: str) -> DiffCMRConfig | UNetConfig | CGANConfig:
+        """The method's configuration (what :func:`~diffcmr_core.method.systems.build_system` takes)."""
+        if method == "diffcmr":
+            return self.diffcmr
+        if method == "unet":
+            return self.unet
+        return CGANConfig(generator=self.unet, l1_weight=self.cgan_l1_weight)
 
 
 _QUICK_PHANTOM = PhantomConfig(n_cases=6, ny=60, nx=32, ny_jitter=4, acs_lines=12, cine_frames=6,
                                sax_slices=4, lax_slices=2, mapping_slices=3)
 _QUICK_NET = DiffCMRConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
                            attention_resolutions=(8,), num_heads=2, rrdb_blocks=1,
-                           rrdb_channels=16, rrdb_growth=8, prediction="v")
+                           rrdb_channels=16, rrdb_growth=8, prediction="v", train_steps=1000,
+                           loss_weighting="v")
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -108,12 +119,13 @@ PROFILES: dict[str, Profile] = {
         diffcmr=DiffCMRConfig.paper(),
         unet=UNetConfig(channels=32, depth=4),
         train_diffcmr=TrainConfig(iterations=100_000, batch_size=6, lr=1e-5, ema_decay=0.9999,
-                                  train_steps=100, checkpoint_every=2000, log_every=50),
+                                  checkpoint_every=2000, log_every=50),
         train_unet=TrainConfig(iterations=50_000, batch_size=6, lr=1e-4, log_every=50,
                                checkpoint_every=2000),
         train_cgan=TrainConfig(iterations=50_000, batch_size=6, lr=2e-4, log_every=50,
                                checkpoint_every=2000),
         evaluation=EvalConfig(),
+        real_data=True,
         budget_minutes=6 * 24 * 60,
     ),
     "gpu": Profile(
@@ -121,11 +133,11 @@ PROFILES: dict[str, Profile] = {
         phantom=PhantomConfig(n_cases=24, ny=128, nx=128, ny_jitter=8, cine_frames=8,
                               sax_slices=6, lax_slices=3, mapping_slices=3),
         preprocess=PreprocessConfig(pad_to=256, size=128),
-        diffcmr=dataclasses.replace(DiffCMRConfig.paper(), prediction="v"),
+        diffcmr=dataclasses.replace(DiffCMRConfig.paper(), prediction="v", train_steps=1000,
+                                    loss_weighting="v"),
         unet=UNetConfig(channels=32, depth=4),
         train_diffcmr=TrainConfig(iterations=2000, batch_size=6, lr=1e-4, ema_decay=0.999,
-                                  lr_schedule="cosine", train_steps=1000, loss_weighting="v",
-                                  checkpoint_every=1000, log_every=20),
+                                  lr_schedule="cosine", checkpoint_every=1000, log_every=20),
         train_unet=TrainConfig(iterations=2000, batch_size=6, lr=3e-4, log_every=20),
         train_cgan=TrainConfig(iterations=2000, batch_size=6, lr=2e-4, log_every=20),
         evaluation=EvalConfig(n_val=48, steps=200, rounds=4, batch=48, ablation_n_val=16),
@@ -138,9 +150,7 @@ PROFILES: dict[str, Profile] = {
         diffcmr=_QUICK_NET,
         unet=UNetConfig(channels=16, depth=3),
         train_diffcmr=TrainConfig(iterations=700, batch_size=16, lr=1e-3, ema_decay=0.99,
-                                  lr_schedule="cosine", train_steps=1000, loss_weighting="v",
-                                  log_every=10,
-                                  checkpoint_every=200),
+                                  lr_schedule="cosine", log_every=10, checkpoint_every=200),
         train_unet=TrainConfig(iterations=200, batch_size=16, lr=2e-3, log_every=10,
                                checkpoint_every=200),
         train_cgan=TrainConfig(iterations=200, batch_size=16, lr=1e-3, log_every=10,
@@ -156,9 +166,8 @@ PROFILES: dict[str, Profile] = {
         preprocess=PreprocessConfig(pad_to=64, size=32),
         diffcmr=dataclasses.replace(_QUICK_NET, channels=8, num_heads=1),
         unet=UNetConfig(channels=8, depth=2),
-        train_diffcmr=TrainConfig(iterations=8, batch_size=4, lr=1e-3, train_steps=1000,
-                                  loss_weighting="v",
-                                  log_every=2, checkpoint_every=8),
+        train_diffcmr=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2,
+                                  checkpoint_every=8),
         train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
         train_cgan=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
         evaluation=EvalConfig(n_val=4, steps=10, rounds=2, batch=4, ablation_steps=(5, 10),
@@ -178,6 +187,11 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
+def stamp(profile: Profile) -> str:
+    """Everything a profile's cached results depend on: its whole configuration, as JSON."""
+    return json.dumps(dataclasses.asdict(profile), sort_keys=True, default=list)
+
+
 def repo_root() -> Path:
     """The study's folder: ``$DIFFCMR_HOME``, else the checkout holding this package."""
     if "DIFFCMR_HOME" in os.environ:
@@ -186,20 +200,40 @@ def repo_root() -> Path:
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
+def real_data_root(root: Path) -> Path | None:
+    """The real CMRxRecon tree if one is configured: ``$CMRXRECON_ROOT``, else
+    ``<root>/data/CMRxRecon`` when it exists."""
+    env = os.environ.get("CMRXRECON_ROOT")
+    if env:
+        return Path(env)
+    default = root / "data" / "CMRxRecon"
+    return default if default.is_dir() else None
+
+
 @dataclass(frozen=True)
 class Paths:
-    """Where a profile's data, runs and figures live."""
+    """Where a profile's data, runs and figures live. Only a profile with ``real_data`` reads
+    the real tree; the others always use their own synthetic phantom (and say so when a real
+    tree is configured)."""
 
     profile: str
     root: Path
+    uses_real_data: bool = False
 
     @property
     def real_data(self) -> Path | None:
-        env = os.environ.get("CMRXRECON_ROOT")
-        if env:
-            return Path(env)
-        default = self.root / "data" / "CMRxRecon"
-        return default if default.is_dir() else None
+        return real_data_root(self.root) if self.uses_real_data else None
+
+    def describe(self) -> str:
+        """One line: which data this profile reads (and a configured real tree it ignores)."""
+        if self.is_synthetic:
+            line = f"profile {self.profile}: synthetic phantom at {self.data}"
+            ignored = real_data_root(self.root)
+            if ignored is not None:
+                line += (f" (the real tree at {ignored} is used only by profiles with real_data, "
+                         "e.g. paper)")
+            return line
+        return f"profile {self.profile}: real CMRxRecon data at {self.data}"
 
     @property
     def data(self) -> Path:
@@ -230,5 +264,6 @@ class Paths:
 
 
 def paths_for(profile: Profile | str) -> Paths:
-    name = profile if isinstance(profile, str) else profile.name
-    return Paths(name, repo_root())
+    """The folders of a profile (by name or instance)."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    return Paths(profile.name, repo_root(), profile.real_data)

@@ -3,39 +3,11 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from diffcmr_core import cmrxrecon as io
-from diffcmr_core.preprocess import (PreprocessConfig, build_pairs, kspace_to_image, load_pairs,
-                                     pairs_path, split_cases, table1)
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.kspace import kspace_to_image
+from diffcmr_core.data.pairs import (PreprocessConfig, build_pairs, load_pairs, pair_counts, pairs_path,
+                                     split_cases, table1)
 from tests.conftest import TINY
-
-
-def _numpy_reference(k, multicoil, pad_to):
-    ky, kx = k.shape[-2:]
-    y0, x0 = pad_to // 2 - ky // 2, pad_to // 2 - kx // 2
-    pad = [(0, 0)] * (k.ndim - 2) + [(y0, pad_to - ky - y0), (x0, pad_to - kx - x0)]
-    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(np.pad(k, pad), axes=(-2, -1)),
-                                       norm="ortho"), axes=(-2, -1))
-    return np.sqrt((np.abs(img) ** 2).sum(-3)) if multicoil else np.abs(img)
-
-
-@pytest.mark.parametrize("multicoil", [True, False])
-def test_kspace_to_image_matches_numpy(multicoil):
-    rng = np.random.default_rng(0)
-    shape = (2, 3, 4, 30, 40) if multicoil else (2, 3, 30, 40)
-    k = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-    ref = _numpy_reference(k.astype(np.complex128), multicoil, 64)
-    out = kspace_to_image(k, multicoil=multicoil, pad_to=64, size=None)
-    assert out.dtype == np.float32 and out.shape == shape[:2] + (64, 64)
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.max())
-    # integer factors: exact 4 x 4 box averages of the padded image
-    small = kspace_to_image(k, multicoil=multicoil, pad_to=64, size=16)
-    box = ref.reshape(shape[:2] + (16, 4, 16, 4)).mean((-3, -1))
-    np.testing.assert_allclose(small, box, rtol=1e-4, atol=1e-5 * ref.max())
-
-
-def test_pad_to_too_small_raises():
-    with pytest.raises(ValueError, match="larger than pad_to"):
-        kspace_to_image(np.zeros((1, 70, 20), np.complex64), multicoil=False, pad_to=64)
 
 
 def test_split_by_case():
@@ -56,7 +28,7 @@ def pairs(tiny_root, tmp_path_factory):
 
 def test_pairs_content_counts_and_split(pairs, tiny_root):
     out, cfg = pairs
-    rows = table1(out)
+    rows = table1(pair_counts(out))
     # per case and coil type: cine (2 sax + 1 lax slices) x 3 frames, mapping 9 + 3 weightings
     n_cine, n_map = 2 * (2 + 1) * 3, 2 * (9 + 3) * 1
     assert rows[0]["AccFactor04 Train"] == 2 * n_cine and rows[0]["AccFactor04 Valid"] == n_cine
@@ -106,15 +78,15 @@ def test_building_is_idempotent(pairs, tiny_root):
 
 
 def test_bad_mask_fails_and_keeps_previous_files(tiny_root, tmp_path):
-    cfg = PreprocessConfig(pad_to=96, size=32, accs=(4,))
-    build_pairs(tiny_root, tmp_path, "mapping", cfg, progress=False)
+    cfg = PreprocessConfig(pad_to=96, size=32)
+    build_pairs(tiny_root, tmp_path, "mapping", cfg, accs=(4,), progress=False)
     before = (tmp_path / "pairs_mapping_acc04.h5").read_bytes()
     mask_path = tiny_root / "SingleCoil/Mapping/TrainingSet/AccFactor04/P002/T2map_mask.mat"
     good = io.load_mask(mask_path)
     io.save_mask(mask_path, "mask04", good[:-2])
     try:
         with pytest.raises(io.CMRxReconError, match=r"T2map_mask\.mat.*does not fit"):
-            build_pairs(tiny_root, tmp_path, "mapping", cfg, progress=False, force=True)
+            build_pairs(tiny_root, tmp_path, "mapping", cfg, accs=(4,), progress=False, force=True)
     finally:
         io.save_mask(mask_path, "mask04", good)
     assert (tmp_path / "pairs_mapping_acc04.h5").read_bytes() == before

@@ -38,5 +38,8 @@ def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.sum((gt - pred) ** 2) / np.sum(gt ** 2))
 
 
+METRICS = ("psnr", "ssim", "nmse")
+
+
 def all_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"psnr": psnr(gt, pred), "ssim": ssim(gt, pred), "nmse": nmse(gt, pred)}

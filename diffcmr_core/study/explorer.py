@@ -15,13 +15,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from diffcmr_core import diffusion, plots
-from diffcmr_core.methods import to_model_space, from_model_space
-from diffcmr_core.metrics import all_metrics
-from diffcmr_core.preprocess import fft2c, load_pairs, pairs_path
-from diffcmr_core.profiles import Profile, paths_for
-from diffcmr_core.study import device, diffcmr_reconstruct, ensure_trained
-from diffcmr_core.train import load_for_inference
+from diffcmr_core.data.kspace import fft2c
+from diffcmr_core.method import schedule
+from diffcmr_core.method.inference import reconstruct
+from diffcmr_core.method.metrics import all_metrics
+from diffcmr_core.method.systems import from_model_space, to_model_space
+from diffcmr_core.method.train import default_device, load_for_inference
+from diffcmr_core.study import plots
+from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.steps import ensure_trained, val_pairs
 
 
 class Explorer:
@@ -35,11 +37,10 @@ class Explorer:
 
     def _load_model(self, acc: int):
         return load_for_inference(ensure_trained(self.profile, self.task, acc, "diffcmr",
-                                                 progress=False), device())
+                                                 progress=False), default_device())
 
     def _load_data(self, acc: int):
-        return load_pairs(pairs_path(self.paths.pairs, self.task, acc), "val_subset",
-                          subset=self.profile.evaluation.n_val)
+        return val_pairs(self.profile, self.task, acc, self.profile.evaluation.n_val)
 
     def n_slices(self, acc: int) -> int:
         return len(self._data(acc)[0])
@@ -48,8 +49,8 @@ class Explorer:
         """Input, ground truth, reconstruction, |error|, std map and metrics of one slice."""
         inp, tgt, meta = self._data(acc)
         system, model = self._model(acc)
-        rec = diffcmr_reconstruct(system, model, inp[index:index + 1], steps=steps, rounds=rounds,
-                                  batch=1, seed=seed)
+        rec = reconstruct(system, model, inp[index:index + 1], steps=steps, rounds=rounds,
+                          batch=1, seed=seed)
         out = {"input": inp[index], "target": tgt[index], "recon": rec["mean"][0], "std": rec["std"][0]}
         out["error"] = np.abs(out["recon"] / out["recon"].max() - out["target"] / out["target"].max())
         out["metrics"] = {"RAW": all_metrics(out["target"], out["input"]),
@@ -73,8 +74,8 @@ class Explorer:
         _, tgt, _ = self._data(acc)
         x0 = to_model_space(torch.from_numpy(tgt[index:index + 1])[:, None])
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-        x_t = diffusion.q_sample(x0, torch.tensor([t]), noise)
-        abar = diffusion.base_alphas_cumprod()[t].item()
+        x_t = schedule.q_sample(x0, torch.tensor([t]), noise)
+        abar = schedule.base_alphas_cumprod()[t].item()
         return plots.image_grid([tgt[index], x_t[0, 0].numpy(), from_model_space(x_t)[0, 0].numpy()],
                                 ["x_0", f"x_t, t = {t} (abar = {abar:.3g})", "x_t as an image"])
 

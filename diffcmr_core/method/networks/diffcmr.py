@@ -9,6 +9,10 @@
 
 G(I^u) depends on neither x_t nor t, so :meth:`DiffCMRNet.encode_condition` computes it once per
 slice and :meth:`DiffCMRNet.denoise` reuses it for every step and round of the sampler.
+
+The network returns E's raw output; what it stands for (``DiffCMRConfig.prediction``: eps, x0
+or v) is turned into noise by :func:`diffcmr_core.method.schedule.eps_from_output`, which owns
+the schedule (as in diffusers, the network knows nothing of abar).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BASE_STEPS = 1000
+from diffcmr_core.method.schedule import BASE_STEPS, LOSS_WEIGHTINGS, PREDICTIONS
 
 
 @dataclass(frozen=True)
 class DiffCMRConfig:
-    """Every size of the network. ``DiffCMRConfig.paper()`` is §3.2."""
+    """The DiffCMR model: every size of the network, what its output means, and the diffusion it
+    is trained on (chain length of Alg. 1, weighting of Eq. 5). ``DiffCMRConfig.paper()`` is §3.2.
+    """
 
     image_size: int = 128
     channels: int = 128                                 # C
@@ -39,6 +45,15 @@ class DiffCMRConfig:
     rrdb_growth: int = 32
     time_embedding: str = "sinusoidal"                  # or "table" (the paper's look-up table)
     prediction: str = "eps"                             # E's output: "eps" (Eq. 3), "x0" or "v"
+    train_steps: int = 100                              # Alg. 1's chain in training (respaced)
+    loss_weighting: str = "eps"                         # Eq. 5 ("eps") or 1/abar-weighted ("v")
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
+                             f"got {self.loss_weighting!r}")
 
     @classmethod
     def paper(cls) -> "DiffCMRConfig":
@@ -169,7 +184,7 @@ class ConditionEncoder(nn.Module):
 
 class DenoisingUNet(nn.Module):
     """E(features, H(t)): U-Net with time-conditioned residual blocks and low-resolution
-    self-attention; returns the predicted noise ``(B, 1, H, W)``."""
+    self-attention; returns one channel ``(B, 1, H, W)`` (eps, x0 or v: see the config)."""
 
     def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
@@ -235,7 +250,7 @@ class _Upsample(nn.Module):
 
 
 class DiffCMRNet(nn.Module):
-    """eps_theta(x_t, I^u, t) = E(F(x_t) + G(I^u), H(t))  (Eq. 3)."""
+    """E(F(x_t) + G(I^u), H(t))  (Eq. 3): eps_theta when ``cfg.prediction == "eps"``."""
 
     def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
@@ -247,30 +262,15 @@ class DiffCMRNet(nn.Module):
         self.condition = ConditionEncoder(cfg)                          # G
         self.time = TimeEmbedding(cfg.channels, cfg.time_embedding)     # H
         self.unet = DenoisingUNet(cfg)                                  # E
-        if cfg.prediction not in ("eps", "x0", "v"):
-            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {cfg.prediction!r}")
-        betas = torch.linspace(1e-4, 2e-2, BASE_STEPS, dtype=torch.float64)  # Alg. 1, T = 1000
-        self.register_buffer("abar", torch.cumprod(1 - betas, 0).float(), persistent=False)
 
     def encode_condition(self, undersampled: torch.Tensor) -> torch.Tensor:
         """G(I^u) ``(B, C, H, W)``: compute once per slice, reuse for every step and round."""
         return self.condition(undersampled)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond_features: torch.Tensor) -> torch.Tensor:
-        """Predicted noise from x_t ``(B, 1, H, W)``, base time-steps ``t`` ``(B,)`` in [0, 1000)
-        and cached condition features.
-
-        With ``prediction="x0"`` E's output is read as the clean image and the noise follows from
-        Eq. 4, eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t); the loss (Eq. 5) and samplers
-        are unchanged."""
-        out = self.unet(self.stem(x_t) + cond_features, self.time(t))
-        if self.cfg.prediction == "eps":
-            return out
-        abar = self.abar[t].view(-1, 1, 1, 1)
-        out = out.to(x_t.dtype)
-        if self.cfg.prediction == "x0":
-            return (x_t - abar.sqrt() * out) / (1 - abar).sqrt()
-        return abar.sqrt() * out + (1 - abar).sqrt() * x_t           # v = sqrt(abar) eps - sqrt(1-abar) x0
+        """E's output ``(B, 1, H, W)`` from x_t ``(B, 1, H, W)``, base time-steps ``t`` ``(B,)``
+        in [0, 1000) and cached condition features G(I^u)."""
+        return self.unet(self.stem(x_t) + cond_features, self.time(t))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, undersampled: torch.Tensor) -> torch.Tensor:
         return self.denoise(x_t, t, self.encode_condition(undersampled))

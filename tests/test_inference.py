@@ -1,11 +1,10 @@
 import numpy as np
 import torch
 
-from diffcmr_core.fast import data_consistency_hook, plain_reconstruct
-from diffcmr_core.methods import DiffusionSystem, to_model_space
-from diffcmr_core.preprocess import fft2c
-from diffcmr_core.study import round_generators
-from tests.test_models import TINY
+from diffcmr_core.data.kspace import fft2c
+from diffcmr_core.method.inference import data_consistency_hook, plain_reconstruct, round_generators
+from diffcmr_core.method.systems import DiffusionSystem, to_model_space
+from tests.test_networks import TINY
 
 
 def test_cached_condition_and_batched_rounds_equal_the_plain_path():
@@ -16,7 +15,7 @@ def test_cached_condition_and_batched_rounds_equal_the_plain_path():
     system.model.condition.register_forward_hook(lambda *a: calls.__setitem__("G", calls["G"] + 1))
     inp = torch.rand(2, 1, 16, 16)
     gens = lambda: round_generators(0, 0, 3)  # noqa: E731
-    plain = plain_reconstruct(system.model, inp, steps=20, rounds=3, generator=gens())
+    plain = plain_reconstruct(system, system.model, inp, steps=20, rounds=3, generator=gens())
     assert calls["G"] == 3 * 20                   # the plain path runs G at every step and round
     calls["G"] = 0
     mean, std, ours = system.reconstruct(system.model, inp, steps=20, rounds=3, generator=gens())

@@ -7,6 +7,9 @@ Conventions, everywhere in this package:
   phase-encoding direction. (MATLAB's order is the reverse.)
 * masks are bool arrays of shape ``(ky, kx)``, whatever the file format.
 * every problem with a file raises :class:`~diffcmr_core.errors.CMRxReconError` naming the file.
+
+This module is the one place that knows the challenge's names: tasks, factors, coil types,
+file and variable names, and the folder layout (:func:`file_path`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from diffcmr_core.errors import CMRxReconError
 from diffcmr_core.fileio import atomic_path
 
 COIL_TYPES = ("MultiCoil", "SingleCoil")
-TASKS = ("Cine", "Mapping")
-ACCS = (4, 8, 10)
-TASK_FILES = {"Cine": ("cine_sax", "cine_lax"), "Mapping": ("T1map", "T2map")}
+ACCS = (4, 8, 10)                                           # the challenge's acceleration factors
+TASKS = ("cine", "mapping")                                 # the study's names of the two tasks
+TASK_FOLDER = {"cine": "Cine", "mapping": "Mapping"}        # ... and the challenge's folders
+TASK_LABEL = {"cine": "Task 1", "mapping": "Task 2"}        # ... and the paper's labels
+TASK_FILES = {"cine": ("cine_sax", "cine_lax"), "mapping": ("T1map", "T2map")}
+SPLITS = ("TrainingSet", "ValidationSet")
+MAX_TIME_MS = 10_000.0                                      # no MOLLI TI or T2-prep TE is longer
 _MAT_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: %s HDF5 schema 1.00 ."
 
 
@@ -48,6 +55,18 @@ def mask_key(acc: int) -> str:
 def split_folder(acc: int | None) -> str:
     """``FullSample`` or ``AccFactor04`` etc."""
     return "FullSample" if acc is None else f"AccFactor{acc:02d}"
+
+
+def file_path(root: str | Path, coil: str, task: str, case: str, name: str, *,
+              acc: int | None = None, split: str = "TrainingSet", kind: str = "kspace") -> Path:
+    """Where a file lives in a CMRxRecon tree:
+    ``root/<coil>/<Cine|Mapping>/<split>/<FullSample|AccFactorNN>/<case>/<name><suffix>``.
+
+    ``kind``: ``"kspace"`` (``name.mat``), ``"mask"`` (``name_mask.mat``) or ``"times"``
+    (``name.csv``, mapping files only).
+    """
+    suffix = {"kspace": ".mat", "mask": "_mask.mat", "times": ".csv"}[kind]
+    return Path(root) / coil / TASK_FOLDER[task] / split / split_folder(acc) / case / f"{name}{suffix}"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -72,6 +91,22 @@ def _pick_key(path: Path, keys: list[str], key: str | None, what: str) -> str:
         raise CMRxReconError(
             path, f"expected a single {what} variable, found {sorted(keys)}; pass key=")
     return keys[0]
+
+
+def _dataset(path: Path, f: h5py.File, key: str) -> h5py.Dataset:
+    """The array variable ``key``; a group (e.g. a MATLAB struct or cell) is an error of ours."""
+    node = f[key]
+    if not isinstance(node, h5py.Dataset):
+        raise CMRxReconError(path, f"variable {key!r} is not an array (it is an HDF5 group: a "
+                                   "MATLAB struct or cell?)")
+    return node
+
+
+def _check_written(path: Path, key: str, ds: h5py.Dataset) -> None:
+    """A dataset that was declared but never written has no storage and reads as zeros."""
+    if ds.size and ds.id.get_storage_size() == 0:
+        raise CMRxReconError(path, f"variable {key!r} was declared {ds.shape} but never written "
+                                   "(no data stored: an interrupted or truncated write?)")
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -99,6 +134,10 @@ def _check_rank(path: Path, key: str, shape: tuple[int, ...]) -> None:
         raise CMRxReconError(
             path, f"variable {key!r} has rank {len(shape)} (shape {shape}); expected "
                   "(t, kz, kc, ky, kx) multi-coil or (t, kz, ky, kx) single-coil")
+    if 0 in shape:
+        axes = ("t", "kz", "kc", "ky", "kx") if len(shape) == 5 else ("t", "kz", "ky", "kx")
+        empty = [a for a, n in zip(axes, shape) if n == 0]
+        raise CMRxReconError(path, f"variable {key!r} has shape {shape}: no data along {empty}")
 
 
 def load_kspace(path: str | Path, key: str | None = None, *,
@@ -121,10 +160,9 @@ def load_kspace(path: str | Path, key: str | None = None, *,
     if h5py.is_hdf5(path):
         with _open_h5(path) as f:
             key = _pick_key(path, _variables_h5(f), key, "k-space")
-            ds = f[key]
-            if not isinstance(ds, h5py.Dataset):
-                raise CMRxReconError(path, f"variable {key!r} is not an array")
+            ds = _dataset(path, f, key)
             _check_rank(path, key, ds.shape)
+            _check_written(path, key, ds)
             names = ds.dtype.names or ()
             if set(names) != {"real", "imag"}:
                 raise CMRxReconError(
@@ -132,8 +170,13 @@ def load_kspace(path: str | Path, key: str | None = None, *,
                           "compound of 'real' and 'imag'")
             try:  # read straight into complex64 memory through a (real, imag) compound view
                 sel = np.s_[...] if index is None else index
-                out = np.empty(_selection_shape(ds.shape, sel), np.complex64)
+                shape = _selection_shape(ds.shape, sel)
+                out = np.empty(shape, np.complex64)
                 ds.read_direct(out.view(_COMPLEX64_COMPOUND), sel)
+            except MemoryError:
+                raise CMRxReconError(path, f"variable {key!r}: reading {shape} complex64 "
+                                           f"({8 * int(np.prod(shape)) / 2**30:.1f} GiB) does not fit "
+                                           "in memory; read part of it with index=") from None
             except OSError as err:
                 raise CMRxReconError(path, f"truncated or corrupt data in {key!r} ({err})") from err
     else:
@@ -157,7 +200,7 @@ def kspace_shape(path: str | Path, key: str | None = None) -> tuple[int, ...]:
     if h5py.is_hdf5(path):
         with _open_h5(path) as f:
             key = _pick_key(path, _variables_h5(f), key, "k-space")
-            shape = tuple(f[key].shape)
+            shape = tuple(_dataset(path, f, key).shape)
     else:
         data = _load_old_mat(path)
         key = _pick_key(path, list(data), key, "k-space")
@@ -178,8 +221,10 @@ def load_mask(path: str | Path, key: str | None = None) -> np.ndarray:
     if h5py.is_hdf5(path):
         with _open_h5(path) as f:
             key = _pick_key(path, _variables_h5(f), key, "mask")
+            ds = _dataset(path, f, key)
+            _check_written(path, key, ds)
             try:
-                mask = np.asarray(f[key][()])
+                mask = np.asarray(ds[()])
             except OSError as err:
                 raise CMRxReconError(path, f"truncated or corrupt data in {key!r} ({err})") from err
     else:
@@ -193,6 +238,8 @@ def load_mask(path: str | Path, key: str | None = None) -> np.ndarray:
     _check_finite(path, key, mask.astype(np.float64))
     if not np.isin(mask, (0, 1)).all():
         raise CMRxReconError(path, f"mask {key!r} is not binary (values {np.unique(mask)[:5]}...)")
+    if not mask.any():
+        raise CMRxReconError(path, f"mask {key!r} samples no k-space line (all zeros)")
     return mask.astype(bool)
 
 
@@ -204,28 +251,63 @@ def check_mask_fits(mask: np.ndarray, kspace_shape: tuple[int, ...], path: str |
                   f"{tuple(kspace_shape[-2:])}")
 
 
+def check_mask_matches(mask: np.ndarray, kspace: np.ndarray, path: str | Path) -> None:
+    """Raise if an under-sampled k-space (any leading axes, ``(..., ky, kx)``) does not carry data
+    exactly on the ky lines its ``(ky, kx)`` mask samples: data on a line the mask skips, or a
+    sampled line without data, means the mask belongs to another file or is shifted."""
+    check_mask_fits(mask, kspace.shape, path)
+    sampled = mask.any(axis=1)
+    has_data = np.abs(kspace).reshape(-1, *kspace.shape[-2:]).max(axis=(0, 2)) > 0
+    extra, missing = np.flatnonzero(has_data & ~sampled), np.flatnonzero(sampled & ~has_data)
+    if extra.size or missing.size:
+        raise CMRxReconError(
+            path, f"mask does not match its k-space: {extra.size} ky line(s) hold data the mask "
+                  f"marks as skipped (e.g. {extra[:3].tolist()}), {missing.size} sampled line(s) "
+                  f"hold no data (e.g. {missing[:3].tolist()}); a shifted or foreign mask?")
+
+
 def load_times(csv_path: str | Path) -> np.ndarray:
     """Inversion (T1 MOLLI) or echo (T2-prep) times in ms from ``T1map.csv``/``T2map.csv``.
 
-    Every cell that parses as a number is taken, in reading order; text cells (headers) are skipped.
+    Every cell is a time, in reading order; only a first row of text (a header) is skipped, and
+    empty cells are ignored. A cell that is not a number, a time that is negative, not finite or
+    over ``MAX_TIME_MS``, or a file that is not text is an error naming the row and column.
     """
     path = Path(csv_path)
     if not path.is_file():
         raise CMRxReconError(path, "file not found")
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except UnicodeDecodeError as err:
+        raise CMRxReconError(path, f"not a UTF-8 text file of times ({err.reason} at byte "
+                                   f"{err.start})") from None
+    if rows and rows[0] and not any(_is_number(c) for c in rows[0] if c.strip()):
+        rows = rows[1:]                                   # a header row
     values: list[float] = []
-    with path.open(newline="") as fh:
-        for row in csv.reader(fh):
-            for cell in row:
-                try:
-                    values.append(float(cell))
-                except ValueError:
-                    continue
+    for r, row in enumerate(rows, start=1):
+        for c, cell in enumerate(row, start=1):
+            if not cell.strip():
+                continue
+            if not _is_number(cell):
+                raise CMRxReconError(path, f"row {r}, column {c}: {cell.strip()!r} is not a time in ms")
+            values.append(float(cell))
     times = np.asarray(values, dtype=np.float64)
     if times.size == 0:
         raise CMRxReconError(path, "no numeric times found")
     if not np.all(np.isfinite(times)):
         raise CMRxReconError(path, "times hold NaN or Inf values")
+    bad = times[(times < 0) | (times > MAX_TIME_MS)]
+    if bad.size:
+        raise CMRxReconError(path, f"times must lie in [0, {MAX_TIME_MS:g}] ms; found {bad[:3].tolist()}")
     return times
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- writing
@@ -282,7 +364,7 @@ class Entry:
     """One k-space file of a CMRxRecon tree."""
 
     coil: str        # MultiCoil | SingleCoil
-    task: str        # Cine | Mapping
+    task: str        # cine | mapping (folder Cine | Mapping)
     split: str       # TrainingSet | ValidationSet
     acc: int | None  # None for FullSample
     case: str        # P001 ...
@@ -306,7 +388,7 @@ def walk(root: str | Path) -> Iterator[Entry]:
     found = False
     for coil in COIL_TYPES:
         for task in TASKS:
-            for split_dir in sorted((root / coil / task).glob("*Set")):
+            for split_dir in sorted((root / coil / TASK_FOLDER[task]).glob("*Set")):
                 for acc_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
                     match = _ACC_RE.match(acc_dir.name)
                     if acc_dir.name != "FullSample" and not match:

@@ -4,21 +4,45 @@ A *system* owns its networks, knows its loss (its training step), which module i
 inference (and averaged by EMA), and how it reconstructs a batch of under-sampled images.
 Images enter and leave as the preprocessed magnitude slices ``(B, 1, S, S)`` (input normalised
 to a maximum of 1); DiffCMR diffuses in [-1, 1] (x = 2 img - 1), as DDPMs do.
+
+Each method is built from its one configuration (``DiffCMRConfig``, ``UNetConfig``,
+``CGANConfig``), which a checkpoint stores and :func:`build_system` reads back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffcmr_core import diffusion
-from diffcmr_core.models import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.config import from_dict
+from diffcmr_core.method import schedule
+from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.method.samplers import ensemble, sample_rounds
 
 METHODS = ("diffcmr", "unet", "cgan")
 METHOD_LABEL = {"raw": "RAW", "unet": "U-Net", "cgan": "cGAN", "diffcmr": "DiffCMR"}
+
+
+@dataclass(frozen=True)
+class CGANConfig:
+    """The cGAN [3]: its U-Net generator and the weight of the L1 term beside the adversarial loss."""
+
+    generator: UNetConfig = field(default_factory=UNetConfig)
+    l1_weight: float = 100.0
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (networks only; losses, chains and metrics stay fp32); a no-op
+    elsewhere. The one autocast of the package: training and inference both use it."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def to_model_space(img: torch.Tensor) -> torch.Tensor:
@@ -35,32 +59,37 @@ class DiffusionSystem(nn.Module):
 
     method = "diffcmr"
 
-    def __init__(self, cfg: DiffCMRConfig, train_steps: int = 100, loss_weighting: str = "eps") -> None:
+    def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
-        if loss_weighting not in diffusion.LOSS_WEIGHTINGS:
-            raise ValueError(f"unknown loss weighting {loss_weighting!r}; "
-                             f"expected one of {diffusion.LOSS_WEIGHTINGS}")
-        self.cfg, self.train_steps, self.loss_weighting = cfg, train_steps, loss_weighting
+        self.cfg = cfg
         self.model = DiffCMRNet(cfg)
-        self.register_buffer("train_timesteps", diffusion.respaced_timesteps(train_steps),
+        self.register_buffer("train_timesteps", schedule.respaced_timesteps(cfg.train_steps),
                              persistent=False)
+
+    def eps_fn(self, denoise):
+        """The noise predictor the samplers call, ``(x_t, t, cond) -> eps``, from a network call
+        ``denoise(x_t, t, cond)`` (``model.denoise`` with cached G(I^u), or the whole ``model``
+        with the raw condition), its output read as the config's ``prediction``."""
+        prediction = self.cfg.prediction
+        return lambda x, t, cond: schedule.eps_from_output(denoise(x, t, cond), x, t, prediction)
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         return [torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)]
 
     def randomness(self, gen: torch.Generator, n: int, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         """Alg. 1's draws for ``n`` samples: t uniform over the training chain, eps ~ N(0, I)."""
-        idx = torch.randint(0, self.train_steps, (n,), generator=gen)
+        idx = torch.randint(0, self.cfg.train_steps, (n,), generator=gen)
         return {"t_index": idx, "noise": torch.randn((n,) + shape, generator=gen)}
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
         (opt,) = opts
         t = self.train_timesteps[rand["t_index"].to(inp.device)]
         noise = rand["noise"].to(inp.device)
-        x_t = diffusion.q_sample(to_model_space(tgt), t, noise)               # Eq. 4
-        with _autocast(inp.device):
-            eps = self.model(x_t, t, to_model_space(inp))                      # Eq. 3
-        loss = diffusion.diffusion_loss(eps, noise, diffusion.loss_weights(t, self.loss_weighting))  # Eq. 5
+        x_t = schedule.q_sample(to_model_space(tgt), t, noise)                # Eq. 4
+        with autocast(inp.device):
+            out = self.model(x_t, t, to_model_space(inp))                      # Eq. 3
+        eps = schedule.eps_from_output(out, x_t, t, self.cfg.prediction)
+        loss = schedule.diffusion_loss(eps, noise, schedule.loss_weights(t, self.cfg.loss_weighting))  # Eq. 5
         _update(opt, loss, self.model, sync)
         return {"loss": loss.item()}
 
@@ -71,12 +100,12 @@ class DiffusionSystem(nn.Module):
         """``(mean, std, rounds)`` images: ensemble mean, std over rounds, and every round
         ``(R, B, 1, S, S)``. G(I^u) is encoded once and reused for every step and round."""
         cond = model.encode_condition(to_model_space(inp))
-        samples = diffusion.SAMPLERS[sampler](
-            lambda x, t, c: model.denoise(x, t, c), cond, steps=steps, rounds=rounds,
-            generator=generator, progress=progress, shape=tuple(inp.shape), x0_hook=x0_hook,
-            return_rounds=True)
+        samples = sample_rounds(self.eps_fn(model.denoise), cond, shape=tuple(inp.shape), steps=steps,
+                                rounds=rounds, sampler=sampler, generator=generator,
+                                x0_hook=x0_hook, progress=progress,
+                                desc=f"{sampler} T={steps} R={rounds}")
         images = from_model_space(samples)
-        return images.mean(0), images.std(0, correction=0), images
+        return (*ensemble(images), images)
 
 
 class RegressionSystem(nn.Module):
@@ -97,7 +126,7 @@ class RegressionSystem(nn.Module):
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
         (opt,) = opts
-        with _autocast(inp.device):
+        with autocast(inp.device):
             pred = self.model(inp)
         loss = F.l1_loss(pred.float(), tgt)
         _update(opt, loss, self.model, sync)
@@ -115,10 +144,10 @@ class GANSystem(RegressionSystem):
 
     method = "cgan"
 
-    def __init__(self, cfg: UNetConfig, l1_weight: float = 100.0) -> None:
-        super().__init__(cfg)
-        self.l1_weight = l1_weight
-        self.discriminator = PatchDiscriminator(channels=max(cfg.channels, 16))
+    def __init__(self, cfg: CGANConfig) -> None:
+        super().__init__(cfg.generator)
+        self.cfg, self.l1_weight = cfg, cfg.l1_weight
+        self.discriminator = PatchDiscriminator(channels=max(cfg.generator.channels, 16))
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999)),
@@ -127,17 +156,17 @@ class GANSystem(RegressionSystem):
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
         opt_g, opt_d = opts
         bce = F.binary_cross_entropy_with_logits
-        with _autocast(inp.device):
+        with autocast(inp.device):
             fake = self.model(inp)
         # discriminator: real pairs -> 1, generated pairs -> 0
-        with _autocast(inp.device):
+        with autocast(inp.device):
             d_real = self.discriminator(inp, tgt).float()
             d_fake = self.discriminator(inp, fake.detach()).float()
         loss_d = 0.5 * (bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake)))
         _update(opt_d, loss_d, self.discriminator, sync)
         # generator: fool the discriminator and stay close to the target
         self.discriminator.requires_grad_(False)
-        with _autocast(inp.device):
+        with autocast(inp.device):
             d_gen = self.discriminator(inp, fake).float()
         loss_adv = bce(d_gen, torch.ones_like(d_gen))
         loss_l1 = F.l1_loss(fake.float(), tgt)
@@ -156,19 +185,23 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, s
     opt.step()
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+MODEL_CONFIGS = {"diffcmr": DiffCMRConfig, "unet": UNetConfig, "cgan": CGANConfig}
 
 
-def build_system(method: str, model_config: dict[str, Any], train_steps: int = 100,
-                 l1_weight: float = 100.0, loss_weighting: str = "eps") -> nn.Module:
-    """A system from its method name and a plain-dict model config (as stored in checkpoints)."""
-    if method == "diffcmr":
-        cfg = DiffCMRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()})
-        return DiffusionSystem(cfg, train_steps, loss_weighting)
-    if method == "unet":
-        return RegressionSystem(UNetConfig(**model_config))
-    if method == "cgan":
-        return GANSystem(UNetConfig(**model_config), l1_weight)
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+def build_system(method: str, model_config: Any) -> nn.Module:
+    """A system from its method name and its configuration (the dataclass, or the plain dict a
+    checkpoint stores)."""
+    if method not in MODEL_CONFIGS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    cfg = model_config
+    if isinstance(cfg, dict):
+        cfg = from_dict(MODEL_CONFIGS[method], cfg)
+    if not isinstance(cfg, MODEL_CONFIGS[method]):
+        raise TypeError(f"{method} needs a {MODEL_CONFIGS[method].__name__}, got {type(cfg).__name__}")
+    system = {"diffcmr": DiffusionSystem, "unet": RegressionSystem, "cgan": GANSystem}[method]
+    return system(cfg)
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A method configuration as the plain dict a checkpoint stores."""
+    return dataclasses.asdict(cfg)

@@ -28,7 +28,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from diffcmr_core import cmrxrecon as io
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.kspace import fft2c
 from diffcmr_core.fileio import write_text_atomic
 
 # tissue: (proton density, T1 [ms], T2 [ms]); 1.5 T-like values
@@ -59,11 +60,10 @@ class PhantomConfig:
     sax_slices: int = 4        # real data: ~10
     lax_slices: int = 2        # real data: 3 (2, 3, 4-chamber views)
     mapping_slices: int = 3
-    accs: tuple[int, ...] = (4, 8, 10)
     acs_lines: int = 24
     noise: float = 0.01        # k-space noise std relative to the image peak
     scale: float = 1e-3        # overall value scale, like the real files
-    coils: tuple[str, ...] = ("MultiCoil", "SingleCoil")
+    coils: tuple[str, ...] = io.COIL_TYPES
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -234,11 +234,6 @@ def _sensitivities(case: _Case, cfg: PhantomConfig) -> np.ndarray:
     return np.exp(-d2 / (2 * 0.7 ** 2)) * np.exp(1j * phase)
 
 
-def _fft2c(x: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"),
-                           axes=(-2, -1))
-
-
 def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Fully sampled k-space of one file of case ``index`` (0-based).
@@ -263,7 +258,7 @@ def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str
         images = obj[:, :, None] * (background * sens)[None, None]
     else:  # coil-combined acquisition (sensitivity-weighted combination of noiseless coils)
         images = obj * background * np.sqrt((np.abs(sens) ** 2).sum(0))
-    kspace = _fft2c(images)
+    kspace = fft2c(images)
     sigma = cfg.noise * np.abs(images).max()
     kspace = kspace + sigma * (rng.standard_normal(kspace.shape)
                                + 1j * rng.standard_normal(kspace.shape)) / np.sqrt(2)
@@ -274,25 +269,42 @@ def case_name(index: int) -> str:
     return f"P{index + 1:03d}"
 
 
+def expected_pair_counts(cfg: PhantomConfig, coils: tuple[str, ...], val_fraction: float,
+                         tasks: tuple[str, ...] = io.TASKS, accs: tuple[int, ...] = io.ACCS
+                         ) -> dict[str, dict[int, tuple[int, int]]]:
+    """Table 1 predicted from the phantom's configuration alone, ``[task][acc] -> (train, valid)``
+    (an independent check of the preprocessing): slices x frames per file, per case, per coil
+    type, split by case as :func:`~diffcmr_core.data.pairs.split_cases` does."""
+    from diffcmr_core.data.pairs import split_cases
+
+    n_coils = len(set(cfg.coils) & set(coils))
+    per_case = {"cine": cfg.cine_frames * (cfg.sax_slices + cfg.lax_slices),
+                "mapping": (len(T1_INVERSION_TIMES) + len(T2_ECHO_TIMES)) * cfg.mapping_slices}
+    train, val = split_cases([case_name(i) for i in range(cfg.n_cases)], val_fraction)
+    return {task: {acc: (per_case[task] * n_coils * len(train), per_case[task] * n_coils * len(val))
+                   for acc in accs} for task in tasks}
+
+
 def write_case(root: str | Path, cfg: PhantomConfig, index: int) -> None:
-    """Write every file of case ``index`` (both coil types, cine and mapping, all factors)."""
-    root = Path(root)
+    """Write every file of case ``index`` (both coil types, cine and mapping, every factor of the
+    challenge) into the TrainingSet of the tree at ``root``."""
+    case = case_name(index)
     for coil in cfg.coils:
         for task, names in io.TASK_FILES.items():
             for name in names:
                 kspace, times = simulate_file(cfg, index, name, coil)
-                base = root / coil / task / "TrainingSet"
-                for acc in (None, *cfg.accs):
-                    folder = base / io.split_folder(acc) / case_name(index)
-                    if acc is None:
-                        io.save_kspace(folder / f"{name}.mat", io.kspace_key(coil, None), kspace)
-                    else:
+                for acc in (None, *io.ACCS):
+                    data = kspace
+                    if acc is not None:
                         mask = equispaced_mask(kspace.shape[-2], kspace.shape[-1], acc, cfg.acs_lines)
-                        io.save_mask(folder / f"{name}_mask.mat", io.mask_key(acc), mask)
-                        io.save_kspace(folder / f"{name}.mat", io.kspace_key(coil, acc),
-                                       kspace * mask)
+                        io.save_mask(io.file_path(root, coil, task, case, name, kind="mask", acc=acc),
+                                     io.mask_key(acc), mask)
+                        data = kspace * mask
+                    io.save_kspace(io.file_path(root, coil, task, case, name, acc=acc),
+                                   io.kspace_key(coil, acc), data)
                     if times is not None:
-                        io.save_times(folder / f"{name}.csv", times)
+                        io.save_times(io.file_path(root, coil, task, case, name, kind="times", acc=acc),
+                                      times)
 
 
 def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,

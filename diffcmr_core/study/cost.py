@@ -4,7 +4,7 @@ The network FLOPs are counted by PyTorch's ``FlopCounterMode`` on the ``meta`` d
 no arithmetic: a count for the paper's network takes a second on any machine); the workload is the
 profile's own: iterations x batch for every model, and per validation slice one G(I^u) plus
 T x R evaluations of E for every sampling run of notebooks 04, 05 and 08. Divided by a sustained
-rate, this predicts wall time; ``python -m diffcmr_core.cost --profile quick --measured ...``
+rate, this predicts wall time; ``python -m diffcmr_core cost --profile quick --measured ...``
 compares it with a measured run, and ``--tflops`` gives the time on a device of that rate.
 
 Only convolutions, matrix products and attention are counted (what dominates these networks);
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffcmr_core.models import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
-from diffcmr_core.profiles import Profile, get_profile
+from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.study.profiles import Profile, get_profile
 
 
 def _count(fn) -> int:
@@ -83,26 +83,30 @@ def study_cost(profile: Profile) -> dict[str, float]:
         """``n`` slices, each sampled by the given (T, R) runs (G once per slice and run)."""
         return n * sum(u.condition + steps * rounds * u.denoise_step for steps, rounds in runs)
 
-    evaluation = factors * (sampling(ev.n_val, [(ev.steps, ev.rounds)])
-                            + 2 * ev.n_val * u.unet_forward)
+    n_val = ev.n_val or profile.preprocess.n_val_subset
+    n_ablation = ev.ablation_n_val or profile.preprocess.n_val_subset
+    evaluation = factors * (sampling(n_val, [(ev.steps, ev.rounds)]) + 2 * n_val * u.unet_forward)
     t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
-    ablation = sampling(ev.ablation_n_val, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
+    ablation = sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
                                                               for s in ev.ablation_steps if s != t_max])
     t = profile.train_diffcmr
     fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
-            + sampling(ev.ablation_n_val, [(s, r) for _, s, r in ev.fast_settings] * 2))  # x (DC, no DC)
+            + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 2))  # x (DC, no DC)
     return {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
             "08_fast_sampling": fast}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="FLOPs (and predicted time) of a profile's study.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``cost`` command's options."""
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--tflops", type=float, nargs="*", default=[50.0, 100.0, 200.0],
                         help="sustained rates (TFLOP/s) to predict the time at")
     parser.add_argument("--measured", type=float, nargs=4, metavar=("TRAIN", "EVAL", "ABLATION", "FAST"),
                         help="measured seconds of notebooks 03, 04, 05, 08: print the sustained rate of each")
-    args = parser.parse_args()
+
+
+def print_cost(args: argparse.Namespace) -> None:
+    """Print a profile's FLOPs per notebook and its predicted time (the ``cost`` command)."""
     cost = study_cost(get_profile(args.profile))
     total = sum(cost.values())
     print(f"profile {args.profile}: {total / 1e15:.2f} PFLOP")
@@ -117,7 +121,3 @@ def main() -> None:
     print(f"| total | {total / 1e15:.3f}" + "".join(f" | {total / (r * 1e12) / 60:.1f} min" for r in args.tflops)
           + (f" | {sum(args.measured):.0f} | {total / sum(args.measured) / 1e12:.3f}" if args.measured else "")
           + " |")
-
-
-if __name__ == "__main__":
-    main()

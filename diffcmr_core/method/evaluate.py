@@ -3,33 +3,14 @@ standard deviation, and the reconstructions themselves (HDF5, for the figures) o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from diffcmr_core.fileio import atomic_path
-from diffcmr_core.metrics import all_metrics
+from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.tables import write_table
-
-METRICS = ("psnr", "ssim", "nmse")
-
-
-def reconstruct_all(recon: Callable[[torch.Tensor, int], dict[str, torch.Tensor]],
-                    inputs: np.ndarray, batch: int, *, progress: bool = False,
-                    desc: str = "reconstruct") -> dict[str, np.ndarray]:
-    """Apply ``recon(batch_input (B,1,S,S), first_index)`` -> dict of ``(..., B, 1, S, S)``
-    tensors over ``inputs`` ``[N, S, S]`` in batches; returns the dict of arrays concatenated
-    along their batch axis (second to last of the leading axes) with the channel dropped."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for i in tqdm(range(0, len(inputs), batch), desc=desc, disable=not progress):
-        out = recon(torch.from_numpy(inputs[i:i + batch])[:, None], i)
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v.squeeze(-3).cpu().numpy())
-    return {k: np.concatenate(v, axis=v[0].ndim - 3) for k, v in parts.items()}
 
 
 def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, np.ndarray],
@@ -58,3 +39,10 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     values = {m: np.array([r[m] for r in rows], float) for m in METRICS}
     return {**{m: float(v.mean()) for m, v in values.items()},
             **{f"{m}_std": float(v.std()) for m, v in values.items()}}
+
+
+def read_recon(out_dir: str | Path, name: str, key: str = "recon") -> np.ndarray:
+    """An array that :func:`evaluate` stored in ``<name>_recon.h5`` (``recon`` or an extra)."""
+    with h5py.File(Path(out_dir) / f"{name}_recon.h5", "r") as f:
+        return f[key][()]
+

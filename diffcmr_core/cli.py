@@ -1,0 +1,86 @@
+"""The command line: ``python -m diffcmr_core <command>`` (or the ``diffcmr`` script).
+
+* ``study``: run the study's notebooks for a profile and write its report (``make study``).
+* ``phantom``: write a profile's synthetic CMRxRecon tree to a folder.
+* ``cost``: count a profile's FLOPs per notebook and predict its time.
+* ``train``: train one model from a pairs file (single process or under ``torchrun``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+
+def _study(args: argparse.Namespace) -> None:
+    from diffcmr_core.study.runner import run_study
+
+    run_study(args.profile, force=args.force, only=args.only)
+
+
+def _phantom(args: argparse.Namespace) -> None:
+    from diffcmr_core.data.phantom import make_phantom
+    from diffcmr_core.study.profiles import get_profile
+
+    cfg = get_profile(args.profile).phantom
+    if args.cases is not None:
+        cfg = dataclasses.replace(cfg, n_cases=args.cases)
+    root = make_phantom(Path(args.out), cfg, progress=not args.quiet)
+    print(f"phantom: {cfg.n_cases} cases of profile {args.profile} in {root}")
+
+
+def _cost(args: argparse.Namespace) -> None:
+    from diffcmr_core.study.cost import print_cost
+
+    print_cost(args)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from diffcmr_core.method.train import run_from_config
+
+    run_from_config(args.method, args.pairs, args.out_dir, args.config)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    from diffcmr_core.study.cost import add_arguments as cost_arguments
+
+    top = argparse.ArgumentParser(prog="diffcmr", description=__doc__.split("\n\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("study", help="run the study (all notebooks) for a profile")
+    p.add_argument("--profile", default="quick", help="quick | gpu | paper | smoke")
+    p.add_argument("--force", action="store_true", help="recompute every step")
+    p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
+    p.set_defaults(run=_study)
+
+    p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
+    p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--cases", type=int, help="number of cases (default: the profile's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_phantom)
+
+    p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
+    cost_arguments(p)
+    p.set_defaults(run=_cost)
+
+    p = sub.add_parser("train", help="train one model (torchrun: python -m torch.distributed.run "
+                                     "--nproc_per_node=N -m diffcmr_core train ...)")
+    p.add_argument("method", choices=("diffcmr", "unet", "cgan"))
+    p.add_argument("pairs", help="a pairs file (pairs_<task>_accNN.h5)")
+    p.add_argument("out_dir")
+    p.add_argument("config", help='JSON: {"train": {...TrainConfig...}, "model": {...}}')
+    p.set_defaults(run=_train)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

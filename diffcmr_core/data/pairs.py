@@ -1,0 +1,347 @@
+"""The paper's paired image slices (§2.2, §3.1) in one HDF5 file per task and factor, and
+Table 1's counts.
+
+Per file of the CMRxRecon tree: images by :func:`~diffcmr_core.data.kspace.kspace_to_image`
+(zero-pad to ``pad_to``, iFFT per coil, RSS, resize to ``size``). A file of shape
+``[t, s, (c,) h, w]`` gives ``t x s`` slices.
+
+Normalisation: every pair ``(input, target)`` is divided by the maximum of the under-sampled
+input image, so the model's input lies in [0, 1] and nothing of the ground truth leaks into it;
+the scale is kept in the metadata. The challenge's metrics are invariant to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.kspace import crop_lines, kspace_to_image
+from diffcmr_core.errors import CMRxReconError
+from diffcmr_core.fileio import atomic_path, folder_lock
+
+SPLITS = ("train", "val")
+
+
+# ----------------------------------------------------------------------------- data sets
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How paired slices are made and split (paper §3.1)."""
+
+    pad_to: int = 512
+    size: int = 128
+    coils: tuple[str, ...] = io.COIL_TYPES
+    val_fraction: float = 10 / 120     # P111-P120 of P001-P120
+    n_val_subset: int = 240            # "shuffle the validation set and select the first 240"
+    subset_seed: int = 0
+    frames_per_chunk: int = 1          # frames read and written at a time (streaming)
+    crop: bool = False                 # k-space centre crop instead of pad + resize (see kspace_to_image)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class _Source:
+    coil: str
+    case: str
+    file: str
+    full: Path
+    sub: dict[int, tuple[Path, Path]]  # acc -> (k-space, mask)
+
+
+def _sources(root: Path, task: str, cfg: PreprocessConfig, accs: tuple[int, ...]) -> list[_Source]:
+    """Fully sampled files with their under-sampled partners; missing partners are skipped."""
+    full = [e for e in io.walk(root) if e.task == task and e.acc is None
+            and e.split == "TrainingSet" and e.coil in cfg.coils]
+    out = []
+    for e in full:
+        sub = {}
+        for acc in accs:
+            kspace, mask = (io.file_path(root, e.coil, task, e.case, e.file, acc=acc, kind=kind)
+                            for kind in ("kspace", "mask"))
+            if kspace.is_file() and mask.is_file():
+                sub[acc] = (kspace, mask)
+        out.append(_Source(e.coil, e.case, e.file, e.path, sub))
+    return out
+
+
+def split_cases(cases: list[str], val_fraction: float, root: str | Path | None = None
+                ) -> tuple[list[str], list[str]]:
+    """Split case names by order: the last ``round(n * val_fraction)`` (at least one) validate.
+    ``root`` (the data folder) is named in the error when there are too few cases."""
+    cases = sorted(set(cases))
+    if len(cases) < 2:
+        raise CMRxReconError(root, f"need at least two cases to split train/validation, found "
+                                   f"{len(cases)} ({', '.join(cases) or 'none'})")
+    n_val = min(max(1, round(len(cases) * val_fraction)), len(cases) - 1)
+    return cases[:-n_val], cases[-n_val:]
+
+
+def pairs_path(out_dir: str | Path, task: str, acc: int) -> Path:
+    return Path(out_dir) / f"pairs_{task}_acc{acc:02d}.h5"
+
+
+def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
+    n = ds.shape[0]
+    ds.resize(n + len(values), axis=0)
+    ds[n:] = values
+
+
+def _new_pairs_file(f: h5py.File, size: int, crop: bool = False) -> None:
+    for name in ("input", "target"):
+        f.create_dataset(name, shape=(0, size, size), maxshape=(None, size, size),
+                         dtype="f4", chunks=(1, size, size))
+    meta = {"coil": "S10", "case": "S8", "file": "S10", "slice": "i4", "frame": "i4",
+            "scale": "f8", "split": "u1"}
+    for name, dtype in meta.items():
+        f.create_dataset(f"meta/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    if crop:
+        f.create_dataset("mask_lines", shape=(0, size), maxshape=(None, size), dtype="u1",
+                         chunks=(1024, size))
+
+
+def _validate_pair(src: _Source, acc: int, full_shape: tuple[int, ...]) -> np.ndarray:
+    sub_path, mask_path = src.sub[acc]
+    key = io.kspace_key(src.coil, acc)
+    sub_shape = io.kspace_shape(sub_path, key)
+    if sub_shape != full_shape:
+        raise CMRxReconError(sub_path, f"shape {sub_shape} differs from FullSample {full_shape}")
+    mask = io.load_mask(mask_path, io.mask_key(acc))
+    io.check_mask_fits(mask, sub_shape, mask_path)
+    first = io.load_kspace(sub_path, key, index=(0, 0))       # one frame and slice suffices
+    io.check_mask_matches(mask, first, mask_path)
+    return mask
+
+
+def build_pairs(root: str | Path, out_dir: str | Path, task: str,
+                cfg: PreprocessConfig = PreprocessConfig(), *, accs: tuple[int, ...] = io.ACCS,
+                progress: bool = True, force: bool = False) -> dict[int, Path]:
+    """Build one HDF5 file of pairs per acceleration factor for ``task`` ('cine' or 'mapping').
+
+    Each file holds float32 ``input``/``target`` ``[N, size, size]``, per-slice ``meta/*``
+    (coil, case, file, slice, frame, scale, split 0=train 1=val) and ``val_subset`` (indices of
+    the seeded validation subset). Fully sampled images are computed once per source file and
+    shared by the factors. Streaming: ``frames_per_chunk`` frames at a time. Idempotent: a
+    finished file with the same config and source is reused. Atomic: temporary names, renamed
+    only when every file is complete; a failure to write (a full disk) is an error of ours naming
+    the folder, leaving no temporary file and the previous files intact. Two processes building
+    into one folder take turns (a lock), so neither gets a mixture of the other's files;
+    :func:`load_pairs` with ``expect=`` then refuses a file built with another configuration.
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    stamp = pairs_stamp(root, task, cfg)
+    targets = {acc: pairs_path(out_dir, task, acc) for acc in accs}
+    with folder_lock(out_dir):
+        if not force and all(_is_finished(p, stamp) for p in targets.values()):
+            return targets
+        sources = _sources(root, task, cfg, accs)
+        if not sources:
+            raise CMRxReconError(root, f"no fully sampled {task} files found")
+        train_cases, val_cases = split_cases([s.case for s in sources], cfg.val_fraction, root)
+        try:
+            _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress)
+        except OSError as err:                        # a full disk, a read-only folder
+            raise CMRxReconError(out_dir, f"could not write the {task} pairs ({err}); the "
+                                          "previous files are unchanged") from None
+    return targets
+
+
+def pairs_stamp(root: str | Path, task: str, cfg: PreprocessConfig) -> str:
+    """What a pairs file depends on: the preprocessing configuration, the data root, the task."""
+    return json.dumps({"config": cfg.to_json(), "root": str(Path(root).resolve()), "task": task})
+
+
+def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress) -> None:
+    with _AtomicGroup(targets) as files:
+        for f in files.values():
+            _new_pairs_file(f, cfg.size, cfg.crop)
+        for src in tqdm(sources, desc=f"pairs {task}", disable=not progress):
+            _write_source(src, files, cfg, is_val=src.case in val_cases)
+        for f in files.values():
+            split = f["meta/split"][()]
+            val_idx = np.flatnonzero(split == 1)
+            rng = np.random.default_rng(cfg.subset_seed)
+            f.create_dataset("val_subset", data=rng.permutation(val_idx)[:cfg.n_val_subset])
+            f.attrs["stamp"] = stamp
+            f.attrs["train_cases"] = json.dumps(train_cases)
+            f.attrs["val_cases"] = json.dumps(val_cases)
+
+
+def iter_images(path: str | Path, key: str, *, pad_to: int, size: int | None,
+                frames_per_chunk: int = 1, crop: bool = False):
+    """Stream a k-space file as images: yields ``(t0, images)`` with float32 images
+    ``(frames, kz, size, size)`` for frames ``t0 .. t0 + frames - 1``; only ``frames_per_chunk``
+    frames of k-space are in memory at a time."""
+    shape = io.kspace_shape(path, key)
+    for t0 in range(0, shape[0], frames_per_chunk):
+        kspace = io.load_kspace(path, key, index=(slice(t0, t0 + frames_per_chunk),))
+        yield t0, kspace_to_image(kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size,
+                                  crop=crop)
+
+
+def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConfig,
+                  is_val: bool) -> None:
+    full_key = io.kspace_key(src.coil, None)
+    shape = io.kspace_shape(src.full, full_key)
+    accs = [a for a in files if a in src.sub]
+    masks = {acc: _validate_pair(src, acc, shape) for acc in accs}
+    opts = dict(pad_to=cfg.pad_to, size=cfg.size, frames_per_chunk=cfg.frames_per_chunk, crop=cfg.crop)
+    streams = [iter_images(src.full, full_key, **opts)]
+    streams += [iter_images(src.sub[a][0], io.kspace_key(src.coil, a), **opts) for a in accs]
+    for (t0, target), *inputs in zip(*streams):
+        n_t, n_z = target.shape[:2]
+        target = target.reshape(-1, cfg.size, cfg.size)
+        if not target.reshape(len(target), -1).max(1).all():
+            raise CMRxReconError(src.full, f"a fully sampled image of frames {t0}..{t0 + n_t - 1} "
+                                           "is all zeros (data never written?)")
+        frames, slices = np.repeat(np.arange(t0, t0 + n_t), n_z), np.tile(np.arange(n_z), n_t)
+        for acc, (_, inp) in zip(accs, inputs):
+            inp = inp.reshape(-1, cfg.size, cfg.size)
+            scale = inp.reshape(len(inp), -1).max(1).astype(np.float64)
+            if np.any(scale <= 0):
+                raise CMRxReconError(src.sub[acc][0], "an under-sampled image is all zeros")
+            f, n = files[acc], len(inp)
+            _append(f["input"], inp / scale[:, None, None].astype(np.float32))
+            _append(f["target"], target / scale[:, None, None].astype(np.float32))
+            for name, values in (("coil", np.full(n, src.coil.encode())),
+                                 ("case", np.full(n, src.case.encode())),
+                                 ("file", np.full(n, src.file.encode())),
+                                 ("slice", slices), ("frame", frames), ("scale", scale),
+                                 ("split", np.full(n, int(is_val), np.uint8))):
+                _append(f[f"meta/{name}"], values)
+            if cfg.crop:  # the mask at the network's resolution, for data consistency
+                lines = crop_lines(masks[acc].any(axis=1), cfg.size)
+                _append(f["mask_lines"], np.repeat(lines[None], n, axis=0))
+
+
+def _is_finished(path: Path, stamp: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("stamp") == stamp
+    except OSError:
+        return False
+
+
+class _AtomicGroup:
+    """Open several HDF5 files under temporary names; rename all of them only on success.
+
+    Every file is closed and every temporary removed whatever fails, closing included (a full
+    disk fails at the final flush): the first error is raised, and no target is replaced."""
+
+    def __init__(self, targets: dict[int, Path]) -> None:
+        self.targets = targets
+        self._ctx = {k: atomic_path(p) for k, p in targets.items()}
+        self._entered: list = []
+        self.files: dict[int, h5py.File] = {}
+
+    def __enter__(self) -> dict[int, h5py.File]:
+        try:
+            for k, ctx in self._ctx.items():
+                tmp = ctx.__enter__()
+                self._entered.append(ctx)
+                self.files[k] = h5py.File(tmp, "w")
+        except BaseException as err:
+            self.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self.files
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        failure = exc
+        for f in self.files.values():
+            try:
+                f.close()
+            except Exception as err:  # noqa: BLE001 - close the others, report the first
+                failure = failure or err
+        for ctx in self._entered:     # renames on success, removes the temporary on failure
+            try:
+                if failure is None:
+                    ctx.__exit__(None, None, None)
+                else:
+                    ctx.__exit__(type(failure), failure, failure.__traceback__)
+            except Exception as err:  # noqa: BLE001
+                failure = failure or err
+        if failure is not None and failure is not exc:
+            raise failure
+
+
+# ----------------------------------------------------------------------------- reading back
+def load_pairs(path: str | Path, split: str = "train", *, subset: int | None = None,
+               expect: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Read one split of a pairs file into memory.
+
+    ``split='val_subset'`` gives the paper's shuffled validation subset, of which ``subset``
+    keeps the first entries. ``expect``: the :func:`pairs_stamp` the caller built the file with;
+    a file built with another configuration is then refused. Returns ``(input, target, meta)``,
+    images float32 ``[N, S, S]``. A missing, truncated or corrupt file is an error naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CMRxReconError(path, "pairs file not found (run the preprocessing first)")
+    if split not in (*SPLITS, "val_subset"):
+        raise ValueError(f"unknown split {split!r}; expected one of {(*SPLITS, 'val_subset')}")
+    try:
+        with h5py.File(path, "r") as f:
+            if expect is not None and f.attrs.get("stamp") != expect:
+                raise CMRxReconError(path, "pairs file was built with another configuration "
+                                           "(another run rebuilt it?); rebuild it")
+            if split == "val_subset":
+                idx = f["val_subset"][()]
+                if subset is not None:
+                    idx = idx[:subset]
+            else:
+                idx = np.flatnonzero(f["meta/split"][()] == SPLITS.index(split))
+            order = np.argsort(idx)                     # h5py reads need increasing indices
+            inv = np.argsort(order)
+            sorted_idx = idx[order]
+            inp = f["input"][sorted_idx][inv]
+            tgt = f["target"][sorted_idx][inv]
+            meta = {k: f[f"meta/{k}"][()][idx] for k in f["meta"]}
+            if "mask_lines" in f:
+                meta["mask_lines"] = f["mask_lines"][sorted_idx][inv].astype(bool)
+    except (OSError, KeyError) as err:
+        raise CMRxReconError(path, f"truncated or corrupt pairs file ({err}); delete it and "
+                                   "rebuild") from None
+    meta = {k: (v.astype(str) if v.dtype.kind == "S" else v) for k, v in meta.items()}
+    meta["index"] = idx
+    return inp, tgt, meta
+
+
+def pair_counts(out_dir: str | Path, tasks: tuple[str, ...] = io.TASKS,
+                accs: tuple[int, ...] = io.ACCS) -> dict[str, dict[int, tuple[int, int]]]:
+    """Pairs per task, factor and split in the files of ``out_dir``: ``[task][acc] -> (train, valid)``."""
+    counts: dict[str, dict[int, tuple[int, int]]] = {}
+    for task in tasks:
+        counts[task] = {}
+        for acc in accs:
+            path = pairs_path(out_dir, task, acc)
+            try:
+                with h5py.File(path, "r") as f:
+                    split = f["meta/split"][()]
+            except (OSError, KeyError) as err:
+                raise CMRxReconError(path, f"unreadable pairs file ({err})") from None
+            n = defaultdict(int, zip(*np.unique(split, return_counts=True)))
+            counts[task][acc] = (int(n[0]), int(n[1]))
+    return counts
+
+
+def table1(counts: dict[str, dict[int, tuple[int, int]]]) -> list[dict[str, object]]:
+    """Rows in the layout of the paper's Table 1 from ``counts[task][acc] = (train, valid)``
+    (ours from :func:`pair_counts`, predicted, or the paper's)."""
+    rows = []
+    for task, by_acc in counts.items():
+        row: dict[str, object] = {"task": f"{io.TASK_LABEL[task]} ({task})"}
+        for acc, (train, valid) in by_acc.items():
+            row[f"AccFactor{acc:02d} Train"] = train
+            row[f"AccFactor{acc:02d} Valid"] = valid
+        rows.append(row)
+    return rows

@@ -1,0 +1,146 @@
+"""DiffCMR inference: reconstructing many slices with seeded rounds, the fast path and the plain
+path it is checked against, k-space data consistency, and a recorded chain for Figure 1.
+
+* :func:`reconstruct` runs any sampler over ``[N, S, S]`` slices in batches, with one generator
+  per round and slice batch (:func:`round_generators`), so results do not depend on the batch
+  size of other runs and the first R rounds of an 8-round run are exactly an R-round run.
+* The fast path is :meth:`DiffusionSystem.reconstruct`: G(I^u) encoded once per slice, rounds
+  batched; :func:`prepare_for_speed` adds, on CUDA, channels-last memory and ``torch.compile``;
+  :func:`~diffcmr_core.method.systems.autocast` bf16.
+* :func:`plain_reconstruct` is the reference: the whole network, G(I^u) included, at every
+  step, the R rounds one after another, fp32.
+* :func:`data_consistency_hook`: replace the sampled lines of each predicted clean image's
+  k-space by those of the under-sampled input. Exact line-for-line only when the images were made
+  by cropping k-space to the network's size (``PreprocessConfig(crop=True)``), so that the mask
+  carries over; even then approximate, because the slices are magnitude (RSS) images, whose
+  k-space is not the measured complex k-space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffcmr_core.data.kspace import fft2c, ifft2c
+from diffcmr_core.method.samplers import ddpm_sample, sample_rounds
+from diffcmr_core.method.systems import autocast, from_model_space, to_model_space
+
+Recon = Callable[[torch.Tensor, int], dict[str, torch.Tensor]]
+
+
+def round_generators(seed: int, first_index: int, rounds: int,
+                     device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """One generator per round for a batch starting at slice ``first_index``. Round r's
+    generator does not depend on how many rounds are run, so the first R rounds of an 8-round
+    run are exactly an R-round run."""
+    return [torch.Generator(device).manual_seed(seed * 7919 + 104_729 * r + first_index)
+            for r in range(rounds)]
+
+
+def reconstruct_all(recon: Recon, inputs: np.ndarray, batch: int, *, progress: bool = False,
+                    desc: str = "reconstruct") -> dict[str, np.ndarray]:
+    """Apply ``recon(batch_input (B,1,S,S), first_index)`` -> dict of ``(..., B, 1, S, S)``
+    tensors over ``inputs`` ``[N, S, S]`` in batches; returns the dict of arrays concatenated
+    along their batch axis (second to last of the leading axes) with the channel dropped."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in tqdm(range(0, len(inputs), batch), desc=desc, disable=not progress):
+        out = recon(torch.from_numpy(inputs[i:i + batch])[:, None], i)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v.squeeze(-3).cpu().numpy())
+    return {k: np.concatenate(v, axis=v[0].ndim - 3) for k, v in parts.items()}
+
+
+def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
+                seed: int, sampler: str = "ddpm", progress: bool = False,
+                x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None
+                ) -> dict[str, np.ndarray]:
+    """DiffCMR reconstructions of ``inputs`` ``[N, S, S]``: ``mean`` and ``std`` ``[N, S, S]``
+    and ``rounds`` ``[R, N, S, S]``. ``x0_hook_for(batch_input, first_index)`` optionally makes
+    each batch's x0 hook (e.g. data consistency)."""
+    dev = next(model.parameters()).device
+
+    def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
+        gens = round_generators(seed, first, rounds, dev)
+        x = x.to(dev)
+        hook = x0_hook_for(x, first) if x0_hook_for is not None else None
+        with autocast(dev):                     # bf16 network on CUDA (the chain stays fp32)
+            mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
+                                                       sampler=sampler, generator=gens, x0_hook=hook)
+        return {"mean": mean, "std": std, "rounds": all_rounds}
+
+    return reconstruct_all(recon, inputs, batch, progress=progress,
+                           desc=f"{sampler} T={steps} R={rounds}")
+
+
+@torch.no_grad()
+def plain_reconstruct(system, model, inp: torch.Tensor, *, steps: int, rounds: int,
+                      generator: list[torch.Generator]) -> torch.Tensor:
+    """Rounds ``(R, B, 1, S, S)`` the slow way: full network per step, rounds in sequence."""
+    cond = to_model_space(inp)
+    eps_fn = system.eps_fn(model)                    # forward(x_t, t, I^u): G at every step
+    samples = [sample_rounds(eps_fn, cond, shape=tuple(inp.shape), steps=steps, rounds=1,
+                             generator=[g])[0] for g in generator]
+    return from_model_space(torch.stack(samples))
+
+
+def prepare_for_speed(model: torch.nn.Module, compile_model: bool = True) -> torch.nn.Module:
+    """On CUDA: channels-last weights and ``torch.compile`` of the per-step part (stem + E);
+    elsewhere the model is returned unchanged."""
+    if next(model.parameters()).device.type != "cuda":
+        return model
+    model = model.to(memory_format=torch.channels_last)
+    if compile_model:
+        model.unet = torch.compile(model.unet)
+    return model
+
+
+def data_consistency_hook(inp: torch.Tensor, mask: torch.Tensor, rounds: int):
+    """An ``x0_hook`` for the samplers: in each x0 prediction (model space, ``(R*B, 1, S, S)``),
+    replace the k-space lines sampled by ``mask`` (``(S, S)`` or per slice ``(B, 1, S, S)``)
+    with those of ``inp`` ``(B, 1, S, S)`` and keep the magnitude."""
+    measured = fft2c(inp.to(torch.complex64)).repeat(rounds, 1, 1, 1)
+    keep = mask.to(inp.device, torch.bool)
+    if keep.dim() == 4:
+        keep = keep.repeat(rounds, 1, 1, 1)
+
+    def hook(x0: torch.Tensor) -> torch.Tensor:
+        k = fft2c(from_model_space(x0).to(torch.complex64))
+        k = torch.where(keep, measured, k)
+        return to_model_space(ifft2c(k).abs().to(x0.dtype))
+
+    return hook
+
+
+def mask_lines_hook_for(mask_lines: np.ndarray, rounds: int):
+    """``x0_hook_for`` of :func:`reconstruct` from per-slice ky lines ``[N, S]`` (as a crop pairs
+    file stores them): data consistency with each slice's own mask."""
+    def hook_for(x: torch.Tensor, first: int):
+        lines = torch.from_numpy(mask_lines[first:first + len(x)]).to(x.device)
+        return data_consistency_hook(x, lines[:, None, :, None].expand(-1, 1, -1, x.shape[-1]), rounds)
+    return hook_for
+
+
+@torch.no_grad()
+def record_chain(system, model, inp: np.ndarray, *, steps: int, record: list[int], seed: int = 0,
+                 progress: bool = False) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """One Alg. 2 chain for one slice ``inp`` ``[S, S]``, recording x_t at the base time-steps
+    ``record`` (Figure 1's backward row); returns the final sample (model space) and the record."""
+    dev = next(model.parameters()).device
+    x = to_model_space(torch.from_numpy(inp)[None, None]).to(dev)
+    cond = model.encode_condition(x)
+    eps_fn = system.eps_fn(model.denoise)
+    trace: dict[int, np.ndarray] = {}
+
+    def recording(x_t, t, c):
+        if int(t[0]) in record:
+            trace[int(t[0])] = x_t[0, 0].float().cpu().numpy()
+        return eps_fn(x_t, t, c)
+
+    gen = torch.Generator(dev).manual_seed(seed)
+    x_T = torch.randn(x.shape, generator=gen, device=dev)
+    final = ddpm_sample(recording, x_T, cond, steps=steps, progress=progress,
+                        randn=lambda: torch.randn(x.shape, generator=gen, device=dev))
+    return final[0, 0].cpu().numpy(), trace

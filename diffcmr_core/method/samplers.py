@@ -1,0 +1,165 @@
+"""Samplers of DiffCMR (paper §2.4, Alg. 2) and the ensembling over rounds.
+
+Each sampler runs *one* chain, from x_T to x_0, and reads like its algorithm: it takes a noise
+predictor ``eps_fn(x_t, t, cond)``, the starting noise x_T, the condition, the chain length and,
+for the stochastic sampler, a ``randn()`` that draws fresh noise shaped like x. The R rounds of
+DiffCMR's ensembling are R chains run together along the batch axis; :func:`sample_rounds` sets
+them up (x_T, the repeated condition, per-round generators) around any sampler, and
+:func:`ensemble` averages them. The same trained network serves every sampler.
+
+Paper typos not copied: Alg. 2 writes alpha_t^{1/2} in front of the bracket where DDPM's mean
+has alpha_t^{-1/2}; Eq. 2 writes the mean as eps_theta (it is a function of eps_theta).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from diffcmr_core.method.schedule import BASE_STEPS, chain, eps_from_x0, x0_from_eps
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
+X0Hook = Callable[[torch.Tensor], torch.Tensor]
+Randn = Callable[[], torch.Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _apply_x0_hook(eps: torch.Tensor, x: torch.Tensor, abar: torch.Tensor,
+                   hook: X0Hook | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x0 predicted from eps (Eq. 4); if ``hook`` (e.g. data consistency) changes x0, eps follows."""
+    x0 = x0_from_eps(eps, x, abar)
+    if hook is not None:
+        x0 = hook(x0)
+        eps = eps_from_x0(x0, x, abar)
+    return eps, x0
+
+
+@torch.no_grad()
+def ddpm_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = BASE_STEPS,
+                randn: Randn | None = None, x0_hook: X0Hook | None = None,
+                progress: bool = False, desc: str = "DDPM") -> torch.Tensor:
+    """Alg. 2: ancestral sampling with the posterior variance beta-tilde, from x_T = ``x``.
+
+    ``eps_fn(x_t, t, cond)`` predicts the noise (``t``: base time-steps ``(N,)``); ``steps`` is
+    the chain length T (a respacing of the 1000-step base chain); ``randn()`` draws z ~ N(0, I)
+    shaped like ``x`` (default ``torch.randn_like``); ``x0_hook`` optionally maps each step's x0
+    prediction (data consistency). Returns x_0.
+    """
+    randn = randn or (lambda: torch.randn_like(x))
+    tau, abar = chain(steps, x.device)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    alpha = abar / abar_prev
+    beta = 1 - alpha
+    # per-step coefficients of Alg. 2, computed once (float64, then float32)
+    eps_coef = (beta / (1 - abar).sqrt()).float()
+    inv_sqrt_alpha = alpha.rsqrt().float()
+    sigma = ((1 - abar_prev) / (1 - abar) * beta).sqrt().float()   # beta-tilde^{1/2}
+    abar32 = abar.float()
+    for i in tqdm(range(steps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+        eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
+        if x0_hook is not None:
+            eps, _ = _apply_x0_hook(eps, x, abar32[i], x0_hook)
+        # x_{t-1} = alpha_t^{-1/2} (x_t - beta_t / sqrt(1 - abar_t) eps) + 1[t>1] beta~_t^{1/2} z
+        x = (x - eps_coef[i] * eps) * inv_sqrt_alpha[i]
+        if i > 0:
+            x = x + sigma[i] * randn()
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 50,
+                randn: Randn | None = None, x0_hook: X0Hook | None = None,
+                progress: bool = False, desc: str = "DDIM") -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) [14] on the same trained network: only x_T is random, so
+    rounds differ by their starting noise. Same arguments as :func:`ddpm_sample` (``randn`` is
+    not used)."""
+    tau, abar = chain(steps, x.device)
+    abar32 = abar.float()
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])             # the last step lands on x_0
+    c_x0, c_eps = abar_prev.sqrt().float(), (1 - abar_prev).sqrt().float()
+    for i in tqdm(range(steps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+        eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
+        eps, x0 = _apply_x0_hook(eps, x, abar32[i], x0_hook)
+        x = c_x0[i] * x0 + c_eps[i] * eps
+    return x
+
+
+@torch.no_grad()
+def dpm_solver_pp_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 20,
+                         randn: Randn | None = None, x0_hook: X0Hook | None = None,
+                         progress: bool = False, desc: str = "DPM-Solver++") -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in the data prediction, on the
+    respaced chain's time-steps; ``steps`` network evaluations. The first step and the step into
+    the last time-step are first order (the "lower order final" of the reference solver: that
+    step is long in log-SNR and a second-order extrapolation over it overshoots); the output is
+    the data prediction at the last time-step. Same arguments as :func:`ddpm_sample`."""
+    tau, abar = chain(steps, x.device)
+    alpha_s, sigma_s = abar.sqrt(), (1 - abar).sqrt()
+    lam = torch.log(alpha_s / sigma_s)
+    # step i -> i-1: h = lambda_{i-1} - lambda_i, x <- (sigma_{i-1}/sigma_i) x - alpha_{i-1}(e^{-h} - 1) D
+    h = torch.cat([lam.new_zeros(1), lam[:-1] - lam[1:]])
+    ratio = torch.cat([lam.new_zeros(1), sigma_s[:-1] / sigma_s[1:]]).float()
+    coef = torch.cat([lam.new_zeros(1), alpha_s[:-1] * torch.expm1(-h[1:])]).float()
+    r = torch.ones_like(h)                          # r_i = h_prev / h: h_prev is h[i + 1]
+    r[1:-1] = h[2:] / h[1:-1]
+    w_now, w_prev = (1 + 1 / (2 * r)).float(), (1 / (2 * r)).float()
+    abar32 = abar.float()
+    x0_prev = None
+    for i in tqdm(range(steps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+        eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
+        _, x0 = _apply_x0_hook(eps, x, abar32[i], x0_hook)
+        if i == 0:                                     # last step: to the clean image
+            return x0
+        d = x0
+        if x0_prev is not None and i > 1:              # second order, but not into tau_1 = 0
+            d = w_now[i] * x0 - w_prev[i] * x0_prev
+        x = ratio[i] * x - coef[i] * d
+        x0_prev = x0
+    return x
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpm_solver_pp_sample}
+SAMPLER_LABEL = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++"}
+
+
+# ----------------------------------------------------------------------------- rounds
+def round_noise(shape: tuple[int, ...], rounds: int, generator: Generators, device,
+                dtype=torch.float32) -> Randn:
+    """A ``randn()`` for R rounds of one-round shape ``shape`` ``(B, ...)``: each call draws
+    ``(R*B, ...)``, in one draw from one generator, or one ``(B, ...)`` draw per round from a
+    list of R generators (round r then equals a one-round run seeded with generator r)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        full = (rounds * shape[0],) + tuple(shape[1:])
+        return lambda: torch.randn(full, generator=generator, device=device, dtype=dtype)
+    if len(generator) != rounds:
+        raise ValueError(f"need one generator per round ({rounds}), got {len(generator)}")
+    return lambda: torch.cat([torch.randn(shape, generator=g, device=device, dtype=dtype)
+                              for g in generator])
+
+
+def sample_rounds(eps_fn: EpsFn, cond: object, *, shape: tuple[int, ...], steps: int,
+                  rounds: int = 1, sampler: str = "ddpm", generator: Generators = None,
+                  x0_hook: X0Hook | None = None, progress: bool = False,
+                  desc: str | None = None) -> torch.Tensor:
+    """R chains of ``sampler`` run together along the batch axis: returns ``(R, B, ...)``.
+
+    ``cond`` is one round's condition (a tensor is repeated R times, round-major, once, before
+    the chain); ``shape`` is one round's ``(B, C, H, W)``; ``generator``: one, or one per round
+    (see :func:`round_noise`); ``x0_hook`` acts on ``(R*B, ...)`` predictions.
+    """
+    device = cond.device if isinstance(cond, torch.Tensor) else None
+    randn = round_noise(tuple(shape), rounds, generator, device)
+    x_T = randn()
+    if isinstance(cond, torch.Tensor):
+        cond = cond.repeat(rounds, *[1] * (cond.dim() - 1))
+    x0 = SAMPLERS[sampler](eps_fn, x_T, cond, steps=steps, randn=randn, x0_hook=x0_hook,
+                           progress=progress, desc=desc or SAMPLER_LABEL[sampler])
+    return x0.reshape(rounds, -1, *x0.shape[1:])
+
+
+def ensemble(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (the reconstruction) and per-pixel standard deviation (population, 0 for R = 1, the
+    uncertainty map) of ``(R, B, ...)`` samples over the rounds."""
+    return samples.mean(0), samples.std(0, correction=0)

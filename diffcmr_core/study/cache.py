@@ -1,0 +1,52 @@
+"""Cached steps: a step's result is stored as JSON with the profile's configuration (its stamp)
+and the seconds of compute it took; a later call with the same configuration reuses it, any
+other configuration recomputes it. One function, :func:`cached_step`, for every cached step."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.study.profiles import Profile, stamp
+
+T = TypeVar("T")
+
+
+def read_entry(path: Path, profile: Profile) -> dict | None:
+    """The cache entry at ``path`` (``result``, ``stamp``, ``seconds``) if it was made with this
+    profile's configuration, else None (also for an unreadable file, which is then redone)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("stamp") == stamp(profile) else None
+
+
+def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
+    """Cache ``result`` with the profile's stamp and the ``seconds`` of compute it took (read back
+    by the report, so that a re-run that reuses the result still says what it cost)."""
+    write_text_atomic(path, json.dumps({"stamp": stamp(profile), "seconds": round(seconds, 3),
+                                        "result": result}, indent=1))
+
+
+def cached_step(path: Path, profile: Profile, compute: Callable[[], T], *, force: bool = False,
+                prepare: Callable[[], None] | None = None, name: str | None = None) -> T:
+    """The result of ``compute()``, from the cache at ``path`` when it was made with this profile's
+    configuration (unless ``force``). ``prepare()`` runs first on a miss, untimed (e.g. training
+    the models a step evaluates); ``compute()``'s time is stored with the result."""
+    entry = None if force else read_entry(path, profile)
+    if entry is not None:
+        print(f"[{name or path.parent.name}] reused from {path} (force=True recomputes)")
+        return entry["result"]
+    if prepare is not None:
+        prepare()
+    tic = time.perf_counter()
+    result = compute()
+    store(path, profile, result, time.perf_counter() - tic)
+    return result

@@ -1,0 +1,248 @@
+"""The study's steps, each idempotent (a finished step is reused unless forced): data, training,
+evaluation (Tables 2-3), ablation (Table 4), fast sampling (Table 5). The notebooks call these;
+:mod:`~diffcmr_core.study.runner` executes the notebooks in order with papermill."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffcmr_core.data.pairs import build_pairs, load_pairs, pair_counts, pairs_path, pairs_stamp, table1
+from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
+from diffcmr_core.method.evaluate import evaluate, read_recon
+from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct, reconstruct_all
+from diffcmr_core.method.samplers import SAMPLER_LABEL
+from diffcmr_core.method.systems import METHOD_LABEL
+from diffcmr_core.method.train import default_device, load_for_inference, train
+from diffcmr_core.study.cache import cached_step
+from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.tables import read_csv
+
+
+# ----------------------------------------------------------------------------- data and training
+def ensure_data(profile: Profile, *, progress: bool = True, force: bool = False) -> Path:
+    """The CMRxRecon tree (synthetic unless the profile reads the real one) and the paired slices."""
+    paths = paths_for(profile)
+    if paths.is_synthetic:
+        make_phantom(paths.data, profile.phantom, progress=progress)
+    for task in profile.tasks:
+        build_pairs(paths.data, paths.pairs, task, profile.preprocess, accs=profile.accs,
+                    progress=progress, force=force)
+    return paths.pairs
+
+
+def val_pairs(profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None):
+    """``(input, target, meta)`` of the first ``n`` slices of the validation subset (all if
+    None), checked to come from this profile's preprocessing."""
+    paths = paths_for(profile)
+    pre = profile.preprocess if crop_dir is None else dataclasses.replace(profile.preprocess, crop=True)
+    folder = paths.pairs if crop_dir is None else crop_dir
+    return load_pairs(pairs_path(folder, task, acc), "val_subset", subset=n,
+                      expect=pairs_stamp(paths.data, task, pre))
+
+
+def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
+                   progress: bool = True, force: bool = False) -> Path:
+    """Train (or resume, or reuse) one model; returns its checkpoint. ``force`` retrains from
+    scratch (the old run is kept aside by :func:`~diffcmr_core.method.train.train`)."""
+    paths = paths_for(profile)
+    ensure_data(profile, progress=progress)
+    out = paths.model_dir(task, acc, method)
+    if force and (out / "last.pt").is_file():
+        aside = out / f"forced-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir(parents=True)
+        for name in ("last.pt", "loss.csv"):
+            if (out / name).exists():
+                (out / name).replace(aside / name)
+    return train(method, pairs_path(paths.pairs, task, acc), out, profile.train_config(method),
+                 profile.model_config(method), device=default_device(), progress=progress)
+
+
+def loss_history(profile: Profile, task: str, acc: int, method: str) -> list[dict[str, str]]:
+    return read_csv(paths_for(profile).model_dir(task, acc, method) / "loss.csv")
+
+
+def table1_rows(profile: Profile) -> list[dict[str, object]]:
+    """Table 1 of this profile's pairs files."""
+    return table1(pair_counts(paths_for(profile).pairs, profile.tasks, profile.accs))
+
+
+def expected_table1(profile: Profile) -> list[dict[str, object]]:
+    """Table 1 predicted from the phantom's configuration alone (an independent check)."""
+    return table1(expected_pair_counts(profile.phantom, profile.preprocess.coils,
+                                       profile.preprocess.val_fraction, profile.tasks, profile.accs))
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = True,
+                    force: bool = False) -> dict[str, dict[str, float]]:
+    """RAW, U-Net, cGAN and DiffCMR on the validation subset of one task and factor.
+
+    Cached in ``runs/<profile>/eval/<task>_accNN/summary.json``; the reconstructions are in the
+    same folder (:func:`figure3_images`).
+    """
+    out = paths_for(profile).eval_dir(task, acc)
+    ev = profile.evaluation
+    ckpts: dict[str, Path] = {}
+
+    def prepare() -> None:
+        ckpts.update({m: ensure_trained(profile, task, acc, m, progress=progress) for m in profile.methods})
+
+    def compute() -> dict[str, dict[str, float]]:
+        inp, tgt, meta = val_pairs(profile, task, acc, ev.n_val)
+        results = {"RAW": evaluate("RAW", inp, tgt, meta, out)}
+        for method in profile.methods:
+            system, model = load_for_inference(ckpts[method], default_device())
+            label = METHOD_LABEL[method]
+            if method == "diffcmr":
+                rec = reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds,
+                                  batch=ev.batch, seed=ev.seed, progress=progress)
+                results[label] = evaluate(label, rec["mean"], tgt, meta, out,
+                                          extra={"std": rec["std"], "round0": rec["rounds"][0]})
+            else:
+                rec = reconstruct_all(lambda x, _: {"mean": system.reconstruct(model, x.to(default_device()))[0]},
+                                      inp, ev.batch)
+                results[label] = evaluate(label, rec["mean"], tgt, meta, out)
+        return results
+
+    return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
+                       name=f"evaluation {task} {acc}x")
+
+
+def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
+    """Table 2 (cine) or 3 (mapping): ``method, acc, psnr, ssim, nmse`` (+ ``_std``)."""
+    rows = []
+    for acc in profile.accs:
+        res = evaluate_factor(profile, task, acc, progress=False)
+        for method in ("RAW", *(METHOD_LABEL[m] for m in profile.methods)):
+            rows.append({"method": method, "acc": acc, **res[method]})
+    return rows
+
+
+def figure3_images(profile: Profile, task: str, acc: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Figure 3's reconstructions of the evaluated slices (RAW, U-Net, cGAN, DiffCMR with one
+    round and with R rounds) and their ground truth ``[N, S, S]``."""
+    out, rounds = paths_for(profile).eval_dir(task, acc), profile.evaluation.rounds
+    _, tgt, _ = val_pairs(profile, task, acc, profile.evaluation.n_val)
+    recs = {"raw": read_recon(out, "RAW")}
+    recs.update({METHOD_LABEL[m]: read_recon(out, METHOD_LABEL[m]) for m in profile.methods if m != "diffcmr"})
+    if "diffcmr" in profile.methods:
+        recs["DiffCMR R=1"] = read_recon(out, "DiffCMR", "round0")
+        recs[f"DiffCMR R={rounds}"] = read_recon(out, "DiffCMR")
+    return recs, tgt
+
+
+# ----------------------------------------------------------------------------- ablation
+def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
+             force: bool = False) -> tuple[list[dict], list[dict]]:
+    """Table 4: (a) steps T with R = 4, (b) rounds R with T = 1000 (the largest T).
+
+    (b) comes from one run with max(R) rounds: with one generator per round, the first R rounds
+    of it are exactly an R-round run, so no sampling is repeated.
+    """
+    out = paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}"
+    ev = profile.evaluation
+    ckpt: list[Path] = []
+
+    def compute() -> dict[str, list[dict]]:
+        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+        system, model = load_for_inference(ckpt[0], default_device())
+        raw = evaluate("RAW", inp, tgt, meta, out)
+        t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
+        r_fixed = min(ev.rounds, r_max)
+        big = reconstruct(system, model, inp, steps=t_max, rounds=r_max, batch=ev.batch,
+                          seed=ev.seed, progress=progress)["rounds"]
+        rounds_rows = [{"rounds": "Raw", **raw}]
+        for r in ev.ablation_rounds:
+            rounds_rows.append({"rounds": r, **evaluate(f"rounds{r}", big[:r].mean(0), tgt, meta, out)})
+        steps_rows = [{"steps": "Raw", **raw}]
+        for t in ev.ablation_steps:
+            if t == t_max:
+                rec = big[:r_fixed].mean(0)
+            else:
+                rec = reconstruct(system, model, inp, steps=t, rounds=r_fixed, batch=ev.batch,
+                                  seed=ev.seed, progress=progress)["mean"]
+            steps_rows.append({"steps": t, **evaluate(f"steps{t}", rec, tgt, meta, out)})
+        return {"steps": steps_rows, "rounds": rounds_rows}
+
+    result = cached_step(out / "ablation.json", profile, compute, force=force, name="ablation",
+                         prepare=lambda: ckpt.append(ensure_trained(profile, task, acc, "diffcmr",
+                                                                    progress=progress)))
+    return result["steps"], result["rounds"]
+
+
+# ----------------------------------------------------------------------------- fast sampling
+def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
+                       force: bool = False) -> list[dict]:
+    """Paper protocol against DDIM and DPM-Solver++, each with and without data consistency, on
+    one model and one set of validation slices: PSNR/SSIM/NMSE, network evaluations (T x R) and
+    seconds per slice.
+
+    The first of the profile's ``fast_settings`` is the paper protocol (Alg. 2, T = 1000, R = 4)
+    and its row without DC the reference; "DDPM" rows are Alg. 2 on a shorter respaced chain.
+    Data consistency needs images whose k-space grid matches the mask, so this comparison uses
+    pairs made with ``crop=True`` and a DiffCMR trained on them (same profile otherwise).
+    """
+    paths = paths_for(profile)
+    out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
+    crop_dir = paths.pairs.parent / f"{profile.name}_crop"
+    ev = profile.evaluation
+    ckpt: list[Path] = []
+
+    def prepare() -> None:
+        ensure_data(profile, progress=progress)
+        pre = dataclasses.replace(profile.preprocess, crop=True)
+        build_pairs(paths.data, crop_dir, task, pre, accs=(acc,), progress=progress)
+        ckpt.append(train("diffcmr", pairs_path(crop_dir, task, acc),
+                          paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
+                          profile.train_diffcmr, profile.model_config("diffcmr"),
+                          device=default_device(), progress=progress))
+
+    def compute() -> list[dict]:
+        system, model = load_for_inference(ckpt[0], default_device())
+        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
+        rows = [{"label": "RAW", "sampler": "-", "steps": 0, "rounds": 0, "nfe": 0, "dc": False,
+                 "seconds_per_slice": 0.0, **evaluate("RAW", inp, tgt, meta, out)}]
+        for k, (sampler, steps, rounds) in enumerate(ev.fast_settings):
+            for dc in (False, True):
+                t0 = time.perf_counter()
+                rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch,
+                                  seed=ev.seed, sampler=sampler, progress=progress,
+                                  x0_hook_for=mask_lines_hook_for(meta["mask_lines"], rounds) if dc else None)
+                seconds = (time.perf_counter() - t0) / len(inp)
+                name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
+                rows.append({"label": f"{name} T={steps} R={rounds}{' + DC' if dc else ''}",
+                             "sampler": sampler, "steps": steps, "rounds": rounds,
+                             "reference": k == 0 and not dc, "nfe": steps * rounds, "dc": dc,
+                             "seconds_per_slice": seconds,
+                             **evaluate(f"{sampler}{steps}r{rounds}{'dc' if dc else ''}", rec["mean"],
+                                        tgt, meta, out)})
+        return rows
+
+    return cached_step(out / "comparison.json", profile, compute, force=force, prepare=prepare,
+                       name="fast sampling")
+
+
+# ----------------------------------------------------------------------------- Figure 1
+def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int, *,
+                         show_t: tuple[int, ...] = (0, 100, 250, 500, 750, 999), progress: bool = True):
+    """Figure 1's two rows for one validation slice: the forward process at ``show_t`` (Eq. 4,
+    one noise draw) and one Alg. 2 chain of the trained model, recorded at the same time-steps."""
+    from diffcmr_core.method.inference import record_chain
+    from diffcmr_core.method.schedule import q_sample
+    from diffcmr_core.method.systems import to_model_space
+
+    inp, tgt, _ = val_pairs(profile, task, acc, slice_index + 1)
+    x0 = to_model_space(torch.from_numpy(tgt[slice_index:slice_index + 1])[:, None])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    forward = [(t, q_sample(x0, torch.tensor([t]), noise)[0, 0].numpy()) for t in show_t]
+    system, model = load_for_inference(ensure_trained(profile, task, acc, "diffcmr", progress=progress),
+                                       default_device())
+    final, trace = record_chain(system, model, inp[slice_index], steps=1000, record=list(show_t),
+                                progress=progress)
+    backward = [(t, trace[t]) for t in sorted(trace, reverse=True)] + [("0 (output)", final)]
+    return forward, backward
