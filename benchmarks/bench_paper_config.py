@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from diffcmr_core.methods import DiffusionSystem
-from diffcmr_core.models import DiffCMRConfig, parameter_counts
-from diffcmr_core.report import device_description
+from diffcmr_core.method.systems import DiffusionSystem
+from diffcmr_core.method.networks import DiffCMRConfig, parameter_counts
+from diffcmr_core.study.report import device_description
 
 
 def _timed(fn, dev: torch.device, repeats: int) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = DiffCMRConfig.paper()
     torch.manual_seed(0)
-    system = DiffusionSystem(cfg, train_steps=100).to(dev)
+    system = DiffusionSystem(cfg).to(dev)
     net = system.model
     print(device_description())
     print({k: f"{v:,}" for k, v in parameter_counts(net).items()})

@@ -31,7 +31,7 @@ PAD_TO, SIZE = 512, 128
 
 
 def make_file(path: Path) -> None:
-    from diffcmr_core import cmrxrecon as io
+    from diffcmr_core.data import cmrxrecon as io
 
     rng = np.random.default_rng(0)
     k = np.empty(SHAPE, np.complex64)
@@ -43,7 +43,7 @@ def make_file(path: Path) -> None:
 
 
 def run_ours(path: Path) -> np.ndarray:
-    from diffcmr_core.preprocess import iter_images
+    from diffcmr_core.data.pairs import iter_images
 
     return np.concatenate([img for _, img in iter_images(path, "kspace_full", pad_to=PAD_TO,
                                                          size=SIZE)])
@@ -74,7 +74,7 @@ def run_loop(path: Path) -> np.ndarray:
 def child(method: str, path: Path, repeats: int) -> None:
     import h5py  # noqa: F401  (imports are not timed)
     import skimage.transform  # noqa: F401
-    import diffcmr_core.preprocess  # noqa: F401
+    import diffcmr_core.data.pairs  # noqa: F401
 
     seconds = float("inf")
     for _ in range(repeats):  # best of `repeats`: the machine's noise only ever adds time

@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcmr_core.fast import inference_autocast, plain_reconstruct, prepare_for_speed, sampler_comparison
-from diffcmr_core.methods import DiffusionSystem
-from diffcmr_core.models import parameter_counts
-from diffcmr_core.preprocess import pairs_path
-from diffcmr_core.profiles import get_profile, paths_for
-from diffcmr_core.report import device_description
-from diffcmr_core.study import ensure_data, round_generators
+from diffcmr_core.data.pairs import pairs_path
+from diffcmr_core.method.inference import plain_reconstruct, prepare_for_speed, round_generators
+from diffcmr_core.method.networks import parameter_counts
+from diffcmr_core.method.systems import DiffusionSystem, autocast
+from diffcmr_core.method.train import train
+from diffcmr_core.study.profiles import get_profile, paths_for
+from diffcmr_core.study.report import device_description
+from diffcmr_core.study.steps import ensure_data, sampler_comparison
 from diffcmr_core.tables import to_markdown
-from diffcmr_core.train import train
 
 
 def _sync(dev: torch.device) -> None:
@@ -58,16 +58,16 @@ def time_protocol(profile, steps: int, rounds: int, slices: int, dev: torch.devi
 
     _sync(dev)
     t0 = time.perf_counter()
-    plain = plain_reconstruct(model, inp, steps=steps, rounds=rounds, generator=gens())
+    plain = plain_reconstruct(system, model, inp, steps=steps, rounds=rounds, generator=gens())
     _sync(dev)
     t_plain = time.perf_counter() - t0
 
     fast_model = prepare_for_speed(model)
-    with inference_autocast(dev):                    # warm-up (compilation on CUDA)
+    with autocast(dev):                    # warm-up (compilation on CUDA)
         system.reconstruct(fast_model, inp, steps=2, rounds=rounds, generator=gens())
     _sync(dev)
     t0 = time.perf_counter()
-    with inference_autocast(dev):
+    with autocast(dev):
         _, _, ours = system.reconstruct(fast_model, inp, steps=steps, rounds=rounds, generator=gens())
     _sync(dev)
     t_ours = time.perf_counter() - t0

@@ -95,3 +95,23 @@ def test_explorer_callbacks(smoke_home):
     assert abs(float(np.std(noisy)) - 1.0) < 0.2                  # x_999 is nearly pure noise
     plt.close("all")
     assert paths_for("smoke").root == smoke_home
+
+
+@pytest.mark.slow
+def test_gpu_profile_dry_run_runs_every_notebook(tmp_path, monkeypatch):
+    """The gpu profile's code paths (the paper network at 128 x 128, its phantom, its sampler
+    settings) through every notebook on the CPU, at a few iterations, steps and slices."""
+    from diffcmr_core.study.runner import run_study
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    monkeypatch.delenv("CMRXRECON_ROOT", raising=False)
+    dry = get_profile("gpu-dry")
+    gpu = get_profile("gpu")
+    assert (dry.diffcmr, dry.unet, dry.preprocess) == (gpu.diffcmr, gpu.unet, gpu.preprocess)
+    run_study("gpu-dry")
+    figures = tmp_path / "figures" / "gpu-dry"
+    assert all((figures / f).is_file() for f in EXPECTED)
+    size = gpu.preprocess.size
+    import h5py
+    with h5py.File(tmp_path / "runs/gpu-dry/eval/cine_acc04/DiffCMR_recon.h5", "r") as f:
+        assert f["recon"].shape == (1, size, size)

@@ -25,7 +25,7 @@ Where the short profiles deviate from §3.2, and why (each measured on ``quick``
   where eps must be reproduced to within sqrt(abar_t) ~ 0.01 (600 iterations: 6.5 dB with eps,
   31.6 dB with v, RAW 30.6 dB; T = 100, R = 4, 16 slices). ``paper`` keeps eps.
 * The loss adds the clean-image error to Eq. 5's noise error (``loss_weighting="v"``, i.e. Eq. 5
-  weighted by 1 / abar_t, the MSE on v; see ``diffusion.loss_weights``). Eq. 5 alone gives the
+  weighted by 1 / abar_t, the MSE on v; see ``schedule.loss_weights``). Eq. 5 alone gives the
   clean-image prediction at large t almost no gradient, and a short run does not learn to use
   the condition there: mapping 4x, 900 iterations, x0 predicted from pure noise (t = 1000) 17.9 dB
   with Eq. 5 vs 30.3 dB with the added term; sampled (T = 200, R = 4, 16 slices): 31.66 vs
@@ -179,12 +179,36 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+DRY = "-dry"
+
+
+def dry_run(profile: Profile) -> Profile:
+    """The same profile at a few iterations, steps and slices: its networks, image size, data
+    format and every notebook's code path unchanged, so a shape, memory or configuration error
+    of the profile shows on a CPU in minutes (CI runs ``gpu-dry``). Its results mean nothing."""
+    ev = profile.evaluation
+    few = dict(iterations=1, batch_size=1, log_every=1, checkpoint_every=1)
+    settings = tuple(dict.fromkeys((s, min(t, 3), min(r, 2)) for s, t, r in ev.fast_settings))
+    return dataclasses.replace(
+        profile, name=profile.name + DRY, real_data=False, budget_minutes=30.0,
+        phantom=dataclasses.replace(profile.phantom, n_cases=3, cine_frames=1, sax_slices=1,
+                                    lax_slices=1, mapping_slices=1),
+        train_diffcmr=dataclasses.replace(profile.train_diffcmr, **few),
+        train_unet=dataclasses.replace(profile.train_unet, **few),
+        train_cgan=dataclasses.replace(profile.train_cgan, **few),
+        evaluation=dataclasses.replace(ev, n_val=1, steps=2, rounds=2, batch=1, ablation_steps=(2, 3),
+                                       ablation_rounds=(1, 2), ablation_n_val=1, fast_settings=settings))
+
+
 def get_profile(name: str | None = None) -> Profile:
-    """A profile by name; ``None`` reads ``$DIFFCMR_PROFILE`` (default ``quick``)."""
+    """A profile by name; ``None`` reads ``$DIFFCMR_PROFILE`` (default ``quick``). A name ending
+    in ``-dry`` (e.g. ``gpu-dry``) is that profile's :func:`dry_run`."""
     name = name or os.environ.get("DIFFCMR_PROFILE", "quick")
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
-    return PROFILES[name]
+    base = name[:-len(DRY)] if name.endswith(DRY) else name
+    if base not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
+                         f"(or <name>{DRY} for a dry run)")
+    return dry_run(PROFILES[base]) if base != name else PROFILES[base]
 
 
 def stamp(profile: Profile) -> str:

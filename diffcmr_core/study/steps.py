@@ -231,7 +231,8 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
 def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int, *,
                          show_t: tuple[int, ...] = (0, 100, 250, 500, 750, 999), progress: bool = True):
     """Figure 1's two rows for one validation slice: the forward process at ``show_t`` (Eq. 4,
-    one noise draw) and one Alg. 2 chain of the trained model, recorded at the same time-steps."""
+    one noise draw) and one Alg. 2 chain of the trained model (the longest chain of the
+    ablation, 1000 steps but in a dry run), recorded at the same time-steps."""
     from diffcmr_core.method.inference import record_chain
     from diffcmr_core.method.schedule import q_sample
     from diffcmr_core.method.systems import to_model_space
@@ -242,7 +243,7 @@ def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int
     forward = [(t, q_sample(x0, torch.tensor([t]), noise)[0, 0].numpy()) for t in show_t]
     system, model = load_for_inference(ensure_trained(profile, task, acc, "diffcmr", progress=progress),
                                        default_device())
-    final, trace = record_chain(system, model, inp[slice_index], steps=1000, record=list(show_t),
-                                progress=progress)
+    final, trace = record_chain(system, model, inp[slice_index], steps=max(profile.evaluation.ablation_steps),
+                                record=list(show_t), progress=progress)
     backward = [(t, trace[t]) for t in sorted(trace, reverse=True)] + [("0 (output)", final)]
     return forward, backward
