@@ -110,6 +110,8 @@ def main() -> None:
 
     proto = time_protocol(profile, args.steps, args.rounds, args.slices, dev)
     lines = [f"# Performance ({args.profile} config)", "",
+             "Written by `benchmarks/bench_sampling.py` (the command below); regenerate it, never edit it. "
+             "The fast-sampling table is notebook 08's cached result for this profile.", "",
              f"- device: {device_description()}; torch {torch.__version__}",
              f"- network: {profile.diffcmr}",
              f"- parameters: {proto['params']}",

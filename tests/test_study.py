@@ -115,3 +115,19 @@ def test_gpu_profile_dry_run_runs_every_notebook(tmp_path, monkeypatch):
     import h5py
     with h5py.File(tmp_path / "runs/gpu-dry/eval/cine_acc04/DiffCMR_recon.h5", "r") as f:
         assert f["recon"].shape == (1, size, size)
+
+
+def test_the_study_folder_is_the_checkout_wherever_the_code_runs(monkeypatch, tmp_path):
+    """Notebooks run with their own folder as the working directory: the study's data, runs and
+    figures must still go to the checkout (or $DIFFCMR_HOME), not beside the notebooks."""
+    from pathlib import Path
+
+    from diffcmr_core.study.profiles import repo_root
+
+    checkout = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("DIFFCMR_HOME", raising=False)
+    monkeypatch.chdir(checkout / "notebooks")
+    assert repo_root() == checkout
+    assert paths_for("quick").figures == checkout / "figures" / "quick"
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    assert paths_for("quick").runs == tmp_path / "runs" / "quick"

@@ -220,7 +220,7 @@ def repo_root() -> Path:
     """The study's folder: ``$DIFFCMR_HOME``, else the checkout holding this package."""
     if "DIFFCMR_HOME" in os.environ:
         return Path(os.environ["DIFFCMR_HOME"])
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]              # diffcmr_core/study/profiles.py
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
