@@ -191,7 +191,7 @@ def dry_run(profile: Profile) -> Profile:
     settings = tuple(dict.fromkeys((s, min(t, 3), min(r, 2)) for s, t, r in ev.fast_settings))
     return dataclasses.replace(
         profile, name=profile.name + DRY, real_data=False, budget_minutes=30.0,
-        phantom=dataclasses.replace(profile.phantom, n_cases=3, cine_frames=1, sax_slices=1,
+        phantom=dataclasses.replace(profile.phantom, n_cases=3, cine_frames=1, sax_slices=2,
                                     lax_slices=1, mapping_slices=1),
         train_diffcmr=dataclasses.replace(profile.train_diffcmr, **few),
         train_unet=dataclasses.replace(profile.train_unet, **few),
