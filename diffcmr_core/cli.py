@@ -25,10 +25,20 @@ def _phantom(args: argparse.Namespace) -> None:
     from diffcmr_core.study.profiles import get_profile
 
     cfg = get_profile(args.profile).phantom
-    if args.cases is not None:
-        cfg = dataclasses.replace(cfg, n_cases=args.cases)
+    if args.cases is not None:      # a smaller set keeps the profile's ratio of validation cases
+        val = cfg.n_val_cases if args.val_cases is not None else -(-args.cases * cfg.n_val_cases
+                                                                     // max(cfg.n_cases, 1))
+        cfg = dataclasses.replace(cfg, n_cases=args.cases, n_val_cases=val)
+    if args.val_cases is not None:
+        cfg = dataclasses.replace(cfg, n_val_cases=args.val_cases)
+    if args.frames is not None:
+        cfg = dataclasses.replace(cfg, cine_frames=min(cfg.cine_frames, args.frames))
+    if args.slices is not None:
+        cfg = dataclasses.replace(cfg, **{k: min(getattr(cfg, k), args.slices) for k in
+                                          ("sax_slices", "lax_slices", "mapping_slices")})
     root = make_phantom(Path(args.out), cfg, progress=not args.quiet)
-    print(f"phantom: {cfg.n_cases} cases of profile {args.profile} in {root}")
+    print(f"phantom: {cfg.n_cases} training and {cfg.n_val_cases} validation cases of profile "
+          f"{args.profile} in {root} (mapping truth in {root / 'Truth'})")
 
 
 def _cost(args: argparse.Namespace) -> None:
@@ -59,7 +69,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
     p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
     p.add_argument("--profile", default="quick")
-    p.add_argument("--cases", type=int, help="number of cases (default: the profile's)")
+    p.add_argument("--cases", type=int, help="TrainingSet cases (default: the profile's)")
+    p.add_argument("--val-cases", type=int,
+                   help="ValidationSet cases (default: the profile's share of --cases)")
+    p.add_argument("--frames", type=int, help="at most this many cine frames (over one cycle)")
+    p.add_argument("--slices", type=int, help="at most this many slices per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_phantom)
 

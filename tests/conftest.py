@@ -6,7 +6,7 @@ import pytest
 
 from diffcmr_core.data.phantom import PhantomConfig, make_phantom
 
-TINY = PhantomConfig(n_cases=3, ny=64, nx=48, ny_jitter=2, n_coils=4, cine_frames=3,
+TINY = PhantomConfig(n_cases=3, pixel_mm=6.0, acs_lines=6, n_coils=4, cine_frames=3,
                      sax_slices=2, lax_slices=1, mapping_slices=1)
 
 

@@ -26,7 +26,7 @@ from diffcmr_core.method import train as train_mod
 from diffcmr_core.method.networks import UNetConfig
 from diffcmr_core.method.train import TrainConfig, load_checkpoint, train
 
-PRE = PreprocessConfig(pad_to=96, size=32)
+PRE = PreprocessConfig(pad_to=128, size=32)
 UNET = UNetConfig(channels=4, depth=2)
 CFG = TrainConfig(iterations=4, batch_size=2, lr=1e-3, log_every=1, checkpoint_every=2)
 

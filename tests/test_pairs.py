@@ -20,7 +20,7 @@ def test_split_by_case():
 @pytest.fixture(scope="module")
 def pairs(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("pairs")
-    cfg = PreprocessConfig(pad_to=96, size=32, n_val_subset=5)
+    cfg = PreprocessConfig(pad_to=128, size=32, n_val_subset=5)
     for task in ("cine", "mapping"):
         build_pairs(tiny_root, out, task, cfg, progress=False)
     return out, cfg
@@ -40,8 +40,8 @@ def test_pairs_content_counts_and_split(pairs, tiny_root):
     base = tiny_root / "MultiCoil/Cine/TrainingSet"
     full = io.load_kspace(base / "FullSample/P003/cine_sax.mat")[meta["frame"][i], meta["slice"][i]]
     sub = io.load_kspace(base / "AccFactor04/P003/cine_sax.mat")[meta["frame"][i], meta["slice"][i]]
-    ref_in = kspace_to_image(sub, multicoil=True, pad_to=96, size=32)
-    ref_gt = kspace_to_image(full, multicoil=True, pad_to=96, size=32)
+    ref_in = kspace_to_image(sub, multicoil=True, pad_to=128, size=32)
+    ref_gt = kspace_to_image(full, multicoil=True, pad_to=128, size=32)
     scale = ref_in.max()                       # normalised by the under-sampled input only
     np.testing.assert_allclose(meta["scale"][i], scale, rtol=1e-5)
     np.testing.assert_allclose(x[i], ref_in / scale, rtol=1e-5, atol=1e-6)
@@ -78,7 +78,7 @@ def test_building_is_idempotent(pairs, tiny_root):
 
 
 def test_bad_mask_fails_and_keeps_previous_files(tiny_root, tmp_path):
-    cfg = PreprocessConfig(pad_to=96, size=32)
+    cfg = PreprocessConfig(pad_to=128, size=32)
     build_pairs(tiny_root, tmp_path, "mapping", cfg, accs=(4,), progress=False)
     before = (tmp_path / "pairs_mapping_acc04.h5").read_bytes()
     mask_path = tiny_root / "SingleCoil/Mapping/TrainingSet/AccFactor04/P002/T2map_mask.mat"

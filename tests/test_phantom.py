@@ -1,7 +1,13 @@
 import numpy as np
+import pytest
 
-from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.phantom import PhantomConfig, equispaced_mask, simulate_file
+from diffcmr_core.data import anatomy, cmrxrecon as io
+from diffcmr_core.data.anatomy import volume_curve
+from diffcmr_core.data.coils import cardiac_array, loop_field, noise_covariance
+from diffcmr_core.data.kspace import crop_roi, ifft2c
+from diffcmr_core.data.phantom import (PhantomConfig, _slice_maps, _views, body_extent, draw_case,
+                                       effective_acceleration, equispaced_mask, load_truth,
+                                       make_phantom, matrix, simulate_file, truth_path)
 from tests.conftest import TINY
 
 
@@ -34,7 +40,7 @@ def test_tree_layout_and_undersampling_is_exact(tiny_root):
     mask = io.load_mask(case / "AccFactor08/P001/T1map_mask.mat", "mask08")
     np.testing.assert_array_equal(sub, full * mask)
     t, kz, kc, ky, kx = full.shape
-    assert (t, kz, kc) == (9, TINY.mapping_slices, TINY.n_coils) and kx == 2 * TINY.nx
+    assert (t, kz, kc) == (9, TINY.mapping_slices, TINY.n_coils) and kx == 2 * round(384 / TINY.pixel_mm)
     times = io.load_times(case / "AccFactor08/P001/T1map.csv")
     assert len(times) == 9 and np.all(np.diff(times) > 0)
     single = io.load_kspace(tiny_root / "SingleCoil/Cine/TrainingSet/FullSample/P003/cine_sax.mat",
@@ -42,19 +48,111 @@ def test_tree_layout_and_undersampling_is_exact(tiny_root):
     assert single.ndim == 4 and 1e-5 < np.abs(single).max() < 1e-1
 
 
+def test_loop_field_matches_numerical_biot_savart():
+    """The closed form (elliptic integrals) against summing dl x r / |r|^3 over the wire."""
+    centre, normal, radius = np.array([10.0, -5.0, 3.0]), np.array([0.3, -1.0, 0.2]), 40.0
+    normal = normal / np.linalg.norm(normal)
+    u = np.cross(normal, [1.0, 0, 0]); u /= np.linalg.norm(u); v = np.cross(normal, u)
+    phi = np.linspace(0, 2 * np.pi, 20001)[:-1]
+    wire = centre + radius * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
+    dl = radius * (-np.sin(phi)[:, None] * u + np.cos(phi)[:, None] * v) * (2 * np.pi / len(phi))
+    points = np.array([[10.0, -5.0, 3.0], [60.0, 30.0, -20.0], [0.0, 80.0, 10.0], [25.0, -40.0, 30.0]])
+    for p in points:
+        r = p - wire
+        numeric = np.cross(dl, r) / np.linalg.norm(r, axis=1)[:, None] ** 3
+        numeric = numeric.sum(0) / 4.0          # mu0 I / (4 pi) in units of mu0 I / pi
+        closed = loop_field(p[None], centre, normal, radius)[0]
+        np.testing.assert_allclose(closed, numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_noise_covariance_is_the_configured_one():
+    """Noise-only acquisition: the measured coil covariance equals the model's."""
+    cfg = PhantomConfig(pixel_mm=6.0, n_coils=10, cine_frames=4, sax_slices=4)
+    body = draw_case(cfg, 0)
+    rng = np.random.default_rng([cfg.seed, 0, 0, 0])
+    views = _views(body, "cine_sax", 4, rng)
+    matrix(cfg, "cine_sax", max(body_extent(body, v)[0] for v in views), rng)
+    array = cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
+    expected = noise_covariance(array, rng)
+    k, _ = simulate_file(cfg, 0, "cine_sax", "MultiCoil")
+    img = ifft2c(k)                        # (t, kz, kc, y, x); the oversampled edges hold air only
+    edge = np.concatenate([img[..., :8], img[..., -8:]], -1).transpose(2, 0, 1, 3, 4).reshape(10, -1)
+    measured = edge @ edge.conj().T / edge.shape[1]
+    sigma2 = (cfg.noise * (1.5 / cfg.pixel_mm) ** 2 * cfg.scale) ** 2
+    np.testing.assert_allclose(measured.real / sigma2, expected, atol=0.06)
+
+
+def test_truth_and_validation_set(tmp_path):
+    cfg = PhantomConfig(n_cases=1, n_val_cases=1, pixel_mm=3.0, acs_lines=6, n_coils=4,
+                        cine_frames=2, sax_slices=2, lax_slices=1, mapping_slices=2)
+    root = make_phantom(tmp_path, cfg, progress=False)
+    val = root / "MultiCoil" / "Cine" / "ValidationSet"
+    assert sorted(p.name for p in val.iterdir()) == ["AccFactor04", "AccFactor08", "AccFactor10"]
+    truth = load_truth(truth_path(root, "TrainingSet", "P001", "T1map"))
+    k = io.load_kspace(root / "MultiCoil/Mapping/TrainingSet/FullSample/P001/T1map.mat", "kspace_full")
+    assert truth["t1"].shape == (2,) + k.shape[-2:]
+    names = list(truth["label_names"])
+    myo = truth["label"] == names.index("myocardium")
+    assert myo.sum() > 10
+    tissues = draw_case(cfg, 0).tissues
+    # labels and T1 agree (edges of a 3-pixel wall mix with blood and fat, hence 8 %)
+    for name in ("myocardium", "blood", "liver"):
+        where = truth["label"] == names.index(name)
+        if where.sum() > 10:
+            assert np.median(truth["t1"][where]) == pytest.approx(tissues[name][1], rel=0.08), name
+    assert (root / "Truth/ValidationSet/P001/T2map.npz").is_file()
+
+
+def test_lv_contracts_with_the_ejection_fraction():
+    """The LV cavity (truth labels in a mid short-axis slice) shrinks into systole by about the
+    ejection fraction's share of area, and the volume curve peaks at end-systole."""
+    cfg = PhantomConfig(pixel_mm=1.5)
+    body = draw_case(cfg, 0)
+    view = _views(body, "cine_sax", 5, np.random.default_rng(0))[2]
+    c = volume_curve(np.linspace(0, 1, 12, endpoint=False), body.systole)
+    es = int(np.argmax(c))
+    assert 2 <= es <= 6 and c[0] == pytest.approx(0.0, abs=1e-9)
+    maps, _ = _slice_maps(body, view, (200, 512), 1.5, np.array([0.0, 1.0]))
+    blood = [(m[4] > 0.5) & (m[3] == anatomy.LABEL["blood"]) for m in maps]
+    lv = [b[60:140, 196:316].sum() for b in blood]      # around the LV at the image centre
+    assert lv[1] < lv[0] * (1 - 0.5 * body.ef)
+
+
+def test_quick_profile_heart_is_visible_and_masks_match_the_real_sampling():
+    """Quick profile: the LV blood pool at end-diastole is at least 8 pixels across at 32 x 32,
+    and the effective accelerations are close to the real data's 3.0 / 4.4 / 4.9."""
+    from diffcmr_core.study.profiles import get_profile
+
+    prof = get_profile("quick")
+    cfg, pre = prof.phantom, prof.preprocess
+    body = draw_case(cfg, 0)
+    rng = np.random.default_rng([cfg.seed, 0, 0, 0])
+    views = _views(body, "cine_sax", cfg.sax_slices, rng)
+    ny, nx = matrix(cfg, "cine_sax", max(body_extent(body, v)[0] for v in views), rng)
+    maps, _ = _slice_maps(body, views[1], (ny, nx), cfg.pixel_mm, np.array([0.0]))
+    blood = ((maps[0][3] == anatomy.LABEL["blood"]) & (maps[0][4] > 0.5)).astype(np.float32)
+    # the same geometry as the images: pad (ky) to pad_to, crop the roi, resize to 32
+    rows = np.interp(np.linspace(0, ny - 1, pre.pad_to), np.arange(ny), np.arange(ny)).round().astype(int)
+    grid = blood[rows][:, :pre.pad_to] if nx >= pre.pad_to else blood[rows]
+    roi = crop_roi(grid, pre.roi)
+    small = roi.reshape(pre.size, roi.shape[0] // pre.size, pre.size, roi.shape[1] // pre.size).mean((1, 3))
+    centre = small[8:24, 8:24] > 0.5
+    widest = max(centre.sum(0).max(), centre.sum(1).max())
+    assert widest >= 8
+    eff = [effective_acceleration(n, acc, cfg.acs_lines) for n in (86, 100, 114) for acc in (4, 8, 10)]
+    eff = np.array(eff).reshape(3, 3).mean(0)
+    np.testing.assert_allclose(eff, [3.0, 4.4, 4.9], rtol=0.08)
+
+
 def _rss(k):
     img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     return np.sqrt((np.abs(img) ** 2).sum(-3))
 
 
-def test_cine_contracts_and_t1_contrast():
-    cfg = PhantomConfig(n_coils=4, cine_frames=6, sax_slices=2)
-    cine, _ = simulate_file(cfg, 0, "cine_sax", "MultiCoil")
-    img = _rss(cine)[:, 0]                     # (t, y, x), basal slice
-    bright = (img > 0.6 * img.max()).sum((-2, -1))
-    assert bright[0] > bright[2] + 40          # blood pool shrinks into systole
+def test_t1_contrast():
+    cfg = PhantomConfig(pixel_mm=6.0, n_coils=4, mapping_slices=2)
     t1, times = simulate_file(cfg, 0, "T1map", "MultiCoil")
     img = _rss(t1)[:, 0]
-    # myocardium (T1 ~1200 ms) nulls near TI = 1200 ln 2 ~ 830 ms: early images darker than late
+    # tissue with T1 ~1200 ms nulls near TI = T1* ln(1.9) ~ 850 ms: early images darker than late
     assert img[0].mean() < img[-1].mean()
     assert len(times) == 9

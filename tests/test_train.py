@@ -20,7 +20,7 @@ CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, log_every=
 @pytest.fixture(scope="module")
 def pairs(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("train_pairs")
-    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=96, size=32), accs=(4,), progress=False)
+    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=128, size=32), accs=(4,), progress=False)
     return pairs_path(out, "cine", 4)
 
 

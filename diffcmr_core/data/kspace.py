@@ -19,13 +19,14 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 def _centred(x: Array, inverse: bool) -> Array:
     """ifftshift -> orthonormal 2D (inverse) FFT -> fftshift over the last two axes; numpy arrays
-    through ``numpy.fft`` (complex128 stays complex128), tensors through ``torch.fft``."""
+    through ``scipy.fft`` on all cores (complex64 stays complex64), tensors through ``torch.fft``."""
     if isinstance(x, torch.Tensor):
         fft = torch.fft.ifft2 if inverse else torch.fft.fft2
         y = fft(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho")
         return torch.fft.fftshift(y, dim=(-2, -1))
-    fft = np.fft.ifft2 if inverse else np.fft.fft2
-    return np.fft.fftshift(fft(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    fft = scipy.fft.ifft2 if inverse else scipy.fft.fft2
+    y = fft(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho", workers=-1)
+    return np.fft.fftshift(y, axes=(-2, -1))
 
 
 def ifft2c(kspace: Array) -> Array:
@@ -98,8 +99,21 @@ def center_crop(x: np.ndarray, size: int) -> np.ndarray:
     return x
 
 
+def crop_roi(images: np.ndarray, roi: tuple[float, float]) -> np.ndarray:
+    """The central ``roi = (fy, fx)`` fractions of the last two axes (rows, columns), centred on
+    the image centre (index ``n // 2``)."""
+    out = images
+    for axis, frac in zip((-2, -1), roi):
+        n = images.shape[axis]
+        keep = max(1, int(round(n * frac)))
+        start = n // 2 - keep // 2
+        out = np.take(out, np.arange(start, start + keep), axis=axis)
+    return out
+
+
 def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_to: int = 512,
                     size: int | None = 128, crop: bool = False,
+                    roi: tuple[float, float] | None = None,
                     block_bytes: int = 24 << 20) -> np.ndarray:
     """Magnitude images from k-space, vectorised over any leading axes.
 
@@ -116,6 +130,8 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
         crop: instead of padding to ``pad_to`` and resizing the images, keep the central
             ``size x size`` of k-space (a low-pass; zero-padded where k-space is smaller), so that
             the sampling mask carries over to the output line for line.
+        roi: keep only the central ``(fy, fx)`` fractions of the ``pad_to x pad_to`` image
+            (rows, columns) before resizing (the quick profile's crop around the heart).
 
     Returns:
         float32 ``(..., size, size)`` magnitude images, in the k-space's own scale.
@@ -133,8 +149,10 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
     out = np.empty((x.shape[0], out_size, out_size), np.float32)
     step = max(1, block_bytes // (x.shape[1] * pad_to * pad_to * 8))
     for i in range(0, x.shape[0], step):
-        mag = torch.from_numpy(_rss_block(x[i:i + step], pad_to))
-        out[i:i + step] = (mag if out_size == pad_to else resize(mag, out_size)).numpy()
+        mag = _rss_block(x[i:i + step], pad_to)
+        mag = torch.from_numpy(np.ascontiguousarray(crop_roi(mag, roi)) if roi else mag)
+        out[i:i + step] = (mag if mag.shape[-1] == out_size == mag.shape[-2]
+                           else resize(mag, out_size)).numpy()
     return out.reshape(lead + (out_size, out_size))
 
 

@@ -43,6 +43,8 @@ class PreprocessConfig:
     subset_seed: int = 0
     frames_per_chunk: int = 1          # frames read and written at a time (streaming)
     crop: bool = False                 # k-space centre crop instead of pad + resize (see kspace_to_image)
+    roi: tuple[float, float] | None = None   # keep the central (rows, columns) fractions of the
+                                             # padded image before resizing (None: all, the paper)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -176,7 +178,8 @@ def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progr
 
 
 def iter_images(path: str | Path, key: str, *, pad_to: int, size: int | None,
-                frames_per_chunk: int = 1, crop: bool = False):
+                frames_per_chunk: int = 1, crop: bool = False,
+                roi: tuple[float, float] | None = None):
     """Stream a k-space file as images: yields ``(t0, images)`` with float32 images
     ``(frames, kz, size, size)`` for frames ``t0 .. t0 + frames - 1``; only ``frames_per_chunk``
     frames of k-space are in memory at a time."""
@@ -184,7 +187,7 @@ def iter_images(path: str | Path, key: str, *, pad_to: int, size: int | None,
     for t0 in range(0, shape[0], frames_per_chunk):
         kspace = io.load_kspace(path, key, index=(slice(t0, t0 + frames_per_chunk),))
         yield t0, kspace_to_image(kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size,
-                                  crop=crop)
+                                  crop=crop, roi=roi)
 
 
 def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConfig,
@@ -193,7 +196,8 @@ def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConf
     shape = io.kspace_shape(src.full, full_key)
     accs = [a for a in files if a in src.sub]
     masks = {acc: _validate_pair(src, acc, shape) for acc in accs}
-    opts = dict(pad_to=cfg.pad_to, size=cfg.size, frames_per_chunk=cfg.frames_per_chunk, crop=cfg.crop)
+    opts = dict(pad_to=cfg.pad_to, size=cfg.size, frames_per_chunk=cfg.frames_per_chunk, crop=cfg.crop,
+                roi=cfg.roi)
     streams = [iter_images(src.full, full_key, **opts)]
     streams += [iter_images(src.sub[a][0], io.kspace_key(src.coil, a), **opts) for a in accs]
     for (t0, target), *inputs in zip(*streams):

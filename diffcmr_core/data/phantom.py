@@ -1,19 +1,28 @@
-"""A synthetic cardiac MR phantom written as a CMRxRecon tree (our embedded default data).
+"""A synthetic, physically modelled CMRxRecon data set (our embedded default data).
 
-Each case is a torso in cross-section (body outline with a subcutaneous fat layer, lungs, liver,
-spine, left ventricle blood pool inside a myocardial ring, right ventricle) whose size, position,
-rotation, tissue properties and smooth texture are drawn per case. Short-axis slices go from base
-to apex; long-axis views show an elongated ventricle and atria. Cine frames follow a cardiac cycle
-(the ventricles contract and the wall thickens, keeping myocardial area); mapping files are MOLLI
-T1 (inversion recovery) and T2-prepared (mono-exponential) weightings from the tissues' T1 and T2.
+Anatomy (:mod:`~diffcmr_core.data.anatomy`): a 3D thorax per case (size, shape, position, heart
+orientation and size, ejection fraction, systolic duration, fat, contrast and texture drawn per
+case), cut by the planes a cardiac examination acquires: a short-axis stack from above the base
+to the apex, the 4-, 2- and 3-chamber long-axis views, and short-axis mapping slices.
 
-Acquisition: smooth complex coil sensitivities, a smooth background phase, 2x read-out
-oversampling, complex Gaussian noise in k-space, values scaled to ~1e-3 like the real files.
-Single-coil files hold a coil-combined acquisition. Masks: equispaced ky lines plus the central
-``acs_lines`` (24) lines; under-sampled k-space = full k-space x mask, exactly.
+Contrast at 3 T: cine is balanced SSFP (TR 3 ms, flip 45 degrees) from each tissue's PD, T1 and
+T2, 12 frames over one cycle; T1 mapping is MOLLI (9 inversion times, a three-parameter
+Look-Locker recovery with B/A = 1.9, signed), T2 mapping T2-prepared (echo times 0, 35, 55 ms).
 
-Everything is deterministic for ``(seed, case number)``: a case does not depend on how many other
-cases are generated.
+Acquisition (:mod:`~diffcmr_core.data.coils`): 10 receive loops (an anterior 2 x 3 and a
+posterior 2 x 2 array) with Biot-Savart sensitivities, a smooth off-resonance phase, 2x read-out
+oversampling, complex Gaussian noise with a coil covariance, the challenge's matrix sizes
+(``cine_sax`` 512 read-out samples and 162-246 lines; ``cine_lax`` 448 and 168-204; mapping
+like the short axis with a smaller phase field of view) at 1.5 mm, and its masks (every
+``acc``-th line plus the central 24). Single-coil files are the same acquisition combined into
+one virtual coil (sensitivity-weighted, noise included). Values are scaled to ~1e-3 like the
+real files.
+
+For every mapping file the truth (PD, T1, T2 and tissue label per pixel, on the acquired grid)
+is saved beside the tree, outside the challenge layout (``<root>/Truth/<split>/Pnnn/T1map.npz``).
+
+Everything is deterministic for ``(seed, split, case number)``: a case does not depend on how
+many other cases are generated.
 """
 
 from __future__ import annotations
@@ -25,44 +34,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data import anatomy, coils as coil_model, cmrxrecon as io
 from diffcmr_core.data.kspace import fft2c
-from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.fileio import atomic_path, write_text_atomic
 
-# tissue: (proton density, T1 [ms], T2 [ms]); 1.5 T-like values
-TISSUES: dict[str, tuple[float, float, float]] = {
-    "muscle": (0.75, 1000.0, 40.0),
-    "fat": (0.90, 300.0, 60.0),
-    "lung": (0.10, 1200.0, 40.0),
-    "liver": (0.75, 800.0, 40.0),
-    "spine": (0.70, 400.0, 50.0),
-    "myocardium": (0.80, 1200.0, 45.0),
-    "blood": (0.95, 1900.0, 250.0),
-}
 T1_INVERSION_TIMES = (120.0, 200.0, 280.0, 1120.0, 1200.0, 1280.0, 2120.0, 2200.0, 3120.0)
 T2_ECHO_TIMES = (0.0, 35.0, 55.0)
+MOLLI_B_OVER_A = 1.9              # Look-Locker: S = A - B exp(-TI / T1*), T1* = T1 / (B/A - 1)
+BSSFP = dict(tr=3.0, flip_deg=45.0)
+FILE_ID = {"cine_sax": 0, "cine_lax": 1, "T1map": 2, "T2map": 3}
+SPLIT_ID = {"TrainingSet": 0, "ValidationSet": 1}
 
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    """Sizes of the synthetic data set. Defaults keep the quick study inside its CPU budget."""
+    """Sizes and acquisition of the synthetic data set (defaults: the real data's)."""
 
-    n_cases: int = 6
+    n_cases: int = 120              # TrainingSet cases (fully sampled and under-sampled)
+    n_val_cases: int = 0            # ValidationSet cases (under-sampled only, as the challenge's)
     seed: int = 0
-    ny: int = 96               # phase-encoding lines (ky), before per-case jitter
-    nx: int = 96               # read-out samples of the object FOV; stored kx = 2 * nx
-    ny_jitter: int = 4         # per-case ky size varies by +- this (even), like the real data
-    n_coils: int = 10
-    cine_frames: int = 6       # real data: 12
-    sax_slices: int = 4        # real data: ~10
-    lax_slices: int = 2        # real data: 3 (2, 3, 4-chamber views)
-    mapping_slices: int = 3
+    pixel_mm: float = 1.5           # in-plane resolution; the matrix sizes follow from it
+    n_coils: int = 10               # the 10 loops of the array (fewer: an evenly spread subset)
+    cine_frames: int = 12
+    sax_slices: int = 10
+    lax_slices: int = 3             # 4-, 2-, 3-chamber views
+    mapping_slices: int = 5
     acs_lines: int = 24
-    noise: float = 0.01        # k-space noise std relative to the image peak
-    scale: float = 1e-3        # overall value scale, like the real files
+    noise: float = 0.03             # receiver noise std at 1.5 mm pixels, in units of the signal
+                                    # of PD 1 at the reference sensitivity (a loop's on-axis field
+                                    # at 10 cm); scaled by (1.5 mm / pixel)^2 (voxel volume)
+    coil_gap_mm: tuple[float, float] = (6.0, 10.0)    # anterior array / table to the skin
+    coil_radius_mm: float = 40.0                      # loop radius (posterior loops 1.2x)
+    scale: float = 1e-3             # overall value scale, like the real files
     coils: tuple[str, ...] = io.COIL_TYPES
 
     def to_json(self) -> str:
@@ -80,193 +85,230 @@ def equispaced_mask(ny: int, nx: int, acc: int, acs_lines: int = 24) -> np.ndarr
     return np.repeat(keep[:, None], nx, axis=1)
 
 
-# ----------------------------------------------------------------------------- anatomy
-def _soft(d: np.ndarray, width: float) -> np.ndarray:
-    """Soft inside-indicator of a signed distance-like field (d < 0 inside)."""
-    return 1.0 / (1.0 + np.exp(np.clip(d / width, -50, 50)))
+def effective_acceleration(ny: int, acc: int, acs_lines: int) -> float:
+    """Lines of k-space over lines acquired by :func:`equispaced_mask`."""
+    return ny / equispaced_mask(ny, 1, acc, acs_lines).sum()
 
 
-def _ellipse(u, v, cu, cv, au, av):
-    return np.sqrt(((u - cu) / au) ** 2 + ((v - cv) / av) ** 2) - 1.0
-
-
+# ----------------------------------------------------------------------------- geometry
 @dataclass(frozen=True)
-class _Case:
-    """Per-case anatomy and contrast parameters."""
+class View:
+    """An imaging plane: its centre and the directions of image columns (read-out, x) and rows
+    (phase encoding, y) in body coordinates [mm]."""
 
-    scale: float
-    angle: float
-    shift: tuple[float, float]
-    heart: tuple[float, float]
-    lv_radius: float
-    wall: float
-    ejection: float
-    tissues: dict[str, tuple[float, float, float]]
-    texture: np.ndarray  # (ny, 2 nx) smooth multiplicative field
-    phase: tuple[float, ...]
-    coil_phase: np.ndarray
-    ny: int
+    centre: np.ndarray
+    ex: np.ndarray
+    ey: np.ndarray
+
+    def points(self, ny: int, nx: int, pixel: float) -> np.ndarray:
+        """3D points ``(ny * nx, 3)`` of the pixel centres (image centre at index n // 2)."""
+        v = (np.arange(ny) - ny // 2) * pixel
+        u = (np.arange(nx) - nx // 2) * pixel
+        return (self.centre + v[:, None, None] * self.ey + u[None, :, None] * self.ex).reshape(-1, 3)
 
 
-def _draw_case(cfg: PhantomConfig, index: int) -> tuple[_Case, np.random.Generator]:
-    rng = np.random.default_rng([cfg.seed, index])
-    ny = cfg.ny + 2 * int(rng.integers(-(cfg.ny_jitter // 2), cfg.ny_jitter // 2 + 1))
-    tissues = {k: (pd * rng.uniform(0.93, 1.07), t1 * rng.uniform(0.95, 1.05),
-                   t2 * rng.uniform(0.93, 1.07)) for k, (pd, t1, t2) in TISSUES.items()}
-    texture = gaussian_filter(rng.standard_normal((ny, 2 * cfg.nx)), sigma=cfg.nx / 24)
-    texture = 1.0 + 0.08 * texture / (texture.std() + 1e-12)
-    case = _Case(
-        scale=rng.uniform(0.88, 1.08), angle=rng.uniform(-0.3, 0.3),
-        shift=(rng.uniform(-0.06, 0.06), rng.uniform(-0.05, 0.05)),
-        heart=(rng.uniform(0.05, 0.16), rng.uniform(-0.06, 0.04)),
-        lv_radius=rng.uniform(0.15, 0.19), wall=rng.uniform(0.045, 0.06),
-        ejection=rng.uniform(0.3, 0.42), tissues=tissues, texture=texture,
-        phase=tuple(rng.uniform(-1.0, 1.0, 4)), coil_phase=rng.uniform(-np.pi, np.pi, cfg.n_coils),
-        ny=ny)
-    return case, rng
+def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' rotation of ``v`` about the unit ``axis``."""
+    return (v * np.cos(angle) + np.cross(axis, v) * np.sin(angle)
+            + axis * (axis @ v) * (1 - np.cos(angle)))
 
 
-def _grid(case: _Case, nx: int) -> tuple[np.ndarray, np.ndarray]:
-    """Object coordinates (u, v) on the oversampled (ny, 2 nx) grid; the object FOV is |x| < 1."""
-    y = (np.arange(case.ny) - case.ny / 2 + 0.5) / (case.ny / 2)
-    x = (np.arange(2 * nx) - nx + 0.5) / (nx / 2)
-    xx, yy = np.meshgrid(x, y)
-    xx, yy = xx / case.scale - case.shift[0], yy / case.scale - case.shift[1]
-    c, s = np.cos(case.angle), np.sin(case.angle)
-    return c * xx + s * yy, -s * xx + c * yy
+def _views(body: anatomy.Body, name: str, n: int, rng: np.random.Generator) -> list[View]:
+    """The planes of one file: short-axis stack (base to apex), long-axis views, or short-axis
+    mapping slices; in-plane rotation and centring vary a little, as planned by an operator."""
+    a = body.axis
+    if name == "cine_lax":
+        lv_centre = body.base + a * (0.5 * body.lv_length - 12.0)
+        ao = anatomy._unit(0.75 * body.rv_dir - 0.65 * body.lv_dir2)
+        directions = [_rotate(body.rv_dir, a, -0.25), body.lv_dir2, ao][:n]   # 4ch, 2ch, 3ch
+        views = []
+        for d in directions:
+            tilt = rng.uniform(-0.15, 0.15)
+            ey = _rotate(a, np.cross(a, d), tilt)            # apex towards the bottom
+            ex = np.cross(ey, np.cross(d, a))
+            ex = ex / np.linalg.norm(ex) * np.sign(ex @ np.array([1.0, 0.0, 0.0]) + 1e-9)
+            ey = np.cross(np.cross(ex, ey), ex)
+            views.append(View(lv_centre + rng.uniform(-8, 8, 3), ex, ey / np.linalg.norm(ey)))
+        return views
+    levels = (np.linspace(-4.0, body.lv_length + 6.0, n) if name == "cine_sax"
+              else np.linspace(0.15, 0.8, n) * body.lv_length)
+    ex = np.array([1.0, 0.0, 0.0]) - a[0] * a
+    ex /= np.linalg.norm(ex)
+    ex = _rotate(ex, a, rng.uniform(-0.2, 0.2))
+    ey = np.cross(a, ex)
+    ey *= np.sign(ey[1]) or 1.0                              # posterior at the bottom
+    offset = rng.uniform(-10, 10, 2)
+    return [View(body.base + a * s + offset[0] * ex + offset[1] * ey, ex, ey) for s in levels]
 
 
-def _torso(u, v, w) -> list[tuple[str, np.ndarray]]:
-    body = _soft(_ellipse(u, v, 0, 0.05, 0.86, 0.66), w)
-    inner = _soft(_ellipse(u, v, 0, 0.05, 0.79, 0.59), w)
-    lungs = np.maximum(_soft(_ellipse(u, v, -0.42, -0.08, 0.27, 0.36), w),
-                       _soft(_ellipse(u, v, 0.45, -0.08, 0.25, 0.36), w))
-    return [("fat", body), ("muscle", inner), ("lung", lungs * inner),
-            ("spine", _soft(_ellipse(u, v, 0.0, 0.52, 0.07, 0.06), w))]
+def body_extent(body: anatomy.Body, view: View) -> tuple[float, float]:
+    """Extent [mm] of the torso in a plane along its rows (y) and columns (x): what the phase
+    field of view must cover to avoid fold-over."""
+    grid = View(view.centre, view.ex, view.ey).points(80, 80, 8.0)
+    cx, cy, a_t, b_t = body.torso
+    inside = anatomy.vertical(grid, cx, cy, a_t, b_t) < 0
+    uv = (grid - view.centre)[inside] @ np.stack([view.ey, view.ex]).T
+    return tuple(np.ptp(uv, axis=0) + 8.0) if inside.any() else (300.0, 300.0)
 
 
-def _sax_layers(case: _Case, u, v, level: float, contraction: float, w: float):
-    """Short-axis slice at ``level`` (0 base .. 1 apex) and ``contraction`` (0 diastole .. 1)."""
-    layers = _torso(u, v, w)
-    layers.append(("liver", _soft(_ellipse(u, v, -0.36, 0.3, 0.3 + 0.1 * level, 0.18), w)))
-    hu, hv = case.heart
-    taper = np.sqrt(max(1.0 - 0.85 * level ** 2, 0.05))
-    r_in = case.lv_radius * taper * (1.0 - case.ejection * contraction)
-    area = ((case.lv_radius * taper + case.wall) ** 2 - (case.lv_radius * taper) ** 2)
-    r_out = np.sqrt(r_in ** 2 + area)                       # myocardial area is conserved
-    r = np.hypot(u - hu, v - hv)
-    layers.append(("myocardium", _soft(r - r_out, w)))
-    if level < 0.85:                                          # the RV ends before the apex
-        rv = _soft(_ellipse(u, v, hu - 0.2 * taper, hv - 0.03, 0.2 * taper * (1 - 0.25 * contraction),
-                            0.15 * taper), w) * (1.0 - _soft(r - r_out - 0.015, w))
-        layers.append(("blood", rv))
-    layers.append(("blood", _soft(r - r_in, w)))
-    return layers
+def matrix(cfg: PhantomConfig, name: str, extent: float, rng: np.random.Generator
+           ) -> tuple[int, int]:
+    """``(ky, kx)`` of a file: the read-out field of view (384 mm short axis and mapping, 336 mm
+    long axis) twice oversampled; the phase field of view covers the torso's ``extent`` along
+    the phase direction within the real data's range of line counts (at 1.5 mm: 162-246 short
+    axis, 168-204 long axis; mapping 144-204, our assumption), so a large subject folds over a
+    little, as in the real data; the line count is even."""
+    read_fov = 336.0 if name == "cine_lax" else 384.0
+    low, high = {"cine_sax": (243.0, 369.0), "cine_lax": (252.0, 306.0)}.get(name, (216.0, 306.0))
+    fov = np.clip(extent * rng.uniform(0.92, 1.05), low, high)
+    ny = 2 * int(round(fov / cfg.pixel_mm / 2))
+    return ny, 2 * int(round(read_fov / cfg.pixel_mm))
 
 
-def _lax_layers(case: _Case, u, v, view: int, contraction: float, w: float):
-    """Long-axis view number ``view``: an elongated ventricle with an atrium above."""
-    layers = _torso(u, v, w)
-    a = 0.7 + 0.45 * view                                      # each view cuts at another angle
-    c, s = np.cos(a), np.sin(a)
-    hu, hv = case.heart
-    p, q = c * (u - hu) + s * (v - hv), -s * (u - hu) + c * (v - hv)
-    length, width = 0.36 * (1 - 0.15 * contraction), case.lv_radius * (1 - case.ejection * contraction)
-    myo = _soft(_ellipse(p, q, 0.05, 0, length + case.wall, width + case.wall), w)
-    layers.append(("myocardium", myo))
-    layers.append(("blood", _soft(_ellipse(p, q, 0.05, 0, length, width), w)))
-    layers.append(("blood", _soft(_ellipse(p, q, -0.38, 0.02, 0.15 * (1 + 0.3 * contraction), 0.13), w)))
-    if view % 2 == 0:
-        layers.append(("blood", _soft(_ellipse(p, q, 0.02, -0.22, 0.3, 0.08), w)))
-    return layers
+# ----------------------------------------------------------------------------- contrast
+def bssfp(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, fresh: np.ndarray | float = 0.0
+          ) -> np.ndarray:
+    """Balanced SSFP at echo time TR / 2: the steady state, and for a ``fresh`` fraction of
+    spins (blood flowing into the slice) the start of the approach to it, PD sin(alpha / 2)."""
+    tr, alpha = BSSFP["tr"], np.deg2rad(BSSFP["flip_deg"])
+    e1, e2 = np.exp(-tr / t1), np.exp(-tr / t2)
+    s = pd * np.sin(alpha) * (1 - e1) / (1 - (e1 - e2) * np.cos(alpha) - e1 * e2)
+    s = s + fresh * (pd * np.sin(alpha / 2) - s)
+    return s * np.exp(-tr / 2 / t2)
 
 
-def _property_maps(case: _Case, layers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    shape = layers[0][1].shape
-    pd, t1, t2 = np.zeros(shape), np.full(shape, 1000.0), np.full(shape, 50.0)
-    for name, m in layers:                                    # later layers paint over earlier
-        tpd, tt1, tt2 = case.tissues[name]
-        pd, t1, t2 = pd + m * (tpd - pd), t1 + m * (tt1 - t1), t2 + m * (tt2 - t2)
-    return pd * case.texture, t1, t2
+def molli(pd: np.ndarray, t1: np.ndarray, ti: float) -> np.ndarray:
+    """Signed MOLLI signal at inversion time ``ti``: A (1 - (B/A) exp(-TI / T1*))."""
+    t1_star = t1 / (MOLLI_B_OVER_A - 1.0)
+    return 0.5 * pd * (1.0 - MOLLI_B_OVER_A * np.exp(-ti / t1_star))
 
 
-def _contraction(frame: int, n_frames: int) -> float:
-    """0 at end-diastole (frame 0), 1 at end-systole (about 40 % of the cycle)."""
-    phase = frame / n_frames
-    return float(np.sin(np.pi * min(phase / 0.8, 1.0)) ** 2)
+def t2prep(pd: np.ndarray, t2: np.ndarray, te: float) -> np.ndarray:
+    return 0.5 * pd * np.exp(-te / t2)
 
 
-def _images(case: _Case, cfg: PhantomConfig, name: str, times: np.ndarray) -> np.ndarray:
-    """Real object images ``(t, kz, ny, 2 nx)`` for one file (before coils and phase)."""
-    u, v = _grid(case, cfg.nx)
-    w = 1.2 / cfg.nx                                            # edge width ~ half a pixel
-    if name in ("cine_sax", "cine_lax"):
-        n_slices = cfg.sax_slices if name == "cine_sax" else cfg.lax_slices
-        out = np.empty((cfg.cine_frames, n_slices) + u.shape)
-        for t in range(cfg.cine_frames):
-            for z in range(n_slices):
-                c = _contraction(t, cfg.cine_frames)
-                layers = (_sax_layers(case, u, v, z / max(n_slices - 1, 1), c, w)
-                          if name == "cine_sax" else _lax_layers(case, u, v, z, c, w))
-                pd, t1, t2 = _property_maps(case, layers)
-                out[t, z] = pd * np.sqrt(t2 / t1) * 2.0     # bSSFP-like contrast (bright blood)
-        return out
-    out = np.empty((len(times), cfg.mapping_slices) + u.shape)
-    for z in range(cfg.mapping_slices):
-        level = 0.2 + 0.6 * z / max(cfg.mapping_slices - 1, 1)
-        pd, t1, t2 = _property_maps(case, _sax_layers(case, u, v, level, 0.0, w))
-        for k, tk in enumerate(times):
-            if name == "T1map":   # MOLLI inversion recovery, signed signal
-                out[k, z] = pd * (1.0 - 2.0 * np.exp(-tk / t1))
-            else:                 # T2 preparation
-                out[k, z] = pd * np.exp(-tk / t2)
-    return out
+# ----------------------------------------------------------------------------- one file
+@dataclass
+class Simulated:
+    """One file of one case: k-space per coil type (h5py order), the inversion / echo times
+    (``None`` for cine) and, for mapping, the truth maps ``(kz, ky, kx)`` at the acquired grid."""
+
+    kspace: dict[str, np.ndarray]
+    times: np.ndarray | None
+    truth: dict[str, np.ndarray] | None
 
 
-def _sensitivities(case: _Case, cfg: PhantomConfig) -> np.ndarray:
-    """Smooth complex coil sensitivities ``(kc, ny, 2 nx)`` placed around the torso."""
-    u, v = _grid(case, cfg.nx)
-    ang = 2 * np.pi * np.arange(cfg.n_coils) / cfg.n_coils
-    cu, cv = 1.0 * np.cos(ang), 0.8 * np.sin(ang)
-    d2 = (u[None] - cu[:, None, None]) ** 2 + (v[None] - cv[:, None, None]) ** 2
-    phase = case.coil_phase[:, None, None] + 0.6 * (u[None] * np.cos(ang)[:, None, None]
-                                                  + v[None] * np.sin(ang)[:, None, None])
-    return np.exp(-d2 / (2 * 0.7 ** 2)) * np.exp(1j * phase)
+def draw_case(cfg: PhantomConfig, index: int, split: str = "TrainingSet") -> anatomy.Body:
+    return anatomy.draw_body(np.random.default_rng([cfg.seed, SPLIT_ID[split], index]))
 
 
-def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fully sampled k-space of one file of case ``index`` (0-based).
+def _slice_maps(body: anatomy.Body, view: View, shape: tuple[int, int], pixel: float,
+                contraction: np.ndarray):
+    """Per frame ``(pd, t1, t2, label)`` maps ``(ny, nx)`` of one plane, and its points: the body
+    is painted once, the heart per frame and only near the heart."""
+    p = view.points(*shape, pixel)
+    w = 0.5 * pixel
+    static = anatomy.paint(body, anatomy.body_layers(body, p, w), len(p))
+    near = np.flatnonzero(np.linalg.norm(p - (body.base + body.axis * 0.4 * body.lv_length),
+                                         axis=1) < 115.0)
+    fine = body.fine * min(1.0, 1.5 / pixel)           # a larger voxel averages the fine texture
+    texture = np.clip(1.0 + 0.05 * body.texture(p) + fine * body.fine_texture(p), 0.2, None)
+    out = []
+    for c in contraction:
+        maps = [a.copy() for a in static]
+        patch = anatomy.paint(body, anatomy.heart_layers(body, p[near], c, w), len(near),
+                              start=tuple(a[near] for a in static))
+        for a, b in zip(maps, patch):
+            a[near] = b
+        maps[0] = maps[0] * texture
+        out.append(tuple(a.reshape(shape) for a in maps))
+    return out, p
 
-    Returns ``(kspace, times)``: complex64 in h5py order (``(t, kz, kc, ky, kx)`` multi-coil,
-    ``(t, kz, ky, kx)`` single-coil) and the inversion/echo times in ms (``None`` for cine).
+
+def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSet") -> Simulated:
+    """Fully sampled k-space of one file of case ``index`` (0-based), both coil types.
+
+    Multi-coil ``(t, kz, kc, ky, kx)``, single-coil ``(t, kz, ky, kx)``, complex64.
     """
-    case, _ = _draw_case(cfg, index)
-    rng = np.random.default_rng([cfg.seed, index, ("cine_sax", "cine_lax", "T1map", "T2map")
-                                 .index(name), coil == "SingleCoil"])
-    times = None
-    if name == "T1map":
-        times = np.round(np.asarray(T1_INVERSION_TIMES) * rng.uniform(0.97, 1.03), 1)
-    elif name == "T2map":
-        times = np.asarray(T2_ECHO_TIMES)
-    obj = _images(case, cfg, name, times if times is not None else np.empty(0))
-    u, v = _grid(case, cfg.nx)
-    p = case.phase
-    background = np.exp(1j * (p[0] + 0.6 * p[1] * u + 0.6 * p[2] * v + 0.4 * p[3] * u * v))
-    sens = _sensitivities(case, cfg)
-    if coil == "MultiCoil":
-        images = obj[:, :, None] * (background * sens)[None, None]
-    else:  # coil-combined acquisition (sensitivity-weighted combination of noiseless coils)
-        images = obj * background * np.sqrt((np.abs(sens) ** 2).sum(0))
-    kspace = fft2c(images)
-    sigma = cfg.noise * np.abs(images).max()
-    kspace = kspace + sigma * (rng.standard_normal(kspace.shape)
-                               + 1j * rng.standard_normal(kspace.shape)) / np.sqrt(2)
-    return (kspace * cfg.scale).astype(np.complex64), times
+    body = draw_case(cfg, index, split)
+    rng = np.random.default_rng([cfg.seed, SPLIT_ID[split], index, FILE_ID[name]])
+    n_slices = {"cine_sax": cfg.sax_slices, "cine_lax": cfg.lax_slices}.get(name, cfg.mapping_slices)
+    views = _views(body, name, n_slices, rng)
+    shape = matrix(cfg, name, max(body_extent(body, v)[0] for v in views), rng)
+    if name.startswith("cine"):
+        phases = np.arange(cfg.cine_frames) / cfg.cine_frames
+        contraction = anatomy.volume_curve(phases, body.systole)
+        times = None
+    else:
+        contraction = np.array([0.1])                         # mid-diastole, like the real maps
+        times = (np.round(np.asarray(T1_INVERSION_TIMES) * rng.uniform(0.97, 1.03), 1)
+                 if name == "T1map" else np.asarray(T2_ECHO_TIMES))
+    array = coil_model.cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
+    chosen = np.unique(np.linspace(0, len(array) - 1, cfg.n_coils).round().astype(int))
+    array = [array[i] for i in chosen]
+    ref = coil_model.reference_field()
+    n_w = len(contraction) if times is None else len(times)
+    obj = np.empty((n_w, n_slices) + shape, np.float32)
+    sens = np.empty((n_slices, len(array)) + shape, np.complex64)
+    background = np.empty((n_slices,) + shape, np.complex64)
+    truth = {k: np.empty((n_slices,) + shape, dt) for k, dt in
+             (("pd", np.float32), ("t1", np.float32), ("t2", np.float32), ("label", np.uint8))}
+    bp = body.background_phase
+    for z, view in enumerate(views):
+        maps, p = _slice_maps(body, view, shape, cfg.pixel_mm, contraction)
+        sens[z] = coil_model.sensitivities(array, p, ref).reshape((len(array),) + shape)
+        phase = bp[0] + (bp[1] * p[:, 0] + bp[2] * p[:, 1] + bp[3] * p[:, 2]) / 150.0
+        background[z] = np.exp(1j * phase).reshape(shape)
+        if times is None:
+            for t, (pd, t1, t2, _, flow) in enumerate(maps):
+                obj[t, z] = bssfp(pd, t1, t2, body.inflow * flow)
+        else:
+            pd, t1, t2, label, _ = maps[0]
+            for k, tk in enumerate(times):
+                obj[k, z] = molli(pd, t1, tk) if name == "T1map" else t2prep(pd, t2, tk)
+            truth["pd"][z], truth["t1"][z], truth["t2"][z], truth["label"][z] = pd, t1, t2, label
+    chol = np.linalg.cholesky(coil_model.noise_covariance(array, rng)).astype(np.complex64)
+    weighted = sens * background[:, None]                                # (kz, kc, y, x)
+    n_c = len(array)
+    out = {coil: np.empty((n_w, n_slices) + ((n_c,) if coil == "MultiCoil" else ()) + shape,
+                          np.complex64) for coil in cfg.coils}
+    if "SingleCoil" in cfg.coils:   # one virtual coil: sensitivity-weighted combination
+        combine = np.conj(sens) / np.sqrt((np.abs(sens) ** 2).sum(1, keepdims=True) + 1e-12)
+    sigma = np.float32(cfg.noise * (1.5 / cfg.pixel_mm) ** 2 / np.sqrt(2))
+    for t in range(n_w):
+        white = rng.standard_normal((n_c, n_slices * shape[0] * shape[1] * 2), np.float32)
+        white = (chol @ white.view(np.complex64)) * sigma                   # coil covariance
+        images = obj[t][:, None] * weighted
+        images += white.reshape((n_c, n_slices) + shape).transpose(1, 0, 2, 3)
+        if "MultiCoil" in out:
+            out["MultiCoil"][t] = fft2c(images) * np.float32(cfg.scale)
+        if "SingleCoil" in out:
+            out["SingleCoil"][t] = fft2c((images * combine).sum(1)) * np.float32(cfg.scale)
+    return Simulated(out, times, truth if times is not None else None)
 
 
+def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str,
+                  split: str = "TrainingSet") -> tuple[np.ndarray, np.ndarray | None]:
+    """``(kspace, times)`` of one file of one coil type (see :func:`simulate`)."""
+    sim = simulate(dataclasses.replace(cfg, coils=(coil,)), index, name, split)
+    return sim.kspace[coil], sim.times
+
+
+# ----------------------------------------------------------------------------- the tree
 def case_name(index: int) -> str:
     return f"P{index + 1:03d}"
+
+
+def truth_path(root: str | Path, split: str, case: str, name: str) -> Path:
+    """Where a mapping file's truth maps are saved (outside the challenge layout)."""
+    return Path(root) / "Truth" / split / case / f"{name}.npz"
+
+
+def load_truth(path: str | Path) -> dict[str, np.ndarray]:
+    """Truth maps of one mapping file: ``pd``, ``t1``, ``t2`` [ms] and ``label`` (indices into
+    ``label_names``), each ``(kz, ky, kx)`` on the acquired (oversampled) grid."""
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
 
 
 def expected_pair_counts(cfg: PhantomConfig, coils: tuple[str, ...], val_fraction: float,
@@ -285,26 +327,37 @@ def expected_pair_counts(cfg: PhantomConfig, coils: tuple[str, ...], val_fractio
                    for acc in accs} for task in tasks}
 
 
-def write_case(root: str | Path, cfg: PhantomConfig, index: int) -> None:
+def write_case(root: str | Path, cfg: PhantomConfig, index: int,
+               split: str = "TrainingSet") -> None:
     """Write every file of case ``index`` (both coil types, cine and mapping, every factor of the
-    challenge) into the TrainingSet of the tree at ``root``."""
+    challenge; fully sampled only in the TrainingSet) and the mapping truth."""
     case = case_name(index)
-    for coil in cfg.coils:
-        for task, names in io.TASK_FILES.items():
-            for name in names:
-                kspace, times = simulate_file(cfg, index, name, coil)
-                for acc in (None, *io.ACCS):
+    for task, names in io.TASK_FILES.items():
+        for name in names:
+            sim = simulate(cfg, index, name, split)
+            mask_shape = next(iter(sim.kspace.values())).shape[-2:]
+            masks = {acc: equispaced_mask(*mask_shape, acc, cfg.acs_lines) for acc in io.ACCS}
+            for coil, kspace in sim.kspace.items():
+                for acc in ((None,) if split == "TrainingSet" else ()) + io.ACCS:
                     data = kspace
                     if acc is not None:
-                        mask = equispaced_mask(kspace.shape[-2], kspace.shape[-1], acc, cfg.acs_lines)
-                        io.save_mask(io.file_path(root, coil, task, case, name, kind="mask", acc=acc),
-                                     io.mask_key(acc), mask)
-                        data = kspace * mask
-                    io.save_kspace(io.file_path(root, coil, task, case, name, acc=acc),
+                        io.save_mask(io.file_path(root, coil, task, case, name, kind="mask",
+                                                  acc=acc, split=split),
+                                     io.mask_key(acc), masks[acc])
+                        data = kspace * masks[acc]
+                    io.save_kspace(io.file_path(root, coil, task, case, name, acc=acc, split=split),
                                    io.kspace_key(coil, acc), data)
-                    if times is not None:
-                        io.save_times(io.file_path(root, coil, task, case, name, kind="times", acc=acc),
-                                      times)
+                    if sim.times is not None:
+                        io.save_times(io.file_path(root, coil, task, case, name, kind="times",
+                                                   acc=acc, split=split), sim.times)
+                    del data
+            if sim.truth is not None:
+                path = truth_path(root, split, case, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez_compressed(f, **sim.truth, times=sim.times,
+                                            label_names=np.array(anatomy.TISSUE_NAMES))
 
 
 def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
@@ -320,9 +373,11 @@ def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
         return root
     if stamp.exists():  # a tree made with another config: start clean, it is ours to replace
         stamp.unlink()
-        for coil in io.COIL_TYPES:
-            shutil.rmtree(root / coil, ignore_errors=True)
-    for index in tqdm(range(cfg.n_cases), desc="phantom cases", disable=not progress):
-        write_case(root, cfg, index)
+        for folder in (*io.COIL_TYPES, "Truth"):
+            shutil.rmtree(root / folder, ignore_errors=True)
+    jobs = [("TrainingSet", i) for i in range(cfg.n_cases)]
+    jobs += [("ValidationSet", i) for i in range(cfg.n_val_cases)]
+    for split, index in tqdm(jobs, desc="phantom cases", disable=not progress):
+        write_case(root, cfg, index, split)
     write_text_atomic(stamp, cfg.to_json())
     return root

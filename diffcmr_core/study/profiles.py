@@ -103,8 +103,13 @@ class Profile:
         return CGANConfig(generator=self.unet, l1_weight=self.cgan_l1_weight)
 
 
-_QUICK_PHANTOM = PhantomConfig(n_cases=6, ny=60, nx=32, ny_jitter=4, acs_lines=12, cine_frames=6,
+# the real data's anatomy, coils and noise on a 3 mm grid (read-out 256 samples, 81-123 lines);
+# 10 central lines keep the mask's sampled fraction close to the real data's (24 of ~204)
+_QUICK_PHANTOM = PhantomConfig(n_cases=6, pixel_mm=3.0, acs_lines=10, cine_frames=6,
                                sax_slices=4, lax_slices=2, mapping_slices=3)
+# the central half of the phase field of view and quarter of the (oversampled) read-out: the
+# heart's region, at about 5 x 6 mm per pixel at 32 x 32
+_QUICK_PRE = PreprocessConfig(pad_to=256, size=32, roi=(0.5, 0.25))
 _QUICK_NET = DiffCMRConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
                            attention_resolutions=(8,), num_heads=2, rrdb_blocks=1,
                            rrdb_channels=16, rrdb_growth=8, prediction="v", train_steps=1000,
@@ -113,8 +118,7 @@ _QUICK_NET = DiffCMRConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), n
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
-        phantom=PhantomConfig(n_cases=120, ny=204, nx=256, ny_jitter=20, cine_frames=12,
-                              sax_slices=10, lax_slices=3, mapping_slices=3),
+        phantom=PhantomConfig(n_cases=120, n_val_cases=60),
         preprocess=PreprocessConfig(pad_to=512, size=128),
         diffcmr=DiffCMRConfig.paper(),
         unet=UNetConfig(channels=32, depth=4),
@@ -130,7 +134,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "gpu": Profile(
         name="gpu",
-        phantom=PhantomConfig(n_cases=24, ny=128, nx=128, ny_jitter=8, cine_frames=8,
+        phantom=PhantomConfig(n_cases=24, pixel_mm=3.0, acs_lines=10, cine_frames=8,
                               sax_slices=6, lax_slices=3, mapping_slices=3),
         preprocess=PreprocessConfig(pad_to=256, size=128),
         diffcmr=dataclasses.replace(DiffCMRConfig.paper(), prediction="v", train_steps=1000,
@@ -146,7 +150,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         phantom=_QUICK_PHANTOM,
-        preprocess=PreprocessConfig(pad_to=64, size=32),
+        preprocess=_QUICK_PRE,
         diffcmr=_QUICK_NET,
         unet=UNetConfig(channels=16, depth=3),
         train_diffcmr=TrainConfig(iterations=700, batch_size=16, lr=1e-3, ema_decay=0.99,
@@ -161,9 +165,9 @@ PROFILES: dict[str, Profile] = {
     ),
     "smoke": Profile(
         name="smoke",
-        phantom=PhantomConfig(n_cases=3, ny=60, nx=32, ny_jitter=2, n_coils=4, acs_lines=12,
-                              cine_frames=2, sax_slices=2, lax_slices=1, mapping_slices=1),
-        preprocess=PreprocessConfig(pad_to=64, size=32),
+        phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=3, n_coils=4, cine_frames=2,
+                                    sax_slices=2, lax_slices=1, mapping_slices=1),
+        preprocess=_QUICK_PRE,
         diffcmr=dataclasses.replace(_QUICK_NET, channels=8, num_heads=1),
         unet=UNetConfig(channels=8, depth=2),
         train_diffcmr=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2,
@@ -191,7 +195,7 @@ def dry_run(profile: Profile) -> Profile:
     settings = tuple(dict.fromkeys((s, min(t, 3), min(r, 2)) for s, t, r in ev.fast_settings))
     return dataclasses.replace(
         profile, name=profile.name + DRY, real_data=False, budget_minutes=30.0,
-        phantom=dataclasses.replace(profile.phantom, n_cases=3, cine_frames=1, sax_slices=2,
+        phantom=dataclasses.replace(profile.phantom, n_cases=3, n_val_cases=0, cine_frames=1, sax_slices=2,
                                     lax_slices=1, mapping_slices=1),
         train_diffcmr=dataclasses.replace(profile.train_diffcmr, **few),
         train_unet=dataclasses.replace(profile.train_unet, **few),

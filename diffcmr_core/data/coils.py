@@ -1,0 +1,98 @@
+"""Receive coils of the phantom: circular loops around the torso, sensitivities by Biot-Savart,
+and correlated receiver noise.
+
+A loop's field is the closed form of a circular current loop (complete elliptic integrals); the
+receive sensitivity of a coil is its transverse field ``B_x - i B_y`` with the static field
+along the body axis z (the reciprocity principle). The array is an anterior array of 2 x 3 loops
+on the chest and a posterior array of 2 x 2 loops in the table under the back, the usual cardiac
+set-up, 10 channels as the CMRxRecon files (which hold 10 compressed channels). Positions follow
+the subject's torso, so a larger subject is closer to its coils.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ellipe, ellipk
+
+
+def loop_field(p: np.ndarray, centre: np.ndarray, normal: np.ndarray, radius: float) -> np.ndarray:
+    """Magnetic field ``(n, 3)`` of a unit-current circular loop (in units of mu0 I / pi) at points
+    ``p (n, 3)`` [mm]: the closed form with complete elliptic integrals K and E."""
+    normal = normal / np.linalg.norm(normal)
+    q = p - centre
+    z = q @ normal
+    radial = q - z[:, None] * normal
+    rho = np.linalg.norm(radial, axis=1)
+    a = radius
+    alpha2 = a ** 2 + rho ** 2 + z ** 2 - 2 * a * rho
+    beta2 = a ** 2 + rho ** 2 + z ** 2 + 2 * a * rho
+    alpha2 = np.maximum(alpha2, 1e-6 * a ** 2)                 # on the wire itself
+    beta = np.sqrt(beta2)
+    m = 1.0 - alpha2 / beta2
+    K, E = ellipk(m), ellipe(m)
+    b_z = ((a ** 2 - rho ** 2 - z ** 2) * E + alpha2 * K) / (2 * alpha2 * beta)
+    safe = np.maximum(rho, 1e-9)
+    b_rho = z * ((a ** 2 + rho ** 2 + z ** 2) * E - alpha2 * K) / (2 * alpha2 * beta * safe)
+    b_rho = np.where(rho > 1e-6 * a, b_rho, 0.0)
+    unit_r = radial / safe[:, None]
+    return b_rho[:, None] * unit_r + b_z[:, None] * normal
+
+
+@dataclass(frozen=True)
+class Coil:
+    centre: np.ndarray
+    normal: np.ndarray
+    radius: float
+
+
+def cardiac_array(torso: tuple[float, float, float, float], heart_z: float = 0.0,
+                  gap: tuple[float, float] = (12.0, 18.0), radius: float = 55.0,
+                  z_shift: float = 0.0) -> list[Coil]:
+    """An anterior 2 x 3 array lying on the chest (following the torso's curve, ``gap[0]`` mm
+    off the skin) and a posterior 2 x 2 array in the table, ``gap[1]`` mm below the back."""
+    cx, cy, a_t, b_t = torso
+    coils = []
+    for zz in (heart_z + 50.0 + z_shift, heart_z - 50.0 + z_shift):
+        for x in (-100.0, 0.0, 100.0):
+            t = np.clip(x / a_t, -0.95, 0.95)                   # point on the anterior surface
+            surface = np.array([cx + x, cy - b_t * np.sqrt(1 - t ** 2), zz])
+            normal = np.array([x / a_t ** 2, -(cy - surface[1]) / b_t ** 2, 0.0])
+            normal = -normal / np.linalg.norm(normal)           # outward -> inward
+            coils.append(Coil(surface - normal * gap[0], normal, radius))
+    for zz in (heart_z + 55.0 + z_shift, heart_z - 55.0 + z_shift):
+        for x in (-75.0, 75.0):
+            coils.append(Coil(np.array([cx + x, cy + b_t + gap[1], zz]),
+                              np.array([0.0, -1.0, 0.0]), radius * 1.2))
+    return coils
+
+
+def sensitivities(coils: list[Coil], p: np.ndarray, reference: float) -> np.ndarray:
+    """Complex receive sensitivities ``(n_coils, n)``: ``B_x - i B_y`` of each coil at ``p``,
+    divided by ``reference`` (a fixed field scale, the same for every subject, so that noise and
+    signal keep their physical ratio)."""
+    out = np.empty((len(coils), len(p)), np.complex128)
+    for i, c in enumerate(coils):
+        b = loop_field(p, c.centre, c.normal, c.radius)
+        out[i] = (b[:, 0] - 1j * b[:, 1]) / reference
+    return out
+
+
+def reference_field(radius: float = 55.0, depth: float = 100.0) -> float:
+    """The on-axis field of a loop at ``depth`` mm: the unit of the sensitivities."""
+    return float(np.linalg.norm(loop_field(np.array([[0.0, 0.0, depth]]), np.zeros(3),
+                                           np.array([0.0, 0.0, 1.0]), radius)))
+
+
+def noise_covariance(coils: list[Coil], rng: np.random.Generator, coupling: float = 0.35,
+                     length: float = 90.0) -> np.ndarray:
+    """Receiver noise covariance ``(n_coils, n_coils)``: neighbouring coils see the same body
+    noise (correlation ``coupling x exp(-distance / length)``), and the channels' noise levels
+    differ by a few tens of per cent (pre-amplifiers)."""
+    centres = np.stack([c.centre for c in coils])
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    corr = coupling * np.exp(-dist / length)
+    np.fill_diagonal(corr, 1.0)
+    level = rng.uniform(0.85, 1.2, len(coils))
+    return corr * level[:, None] * level[None]
