@@ -8,7 +8,7 @@ FORCE ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test install bench clean-runs
+.PHONY: study test install bench seeds clean-runs
 
 install: $(STAMP)
 
@@ -31,12 +31,17 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(BIN)/python -m diffcmr_core study --profile $(PROFILE) $(if $(FORCE),--force,)
 
+# every method retrained with 3 seeds (seed 0 reuses the study's runs); mean and std tables
+seeds: $(STAMP)
+	$(BIN)/python -m diffcmr_core seeds --profile $(PROFILE) --seeds 0 1 2
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	DIFFCMR_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_phantom.py
 
 clean-runs:
 	rm -rf runs data/synthetic data/pairs

@@ -2,6 +2,7 @@
 
 * ``study``: run the study's notebooks for a profile and write its report (``make study``).
 * ``phantom``: write a profile's synthetic CMRxRecon tree to a folder.
+* ``seeds``: retrain every method with several seeds; the spread of the tables.
 * ``cost``: count a profile's FLOPs per notebook and predict its time.
 * ``train``: train one model from a pairs file (single process or under ``torchrun``).
 """
@@ -41,6 +42,34 @@ def _phantom(args: argparse.Namespace) -> None:
           f"{args.profile} in {root} (mapping truth in {root / 'Truth'})")
 
 
+def _seeds(args: argparse.Namespace) -> None:
+    import torch
+
+    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.seeds import orderings, seed_results, seed_table
+    from diffcmr_core.tables import to_markdown, write_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile = get_profile(args.profile)
+    factors = None
+    if args.factor:
+        factors = tuple((f.split(":")[0], int(f.split(":")[1])) for f in args.factor)
+    results = seed_results(profile, tuple(args.seeds), threads=args.threads, factors=factors,
+                           progress=not args.quiet)
+    rows = seed_table(results)
+    tag = f"seeds{'-t' + str(args.threads) if args.threads else ''}"
+    out = paths_for(profile).figures
+    write_table(rows, out / f"{tag}.csv")
+    order = orderings(rows)
+    write_table(order, out / f"{tag}_orderings.csv")
+    per_seed = [{"seed": s, "task": t, "acc": a, "method": m, **v}
+                for s, by in results.items() for (t, a), ms in by.items() for m, v in ms.items()]
+    write_table(per_seed, out / f"{tag}_per_seed.csv")
+    print(to_markdown(rows))
+    print(to_markdown(order))
+
+
 def _cost(args: argparse.Namespace) -> None:
     from diffcmr_core.study.cost import print_cost
 
@@ -76,6 +105,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, help="at most this many slices per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_phantom)
+
+    p = sub.add_parser("seeds", help="retrain and evaluate every method with several seeds; "
+                                      "mean and standard deviation per method, task and factor")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, help="torch threads (a separate run per count)")
+    p.add_argument("--factor", nargs="*", help="only these task:acc (e.g. cine:4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_seeds)
 
     p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
     cost_arguments(p)

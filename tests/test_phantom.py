@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -69,15 +71,18 @@ def test_noise_covariance_is_the_configured_one():
     """Noise-only acquisition: the measured coil covariance equals the model's."""
     cfg = PhantomConfig(pixel_mm=6.0, n_coils=10, cine_frames=4, sax_slices=4)
     body = draw_case(cfg, 0)
-    rng = np.random.default_rng([cfg.seed, 0, 0, 0])
-    views = _views(body, "cine_sax", 4, rng)
-    matrix(cfg, "cine_sax", max(body_extent(body, v)[0] for v in views), rng)
+    rng = np.random.default_rng([cfg.seed, 0, 0, 3])          # the T2map's draws, in order
+    views = _views(body, "T2map", cfg.mapping_slices, rng)
+    matrix(cfg, "T2map", max(body_extent(body, v)[0] for v in views), rng)
     array = cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
     expected = noise_covariance(array, rng)
-    k, _ = simulate_file(cfg, 0, "cine_sax", "MultiCoil")
-    img = ifft2c(k)                        # (t, kz, kc, y, x); the oversampled edges hold air only
-    edge = np.concatenate([img[..., :8], img[..., -8:]], -1).transpose(2, 0, 1, 3, 4).reshape(10, -1)
-    measured = edge @ edge.conj().T / edge.shape[1]
+    k, _ = simulate_file(cfg, 0, "T2map", "MultiCoil")
+    clean, _ = simulate_file(dataclasses.replace(cfg, noise=0.0), 0, "T2map", "MultiCoil")
+    img, img0 = ifft2c(k), ifft2c(clean)   # (w, kz, kc, y, x)
+    air = (np.abs(img0) < 1e-6 * np.abs(img0).max()).all(2)              # no signal in any coil
+    noise = img.transpose(2, 0, 1, 3, 4)[:, air]                           # (kc, n)
+    assert noise.shape[1] > 5000
+    measured = noise @ noise.conj().T / noise.shape[1]
     sigma2 = (cfg.noise * (1.5 / cfg.pixel_mm) ** 2 * cfg.scale) ** 2
     np.testing.assert_allclose(measured.real / sigma2, expected, atol=0.06)
 

@@ -128,11 +128,12 @@ class Body:
     tissues: dict[str, tuple[float, float, float]]
     texture: Field                               # tissue texture (few % of PD)
     fine_texture: Field                          # fine structure (septa, fibres), a few mm
+    b0: Field                                    # smooth B0 inhomogeneity (shim residual)
     vessels: tuple[Field, Field]                 # lung vessels: where both fields are near 0
     trabeculae: np.ndarray                       # (n, 3): angular number, phase, amplitude
     background_phase: tuple[float, ...]
     vessel_width: float = 0.3
-    fine: float = 0.3                            # std of the fine texture
+    fine: float = 0.15                           # std of the fine texture
     inflow: float = 0.35                         # share of fresh blood in a slice (cine)
     rib_phase: float = 0.0
     arm_offset: float = 40.0
@@ -171,7 +172,7 @@ def draw_body(rng: np.random.Generator) -> Body:
         wall=rng.uniform(8.0, 11.0), ef=rng.uniform(0.55, 0.65),
         base_descent=rng.uniform(10.0, 15.0), systole=rng.uniform(0.32, 0.4),
         epi_fat=rng.uniform(3.0, 9.0), tissues=tissues,
-        texture=Field.draw(rng, 25.0), fine_texture=Field.draw(rng, 4.0, 48),
+        texture=Field.draw(rng, 25.0), fine_texture=Field.draw(rng, 4.0, 48), b0=Field.draw(rng, 120.0),
         vessels=(Field.draw(rng, 45.0), Field.draw(rng, 45.0)),
         trabeculae=np.stack([rng.integers(7, 16, n_trab), rng.uniform(0, 2 * np.pi, n_trab),
                              rng.uniform(0.5, 1.0, n_trab)], 1),
@@ -371,22 +372,25 @@ def body_layers(body: Body, p: np.ndarray, w: float) -> list[tuple[str, np.ndarr
 
 
 FLOWING = ("blood", "lung_vessel")
+FATTY = ("fat", "marrow")
 
 
 def paint(body: Body, layers: list[tuple[str, np.ndarray]], n: int,
           start: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
-    """(PD, T1, T2, label, flowing fraction) at ``n`` points from painted layers (later over
-    earlier), on air or on the maps ``start``."""
+    """(PD, T1, T2, label, flowing fraction, fat fraction) at ``n`` points from painted layers
+    (later over earlier), on air or on the maps ``start``."""
     if start is None:
-        pd, t1, t2, flow = np.zeros(n), np.full(n, 1000.0), np.full(n, 50.0), np.zeros(n)
+        pd, t1, t2 = np.zeros(n), np.full(n, 1000.0), np.full(n, 50.0)
+        flow, fat = np.zeros(n), np.zeros(n)
         label = np.zeros(n, np.uint8)
     else:
-        pd, t1, t2, label, flow = (a.copy() for a in start)
+        pd, t1, t2, label, flow, fat = (a.copy() for a in start)
     for name, m in layers:
         tpd, tt1, tt2 = body.tissues[name]
         pd += m * (tpd - pd)
         t1 += m * (tt1 - t1)
         t2 += m * (tt2 - t2)
         flow += m * (float(name in FLOWING) - flow)
+        fat += m * (float(name in FATTY) - fat)
         label[m > 0.5] = LABEL[name]
-    return pd, t1, t2, label, flow
+    return pd, t1, t2, label, flow, fat

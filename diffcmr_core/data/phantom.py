@@ -44,6 +44,8 @@ T1_INVERSION_TIMES = (120.0, 200.0, 280.0, 1120.0, 1200.0, 1280.0, 2120.0, 2200.
 T2_ECHO_TIMES = (0.0, 35.0, 55.0)
 MOLLI_B_OVER_A = 1.9              # Look-Locker: S = A - B exp(-TI / T1*), T1* = T1 / (B/A - 1)
 BSSFP = dict(tr=3.0, flip_deg=45.0)
+FAT_SHIFT_HZ = -3.4e-6 * 42.577e6 * 3.0    # fat's chemical shift at 3 T (-3.4 ppm), ~ -434 Hz
+B0 = dict(shim_hz=40.0, lung_hz=110.0, lung_blur_mm=12.0)   # off-resonance (see off_resonance)
 FILE_ID = {"cine_sax": 0, "cine_lax": 1, "T1map": 2, "T2map": 3}
 SPLIT_ID = {"TrainingSet": 0, "ValidationSet": 1}
 
@@ -67,6 +69,9 @@ class PhantomConfig:
                                     # at 10 cm); scaled by (1.5 mm / pixel)^2 (voxel volume)
     coil_gap_mm: tuple[float, float] = (6.0, 10.0)    # anterior array / table to the skin
     coil_radius_mm: float = 40.0                      # loop radius (posterior loops 1.2x)
+    drift_mm: float = 1.5           # cine: std of the in-plane position per heartbeat (residual
+                                    # breath-hold drift; segmented acquisition, see _segment_drift)
+    lines_per_beat: int = 16        # cine: ky lines per heartbeat at 1.5 mm (scaled by matrix)
     scale: float = 1e-3             # overall value scale, like the real files
     coils: tuple[str, ...] = io.COIL_TYPES
 
@@ -113,32 +118,52 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
             + axis * (axis @ v) * (1 - np.cos(angle)))
 
 
+def _orient(body: anatomy.Body, centre: np.ndarray, normal: np.ndarray, spin: float) -> View:
+    """The plane through ``centre`` with ``normal``, read-out along the torso section's long
+    dimension and phase encoding along its short one (the operator's choice that keeps the
+    phase field of view, and the scan, short); the patient's left to the right, posterior down
+    (or, in a plane along the body axis, feet down); then ``spin`` radians of in-plane rotation."""
+    e1 = np.cross(normal, [0.0, 0.0, 1.0] if abs(normal[2]) < 0.9 else [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(normal, e1)
+    grid = View(centre, e1, e2).points(64, 64, 10.0)
+    cx, cy, a_t, b_t = body.torso
+    inside = anatomy.vertical(grid, cx, cy, a_t, b_t) < 0
+    uv = (grid[inside] - centre) @ np.stack([e1, e2]).T
+    _, vectors = np.linalg.eigh(np.cov(uv.T))
+    major = vectors[:, -1]                                  # eigh: ascending eigenvalues
+    ex = major[0] * e1 + major[1] * e2
+    ex = _rotate(ex, normal, spin)
+    ey = np.cross(normal, ex)
+    if ex @ np.array([1.0, 0.0, -0.3]) < 0:                 # left to the right
+        ex = -ex
+    if ey @ np.array([0.0, 1.0, -1.0]) < 0:                 # posterior / feet down
+        ey = -ey
+    return View(centre, ex, ey)
+
+
 def _views(body: anatomy.Body, name: str, n: int, rng: np.random.Generator) -> list[View]:
-    """The planes of one file: short-axis stack (base to apex), long-axis views, or short-axis
-    mapping slices; in-plane rotation and centring vary a little, as planned by an operator."""
+    """The planes of one file: short-axis stack (base to apex), long-axis views (4-, 2- and
+    3-chamber: planes through the long axis towards the RV, perpendicular to the septum, and
+    through the aortic outflow), or short-axis mapping slices; centring and in-plane rotation
+    vary a little, as planned by an operator."""
     a = body.axis
+    spin = rng.uniform(-0.12, 0.12)
     if name == "cine_lax":
         lv_centre = body.base + a * (0.5 * body.lv_length - 12.0)
         ao = anatomy._unit(0.75 * body.rv_dir - 0.65 * body.lv_dir2)
-        directions = [_rotate(body.rv_dir, a, -0.25), body.lv_dir2, ao][:n]   # 4ch, 2ch, 3ch
+        directions = [_rotate(body.rv_dir, a, -0.25), body.lv_dir2, ao][:n]
         views = []
         for d in directions:
-            tilt = rng.uniform(-0.15, 0.15)
-            ey = _rotate(a, np.cross(a, d), tilt)            # apex towards the bottom
-            ex = np.cross(ey, np.cross(d, a))
-            ex = ex / np.linalg.norm(ex) * np.sign(ex @ np.array([1.0, 0.0, 0.0]) + 1e-9)
-            ey = np.cross(np.cross(ex, ey), ex)
-            views.append(View(lv_centre + rng.uniform(-8, 8, 3), ex, ey / np.linalg.norm(ey)))
+            normal = _rotate(np.cross(a, d), d, rng.uniform(-0.1, 0.1))
+            normal /= np.linalg.norm(normal)
+            views.append(_orient(body, lv_centre + rng.uniform(-8, 8, 3), normal, spin))
         return views
     levels = (np.linspace(-4.0, body.lv_length + 6.0, n) if name == "cine_sax"
               else np.linspace(0.15, 0.8, n) * body.lv_length)
-    ex = np.array([1.0, 0.0, 0.0]) - a[0] * a
-    ex /= np.linalg.norm(ex)
-    ex = _rotate(ex, a, rng.uniform(-0.2, 0.2))
-    ey = np.cross(a, ex)
-    ey *= np.sign(ey[1]) or 1.0                              # posterior at the bottom
-    offset = rng.uniform(-10, 10, 2)
-    return [View(body.base + a * s + offset[0] * ex + offset[1] * ey, ex, ey) for s in levels]
+    first = _orient(body, body.base, a, spin)
+    offset = rng.uniform(-10, 10, 2) @ np.stack([first.ex, first.ey])
+    return [View(body.base + a * s + offset, first.ex, first.ey) for s in levels]
 
 
 def body_extent(body: anatomy.Body, view: View) -> tuple[float, float]:
@@ -175,6 +200,26 @@ def bssfp(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, fresh: np.ndarray | fl
     s = pd * np.sin(alpha) * (1 - e1) / (1 - (e1 - e2) * np.cos(alpha) - e1 * e2)
     s = s + fresh * (pd * np.sin(alpha / 2) - s)
     return s * np.exp(-tr / 2 / t2)
+
+
+def off_resonance(body: anatomy.Body, p: np.ndarray, lung: np.ndarray, pixel: float
+                  ) -> np.ndarray:
+    """Off-resonance [Hz] on a plane: a smooth shim residual, and the susceptibility step at the
+    lungs (air) felt in the tissue next to them (the lung fraction blurred over ~1 cm)."""
+    from scipy.ndimage import gaussian_filter
+
+    near_lung = gaussian_filter(lung, B0["lung_blur_mm"] / pixel)
+    return B0["shim_hz"] * body.b0(p).reshape(lung.shape) + B0["lung_hz"] * near_lung
+
+
+def bssfp_response(df_hz: np.ndarray) -> np.ndarray:
+    """Balanced SSFP's off-resonance response at TE = TR / 2, relative to on-resonance: the
+    phase advances by half the precession per TR, theta / 2, and jumps by pi at the dark bands
+    (theta = pi, i.e. +-1 / (2 TR)), where the signal falls (a dip of width ~0.35 rad)."""
+    theta = 2 * np.pi * df_hz * BSSFP["tr"] / 1000.0
+    wrapped = np.mod(theta + np.pi, 2 * np.pi) - np.pi        # (-pi, pi]
+    to_band = np.pi - np.abs(wrapped)
+    return (1.0 - 0.85 * np.exp(-(to_band / 0.35) ** 2)) * np.exp(0.5j * wrapped)
 
 
 def molli(pd: np.ndarray, t1: np.ndarray, ti: float) -> np.ndarray:
@@ -248,7 +293,9 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
     array = [array[i] for i in chosen]
     ref = coil_model.reference_field()
     n_w = len(contraction) if times is None else len(times)
-    obj = np.empty((n_w, n_slices) + shape, np.float32)
+    obj = np.empty((n_w, n_slices) + shape, np.complex64)
+    # fat and water precess apart: at the echo time (TR / 2) fat carries this phase
+    fat_phase = np.exp(2j * np.pi * FAT_SHIFT_HZ * BSSFP["tr"] / 2 / 1000.0)
     sens = np.empty((n_slices, len(array)) + shape, np.complex64)
     background = np.empty((n_slices,) + shape, np.complex64)
     truth = {k: np.empty((n_slices,) + shape, dt) for k, dt in
@@ -260,12 +307,16 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
         phase = bp[0] + (bp[1] * p[:, 0] + bp[2] * p[:, 1] + bp[3] * p[:, 2]) / 150.0
         background[z] = np.exp(1j * phase).reshape(shape)
         if times is None:
-            for t, (pd, t1, t2, _, flow) in enumerate(maps):
-                obj[t, z] = bssfp(pd, t1, t2, body.inflow * flow)
+            lung = (maps[0][3] == anatomy.LABEL["lung"]).astype(np.float64)
+            response = bssfp_response(off_resonance(body, p, lung, cfg.pixel_mm))
+            for t, (pd, t1, t2, _, flow, fat) in enumerate(maps):
+                obj[t, z] = (bssfp(pd, t1, t2, body.inflow * flow) * (1 + fat * (fat_phase - 1))
+                             * response)
         else:
-            pd, t1, t2, label, _ = maps[0]
+            pd, t1, t2, label, _, fat = maps[0]
             for k, tk in enumerate(times):
-                obj[k, z] = molli(pd, t1, tk) if name == "T1map" else t2prep(pd, t2, tk)
+                obj[k, z] = ((molli(pd, t1, tk) if name == "T1map" else t2prep(pd, t2, tk))
+                             * (1 + fat * (fat_phase - 1)))
             truth["pd"][z], truth["t1"][z], truth["t2"][z], truth["label"][z] = pd, t1, t2, label
     chol = np.linalg.cholesky(coil_model.noise_covariance(array, rng)).astype(np.complex64)
     weighted = sens * background[:, None]                                # (kz, kc, y, x)
@@ -275,16 +326,37 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
     if "SingleCoil" in cfg.coils:   # one virtual coil: sensitivity-weighted combination
         combine = np.conj(sens) / np.sqrt((np.abs(sens) ** 2).sum(1, keepdims=True) + 1e-12)
     sigma = np.float32(cfg.noise * (1.5 / cfg.pixel_mm) ** 2 / np.sqrt(2))
+    drift = (_segment_drift(cfg, shape, rng) * np.float32(cfg.scale) if times is None
+             else np.complex64(cfg.scale))
     for t in range(n_w):
         white = rng.standard_normal((n_c, n_slices * shape[0] * shape[1] * 2), np.float32)
         white = (chol @ white.view(np.complex64)) * sigma                   # coil covariance
         images = obj[t][:, None] * weighted
         images += white.reshape((n_c, n_slices) + shape).transpose(1, 0, 2, 3)
         if "MultiCoil" in out:
-            out["MultiCoil"][t] = fft2c(images) * np.float32(cfg.scale)
+            out["MultiCoil"][t] = fft2c(images) * drift
         if "SingleCoil" in out:
-            out["SingleCoil"][t] = fft2c((images * combine).sum(1)) * np.float32(cfg.scale)
+            out["SingleCoil"][t] = fft2c((images * combine).sum(1)) * drift
     return Simulated(out, times, truth if times is not None else None)
+
+
+def _segment_drift(cfg: PhantomConfig, shape: tuple[int, int], rng: np.random.Generator
+                   ) -> np.ndarray:
+    """Phase factors ``(ky, kx)`` of a segmented cine acquisition: each heartbeat acquires a
+    block of consecutive ky lines (for every frame), and between heartbeats the patient drifts
+    a little within the breath-hold; a rigid in-plane shift ``d`` multiplies k-space by
+    ``exp(-2 pi i k.d)``. The inconsistency between blocks is what makes real cine k-space
+    rougher than a single-shot acquisition's (ghosts along the phase direction)."""
+    ny, nx = shape
+    per_beat = max(2, int(round(cfg.lines_per_beat * 1.5 / cfg.pixel_mm)))
+    beats = -(-ny // per_beat)
+    drift = rng.normal(0.0, cfg.drift_mm, (beats, 2))
+    drift -= drift.mean(0)
+    block = np.minimum(np.arange(ny) // per_beat, beats - 1)
+    ky = (np.arange(ny) - ny // 2) / (ny * cfg.pixel_mm)
+    kx = (np.arange(nx) - nx // 2) / (nx * cfg.pixel_mm)
+    return np.exp(-2j * np.pi * (ky[:, None] * drift[block, 0][:, None]
+                                 + kx[None, :] * drift[block, 1][:, None])).astype(np.complex64)
 
 
 def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str,

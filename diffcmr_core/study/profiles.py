@@ -89,6 +89,7 @@ class Profile:
     methods: tuple[str, ...] = ("unet", "cgan", "diffcmr")
     cgan_l1_weight: float = 100.0             # pix2pix's weight of L1 beside the adversarial loss
     real_data: bool = False                   # use $CMRXRECON_ROOT / data/CMRxRecon when present
+    data_name: str | None = None              # share another profile's data and pairs (seeds)
     budget_minutes: float = 15.0
 
     def train_config(self, method: str) -> TrainConfig:
@@ -247,6 +248,7 @@ class Paths:
     profile: str
     root: Path
     uses_real_data: bool = False
+    data_profile: str | None = None           # whose synthetic data and pairs (default: own)
 
     @property
     def real_data(self) -> Path | None:
@@ -266,7 +268,7 @@ class Paths:
     @property
     def data(self) -> Path:
         """The CMRxRecon tree used: the real one when configured, else the synthetic one."""
-        return self.real_data or self.root / "data" / "synthetic" / self.profile
+        return self.real_data or self.root / "data" / "synthetic" / (self.data_profile or self.profile)
 
     @property
     def is_synthetic(self) -> bool:
@@ -274,7 +276,7 @@ class Paths:
 
     @property
     def pairs(self) -> Path:
-        return self.root / "data" / "pairs" / self.profile
+        return self.root / "data" / "pairs" / (self.data_profile or self.profile)
 
     @property
     def runs(self) -> Path:
@@ -294,4 +296,4 @@ class Paths:
 def paths_for(profile: Profile | str) -> Paths:
     """The folders of a profile (by name or instance)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    return Paths(profile.name, repo_root(), profile.real_data)
+    return Paths(profile.name, repo_root(), profile.real_data, profile.data_name)
