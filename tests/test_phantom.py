@@ -161,3 +161,28 @@ def test_t1_contrast():
     # tissue with T1 ~1200 ms nulls near TI = T1* ln(1.9) ~ 850 ms: early images darker than late
     assert img[0].mean() < img[-1].mean()
     assert len(times) == 9
+
+
+def test_cli_writes_a_real_size_tree_with_validation_set_and_truth(tmp_path):
+    """``python -m diffcmr_core phantom OUT --profile paper --cases 1 --frames 1 --slices 1``:
+    the challenge's matrix sizes (512 / 448 read-out samples), both coil types and sets."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tree"
+    subprocess.run([sys.executable, "-m", "diffcmr_core", "phantom", str(out), "--profile", "paper",
+                    "--cases", "1", "--val-cases", "1", "--frames", "1", "--slices", "1",
+                    "--quiet"], check=True, capture_output=True)
+    sax = io.load_kspace(out / "MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat",
+                         "kspace_full")
+    lax = io.kspace_shape(out / "SingleCoil/Cine/TrainingSet/FullSample/P001/cine_lax.mat",
+                          "kspace_single_full")
+    assert sax.shape[:3] == (1, 1, 10) and sax.shape[-1] == 512 and 162 <= sax.shape[-2] <= 246
+    assert lax[-1] == 448 and 168 <= lax[-2] <= 204 and len(lax) == 4
+    t1 = io.kspace_shape(out / "MultiCoil/Mapping/ValidationSet/AccFactor10/P001/T1map.mat",
+                         "kspace_sub10")
+    assert t1[0] == 9
+    assert not (out / "MultiCoil/Mapping/ValidationSet/FullSample").exists()
+    assert (out / "Truth/TrainingSet/P001/T1map.npz").is_file()
+    # the real data's scale: values of order 1e-3, never a fixed one
+    assert 1e-5 < np.abs(sax).max() < 1e-1

@@ -114,6 +114,7 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
              f"{profile.train_diffcmr.iterations} iterations",
              "", "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
              "what can be compared is the ordering of methods and the trends.", ""]
+    lines += _calibration_section(profile, fig, paths.root)
     t1 = read_csv(fig / "table1.csv")
     lines += ["## Table 1: pairs", "", to_markdown(t1), "Paper (real data):", "",
               to_markdown(table1(paper.TABLE1))]
@@ -139,10 +140,52 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
     if (fig / "table5_fast_sampling.csv").is_file():
         rows = read_csv(fig / "table5_fast_sampling.csv")
         lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(rows)]
+    lines += _seeds_section(fig)
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]
     path = fig / "REPORT.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
+    """The data against the paper's RAW rows: this profile's (notebook 01) and the paper-size
+    calibration (``docs/calibration.md``, ``benchmarks/bench_phantom.py``)."""
+    lines = ["## The data against the paper's RAW rows", ""]
+    if (fig / "calibration.csv").is_file():
+        rows = read_csv(fig / "calibration.csv")
+        ok = sum(r[k] == "True" for r in rows for k in ("psnr_ok", "ssim_ok", "nmse_ok"))
+        lines += [f"RAW (zero-filled input against the reference) of this profile's phantom at this "
+                  f"profile's preprocessing, beside the paper's; tolerances PSNR +-1 dB, SSIM "
+                  f"+-0.04, NMSE within x1.5 ({ok} of {3 * len(rows)} cells within); `range` = "
+                  "mean(gt^2) / max^2.", "", to_markdown(rows)]
+    doc = root / "docs" / "calibration.md"
+    if doc.is_file():
+        lines += ["At the paper's own preprocessing (512 -> 128, the `paper` profile's phantom): "
+                  "[docs/calibration.md](../../docs/calibration.md).", ""]
+    return lines
+
+
+def _seeds_section(fig: Path) -> list[str]:
+    """Mean and standard deviation over training seeds (``make seeds``), and which orderings
+    exceed twice the spread."""
+    if not (fig / "seeds.csv").is_file():
+        return []
+    rows = read_csv(fig / "seeds.csv")
+    table = [{"task": r["task"], "acc": r["acc"], "method": r["method"], "seeds": r["seeds"],
+              "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
+              "SSIM": f"{float(r['ssim']):.4f} +- {float(r['ssim_sd']):.4f}",
+              "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}"} for r in rows]
+    lines = ["## Seeds: mean +- standard deviation over retrained models", "", to_markdown(table)]
+    if (fig / "seeds_orderings.csv").is_file():
+        order = read_csv(fig / "seeds_orderings.csv")
+        holds = [f"{o['better']} > {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
+                 for o in order if o["holds"] == "True"]
+        within = [f"{o['better']} vs {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
+                  for o in order if o["holds"] != "True"]
+        lines += ["PSNR orderings beyond twice the larger standard deviation: "
+                  + ("; ".join(holds) or "none") + ".", "",
+                  "Within the spread (not established): " + ("; ".join(within) or "none") + ".", ""]
+    return lines
 
 
 # ----------------------------------------------------------------------------- findings in words
