@@ -139,6 +139,9 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
     if crop:
         if size is None:
             raise ValueError("crop=True needs an output size")
+        if roi is not None:
+            raise ValueError("crop=True (a k-space centre crop) and roi (an image crop) exclude "
+                             "each other: the mask no longer maps onto an image region's lines")
         kspace, pad_to, size = center_crop(np.asarray(kspace), size), size, None
     x = np.asarray(kspace.numpy() if isinstance(kspace, torch.Tensor) else kspace)
     if not np.iscomplexobj(x):

@@ -62,7 +62,7 @@ def seed_table(results: dict[int, dict[tuple[str, int], dict[str, dict[str, floa
 
 def orderings(rows: list[dict[str, object]], metric: str = "psnr") -> list[dict[str, object]]:
     """For each task and factor, every pair of methods: the difference of means and whether it
-    exceeds twice the larger standard deviation (``holds``)."""
+    exceeds twice the larger standard deviation (``holds``; never with fewer than 2 seeds)."""
     out = []
     keyed: dict[tuple[str, int], list[dict[str, object]]] = {}
     for r in rows:
@@ -74,5 +74,6 @@ def orderings(rows: list[dict[str, object]], metric: str = "psnr") -> list[dict[
             better, worse = (a, b) if diff >= 0 else (b, a)
             out.append({"task": task, "acc": acc, "better": better["method"],
                         "worse": worse["method"], f"d_{metric}": abs(diff),
-                        "two_sd": spread, "holds": abs(diff) > spread})
+                        "two_sd": spread,
+                        "holds": int(a["seeds"]) > 1 and abs(diff) > spread})
     return out

@@ -185,7 +185,8 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
     The first of the profile's ``fast_settings`` is the paper protocol (Alg. 2, T = 1000, R = 4)
     and its row without DC the reference; "DDPM" rows are Alg. 2 on a shorter respaced chain.
     Data consistency needs images whose k-space grid matches the mask, so this comparison uses
-    pairs made with ``crop=True`` and a DiffCMR trained on them (same profile otherwise).
+    pairs made with ``crop=True`` (the k-space centre: the whole field of view at low resolution,
+    no ``roi``) and a DiffCMR trained on them (same profile otherwise).
     """
     paths = paths_for(profile)
     out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
@@ -195,7 +196,7 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
 
     def prepare() -> None:
         ensure_data(profile, progress=progress)
-        pre = dataclasses.replace(profile.preprocess, crop=True)
+        pre = dataclasses.replace(profile.preprocess, crop=True, roi=None)   # the whole FOV
         build_pairs(paths.data, crop_dir, task, pre, accs=(acc,), progress=progress)
         ckpt.append(train("diffcmr", pairs_path(crop_dir, task, acc),
                           paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
