@@ -35,11 +35,17 @@ def ensure_data(profile: Profile, *, progress: bool = True, force: bool = False)
     return paths.pairs
 
 
+def crop_preprocess(profile: Profile):
+    """The preprocessing of the data-consistency comparison: the k-space centre at the
+    network's size (``crop=True``), i.e. the whole field of view, never an image ``roi``."""
+    return dataclasses.replace(profile.preprocess, crop=True, roi=None)
+
+
 def val_pairs(profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None):
     """``(input, target, meta)`` of the first ``n`` slices of the validation subset (all if
     None), checked to come from this profile's preprocessing."""
     paths = paths_for(profile)
-    pre = profile.preprocess if crop_dir is None else dataclasses.replace(profile.preprocess, crop=True)
+    pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
     folder = paths.pairs if crop_dir is None else crop_dir
     return load_pairs(pairs_path(folder, task, acc), "val_subset", subset=n,
                       expect=pairs_stamp(paths.data, task, pre))
@@ -196,8 +202,8 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
 
     def prepare() -> None:
         ensure_data(profile, progress=progress)
-        pre = dataclasses.replace(profile.preprocess, crop=True, roi=None)   # the whole FOV
-        build_pairs(paths.data, crop_dir, task, pre, accs=(acc,), progress=progress)
+        build_pairs(paths.data, crop_dir, task, crop_preprocess(profile), accs=(acc,),
+                    progress=progress)
         ckpt.append(train("diffcmr", pairs_path(crop_dir, task, acc),
                           paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
                           profile.train_diffcmr, profile.model_config("diffcmr"),
