@@ -170,7 +170,7 @@ def main() -> None:
                  + f"\n\n![intensity histogram]({figure.name})")
     views_figure(args.out.with_name("phantom_paper_views.png"))
     parts.append("## One case of the paper profile's phantom\n\n![views](phantom_paper_views.png)")
-    args.out.write_text("\n".join(parts) + "\n")
+    args.out.write_text("\n\n".join(parts) + "\n")
     print(parts[-1])
 
 
