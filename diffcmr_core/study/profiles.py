@@ -21,7 +21,8 @@
   (``tests/test_phantom.py`` checks at least 8).
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
-Where the short profiles deviate from §3.2, and why (each measured on ``quick``, cine 4x):
+Where the short profiles deviate from §3.2, and why (each measured on ``quick``, cine 4x, on the
+previous, simpler phantom; not re-measured on the present one):
 
 * E's output is read as v = sqrt(abar) eps - sqrt(1 - abar) x0 (``prediction="v"``) and the noise
   derived from it; the loss (Eq. 5, MSE on eps) and the samplers are unchanged. With a few hundred
