@@ -15,12 +15,27 @@ from diffcmr_core.method.samplers import SAMPLER_LABEL
 DPI = 120
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), False in a script."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
 def save(fig: plt.Figure, path: str | Path, pdf: bool = False) -> Path:
-    """Save ``fig`` atomically as PNG (and PDF beside it) and close it."""
+    """Save ``fig`` atomically as PNG (and PDF beside it), show it inline when running in a
+    notebook (so executed notebooks carry their figures), and close it."""
     path = Path(path).with_suffix(".png")
     for p in [path] + ([path.with_suffix(".pdf")] if pdf else []):
         with atomic_path(p) as tmp:
             fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=p.suffix[1:])
+    if _in_notebook():
+        from IPython.display import display
+
+        display(fig)
     plt.close(fig)
     return path
 
