@@ -18,6 +18,7 @@ import csv
 import datetime as _dt
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,23 @@ def _check_rank(path: Path, key: str, shape: tuple[int, ...]) -> None:
         raise CMRxReconError(path, f"variable {key!r} has shape {shape}: no data along {empty}")
 
 
+@contextmanager
+def _variable(path: Path, key: str | None, what: str):
+    """Open one variable of a ``.mat`` file, either format: yields ``(key, data, is_v73)`` with
+    ``data`` an h5py dataset (v7.3, read lazily, in h5py order) or the array scipy read (older
+    files, in MATLAB order)."""
+    if not path.is_file():
+        raise CMRxReconError(path, "file not found")
+    if h5py.is_hdf5(path):
+        with _open_h5(path) as f:
+            key = _pick_key(path, _variables_h5(f), key, what)
+            yield key, _dataset(path, f, key), True
+    else:
+        data = _load_old_mat(path)
+        key = _pick_key(path, list(data), key, what)
+        yield key, data[key], False
+
+
 def load_kspace(path: str | Path, key: str | None = None, *,
                 index: Any = None) -> np.ndarray:
     """Read a k-space variable as complex64 in h5py order.
@@ -155,12 +173,8 @@ def load_kspace(path: str | Path, key: str | None = None, *,
         (fewer axes if ``index`` drops some).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CMRxReconError(path, "file not found")
-    if h5py.is_hdf5(path):
-        with _open_h5(path) as f:
-            key = _pick_key(path, _variables_h5(f), key, "k-space")
-            ds = _dataset(path, f, key)
+    with _variable(path, key, "k-space") as (key, ds, v73):
+        if v73:
             _check_rank(path, key, ds.shape)
             _check_written(path, key, ds)
             names = ds.dtype.names or ()
@@ -179,15 +193,13 @@ def load_kspace(path: str | Path, key: str | None = None, *,
                                            "in memory; read part of it with index=") from None
             except OSError as err:
                 raise CMRxReconError(path, f"truncated or corrupt data in {key!r} ({err})") from err
-    else:
-        data = _load_old_mat(path)
-        key = _pick_key(path, list(data), key, "k-space")
-        arr = data[key]
-        _check_rank(path, key, arr.shape)
-        if not np.iscomplexobj(arr):
-            raise CMRxReconError(path, f"variable {key!r} is not complex (dtype {arr.dtype})")
-        arr = np.ascontiguousarray(arr.transpose()).astype(np.complex64)  # MATLAB -> h5py order
-        out = arr if index is None else arr[index]
+        else:
+            arr = ds
+            _check_rank(path, key, arr.shape)
+            if not np.iscomplexobj(arr):
+                raise CMRxReconError(path, f"variable {key!r} is not complex (dtype {arr.dtype})")
+            arr = np.ascontiguousarray(arr.transpose()).astype(np.complex64)  # MATLAB -> h5py order
+            out = arr if index is None else arr[index]
     _check_finite(path, key, out)
     return out
 
@@ -195,16 +207,8 @@ def load_kspace(path: str | Path, key: str | None = None, *,
 def kspace_shape(path: str | Path, key: str | None = None) -> tuple[int, ...]:
     """Shape of a k-space variable (h5py order) without reading its data."""
     path = Path(path)
-    if not path.is_file():
-        raise CMRxReconError(path, "file not found")
-    if h5py.is_hdf5(path):
-        with _open_h5(path) as f:
-            key = _pick_key(path, _variables_h5(f), key, "k-space")
-            shape = tuple(_dataset(path, f, key).shape)
-    else:
-        data = _load_old_mat(path)
-        key = _pick_key(path, list(data), key, "k-space")
-        shape = tuple(reversed(data[key].shape))
+    with _variable(path, key, "k-space") as (key, data, v73):
+        shape = tuple(data.shape) if v73 else tuple(reversed(data.shape))
     _check_rank(path, key, shape)
     return shape
 
@@ -216,21 +220,15 @@ def load_mask(path: str | Path, key: str | None = None) -> np.ndarray:
     and are transposed, so both give the same orientation.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CMRxReconError(path, "file not found")
-    if h5py.is_hdf5(path):
-        with _open_h5(path) as f:
-            key = _pick_key(path, _variables_h5(f), key, "mask")
-            ds = _dataset(path, f, key)
+    with _variable(path, key, "mask") as (key, ds, v73):
+        if v73:
             _check_written(path, key, ds)
             try:
                 mask = np.asarray(ds[()])
             except OSError as err:
                 raise CMRxReconError(path, f"truncated or corrupt data in {key!r} ({err})") from err
-    else:
-        data = _load_old_mat(path)
-        key = _pick_key(path, list(data), key, "mask")
-        mask = np.asarray(data[key]).T
+        else:
+            mask = np.asarray(ds).T
     if mask.ndim != 2:
         raise CMRxReconError(path, f"mask {key!r} has shape {mask.shape}; expected 2D (ky, kx)")
     if mask.dtype.names or np.iscomplexobj(mask):
