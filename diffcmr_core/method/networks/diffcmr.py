@@ -169,17 +169,24 @@ class RRDB(nn.Module):
 
 
 class ConditionEncoder(nn.Module):
-    """G(I^u): conv -> ``rrdb_blocks`` RRDBs -> conv to the U-Net's C channels."""
+    """G(I^u): ESRGAN's RRDBNet without its up-sampling, as the public code builds it: a 3x3 conv
+    to ``rrdb_channels``; ``rrdb_blocks`` RRDBs and a trunk 3x3 conv, added back to the first
+    features (a global skip); an "HR" 3x3 conv with LeakyReLU(0.2); a 3x3 conv to the U-Net's C
+    channels. With the paper's sizes: 7,342,592 parameters."""
 
     def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
         nf = cfg.rrdb_channels
         self.head = nn.Conv2d(1, nf, 3, padding=1)
         self.body = nn.Sequential(*(RRDB(nf, cfg.rrdb_growth) for _ in range(cfg.rrdb_blocks)))
+        self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
+        self.hr = nn.Conv2d(nf, nf, 3, padding=1)
         self.tail = nn.Conv2d(nf, cfg.channels, 3, padding=1)
 
     def forward(self, undersampled: torch.Tensor) -> torch.Tensor:
-        return self.tail(self.body(self.head(undersampled)))
+        features = self.head(undersampled)
+        features = features + self.trunk(self.body(features))
+        return self.tail(F.leaky_relu(self.hr(features), 0.2))
 
 
 class DenoisingUNet(nn.Module):
