@@ -5,6 +5,8 @@
 * ``seeds``: retrain every method with several seeds; the spread of the tables.
 * ``cost``: count a profile's FLOPs per notebook and predict its time.
 * ``train``: train one model from a pairs file (single process or under ``torchrun``).
+* ``submit``: a challenge submission (``img4ranking`` files) from a profile's trained models.
+* ``score``: score a submission folder against fully sampled files, as the challenge does.
 """
 
 from __future__ import annotations
@@ -82,6 +84,34 @@ def _train(args: argparse.Namespace) -> None:
     run_from_config(args.method, args.pairs, args.out_dir, args.config)
 
 
+def _submit(args: argparse.Namespace) -> None:
+    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.submit import submit
+
+    report = submit(get_profile(args.profile), split=args.split, out=args.out, data=args.data,
+                    method=args.method, progress=not args.quiet)
+    print(report.summary())
+
+
+def _score(args: argparse.Namespace) -> None:
+    from diffcmr_core.method.challenge import score_submission
+    from diffcmr_core.tables import to_markdown, write_table
+
+    scores = score_submission(args.submission, args.truth, split=args.split, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(args.submission)
+    write_table(scores.files, out / "scores_files.csv")
+    write_table(scores.sets, out / "scores_sets.csv")
+    write_table(scores.ranking, out / "scores_ranking.csv")
+    print(to_markdown(scores.sets))
+    print()
+    print(to_markdown(scores.ranking))
+    for path in scores.missing:
+        print(f"missing: {path}")
+    for problem in scores.failed:
+        print(f"not scored: {problem}")
+    print(f"tables in {out}: scores_files.csv, scores_sets.csv, scores_ranking.csv")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     from diffcmr_core.study.cost import add_arguments as cost_arguments
@@ -118,6 +148,25 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
     cost_arguments(p)
     p.set_defaults(run=_cost)
+
+    p = sub.add_parser("submit", help="reconstruct a split with a profile's trained models and "
+                                      "write a challenge submission (img4ranking, MATLAB v5)")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
+    p.add_argument("--out", help="submission folder (default runs/<profile>/submission/<method>/<split>)")
+    p.add_argument("--data", help="CMRxRecon tree (default: the profile's)")
+    p.add_argument("--method", default="diffcmr", choices=("diffcmr", "unet", "cgan", "raw"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_submit)
+
+    p = sub.add_parser("score", help="score a submission folder the challenge's way")
+    p.add_argument("--submission", required=True, help="the folder holding MultiCoil/ and SingleCoil/")
+    p.add_argument("--truth", required=True, help="a CMRxRecon tree with the split's FullSample "
+                                                  "(the phantom's: <data>/ValidationTruth)")
+    p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
+    p.add_argument("--out", help="where the tables go (default: the submission folder)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_score)
 
     p = sub.add_parser("train", help="train one model (torchrun: python -m torch.distributed.run "
                                      "--nproc_per_node=N -m diffcmr_core train ...)")

@@ -56,13 +56,24 @@ def test_v_weighting_is_noise_error_plus_clean_image_error():
     x0_pred = (x_t - (1 - a).sqrt() * eps_pred) / a.sqrt()
     v_true = a.sqrt() * noise - (1 - a).sqrt() * x0
     v_pred = a.sqrt() * eps_pred - (1 - a).sqrt() * x0_pred
-    weighted = diffusion_loss(eps_pred, noise, loss_weights(t, "v"))
+    weighted = diffusion_loss(eps_pred, noise, loss_weights(t, "v"), reduction="mean")
     per = lambda u, w: ((u - w) ** 2).flatten(1).mean(1)  # noqa: E731
     assert weighted.item() == pytest.approx(per(v_pred, v_true).mean().item(), rel=1e-3)
     assert weighted.item() == pytest.approx((per(eps_pred, noise) + per(x0_pred, x0)).mean().item(), rel=1e-3)
     # the unweighted loss is Eq. 5, and at t = 1000 it hardly sees the clean-image error
     assert loss_weights(t, "eps") is None
-    assert diffusion_loss(eps_pred, noise).item() == pytest.approx(per(eps_pred, noise).mean().item())
+    assert diffusion_loss(eps_pred, noise, reduction="mean").item() == pytest.approx(per(eps_pred, noise).mean().item())
     assert loss_weights(t, "v")[-1].item() > 1e4
     with pytest.raises(ValueError, match="loss weighting"):
         loss_weights(t, "snr")
+
+
+def test_default_loss_is_the_per_sample_squared_norm_averaged_over_the_batch():
+    """Eq. 5's ||eps - eps_theta||^2 per sample (the public code's ``sum`` term), then the batch
+    mean; against numpy."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    expected = np.mean([np.sum((a[i].numpy() - b[i].numpy()) ** 2) for i in range(4)])
+    assert diffusion_loss(a, b).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        diffusion_loss(a, b, reduction="median")

@@ -15,19 +15,6 @@ EXPECTED = ["table1.csv", "table1.md", "table2_cine.csv", "table2_cine.md", "tab
             "fig3_qualitative.pdf", "REPORT.md", "table5_fast_sampling.csv", "fig_fast_sampling.png"]
 
 
-@pytest.fixture(scope="module")
-def smoke_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DIFFCMR_HOME", str(home))
-    mp.delenv("CMRXRECON_ROOT", raising=False)
-    from diffcmr_core.study.runner import run_study
-
-    run_study("smoke")
-    yield home
-    mp.undo()
-
-
 @pytest.mark.slow
 def test_study_writes_every_table_and_figure(smoke_home):
     figures = smoke_home / "figures" / "smoke"

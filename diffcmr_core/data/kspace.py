@@ -56,6 +56,27 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.reshape(*lead, size, size)
 
 
+def resize_to(images: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resizing of ``(..., h, w)`` real images to ``(..., *shape)`` (anti-aliased where
+    it shrinks); float32 numpy. The way from the network's square images back to a file's
+    original (ky, kx) matrix: zero-padding k-space kept the field of view, so only the grid
+    changes."""
+    x = torch.as_tensor(np.asarray(images, np.float32))
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    if (h, w) == tuple(shape):
+        return x.numpy().copy()
+    out = F.interpolate(x.reshape(-1, 1, h, w), size=tuple(shape), mode="bilinear", antialias=True,
+                        align_corners=False)
+    return out.reshape(*lead, *shape).numpy()
+
+
+def roi_box(n: int, frac: float) -> tuple[int, int]:
+    """``(start, stop)`` of the central ``frac`` of an axis of length ``n`` (as :func:`crop_roi`)."""
+    keep = max(1, int(round(n * frac)))
+    start = n // 2 - keep // 2
+    return start, start + keep
+
+
 def _shifted_pad(x: np.ndarray, pad_to: int) -> np.ndarray:
     """``ifftshift(center_pad(x, pad_to))`` over the last two axes, built directly.
 
@@ -104,10 +125,8 @@ def crop_roi(images: np.ndarray, roi: tuple[float, float]) -> np.ndarray:
     the image centre (index ``n // 2``)."""
     out = images
     for axis, frac in zip((-2, -1), roi):
-        n = images.shape[axis]
-        keep = max(1, int(round(n * frac)))
-        start = n // 2 - keep // 2
-        out = np.take(out, np.arange(start, start + keep), axis=axis)
+        start, stop = roi_box(images.shape[axis], frac)
+        out = np.take(out, np.arange(start, stop), axis=axis)
     return out
 
 

@@ -399,10 +399,18 @@ def expected_pair_counts(cfg: PhantomConfig, coils: tuple[str, ...], val_fractio
                    for acc in accs} for task in tasks}
 
 
+def validation_truth_root(root: str | Path) -> Path:
+    """Where the phantom keeps the fully sampled files of its ValidationSet, for scoring: a
+    CMRxRecon tree of its own (``<root>/ValidationTruth/<coil>/<Task>/ValidationSet/FullSample``),
+    outside the challenge layout, which has no FullSample for that set."""
+    return Path(root) / "ValidationTruth"
+
+
 def write_case(root: str | Path, cfg: PhantomConfig, index: int,
                split: str = "TrainingSet") -> None:
     """Write every file of case ``index`` (both coil types, cine and mapping, every factor of the
-    challenge; fully sampled only in the TrainingSet) and the mapping truth."""
+    challenge; fully sampled only in the TrainingSet, and for the ValidationSet in
+    :func:`validation_truth_root`) and the mapping truth."""
     case = case_name(index)
     for task, names in io.TASK_FILES.items():
         for name in names:
@@ -410,6 +418,9 @@ def write_case(root: str | Path, cfg: PhantomConfig, index: int,
             mask_shape = next(iter(sim.kspace.values())).shape[-2:]
             masks = {acc: equispaced_mask(*mask_shape, acc, cfg.acs_lines) for acc in io.ACCS}
             for coil, kspace in sim.kspace.items():
+                if split != "TrainingSet":     # kept for scoring, outside the challenge layout
+                    io.save_kspace(io.file_path(validation_truth_root(root), coil, task, case, name,
+                                                split=split), io.kspace_key(coil, None), kspace)
                 for acc in ((None,) if split == "TrainingSet" else ()) + io.ACCS:
                     data = kspace
                     if acc is not None:
@@ -445,7 +456,7 @@ def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
         return root
     if stamp.exists():  # a tree made with another config: start clean, it is ours to replace
         stamp.unlink()
-        for folder in (*io.COIL_TYPES, "Truth"):
+        for folder in (*io.COIL_TYPES, "Truth", validation_truth_root(root).name):
             shutil.rmtree(root / folder, ignore_errors=True)
     jobs = [("TrainingSet", i) for i in range(cfg.n_cases)]
     jobs += [("ValidationSet", i) for i in range(cfg.n_val_cases)]

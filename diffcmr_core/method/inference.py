@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffcmr_core.data.kspace import fft2c, ifft2c
-from diffcmr_core.method.samplers import ddpm_sample, sample_rounds
+from diffcmr_core.method.samplers import clip_hook, ddpm_sample, sample_rounds
 from diffcmr_core.method.systems import autocast, from_model_space, to_model_space
 
 Recon = Callable[[torch.Tensor, int], dict[str, torch.Tensor]]
@@ -55,20 +55,24 @@ def reconstruct_all(recon: Recon, inputs: np.ndarray, batch: int, *, progress: b
 
 def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
                 seed: int, sampler: str = "ddpm", progress: bool = False,
-                x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None
+                x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None,
+                variance: str = "beta_tilde", clip: bool = True, precision: str = "bf16"
                 ) -> dict[str, np.ndarray]:
     """DiffCMR reconstructions of ``inputs`` ``[N, S, S]``: ``mean`` and ``std`` ``[N, S, S]``
     and ``rounds`` ``[R, N, S, S]``. ``x0_hook_for(batch_input, first_index)`` optionally makes
-    each batch's x0 hook (e.g. data consistency)."""
+    each batch's x0 hook (e.g. data consistency); ``variance`` and ``clip``: see
+    :meth:`~diffcmr_core.method.systems.DiffusionSystem.reconstruct`; ``precision``: the
+    network's autocast on CUDA."""
     dev = next(model.parameters()).device
 
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         gens = round_generators(seed, first, rounds, dev)
         x = x.to(dev)
         hook = x0_hook_for(x, first) if x0_hook_for is not None else None
-        with autocast(dev):                     # bf16 network on CUDA (the chain stays fp32)
+        with autocast(dev, precision):          # bf16 network on CUDA (the chain stays fp32)
             mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
-                                                       sampler=sampler, generator=gens, x0_hook=hook)
+                                                       sampler=sampler, generator=gens, x0_hook=hook,
+                                                       variance=variance, clip=clip)
         return {"mean": mean, "std": std, "rounds": all_rounds}
 
     return reconstruct_all(recon, inputs, batch, progress=progress,
@@ -77,13 +81,15 @@ def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, b
 
 @torch.no_grad()
 def plain_reconstruct(system, model, inp: torch.Tensor, *, steps: int, rounds: int,
-                      generator: list[torch.Generator]) -> torch.Tensor:
+                      generator: list[torch.Generator], variance: str = "beta_tilde",
+                      clip: bool = True) -> torch.Tensor:
     """Rounds ``(R, B, 1, S, S)`` the slow way: full network per step, rounds in sequence."""
-    cond = to_model_space(inp)
+    cond = system.to_model(inp)
     eps_fn = system.eps_fn(model)                    # forward(x_t, t, I^u): G at every step
+    hook = clip_hook() if clip else None
     samples = [sample_rounds(eps_fn, cond, shape=tuple(inp.shape), steps=steps, rounds=1,
-                             generator=[g])[0] for g in generator]
-    return from_model_space(torch.stack(samples))
+                             generator=[g], x0_hook=hook, variance=variance)[0] for g in generator]
+    return system.from_model(torch.stack(samples))
 
 
 def prepare_for_speed(model: torch.nn.Module, compile_model: bool = True) -> torch.nn.Module:
@@ -97,39 +103,42 @@ def prepare_for_speed(model: torch.nn.Module, compile_model: bool = True) -> tor
     return model
 
 
-def data_consistency_hook(inp: torch.Tensor, mask: torch.Tensor, rounds: int):
-    """An ``x0_hook`` for the samplers: in each x0 prediction (model space, ``(R*B, 1, S, S)``),
-    replace the k-space lines sampled by ``mask`` (``(S, S)`` or per slice ``(B, 1, S, S)``)
-    with those of ``inp`` ``(B, 1, S, S)`` and keep the magnitude."""
+def data_consistency_hook(inp: torch.Tensor, mask: torch.Tensor, rounds: int,
+                          value_range: str = "pm1"):
+    """An ``x0_hook`` for the samplers: in each x0 prediction (model space ``value_range``,
+    ``(R*B, 1, S, S)``), replace the k-space lines sampled by ``mask`` (``(S, S)`` or per slice
+    ``(B, 1, S, S)``) with those of ``inp`` ``(B, 1, S, S)`` and keep the magnitude."""
     measured = fft2c(inp.to(torch.complex64)).repeat(rounds, 1, 1, 1)
     keep = mask.to(inp.device, torch.bool)
     if keep.dim() == 4:
         keep = keep.repeat(rounds, 1, 1, 1)
 
     def hook(x0: torch.Tensor) -> torch.Tensor:
-        k = fft2c(from_model_space(x0).to(torch.complex64))
+        k = fft2c(from_model_space(x0, value_range).to(torch.complex64))
         k = torch.where(keep, measured, k)
-        return to_model_space(ifft2c(k).abs().to(x0.dtype))
+        return to_model_space(ifft2c(k).abs().to(x0.dtype), value_range)
 
     return hook
 
 
-def mask_lines_hook_for(mask_lines: np.ndarray, rounds: int):
+def mask_lines_hook_for(mask_lines: np.ndarray, rounds: int, value_range: str = "pm1"):
     """``x0_hook_for`` of :func:`reconstruct` from per-slice ky lines ``[N, S]`` (as a crop pairs
     file stores them): data consistency with each slice's own mask."""
     def hook_for(x: torch.Tensor, first: int):
         lines = torch.from_numpy(mask_lines[first:first + len(x)]).to(x.device)
-        return data_consistency_hook(x, lines[:, None, :, None].expand(-1, 1, -1, x.shape[-1]), rounds)
+        return data_consistency_hook(x, lines[:, None, :, None].expand(-1, 1, -1, x.shape[-1]), rounds,
+                                     value_range)
     return hook_for
 
 
 @torch.no_grad()
 def record_chain(system, model, inp: np.ndarray, *, steps: int, record: list[int], seed: int = 0,
-                 progress: bool = False) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+                 progress: bool = False, variance: str = "beta_tilde", clip: bool = True
+                 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One Alg. 2 chain for one slice ``inp`` ``[S, S]``, recording x_t at the base time-steps
     ``record`` (Figure 1's backward row); returns the final sample (model space) and the record."""
     dev = next(model.parameters()).device
-    x = to_model_space(torch.from_numpy(inp)[None, None]).to(dev)
+    x = system.to_model(torch.from_numpy(inp)[None, None]).to(dev)
     cond = model.encode_condition(x)
     eps_fn = system.eps_fn(model.denoise)
     trace: dict[int, np.ndarray] = {}
@@ -141,6 +150,7 @@ def record_chain(system, model, inp: np.ndarray, *, steps: int, record: list[int
 
     gen = torch.Generator(dev).manual_seed(seed)
     x_T = torch.randn(x.shape, generator=gen, device=dev)
-    final = ddpm_sample(recording, x_T, cond, steps=steps, progress=progress,
+    final = ddpm_sample(recording, x_T, cond, steps=steps, progress=progress, variance=variance,
+                        x0_hook=clip_hook() if clip else None,
                         randn=lambda: torch.randn(x.shape, generator=gen, device=dev))
     return final[0, 0].cpu().numpy(), trace

@@ -112,15 +112,26 @@ def eps_from_x0(x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor) -> torc
     return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
 
 
+LOSS_REDUCTIONS = ("sum", "mean")
+
+
 def diffusion_loss(eps_pred: torch.Tensor, noise: torch.Tensor,
-                   weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 5 as the mean squared error over pixels and batch (the paper writes a squared norm,
-    whose minimiser is the same conditional mean). ``weights`` ``(B,)`` optionally weight each
-    sample's error (see :func:`loss_weights`)."""
+                   weights: torch.Tensor | None = None, reduction: str = "sum") -> torch.Tensor:
+    """Eq. 5: the squared error of the noise, per sample, then the mean over the batch.
+
+    ``reduction="sum"`` (default): each sample's error is the *sum* over its pixels, the squared
+    norm Eq. 5 writes, and what the public code computes (its loss term ``sum``, then the batch
+    mean). ``"mean"``: the mean over pixels instead, a constant factor 1 / (H W) smaller; the
+    minimiser is the same, and with Adam(W) the steps are nearly the same too (Adam divides the
+    gradient by its own running scale; only its epsilon sees the factor). ``weights`` ``(B,)``
+    optionally weight each sample's error (see :func:`loss_weights`)."""
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
     err = (eps_pred.float() - noise.float()) ** 2
-    if weights is None:
-        return err.mean()
-    return (weights.float().view(-1, *[1] * (err.dim() - 1)) * err).mean()
+    per_sample = err.flatten(1).sum(1) if reduction == "sum" else err.flatten(1).mean(1)
+    if weights is not None:
+        per_sample = weights.float() * per_sample
+    return per_sample.mean()
 
 
 def loss_weights(t: torch.Tensor, weighting: str = "eps") -> torch.Tensor | None:

@@ -3,7 +3,8 @@
 A *system* owns its networks, knows its loss (its training step), which module is used for
 inference (and averaged by EMA), and how it reconstructs a batch of under-sampled images.
 Images enter and leave as the preprocessed magnitude slices ``(B, 1, S, S)`` (input normalised
-to a maximum of 1); DiffCMR diffuses in [-1, 1] (x = 2 img - 1), as DDPMs do.
+to a maximum of 1); DiffCMR diffuses in [-1, 1] (x = 2 img - 1), as DDPMs do, or, with
+``DiffCMRConfig(value_range="unit")``, in [0, 1] as the public code does.
 
 Each method is built from its one configuration (``DiffCMRConfig``, ``UNetConfig``,
 ``CGANConfig``), which a checkpoint stores and :func:`build_system` reads back.
@@ -23,7 +24,7 @@ from torch import nn
 from diffcmr_core.config import from_dict
 from diffcmr_core.method import schedule
 from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
-from diffcmr_core.method.samplers import ensemble, sample_rounds
+from diffcmr_core.method.samplers import clip_hook, compose_hooks, ensemble, sample_rounds
 
 METHODS = ("diffcmr", "unet", "cgan")
 METHOD_LABEL = {"raw": "RAW", "unet": "U-Net", "cgan": "cGAN", "diffcmr": "DiffCMR"}
@@ -37,27 +38,37 @@ class CGANConfig:
     l1_weight: float = 100.0
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (networks only; losses, chains and metrics stay fp32); a no-op
-    elsewhere. The one autocast of the package: training and inference both use it."""
-    if device.type == "cuda":
+PRECISIONS = ("bf16", "fp32")
+
+
+def autocast(device: torch.device, precision: str = "bf16"):
+    """bf16 autocast on CUDA when ``precision == "bf16"`` (networks only; losses, chains and
+    metrics stay fp32); a no-op for ``"fp32"`` (the public code's precision) and off CUDA. The
+    one autocast of the package: training and inference both use it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def to_model_space(img: torch.Tensor) -> torch.Tensor:
-    return 2.0 * img - 1.0
+def to_model_space(img: torch.Tensor, value_range: str = "pm1") -> torch.Tensor:
+    """A magnitude image (input-normalised, about [0, 1]) as the chain sees it: 2 img - 1 for
+    ``"pm1"``, unchanged for ``"unit"``."""
+    return 2.0 * img - 1.0 if value_range == "pm1" else img
 
 
-def from_model_space(x: torch.Tensor) -> torch.Tensor:
+def from_model_space(x: torch.Tensor, value_range: str = "pm1") -> torch.Tensor:
     """Back to a magnitude image; negative values are impossible for a magnitude and cut at 0."""
-    return ((x + 1.0) / 2.0).clamp_min(0.0)
+    img = (x + 1.0) / 2.0 if value_range == "pm1" else x
+    return img.clamp_min(0.0)
 
 
 class DiffusionSystem(nn.Module):
     """DiffCMR: Alg. 1 training (Eq. 4-5) and Alg. 2 inference."""
 
     method = "diffcmr"
+    precision = "bf16"                  # autocast on CUDA; the training loop sets its own
 
     def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
@@ -65,6 +76,12 @@ class DiffusionSystem(nn.Module):
         self.model = DiffCMRNet(cfg)
         self.register_buffer("train_timesteps", schedule.respaced_timesteps(cfg.train_steps),
                              persistent=False)
+
+    def to_model(self, img: torch.Tensor) -> torch.Tensor:
+        return to_model_space(img, self.cfg.value_range)
+
+    def from_model(self, x: torch.Tensor) -> torch.Tensor:
+        return from_model_space(x, self.cfg.value_range)
 
     def eps_fn(self, denoise):
         """The noise predictor the samplers call, ``(x_t, t, cond) -> eps``, from a network call
@@ -85,26 +102,33 @@ class DiffusionSystem(nn.Module):
         (opt,) = opts
         t = self.train_timesteps[rand["t_index"].to(inp.device)]
         noise = rand["noise"].to(inp.device)
-        x_t = schedule.q_sample(to_model_space(tgt), t, noise)                # Eq. 4
-        with autocast(inp.device):
-            out = self.model(x_t, t, to_model_space(inp))                      # Eq. 3
+        x_t = schedule.q_sample(self.to_model(tgt), t, noise)                  # Eq. 4
+        with autocast(inp.device, self.precision):
+            out = self.model(x_t, t, self.to_model(inp))                       # Eq. 3
         eps = schedule.eps_from_output(out, x_t, t, self.cfg.prediction)
-        loss = schedule.diffusion_loss(eps, noise, schedule.loss_weights(t, self.cfg.loss_weighting))  # Eq. 5
+        loss = schedule.diffusion_loss(eps, noise, schedule.loss_weights(t, self.cfg.loss_weighting),
+                                       self.cfg.loss_reduction)               # Eq. 5
         _update(opt, loss, self.model, sync)
         return {"loss": loss.item()}
 
     @torch.no_grad()
     def reconstruct(self, model: DiffCMRNet, inp: torch.Tensor, *, steps: int = 1000,
                     rounds: int = 4, sampler: str = "ddpm", generator=None, progress: bool = False,
-                    x0_hook=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    x0_hook=None, variance: str = "beta_tilde", clip: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(mean, std, rounds)`` images: ensemble mean, std over rounds, and every round
-        ``(R, B, 1, S, S)``. G(I^u) is encoded once and reused for every step and round."""
-        cond = model.encode_condition(to_model_space(inp))
+        ``(R, B, 1, S, S)``. G(I^u) is encoded once and reused for every step and round.
+
+        ``variance``: DDPM's sigma_t^2 (``"beta_tilde"``, Alg. 2; ``"beta"``, the public code).
+        ``clip``: clip each step's x0 prediction to [-1, 1] after ``x0_hook`` (the public
+        code's ``clip_denoised=True``; with ``value_range="pm1"`` that is the data range)."""
+        cond = model.encode_condition(self.to_model(inp))
+        hook = compose_hooks(x0_hook, clip_hook() if clip else None)
         samples = sample_rounds(self.eps_fn(model.denoise), cond, shape=tuple(inp.shape), steps=steps,
                                 rounds=rounds, sampler=sampler, generator=generator,
-                                x0_hook=x0_hook, progress=progress,
-                                desc=f"{sampler} T={steps} R={rounds}")
-        images = from_model_space(samples)
+                                x0_hook=hook, progress=progress,
+                                desc=f"{sampler} T={steps} R={rounds}", variance=variance)
+        images = self.from_model(samples)
         return (*ensemble(images), images)
 
 
@@ -112,6 +136,7 @@ class RegressionSystem(nn.Module):
     """U-Net [12] trained with an L1 loss."""
 
     method = "unet"
+    precision = "bf16"
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
@@ -126,7 +151,7 @@ class RegressionSystem(nn.Module):
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
         (opt,) = opts
-        with autocast(inp.device):
+        with autocast(inp.device, self.precision):
             pred = self.model(inp)
         loss = F.l1_loss(pred.float(), tgt)
         _update(opt, loss, self.model, sync)
@@ -156,17 +181,17 @@ class GANSystem(RegressionSystem):
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
         opt_g, opt_d = opts
         bce = F.binary_cross_entropy_with_logits
-        with autocast(inp.device):
+        with autocast(inp.device, self.precision):
             fake = self.model(inp)
         # discriminator: real pairs -> 1, generated pairs -> 0
-        with autocast(inp.device):
+        with autocast(inp.device, self.precision):
             d_real = self.discriminator(inp, tgt).float()
             d_fake = self.discriminator(inp, fake.detach()).float()
         loss_d = 0.5 * (bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake)))
         _update(opt_d, loss_d, self.discriminator, sync)
         # generator: fool the discriminator and stay close to the target
         self.discriminator.requires_grad_(False)
-        with autocast(inp.device):
+        with autocast(inp.device, self.precision):
             d_gen = self.discriminator(inp, fake).float()
         loss_adv = bce(d_gen, torch.ones_like(d_gen))
         loss_l1 = F.l1_loss(fake.float(), tgt)

@@ -45,6 +45,9 @@ class TrainConfig:
     lr: float = 1e-5
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = True           # decay min(ema_decay, (1 + step) / (10 + step)); the
+                                      # public code has none (False)
+    precision: str = "bf16"           # autocast on CUDA ("bf16") or none ("fp32", the public code)
     flips: bool = True                # horizontal and vertical, p = 0.5 each, input and target
     lr_schedule: str = "constant"     # or "cosine" (decay to 0 over the run; short runs)
     seed: int = 0
@@ -82,6 +85,12 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     if cfg.lr_schedule == "cosine":
         return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step / cfg.iterations))
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}")
+
+
+def ema_decay(cfg: TrainConfig, step: int) -> float:
+    """The EMA decay after step ``step`` (0-based): ``ema_decay``, with the warm-up
+    min(ema_decay, (1 + step) / (10 + step)) when ``ema_warmup``."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -144,12 +153,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
-    """``(system, ema_model)`` from a checkpoint: the system for its ``reconstruct`` method and
-    the EMA weights in eval mode."""
+WEIGHTS = ("ema", "raw")
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu", weights: str = "ema"):
+    """``(system, model)`` from a checkpoint: the system for its ``reconstruct`` method and the
+    network in eval mode with the ``weights`` ``"ema"`` (default; the average the training loop
+    keeps) or ``"raw"`` (the optimiser's last weights, what the public inference script loads:
+    ``model120000.pt`` is improved-diffusion's name for raw weights, its EMA files are
+    ``ema_<rate>_<step>.pt``)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     ckpt = load_checkpoint(path, device)
     system = build_system(ckpt["method"], ckpt["model_config"])
-    system.model.load_state_dict(ckpt["ema"])
+    if weights == "ema":
+        system.model.load_state_dict(ckpt["ema"])
+    else:
+        system.load_state_dict(ckpt["system"])
     return system.to(device), system.model.eval()
 
 
@@ -160,6 +180,7 @@ class _Run:
     def __init__(self, method: str, cfg: TrainConfig, model_config: Any, device: torch.device) -> None:
         torch.manual_seed(cfg.seed)                 # the initial weights are part of the run
         self.system = build_system(method, model_config).to(device)
+        self.system.precision = cfg.precision
         self.ema = copy.deepcopy(self.system.model).requires_grad_(False)
         self.opts = self.system.optimizers(cfg.lr, cfg.weight_decay)
         self.step = 0
@@ -247,8 +268,9 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
         losses = run.system.train_step(inp, tgt, rand, run.opts, _sync_grads)
-        # EMA with the usual warm-up, so that short runs are not dominated by the initial weights
-        _ema_update(run.ema, run.system.model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        # EMA with the usual warm-up (unless switched off), so that short runs are not dominated
+        # by the initial weights
+        _ema_update(run.ema, run.system.model, ema_decay(cfg, step))
         run.step = step + 1
         if run.step % cfg.log_every == 0 or run.step == cfg.iterations:
             elapsed = time.perf_counter() - tic

@@ -37,7 +37,8 @@ class Explorer:
 
     def _load_model(self, acc: int):
         return load_for_inference(ensure_trained(self.profile, self.task, acc, "diffcmr",
-                                                 progress=False), default_device())
+                                                 progress=False), default_device(),
+                                  self.profile.evaluation.weights)
 
     def _load_data(self, acc: int):
         return val_pairs(self.profile, self.task, acc, self.profile.evaluation.n_val)
@@ -50,7 +51,7 @@ class Explorer:
         inp, tgt, meta = self._data(acc)
         system, model = self._model(acc)
         rec = reconstruct(system, model, inp[index:index + 1], steps=steps, rounds=rounds,
-                          batch=1, seed=seed)
+                          batch=1, seed=seed, **self.profile.evaluation.sampling())
         out = {"input": inp[index], "target": tgt[index], "recon": rec["mean"][0], "std": rec["std"][0]}
         out["error"] = np.abs(out["recon"] / out["recon"].max() - out["target"] / out["target"].max())
         out["metrics"] = {"RAW": all_metrics(out["target"], out["input"]),
@@ -72,11 +73,12 @@ class Explorer:
     def forward_figure(self, index: int = 0, acc: int = 4, t: int = 500, seed: int = 0) -> plt.Figure:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for the slice's ground truth (Eq. 4)."""
         _, tgt, _ = self._data(acc)
-        x0 = to_model_space(torch.from_numpy(tgt[index:index + 1])[:, None])
+        value_range = self.profile.diffcmr.value_range
+        x0 = to_model_space(torch.from_numpy(tgt[index:index + 1])[:, None], value_range)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
         x_t = schedule.q_sample(x0, torch.tensor([t]), noise)
         abar = schedule.base_alphas_cumprod()[t].item()
-        return plots.image_grid([tgt[index], x_t[0, 0].numpy(), from_model_space(x_t)[0, 0].numpy()],
+        return plots.image_grid([tgt[index], x_t[0, 0].numpy(), from_model_space(x_t, value_range)[0, 0].numpy()],
                                 ["x_0", f"x_t, t = {t} (abar = {abar:.3g})", "x_t as an image"])
 
     def widget(self):

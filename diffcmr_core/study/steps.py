@@ -102,11 +102,11 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
         inp, tgt, meta = val_pairs(profile, task, acc, ev.n_val)
         results = {"RAW": evaluate("RAW", inp, tgt, meta, out)}
         for method in profile.methods:
-            system, model = load_for_inference(ckpts[method], default_device())
+            system, model = load_for_inference(ckpts[method], default_device(), ev.weights)
             label = METHOD_LABEL[method]
             if method == "diffcmr":
                 rec = reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds,
-                                  batch=ev.batch, seed=ev.seed, progress=progress)
+                                  batch=ev.batch, seed=ev.seed, progress=progress, **ev.sampling())
                 results[label] = evaluate(label, rec["mean"], tgt, meta, out,
                                           extra={"std": rec["std"], "round0": rec["rounds"][0]})
             else:
@@ -156,12 +156,12 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
 
     def compute() -> dict[str, list[dict]]:
         inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
-        system, model = load_for_inference(ckpt[0], default_device())
+        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
         raw = evaluate("RAW", inp, tgt, meta, out)
         t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
         r_fixed = min(ev.rounds, r_max)
         big = reconstruct(system, model, inp, steps=t_max, rounds=r_max, batch=ev.batch,
-                          seed=ev.seed, progress=progress)["rounds"]
+                          seed=ev.seed, progress=progress, **ev.sampling())["rounds"]
         rounds_rows = [{"rounds": "Raw", **raw}]
         for r in ev.ablation_rounds:
             rounds_rows.append({"rounds": r, **evaluate(f"rounds{r}", big[:r].mean(0), tgt, meta, out)})
@@ -171,7 +171,7 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
                 rec = big[:r_fixed].mean(0)
             else:
                 rec = reconstruct(system, model, inp, steps=t, rounds=r_fixed, batch=ev.batch,
-                                  seed=ev.seed, progress=progress)["mean"]
+                                  seed=ev.seed, progress=progress, **ev.sampling())["mean"]
             steps_rows.append({"steps": t, **evaluate(f"steps{t}", rec, tgt, meta, out)})
         return {"steps": steps_rows, "rounds": rounds_rows}
 
@@ -210,7 +210,7 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
                           device=default_device(), progress=progress))
 
     def compute() -> list[dict]:
-        system, model = load_for_inference(ckpt[0], default_device())
+        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
         inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
         rows = [{"label": "RAW", "sampler": "-", "steps": 0, "rounds": 0, "nfe": 0, "dc": False,
                  "seconds_per_slice": 0.0, **evaluate("RAW", inp, tgt, meta, out)}]
@@ -218,8 +218,9 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
             for dc in (False, True):
                 t0 = time.perf_counter()
                 rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch,
-                                  seed=ev.seed, sampler=sampler, progress=progress,
-                                  x0_hook_for=mask_lines_hook_for(meta["mask_lines"], rounds) if dc else None)
+                                  seed=ev.seed, sampler=sampler, progress=progress, **ev.sampling(),
+                                  x0_hook_for=mask_lines_hook_for(meta["mask_lines"], rounds,
+                                                                  system.cfg.value_range) if dc else None)
                 seconds = (time.perf_counter() - t0) / len(inp)
                 name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
                 rows.append({"label": f"{name} T={steps} R={rounds}{' + DC' if dc else ''}",
@@ -245,12 +246,63 @@ def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int
     from diffcmr_core.method.systems import to_model_space
 
     inp, tgt, _ = val_pairs(profile, task, acc, slice_index + 1)
-    x0 = to_model_space(torch.from_numpy(tgt[slice_index:slice_index + 1])[:, None])
+    x0 = to_model_space(torch.from_numpy(tgt[slice_index:slice_index + 1])[:, None],
+                        profile.diffcmr.value_range)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     forward = [(t, q_sample(x0, torch.tensor([t]), noise)[0, 0].numpy()) for t in show_t]
+    ev = profile.evaluation
     system, model = load_for_inference(ensure_trained(profile, task, acc, "diffcmr", progress=progress),
-                                       default_device())
-    final, trace = record_chain(system, model, inp[slice_index], steps=max(profile.evaluation.ablation_steps),
-                                record=list(show_t), progress=progress)
+                                       default_device(), ev.weights)
+    final, trace = record_chain(system, model, inp[slice_index], steps=max(ev.ablation_steps),
+                                record=list(show_t), progress=progress, variance=ev.variance,
+                                clip=ev.clip)
     backward = [(t, trace[t]) for t in sorted(trace, reverse=True)] + [("0 (output)", final)]
     return forward, backward
+
+
+# ----------------------------------------------------------------------------- the challenge's protocol
+def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = False) -> dict[str, list[dict]]:
+    """Every method (and RAW) scored the challenge's way on the profile's validation cases:
+    each under-sampled file reconstructed (the frames and slices ``run4Ranking`` keeps), brought
+    back to its original matrix size, cropped, scored per file and set, the better coil type
+    kept (:mod:`diffcmr_core.method.challenge`). ``{method label: ranking rows}``; cached in
+    ``runs/<profile>/challenge/scores.json``."""
+    import shutil
+
+    from diffcmr_core.study.submit import local_split_scores
+
+    runs = paths_for(profile).runs / "challenge"
+    methods = ("raw", *profile.methods)
+
+    def prepare() -> None:
+        for task in profile.tasks:
+            for acc in profile.accs:
+                for method in profile.methods:
+                    ensure_trained(profile, task, acc, method, progress=progress)
+
+    def compute() -> dict[str, list[dict]]:
+        out = {}
+        for method in methods:
+            shutil.rmtree(runs / method, ignore_errors=True)     # files of older models
+            out[METHOD_LABEL[method]] = local_split_scores(profile, method, progress=progress)
+        return out
+
+    return cached_step(runs / "scores.json", profile, compute, force=force, prepare=prepare,
+                       name="challenge protocol")
+
+
+def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
+    """Each method and factor scored by both protocols side by side: the paper's (each
+    ``size x size`` image whole, the validation subset) and the challenge's (original matrix
+    size, ``run4Ranking``'s slices, frames and crop, per-file and per-set means, the better
+    coil type)."""
+    paper_rows = results_table(profile, task)
+    challenge = challenge_scores(profile, progress=False)
+    rows = []
+    for r in paper_rows:
+        c = next(x for x in challenge[r["method"]] if x["task"] == task and x["acc"] == r["acc"])
+        rows.append({"method": r["method"], "acc": r["acc"],
+                     "paper psnr": r["psnr"], "paper ssim": r["ssim"], "paper nmse": r["nmse"],
+                     "challenge psnr": c["psnr"], "challenge ssim": c["ssim"],
+                     "challenge nmse": c["nmse"]})
+    return rows

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffcmr_core.method.schedule import BASE_STEPS, LOSS_WEIGHTINGS, PREDICTIONS
+from diffcmr_core.method.schedule import BASE_STEPS, LOSS_REDUCTIONS, LOSS_WEIGHTINGS, PREDICTIONS
+
+VALUE_RANGES = ("pm1", "unit")
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,20 @@ class DiffCMRConfig:
     prediction: str = "eps"                             # E's output: "eps" (Eq. 3), "x0" or "v"
     train_steps: int = 100                              # Alg. 1's chain in training (respaced)
     loss_weighting: str = "eps"                         # Eq. 5 ("eps") or 1/abar-weighted ("v")
+    loss_reduction: str = "sum"                         # Eq. 5's squared norm per sample ("sum",
+                                                        # the public code) or the pixel mean
+    value_range: str = "pm1"                            # images enter the chain in [-1, 1]
+                                                        # ("pm1", DDPM's convention) or [0, 1]
+                                                        # ("unit", the public code)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, "
+                             f"got {self.loss_reduction!r}")
+        if self.value_range not in VALUE_RANGES:
+            raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {self.value_range!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
                              f"got {self.loss_weighting!r}")

@@ -1,0 +1,219 @@
+"""A challenge submission from a profile's trained models, and the challenge's scores of a split.
+
+:func:`submit` reconstructs every under-sampled file of a split (only the frames and slices that
+``run4Ranking`` keeps), brings each reconstruction back to the file's original matrix size,
+and writes ``img4ranking`` where the organisers expect it (see
+:mod:`diffcmr_core.method.challenge`). One model per task and factor, the profile's own
+preprocessing and sampling (T, R, variance, clipping).
+
+The way back to the original size: the network's images are the zero-padded k-space's images
+resized to ``size x size`` (padding k-space keeps the field of view), each divided by the input
+image's maximum. A reconstruction is multiplied by that maximum and resized to the file's
+(ky, kx). With an image ``roi`` (the quick profile: the heart's region), the network sees only
+part of the field of view: its reconstruction goes back into that region of the zero-filled
+image at the padded resolution, and the rest of the image stays zero-filled. The ranking crop
+(a third of the read-out, half of the phase encoding) is larger than the quick profile's region
+(a quarter, a half), so its challenge scores mix the network's region with zero-filled image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.kspace import kspace_to_image, resize_to, roi_box
+from diffcmr_core.data.pairs import PreprocessConfig
+from diffcmr_core.errors import CheckpointError, CMRxReconError, DiffCMRError
+from diffcmr_core.method.challenge import (load_ranking, ranking_crop, ranking_selection,
+                                           submission_path, save_ranking)
+from diffcmr_core.method.inference import reconstruct
+from diffcmr_core.method.train import default_device, load_for_inference
+from diffcmr_core.study.profiles import Profile, paths_for
+
+SUBMIT_METHODS = ("diffcmr", "unet", "cgan", "raw")
+Recon = Callable[[np.ndarray], np.ndarray]          # [N, S, S] normalised inputs -> reconstructions
+
+
+@dataclass
+class Submission:
+    """What :func:`submit` did: files written, files already there (kept), files skipped with
+    the reason."""
+
+    out: Path
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"submission in {self.out}: {len(self.written)} files written, {len(self.kept)} "
+                 f"already there (kept), {len(self.skipped)} skipped"]
+        lines += [f"  skipped: {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def back_to_original(recon: np.ndarray, scale: np.ndarray, zero_filled: np.ndarray | None,
+                     pre: PreprocessConfig, shape: tuple[int, int]) -> np.ndarray:
+    """Reconstructions ``[N, S, S]`` (input-normalised) at the original ``shape`` = (ky, kx).
+
+    ``scale`` ``[N]``: each input's maximum. Without ``pre.roi``: a resize. With it: pasted
+    into its region of ``zero_filled`` ``[N, pad_to, pad_to]`` (the zero-filled images before
+    the roi crop and resize), then the whole image resized."""
+    values = recon * scale[:, None, None]
+    if pre.roi is None:
+        return resize_to(values, shape)
+    canvas = np.array(zero_filled, np.float32, copy=True)
+    (y0, y1), (x0, x1) = (roi_box(canvas.shape[-2], pre.roi[0]), roi_box(canvas.shape[-1], pre.roi[1]))
+    canvas[:, y0:y1, x0:x1] = resize_to(values, (y1 - y0, x1 - x0))
+    return resize_to(canvas, shape)
+
+
+def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: PreprocessConfig,
+                     recon: Recon) -> np.ndarray:
+    """``img4ranking`` of one under-sampled file: read the kept frames and slices, make the
+    network's inputs, reconstruct, go back to the original size, crop."""
+    if pre.crop:
+        raise DiffCMRError(None, "a submission needs image-domain preprocessing (crop=False)")
+    key = io.kspace_key(coil, acc)
+    shape = io.kspace_shape(path, key)
+    frames, slices = ranking_selection(name, shape[0], shape[1])
+    kspace = io.load_kspace(path, key, index=(slice(frames[0], frames[-1] + 1),
+                                              slice(slices[0], slices[-1] + 1)))
+    multicoil = coil == "MultiCoil"
+    lead = kspace.shape[:2]
+    inputs = kspace_to_image(kspace, multicoil=multicoil, pad_to=pre.pad_to, size=pre.size,
+                             roi=pre.roi).reshape(-1, pre.size, pre.size)
+    zero_filled = None
+    if pre.roi is not None:
+        zero_filled = kspace_to_image(kspace, multicoil=multicoil, pad_to=pre.pad_to,
+                                      size=None).reshape(-1, pre.pad_to, pre.pad_to)
+    scale = inputs.reshape(len(inputs), -1).max(1).astype(np.float32)
+    if np.any(scale <= 0):
+        raise CMRxReconError(path, "an under-sampled image is all zeros")
+    out = recon(inputs / scale[:, None, None])
+    images = back_to_original(out, scale, zero_filled, pre, shape[-2:])
+    return ranking_crop(images.reshape(*lead, *shape[-2:]))
+
+
+def model_recon(profile: Profile, task: str, acc: int, method: str, *,
+                device: torch.device | None = None, progress: bool = False) -> Recon:
+    """A reconstruction function with the profile's trained ``method`` for ``task`` and ``acc``
+    (``raw``: the zero-filled input itself). A missing checkpoint is an error naming the task,
+    the factor and the command that trains it."""
+    if method == "raw":
+        return lambda x: x
+    if method not in SUBMIT_METHODS:
+        raise ValueError(f"method must be one of {SUBMIT_METHODS}, got {method!r}")
+    ckpt = paths_for(profile).model_dir(task, acc, method) / "last.pt"
+    if not ckpt.is_file():
+        raise CheckpointError(ckpt, f"no trained {method} model for {task} at {acc}x in profile "
+                                    f"{profile.name}; train it with `python -m diffcmr_core study "
+                                    f"--profile {profile.name} --only 03_training` (or `make study "
+                                    f"PROFILE={profile.name}`)")
+    device = device or default_device()
+    ev = profile.evaluation
+    system, model = load_for_inference(ckpt, device, ev.weights)
+    if method != "diffcmr":
+        @torch.no_grad()
+        def regress(x: np.ndarray) -> np.ndarray:
+            parts = [system.reconstruct(model, torch.from_numpy(x[i:i + ev.batch])[:, None].to(device))[0]
+                     for i in range(0, len(x), ev.batch)]
+            return torch.cat(parts)[:, 0].float().cpu().numpy()
+        return regress
+
+    def sample(x: np.ndarray) -> np.ndarray:
+        return reconstruct(system, model, np.ascontiguousarray(x, np.float32), steps=ev.steps,
+                           rounds=ev.rounds, batch=ev.batch, seed=ev.seed, progress=progress,
+                           **ev.sampling())["mean"]
+    return sample
+
+
+def _split_files(data: Path, split: str, tasks, accs, cases) -> list[tuple[str, str, int, str, str, Path]]:
+    jobs = []
+    for coil in io.COIL_TYPES:
+        for task in tasks:
+            for acc in accs:
+                folder = data / coil / io.TASK_FOLDER[task] / split / f"AccFactor{acc:02d}"
+                if not folder.is_dir():
+                    continue
+                for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+                    if cases is not None and case_dir.name not in cases:
+                        continue
+                    for name in io.TASK_FILES[task]:
+                        path = io.file_path(data, coil, task, case_dir.name, name, acc=acc, split=split)
+                        if path.is_file():
+                            jobs.append((coil, task, acc, case_dir.name, name, path))
+    return jobs
+
+
+def _finished(path: Path) -> bool:
+    try:
+        load_ranking(path)
+        return True
+    except CMRxReconError:
+        return False
+
+
+def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | None = None,
+           data: str | Path | None = None, method: str = "diffcmr", cases: list[str] | None = None,
+           progress: bool = True) -> Submission:
+    """Reconstruct every under-sampled file of ``split`` in ``data`` (default: the profile's
+    tree) with the profile's trained models and write the submission under ``out`` (default
+    ``runs/<profile>/submission/<method>/<split>``).
+
+    Resumable: a file already written (and readable) is kept. Atomic: every file is written
+    under a temporary name and renamed. A bad input file is skipped with its reason and the rest
+    of the set is still written; a missing model is an error before anything is written."""
+    paths = paths_for(profile)
+    data = Path(data) if data is not None else paths.data
+    out = Path(out) if out is not None else paths.runs / "submission" / method / split
+    jobs = _split_files(data, split, profile.tasks, profile.accs, cases)
+    if not jobs:
+        raise CMRxReconError(data, f"no under-sampled {split} files (expected <coil>/<Cine|Mapping>/"
+                                   f"{split}/AccFactorXX/PNNN/*.mat)")
+    recons = {(task, acc): model_recon(profile, task, acc, method)
+              for task, acc in dict.fromkeys((j[1], j[2]) for j in jobs)}
+    report = Submission(out)
+    bar = tqdm(jobs, desc=f"submit {method} {split}", disable=not progress)
+    for coil, task, acc, case, name, path in bar:
+        target = submission_path(out, coil, task, split, acc, case, name)
+        bar.set_postfix_str(f"{coil} {name} {acc}x {case}")
+        if target.is_file() and _finished(target):
+            report.kept.append(target)
+            continue
+        try:
+            img = reconstruct_file(path, coil, name, acc, profile.preprocess, recons[(task, acc)])
+        except CMRxReconError as err:
+            report.skipped.append(str(err))
+            continue
+        save_ranking(target, img)
+        report.written.append(target)
+    return report
+
+
+def local_split_scores(profile: Profile, method: str, *, progress: bool = False) -> list[dict]:
+    """The challenge's scores of ``method`` on the profile's own validation cases (the last
+    cases of the TrainingSet, as the pairs split them): a submission of those cases under
+    ``runs/<profile>/challenge/<method>``, scored against their fully sampled files. Returns the
+    ranking rows (task, acc, psnr, ssim, nmse)."""
+    from diffcmr_core.data.pairs import split_cases
+    from diffcmr_core.method.challenge import score_submission
+
+    paths = paths_for(profile)
+    cases = sorted({c for task in profile.tasks for c in _full_cases(paths.data, task)})
+    _, val_cases = split_cases(cases, profile.preprocess.val_fraction, paths.data)
+    out = paths.runs / "challenge" / method
+    submit(profile, split="TrainingSet", out=out, method=method, cases=val_cases, progress=progress)
+    scores = score_submission(out, paths.data, split="TrainingSet", tasks=profile.tasks,
+                              accs=profile.accs, cases=val_cases)
+    return scores.ranking
+
+
+def _full_cases(data: Path, task: str) -> list[str]:
+    return [e.case for e in io.walk(data) if e.task == task and e.acc is None and e.split == "TrainingSet"]
+
