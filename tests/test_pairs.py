@@ -91,3 +91,20 @@ def test_bad_mask_fails_and_keeps_previous_files(tiny_root, tmp_path):
         io.save_mask(mask_path, "mask04", good)
     assert (tmp_path / "pairs_mapping_acc04.h5").read_bytes() == before
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_public_normalisation_divides_each_image_by_its_own_maximum(tiny_root, tmp_path):
+    """``normalise="each"`` (the public code): the target of every pair peaks at exactly 1 and
+    equals the fully sampled image over its own maximum; the input is unchanged."""
+    cfg = PreprocessConfig(pad_to=128, size=32, normalise="each")
+    build_pairs(tiny_root, tmp_path, "mapping", cfg, accs=(4,), progress=False)
+    x, y, meta = load_pairs(pairs_path(tmp_path, "mapping", 4), "val")
+    np.testing.assert_allclose(y.reshape(len(y), -1).max(1), 1.0, rtol=1e-6)
+    assert np.all(x.reshape(len(x), -1).max(1) == pytest.approx(1.0))
+    i = np.flatnonzero(meta["file"] == "T1map")[2]
+    full = io.load_kspace(tiny_root / f"{meta['coil'][i]}/Mapping/TrainingSet/FullSample/P003/T1map.mat")
+    ref = kspace_to_image(full[meta["frame"][i], meta["slice"][i]], multicoil=meta["coil"][i] == "MultiCoil",
+                          pad_to=128, size=32)
+    np.testing.assert_allclose(y[i], ref / ref.max(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="normalise"):
+        PreprocessConfig(normalise="target")

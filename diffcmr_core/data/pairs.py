@@ -5,9 +5,12 @@ Per file of the CMRxRecon tree: images by :func:`~diffcmr_core.data.kspace.kspac
 (zero-pad to ``pad_to``, iFFT per coil, RSS, resize to ``size``). A file of shape
 ``[t, s, (c,) h, w]`` gives ``t x s`` slices.
 
-Normalisation: every pair ``(input, target)`` is divided by the maximum of the under-sampled
-input image, so the model's input lies in [0, 1] and nothing of the ground truth leaks into it;
-the scale is kept in the metadata. The challenge's metrics are invariant to it.
+Normalisation (``PreprocessConfig.normalise``): by default every pair ``(input, target)`` is
+divided by the maximum of the under-sampled input image, so the model's input lies in [0, 1],
+nothing of the ground truth leaks into it, and a reconstruction times the input's maximum (kept
+in the metadata as ``scale``) is back on the data's scale. ``"each"`` divides the target by its
+own maximum instead, as the public code does (both images then peak at 1; the target's scale is
+lost). The challenge's metrics are invariant to either.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from diffcmr_core.errors import CMRxReconError
 from diffcmr_core.fileio import atomic_path, folder_lock
 
 SPLITS = ("train", "val")
+NORMALISATIONS = ("input", "each")
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -45,6 +49,12 @@ class PreprocessConfig:
     crop: bool = False                 # k-space centre crop instead of pad + resize (see kspace_to_image)
     roi: tuple[float, float] | None = None   # keep the central (rows, columns) fractions of the
                                              # padded image before resizing (None: all, the paper)
+    normalise: str = "input"           # divide input and target by the input's maximum, or
+                                       # "each" by its own (the public code)
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -214,7 +224,9 @@ def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConf
                 raise CMRxReconError(src.sub[acc][0], "an under-sampled image is all zeros")
             f, n = files[acc], len(inp)
             _append(f["input"], inp / scale[:, None, None].astype(np.float32))
-            _append(f["target"], target / scale[:, None, None].astype(np.float32))
+            own = target.reshape(len(target), -1).max(1).astype(np.float64)
+            t_scale = scale if cfg.normalise == "input" else own
+            _append(f["target"], target / t_scale[:, None, None].astype(np.float32))
             for name, values in (("coil", np.full(n, src.coil.encode())),
                                  ("case", np.full(n, src.case.encode())),
                                  ("file", np.full(n, src.file.encode())),

@@ -306,3 +306,35 @@ def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
                      "challenge psnr": c["psnr"], "challenge ssim": c["ssim"],
                      "challenge nmse": c["nmse"]})
     return rows
+
+
+# ----------------------------------------------------------------------------- the public code's choices
+def public_choices(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
+                   force: bool = False) -> list[dict]:
+    """What the public code's sampling choices change, on one trained model and the ablation's
+    slices at the profile's T and R: sampler variance beta-tilde (Alg. 2) or beta (public), and
+    x0 clipped to [-1, 1] at each step (public) or not (Alg. 2 as printed); one row each, with
+    the same seeds. Cached in ``runs/<profile>/public/<task>_accNN.json``."""
+    out = paths_for(profile).runs / "public" / f"{task}_acc{acc:02d}"
+    ev = profile.evaluation
+    ckpt: list[Path] = []
+
+    def compute() -> list[dict]:
+        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
+        rows = [{"variance": "-", "clip": "-", "label": "RAW", **evaluate("RAW", inp, tgt, meta, out)}]
+        for variance in ("beta_tilde", "beta"):
+            for clip in (False, True):
+                rec = reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds, batch=ev.batch,
+                                  seed=ev.seed, progress=progress, variance=variance, clip=clip,
+                                  precision=ev.precision)
+                label = f"{'beta-tilde (Alg. 2)' if variance == 'beta_tilde' else 'beta (public)'}, " \
+                        f"{'clip' if clip else 'no clip'}"
+                rows.append({"variance": variance, "clip": clip, "label": label,
+                             **evaluate(f"{variance}_{'clip' if clip else 'noclip'}", rec["mean"], tgt,
+                                        meta, out)})
+        return rows
+
+    return cached_step(out / "choices.json", profile, compute, force=force, name="public-code choices",
+                       prepare=lambda: ckpt.append(ensure_trained(profile, task, acc, "diffcmr",
+                                                                  progress=progress)))
