@@ -53,6 +53,16 @@ def reconstruct_all(recon: Recon, inputs: np.ndarray, batch: int, *, progress: b
     return {k: np.concatenate(v, axis=v[0].ndim - 3) for k, v in parts.items()}
 
 
+def regress(system, model, inputs: np.ndarray, batch: int, *, progress: bool = False
+            ) -> np.ndarray:
+    """A regression baseline's (U-Net, cGAN) images of ``inputs`` ``[N, S, S]`` -> ``[N, S, S]``,
+    in batches of ``batch`` on the model's device."""
+    dev = next(model.parameters()).device
+    rec = reconstruct_all(lambda x, _: {"mean": system.reconstruct(model, x.to(dev))[0]},
+                          inputs, batch, progress=progress, desc=f"{system.method}")
+    return rec["mean"]
+
+
 def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
                 seed: int, sampler: str = "ddpm", progress: bool = False,
                 x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None,

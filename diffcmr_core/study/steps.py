@@ -14,7 +14,7 @@ import torch
 from diffcmr_core.data.pairs import build_pairs, load_pairs, pair_counts, pairs_path, pairs_stamp, table1
 from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
 from diffcmr_core.method.evaluate import evaluate, read_recon
-from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct, reconstruct_all
+from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct, regress
 from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.systems import METHOD_LABEL
 from diffcmr_core.method.train import default_device, load_for_inference, train
@@ -110,9 +110,7 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
                 results[label] = evaluate(label, rec["mean"], tgt, meta, out,
                                           extra={"std": rec["std"], "round0": rec["rounds"][0]})
             else:
-                rec = reconstruct_all(lambda x, _: {"mean": system.reconstruct(model, x.to(default_device()))[0]},
-                                      inp, ev.batch)
-                results[label] = evaluate(label, rec["mean"], tgt, meta, out)
+                results[label] = evaluate(label, regress(system, model, inp, ev.batch), tgt, meta, out)
         return results
 
     return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,

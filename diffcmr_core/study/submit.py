@@ -32,7 +32,7 @@ from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.errors import CheckpointError, CMRxReconError, DiffCMRError
 from diffcmr_core.method.challenge import (load_ranking, ranking_crop, ranking_selection,
                                            submission_path, save_ranking)
-from diffcmr_core.method.inference import reconstruct
+from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.train import default_device, load_for_inference
 from diffcmr_core.study.profiles import Profile, paths_for
 
@@ -119,12 +119,8 @@ def model_recon(profile: Profile, task: str, acc: int, method: str, *,
     ev = profile.evaluation
     system, model = load_for_inference(ckpt, device, ev.weights)
     if method != "diffcmr":
-        @torch.no_grad()
-        def regress(x: np.ndarray) -> np.ndarray:
-            parts = [system.reconstruct(model, torch.from_numpy(x[i:i + ev.batch])[:, None].to(device))[0]
-                     for i in range(0, len(x), ev.batch)]
-            return torch.cat(parts)[:, 0].float().cpu().numpy()
-        return regress
+        return lambda x: regress(system, model, np.ascontiguousarray(x, np.float32), ev.batch,
+                                 progress=progress)
 
     def sample(x: np.ndarray) -> np.ndarray:
         return reconstruct(system, model, np.ascontiguousarray(x, np.float32), steps=ev.steps,
