@@ -29,7 +29,7 @@ def test_notebooks_are_valid_committed_without_outputs_and_parameterised():
     import nbformat
 
     books = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(books) == 8
+    assert len(books) == 9
     for path in books:
         with warnings.catch_warnings():
             warnings.simplefilter("error")

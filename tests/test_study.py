@@ -12,7 +12,9 @@ from diffcmr_core.study.profiles import get_profile, paths_for
 EXPECTED = ["table1.csv", "table1.md", "table2_cine.csv", "table2_cine.md", "table3_mapping.csv",
             "table3_mapping.md", "table4a_steps.csv", "table4a_steps.md", "table4b_rounds.csv",
             "table4b_rounds.md", "fig1_diffusion.png", "fig2_pipeline.png", "fig3_qualitative.png",
-            "fig3_qualitative.pdf", "REPORT.md", "table5_fast_sampling.csv", "fig_fast_sampling.png"]
+            "fig3_qualitative.pdf", "REPORT.md", "table5_fast_sampling.csv", "fig_fast_sampling.png",
+            "table6_maps.csv", "table6_maps.md", "table6_maps_truth.csv", "table6_maps_scale.csv",
+            "table6_maps_uncertainty.csv", "fig_maps.png"]
 
 
 @pytest.mark.slow
@@ -32,6 +34,10 @@ def test_study_writes_every_table_and_figure(smoke_home):
     assert fast[3] == "DDPM T=5 R=2" and len(fast) == 1 + 2 * len(settings)
     executed = json.loads((smoke_home / "runs/smoke/notebooks/02_preprocessing.ipynb").read_text())
     assert any("papermill" in c["metadata"] for c in executed["cells"])
+    maps = [l.split(",") for l in (figures / "table6_maps.csv").read_text().splitlines()]
+    assert maps[0][:4] == ["method", "acc", "T1 myo MAE", "T1 myo bias"]
+    assert {r[0] for r in maps[1:]} == {"RAW", "U-Net", "cGAN", "DiffCMR R=1", "DiffCMR R=2"}
+    assert "Table 6 (beyond the paper)" in report
 
 
 @pytest.mark.slow
@@ -43,7 +49,7 @@ def test_rerun_skips_finished_notebooks(smoke_home, capsys):
     assert all(v > 0 for v in before.values()), before
     run_study("smoke")
     out = capsys.readouterr().out
-    assert out.count("up to date, skipped") == 8
+    assert out.count("up to date, skipped") == 9
     # the reused results keep their cost in the report, whatever this run's wall time
     assert compute_seconds(get_profile("smoke")) == before
     report = (smoke_home / "figures" / "smoke" / "REPORT.md").read_text()
@@ -64,7 +70,7 @@ def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, 
     _store(runs / "eval" / "cine_acc04" / "summary.json", profile, {}, 7.0)
     _store(runs / "ablation" / "cine_acc04" / "ablation.json", get_profile("quick"), {}, 99.0)  # stale
     assert compute_seconds(profile) == {"training": 15.0, "evaluation": 7.0, "ablation": 0.0,
-                                        "fast sampling": 0.0}
+                                        "fast sampling": 0.0, "maps": 0.0}
 
 
 @pytest.mark.slow

@@ -215,3 +215,63 @@ def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def maps_figure(panels: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
+                row_titles: Sequence[str], *, error_max: Sequence[float] | None = None) -> plt.Figure:
+    """T1 / T2 maps: per panel (one slice, one map), a row of maps [ms] named by ``labels``
+    (the first is the reference) on one scale, and below it each map's error against the
+    reference [ms], signed, on one symmetric scale; a colour bar in ms closes each row.
+    Unfitted pixels (NaN) are shown in grey."""
+    n = len(labels)
+    fig, axes = plt.subplots(2 * len(panels), n + 1, figsize=(1.75 * n + 0.6, 3.7 * len(panels)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * n + [0.08]})
+    for r, (maps, title) in enumerate(zip(panels, row_titles)):
+        ref = maps[labels[0]]
+        lo, hi = np.nanpercentile(ref, [1, 99]) if np.isfinite(ref).any() else (0.0, 1.0)
+        emax = (error_max[r] if error_max is not None else
+                np.nanpercentile(np.abs(np.concatenate([(maps[k] - ref).ravel() for k in labels[1:]])), 95)
+                if n > 1 else 1.0)
+        emax = float(emax) if np.isfinite(emax) and emax > 0 else 1.0
+        for c, key in enumerate(labels):
+            cmap = plt.get_cmap("magma").copy()
+            cmap.set_bad("0.6")
+            ax = axes[2 * r, c]
+            im = ax.imshow(np.ma.masked_invalid(maps[key]), cmap=cmap, vmin=lo, vmax=hi,
+                           interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(key, fontsize=8)
+            ax = axes[2 * r + 1, c]
+            ecmap = plt.get_cmap("RdBu_r").copy()
+            ecmap.set_bad("0.6")
+            if c == 0:
+                ax.axis("off")
+                continue
+            em = ax.imshow(np.ma.masked_invalid(maps[key] - ref), cmap=ecmap, vmin=-emax, vmax=emax,
+                           interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        fig.colorbar(im, cax=axes[2 * r, n]).set_label(f"{title.split()[0]} [ms]", fontsize=8)
+        if n > 1:
+            fig.colorbar(em, cax=axes[2 * r + 1, n]).set_label("error [ms]", fontsize=8)
+        else:
+            axes[2 * r + 1, n].axis("off")
+        axes[2 * r, 0].set_ylabel(title, fontsize=9)
+        axes[2 * r + 1, 1].set_ylabel(f"- {labels[0]}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fit_curves(times: np.ndarray, signals: dict[str, np.ndarray], model: dict[str, np.ndarray],
+               title: str, xlabel: str) -> plt.Figure:
+    """Measured magnitudes (points) and fitted model magnitudes (lines) of a few pixels."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    fine = np.linspace(0, times.max() * 1.05, 200)
+    for (name, y), colour in zip(signals.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        ax.plot(times, y, "o", color=colour, label=name)
+        ax.plot(fine, model[name], "-", color=colour, lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("magnitude")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,7 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
     (from the models' loss logs, summed over resumed sessions) and the cached evaluation,
     ablation and fast-sampling steps. Steps cached for another configuration are left out."""
     runs = paths_for(profile).runs
-    totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0}
+    totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0, "maps": 0.0}
     for log in sorted((runs / "models").glob("*/loss.csv")):
         session_max, last = 0.0, 0.0
         for row in read_csv(log):
@@ -33,7 +33,7 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
             session_max, last = max(session_max, sec), sec
         totals["training"] += session_max
     for key, pattern in (("evaluation", "eval/*/summary.json"), ("ablation", "ablation/*/ablation.json"),
-                         ("fast sampling", "fast/*/comparison.json")):
+                         ("fast sampling", "fast/*/comparison.json"), ("maps", "maps/*/summary.json")):
         for cache in sorted(runs.glob(pattern)):
             entry = read_entry(cache, profile)
             if entry is not None:
@@ -143,6 +143,7 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
     if (fig / "table5_fast_sampling.csv").is_file():
         rows = read_csv(fig / "table5_fast_sampling.csv")
         lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(rows)]
+    lines += _maps_section(fig)
     lines += _seeds_section(fig)
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]
     path = fig / "REPORT.md"
@@ -181,6 +182,72 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
         lines += ["At the paper's own preprocessing (512 -> 128, the `paper` profile's phantom): "
                   "[docs/calibration.md](../../docs/calibration.md).", ""]
     return lines
+
+
+def _maps_section(fig: Path) -> list[str]:
+    """Table 6 (notebook 09): T1 and T2 map errors of every method, and what the common scale
+    and DiffCMR's uncertainty say."""
+    if not (fig / "table6_maps.csv").is_file():
+        return []
+
+    def rounded(rows: list[dict[str, str]], digits: int = 1) -> list[dict[str, str]]:
+        return [{k: (_f(v, digits) if k not in ("method", "acc", "pixels") else v) for k, v in r.items()}
+                for r in rows]
+
+    lines = ["## Table 6 (beyond the paper): T1 and T2 maps", "",
+             "Every method's reconstructions of the mapping validation slices (multi-coil) on their "
+             "common scale, fitted voxel by voxel (MOLLI three-parameter with polarity restoration and "
+             "the Look-Locker correction; T2-prep mono-exponential); mean absolute error and bias [ms] "
+             "in the myocardium and the blood pool, against the fully sampled images' maps:", "",
+             to_markdown(rounded(read_csv(fig / "table6_maps.csv")))]
+    for name, text, digits in (
+            ("table6_maps_truth", "Against the phantom's truth (the fully sampled maps' own error is the "
+                                  "floor: noise and partial volume):", 1),
+            ("table6_maps_scale", "Without the common scale (each weighted image at its own input's "
+                                  "maximum, as the network outputs it), myocardium:", 2),
+            ("table6_maps_uncertainty", "DiffCMR's uncertainty against its |T1 error| (Spearman, heart "
+                                        "pixels of the T1 slices):", 3)):
+        if (fig / f"{name}.csv").is_file():
+            lines += [text, "", to_markdown(rounded(read_csv(fig / f"{name}.csv"), digits))]
+    return lines + _maps_discussion(fig) + [""]
+
+
+def _maps_discussion(fig: Path) -> list[str]:
+    """Table 6 in sentences: the best method per factor and map, the floor, the scale, the
+    uncertainty (generated from the CSV files notebook 09 wrote)."""
+    rows = read_csv(fig / "table6_maps.csv")
+    out = []
+    for acc in dict.fromkeys(r["acc"] for r in rows):
+        parts = []
+        for key in ("T1", "T2"):
+            col = f"{key} myo MAE"
+            ranked = sorted((float(r[col]), r["method"]) for r in rows
+                            if r["acc"] == acc and r[col] not in ("", "nan"))
+            if ranked:
+                parts.append(f"{key} best {ranked[0][1]} ({ranked[0][0]:.0f} ms), worst "
+                             f"{ranked[-1][1]} ({ranked[-1][0]:.0f} ms)")
+        out.append(f"- {acc}x, myocardium against the fully sampled maps: " + "; ".join(parts) + ".")
+    if (fig / "table6_maps_truth.csv").is_file():
+        floor = [r for r in read_csv(fig / "table6_maps_truth.csv") if r["method"] == "Fully sampled"]
+        if floor:
+            out.append(f"- The fully sampled maps themselves are {float(floor[0]['T1 myo MAE']):.0f} ms (T1) "
+                       f"and {float(floor[0]['T2 myo MAE']):.0f} ms (T2) from the truth in the myocardium: "
+                       "the floor.")
+    if (fig / "table6_maps_scale.csv").is_file():
+        sc = read_csv(fig / "table6_maps_scale.csv")
+        own = [float(r["T1 myo MAE (own scale)"]) for r in sc]
+        common = [float(r["T1 myo MAE (common scale)"]) for r in sc]
+        out.append(f"- Without the common scale the myocardial T1 error is {min(own):.0f}-{max(own):.0f} ms "
+                   f"(with it {min(common):.0f}-{max(common):.0f} ms).")
+    if (fig / "table6_maps_uncertainty.csv").is_file():
+        unc = read_csv(fig / "table6_maps_uncertainty.csv")
+        rhos = [float(r[k]) for r in unc for k in ("rho (std map)", "rho (T1 std over rounds)")
+                if r[k] not in ("", "nan")]
+        if rhos:
+            out.append(f"- DiffCMR's uncertainty against its |T1 error|: Spearman rho "
+                       f"{min(rhos):.2f} to {max(rhos):.2f}" +
+                       (" (no useful prediction)." if max(abs(x) for x in rhos) < 0.3 else "."))
+    return ["", *out]
 
 
 def _seeds_section(fig: Path) -> list[str]:
