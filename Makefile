@@ -42,6 +42,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_phantom.py
+	$(BIN)/python benchmarks/bench_maps.py
 
 clean-runs:
 	rm -rf runs data/synthetic data/pairs
