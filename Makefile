@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 	fi
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@# outputs stripped on commit (.gitattributes): exploring in JupyterLab leaves git status clean
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean "'$(abspath $(BIN))/python' -m nbstripout --keep-id"; \
+		git config filter.nbstripout.smudge cat; \
+		git config diff.ipynb.textconv "'$(abspath $(BIN))/python' -m nbstripout --keep-id -t"; \
+	fi
 	touch $(STAMP)
 
 study: $(STAMP)

@@ -40,3 +40,27 @@ def test_data_consistency_puts_back_the_measured_lines():
     err_after = (k_after - k_in)[..., mask].abs().mean()
     assert err_after < 0.5 * err_before
     assert out.min() >= 0 and out.shape == (4, 1, 16, 16)
+
+
+def test_one_progress_bar_counts_every_sampling_step_of_every_batch(monkeypatch):
+    """The bar of a data set's reconstruction moves per sampling step (not per batch), and the
+    bar changes nothing in the result."""
+    import diffcmr_core.method.inference as inference
+
+    system = DiffusionSystem(TINY).eval()
+    inputs = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    bars = []
+    real_tqdm = inference.tqdm
+
+    def spy(*args, **kwargs):
+        bar = real_tqdm(*args, **kwargs)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(inference, "tqdm", spy)
+    shown = inference.reconstruct(system, system.model, inputs, steps=4, rounds=2, batch=2, seed=0,
+                                  progress=True)
+    quiet = inference.reconstruct(system, system.model, inputs, steps=4, rounds=2, batch=2, seed=0)
+    assert bars[0].total == 2 * 4 and bars[0].n == 2 * 4          # 2 batches x 4 steps
+    assert "T=4 R=2, 3 slices" in bars[0].desc
+    np.testing.assert_array_equal(shown["mean"], quiet["mean"])

@@ -41,3 +41,37 @@ def test_notebooks_are_valid_committed_without_outputs_and_parameterised():
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, path.name
+
+
+def test_git_strips_notebook_outputs_on_commit(tmp_path):
+    """`make install` points .gitattributes' nbstripout filter at the venv: a notebook saved with
+    outputs (as JupyterLab autosaves it) goes into git as the committed, output-free file."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import nbformat
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def git(*args, **kw):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, **kw)
+
+    assert git("check-attr", "filter", "--", "notebooks/04_evaluation.ipynb").stdout.strip().endswith(
+        "filter: nbstripout")
+    clean = git("config", "--get", "filter.nbstripout.clean").stdout.strip()
+    assert clean, "the nbstripout filter is not configured: run `make install`"
+    committed = (root / "notebooks" / "04_evaluation.ipynb").read_text()
+    nb = nbformat.reads(committed, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.execution_count = i + 1
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="explored\n")]
+    saved = nbformat.writes(nb)
+    assert "explored" in saved
+    out = subprocess.run(clean, shell=True, input=saved, capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == committed

@@ -56,6 +56,26 @@ def test_rerun_skips_finished_notebooks(smoke_home, capsys):
     assert f"compute behind these results: {sum(before.values()) / 60:.1f} min" in report
 
 
+@pytest.mark.slow
+def test_an_ad_hoc_papermill_run_leaves_the_study_figures_alone(smoke_home, tmp_path):
+    """README's papermill example with other parameters: the figures and tables of
+    ``figures/smoke/`` stay byte for byte; the run's own go to a folder named after them."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    figures = smoke_home / "figures" / "smoke"
+    before = {p.name: p.read_bytes() for p in figures.iterdir() if p.is_file()}
+    book = Path(__file__).resolve().parents[1] / "notebooks" / "06_figures_1_2.ipynb"
+    pm.execute_notebook(str(book), str(tmp_path / "out.ipynb"), cwd=str(book.parent),
+                        parameters={"profile": "smoke", "acc": 8, "progress": False},
+                        progress_bar=False, kernel_name="python3")
+    after = {p.name: p.read_bytes() for p in figures.iterdir() if p.is_file()}
+    assert after == before
+    own = smoke_home / "runs/smoke/figures/06_figures_1_2/task=cine-acc=8-slice_index=0"
+    assert (own / "fig1_diffusion.png").is_file() and (own / "fig2_pipeline.png").is_file()
+
+
 def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, monkeypatch):
     from diffcmr_core.study.cache import store as _store
     from diffcmr_core.study.report import compute_seconds
@@ -81,8 +101,19 @@ def test_explorer_callbacks(smoke_home):
     r = explorer.reconstruct(0, 4, steps=5, rounds=2)
     assert r["recon"].shape == r["target"].shape == r["std"].shape
     assert np.all(r["std"] >= 0) and r["std"].max() > 0          # two rounds differ
+    assert explorer.reconstruct(0, 4, steps=5, rounds=2) is r and explorer.cached(0, 4, 5, 2)
     fig = explorer.reconstruction_figure(index=1, acc=8, steps=5, rounds=2)
-    assert len(fig.axes) == 6 and "dB" in fig.axes[0].get_title()
+    assert len(fig.axes) == 4 + 2 and "dB" in fig.axes[0].get_title()   # + colour bars of error, std
+    # the acquired k-space comes from the file: its sampled lines are the mask file's
+    from diffcmr_core.data import cmrxrecon as io
+    meta = explorer._data(8)[2]
+    k = explorer.acquired_kspace(1, 8)
+    mask = io.load_mask(io.file_path(paths_for("smoke").data, meta["coil"][1], "cine", meta["case"][1],
+                                     meta["file"][1], acc=8, kind="mask"))
+    np.testing.assert_array_equal((k > 0).any(axis=1), mask.any(axis=1))
+    assert 0 < mask.any(axis=1).mean() < 1
+    data = explorer.data_figure(index=1, acc=8)
+    assert f"{mask.any(axis=1).sum()} of {mask.shape[0]} ky lines" in data.axes[2].get_title()
     fwd = explorer.forward_figure(index=0, acc=4, t=999)
     noisy = fwd.axes[1].images[0].get_array()
     assert abs(float(np.std(noisy)) - 1.0) < 0.2                  # x_999 is nearly pure noise

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffcmr_core.data.kspace import fft2c, ifft2c
-from diffcmr_core.method.samplers import clip_hook, ddpm_sample, sample_rounds
+from diffcmr_core.method.samplers import SAMPLER_LABEL, clip_hook, ddpm_sample, sample_rounds
 from diffcmr_core.method.systems import autocast, from_model_space, to_model_space
 
 Recon = Callable[[torch.Tensor, int], dict[str, torch.Tensor]]
@@ -75,6 +75,10 @@ def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, b
     network's autocast on CUDA."""
     dev = next(model.parameters()).device
 
+    # one bar over every sampling step of every batch, so that it moves from the first step
+    bar = tqdm(total=-(-len(inputs) // batch) * steps, disable=not progress, unit="step",
+               desc=f"{SAMPLER_LABEL.get(sampler, sampler)} T={steps} R={rounds}, {len(inputs)} slices")
+
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         gens = round_generators(seed, first, rounds, dev)
         x = x.to(dev)
@@ -82,11 +86,12 @@ def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, b
         with autocast(dev, precision):          # bf16 network on CUDA (the chain stays fp32)
             mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
                                                        sampler=sampler, generator=gens, x0_hook=hook,
-                                                       variance=variance, clip=clip)
+                                                       variance=variance, clip=clip,
+                                                       progress=bar if progress else False)
         return {"mean": mean, "std": std, "rounds": all_rounds}
 
-    return reconstruct_all(recon, inputs, batch, progress=progress,
-                           desc=f"{sampler} T={steps} R={rounds}")
+    with bar:
+        return reconstruct_all(recon, inputs, batch)
 
 
 @torch.no_grad()

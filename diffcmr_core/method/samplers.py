@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as tqdm_base
 
 from diffcmr_core.method.schedule import BASE_STEPS, chain, eps_from_x0, x0_from_eps
 
@@ -60,10 +61,25 @@ def compose_hooks(*hooks: X0Hook | None) -> X0Hook | None:
     return composed
 
 
+Progress = "bool | tqdm"
+
+
+def countdown(steps: int, progress: Progress, desc: str):
+    """``steps - 1 .. 0``, shown by a bar of its own (``progress=True``, one per chain) or counted
+    on a caller's bar (a ``tqdm`` instance, e.g. one bar over every batch of a data set)."""
+    order = range(steps - 1, -1, -1)
+    if isinstance(progress, tqdm_base):
+        for i in order:
+            yield i
+            progress.update(1)
+    else:
+        yield from tqdm(order, desc=desc, disable=not progress, leave=False)
+
+
 @torch.no_grad()
 def ddpm_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = BASE_STEPS,
                 randn: Randn | None = None, x0_hook: X0Hook | None = None,
-                progress: bool = False, desc: str = "DDPM",
+                progress: Progress = False, desc: str = "DDPM",
                 variance: str = "beta_tilde") -> torch.Tensor:
     """Alg. 2: ancestral sampling, from x_T = ``x``.
 
@@ -92,7 +108,7 @@ def ddpm_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = BA
     else:
         sigma = beta.sqrt().float()
     abar32 = abar.float()
-    for i in tqdm(range(steps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+    for i in countdown(steps, progress, desc):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
         if x0_hook is not None:
             eps, _ = _apply_x0_hook(eps, x, abar32[i], x0_hook)
@@ -106,7 +122,7 @@ def ddpm_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = BA
 @torch.no_grad()
 def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 50,
                 randn: Randn | None = None, x0_hook: X0Hook | None = None,
-                progress: bool = False, desc: str = "DDIM") -> torch.Tensor:
+                progress: Progress = False, desc: str = "DDIM") -> torch.Tensor:
     """Deterministic DDIM (eta = 0) [14] on the same trained network: only x_T is random, so
     rounds differ by their starting noise. Same arguments as :func:`ddpm_sample` (``randn`` is
     not used)."""
@@ -114,7 +130,7 @@ def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 50
     abar32 = abar.float()
     abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])             # the last step lands on x_0
     c_x0, c_eps = abar_prev.sqrt().float(), (1 - abar_prev).sqrt().float()
-    for i in tqdm(range(steps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+    for i in countdown(steps, progress, desc):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
         eps, x0 = _apply_x0_hook(eps, x, abar32[i], x0_hook)
         x = c_x0[i] * x0 + c_eps[i] * eps
@@ -124,7 +140,7 @@ def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 50
 @torch.no_grad()
 def dpm_solver_pp_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 20,
                          randn: Randn | None = None, x0_hook: X0Hook | None = None,
-                         progress: bool = False, desc: str = "DPM-Solver++") -> torch.Tensor:
+                         progress: Progress = False, desc: str = "DPM-Solver++") -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in the data prediction, on the
     respaced chain's time-steps; ``steps`` network evaluations. The first step and the step into
     the last time-step are first order (the "lower order final" of the reference solver: that
@@ -142,7 +158,7 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps:
     w_now, w_prev = (1 + 1 / (2 * r)).float(), (1 / (2 * r)).float()
     abar32 = abar.float()
     x0_prev = None
-    for i in tqdm(range(steps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+    for i in countdown(steps, progress, desc):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
         _, x0 = _apply_x0_hook(eps, x, abar32[i], x0_hook)
         if i == 0:                                     # last step: to the clean image
@@ -176,7 +192,7 @@ def round_noise(shape: tuple[int, ...], rounds: int, generator: Generators, devi
 
 def sample_rounds(eps_fn: EpsFn, cond: object, *, shape: tuple[int, ...], steps: int,
                   rounds: int = 1, sampler: str = "ddpm", generator: Generators = None,
-                  x0_hook: X0Hook | None = None, progress: bool = False,
+                  x0_hook: X0Hook | None = None, progress: Progress = False,
                   desc: str | None = None, variance: str = "beta_tilde") -> torch.Tensor:
     """R chains of ``sampler`` run together along the batch axis: returns ``(R, B, ...)``.
 

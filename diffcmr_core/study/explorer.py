@@ -1,10 +1,13 @@
 """An interactive explorer (ipywidgets) of the trained DiffCMR models.
 
 Pick a validation slice, the acceleration factor, the steps T and the rounds R; see the input,
-the reconstruction, the ground truth, |error|, the uncertainty map (std over rounds) and the
-k-space with its mask; a slider walks through the forward diffusion of the slice.
-The callbacks are plain methods (``reconstruction_figure``, ``forward_figure``), tested without
-a browser; ``widget()`` only wires them to controls.
+the ground truth and the slice's k-space as acquired (read from the under-sampled file: the
+missing ky lines are visible), and after *reconstruct* DiffCMR's reconstruction, |error|, the
+uncertainty map (std over rounds, with colour bars) and the reconstruction's k-space; a slider
+walks through the forward diffusion of the slice. The callbacks are plain methods
+(``data_figure``, ``reconstruction_figure``, ``forward_figure``), tested without a browser;
+``widget()`` only wires them to controls. Reconstructions are kept, so going back to a slice
+shows its reconstruction again without sampling.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import fft2c
 from diffcmr_core.method import schedule
 from diffcmr_core.method.inference import reconstruct
@@ -34,6 +38,7 @@ class Explorer:
         self.paths = paths_for(profile)
         self._model = lru_cache(maxsize=3)(self._load_model)
         self._data = lru_cache(maxsize=3)(self._load_data)
+        self._recons: dict[tuple, dict] = {}
 
     def _load_model(self, acc: int):
         return load_for_inference(ensure_trained(self.profile, self.task, acc, "diffcmr",
@@ -46,29 +51,77 @@ class Explorer:
     def n_slices(self, acc: int) -> int:
         return len(self._data(acc)[0])
 
-    def reconstruct(self, index: int, acc: int, steps: int, rounds: int, seed: int = 0) -> dict:
-        """Input, ground truth, reconstruction, |error|, std map and metrics of one slice."""
+    def reconstruct(self, index: int, acc: int, steps: int, rounds: int, seed: int = 0,
+                    progress: bool = False) -> dict:
+        """Input, ground truth, reconstruction, |error|, std map and metrics of one slice (kept:
+        asking again for the same slice and settings does not sample again)."""
+        key = (index, acc, steps, rounds, seed)
+        if key in self._recons:
+            return self._recons[key]
         inp, tgt, meta = self._data(acc)
         system, model = self._model(acc)
         rec = reconstruct(system, model, inp[index:index + 1], steps=steps, rounds=rounds,
-                          batch=1, seed=seed, **self.profile.evaluation.sampling())
+                          batch=1, seed=seed, progress=progress, **self.profile.evaluation.sampling())
         out = {"input": inp[index], "target": tgt[index], "recon": rec["mean"][0], "std": rec["std"][0]}
         out["error"] = np.abs(out["recon"] / out["recon"].max() - out["target"] / out["target"].max())
         out["metrics"] = {"RAW": all_metrics(out["target"], out["input"]),
                           "DiffCMR": all_metrics(out["target"], out["recon"])}
-        out["title"] = f"{meta['case'][index]} {meta['file'][index]} slice {meta['slice'][index]} frame {meta['frame'][index]}"
+        out["title"] = self.title(index, acc)
+        self._recons[key] = out
         return out
 
+    def cached(self, index: int, acc: int, steps: int, rounds: int, seed: int = 0) -> bool:
+        return (index, acc, steps, rounds, seed) in self._recons
+
+    def title(self, index: int, acc: int) -> str:
+        meta = self._data(acc)[2]
+        return (f"{meta['case'][index]} {meta['coil'][index]} {meta['file'][index]} slice "
+                f"{meta['slice'][index]} frame {meta['frame'][index]}")
+
+    def acquired_kspace(self, index: int, acc: int) -> np.ndarray:
+        """The slice's k-space ``(ky, kx)`` as acquired: read from its under-sampled file (the
+        coils combined by root-sum-of-squares of their magnitudes), zeros where not sampled."""
+        meta = self._data(acc)[2]
+        coil, case, name = meta["coil"][index], meta["case"][index], meta["file"][index]
+        path = io.file_path(self.paths.data, coil, self.task, case, name, acc=acc)
+        k = io.load_kspace(path, io.kspace_key(coil, acc),
+                           index=(int(meta["frame"][index]), int(meta["slice"][index])))
+        return np.sqrt((np.abs(k) ** 2).sum(0)) if k.ndim == 3 else np.abs(k)
+
+    def data_figure(self, index: int = 0, acc: int = 4) -> plt.Figure:
+        """What the slider and the factor change at once: input, ground truth, acquired k-space."""
+        inp, tgt, _ = self._data(acc)
+        k = self.acquired_kspace(index, acc)
+        sampled = (k > 0).any(axis=1)
+        fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.0))
+        plots._show(axes[0], inp[index], f"input {acc}x (zero-filled)")
+        plots._show(axes[1], tgt[index], "ground truth")
+        plots._show(axes[2], plots.kspace_log(k), f"k-space as acquired: {sampled.sum()} of "
+                    f"{len(sampled)} ky lines")
+        axes[2].set_aspect("auto")
+        fig.suptitle(self.title(index, acc), fontsize=10)
+        fig.tight_layout()
+        return fig
+
     def reconstruction_figure(self, index: int = 0, acc: int = 4, steps: int = 100,
-                              rounds: int = 4) -> plt.Figure:
-        r = self.reconstruct(index, acc, steps, rounds)
-        kspace = fft2c(torch.from_numpy(r["input"]).to(torch.complex64)).numpy()
-        images = [r["input"], r["recon"], r["target"], r["error"], r["std"], plots.kspace_log(kspace)]
+                              rounds: int = 4, progress: bool = False) -> plt.Figure:
+        r = self.reconstruct(index, acc, steps, rounds, progress=progress)
+        kspace = fft2c(torch.from_numpy(r["recon"]).to(torch.complex64)).numpy()
         m = r["metrics"]
-        titles = [f"input {acc}x\n{m['RAW']['psnr']:.2f} dB", f"DiffCMR T={steps} R={rounds}\n"
-                  f"{m['DiffCMR']['psnr']:.2f} dB", "ground truth", "|error|", "std over rounds",
-                  "k-space of the input"]
-        return plots.image_grid(images, titles, suptitle=r["title"])
+        fig, axes = plt.subplots(1, 4, figsize=(11.5, 3.0))
+        plots._show(axes[0], r["recon"], f"DiffCMR T={steps} R={rounds}\n{m['DiffCMR']['psnr']:.2f} dB "
+                    f"(input {m['RAW']['psnr']:.2f} dB)")
+        err = axes[1].imshow(r["error"], cmap="inferno", vmin=0, interpolation="nearest")
+        std = axes[2].imshow(r["std"], cmap="viridis", vmin=0, interpolation="nearest")
+        for ax, im, title, label in ((axes[1], err, "|error| (each image / its max)", "|error|"),
+                                     (axes[2], std, f"uncertainty: std over {rounds} rounds", "std")):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(title, fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(label, fontsize=8)
+        plots._show(axes[3], plots.kspace_log(kspace), "k-space of the reconstruction\n(network grid)")
+        fig.suptitle(r["title"], fontsize=10)
+        fig.tight_layout()
+        return fig
 
     def forward_figure(self, index: int = 0, acc: int = 4, t: int = 500, seed: int = 0) -> plt.Figure:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for the slice's ground truth (Eq. 4)."""
@@ -82,7 +135,7 @@ class Explorer:
                                 ["x_0", f"x_t, t = {t} (abar = {abar:.3g})", "x_t as an image"])
 
     def widget(self):
-        """The ipywidgets UI (JupyterLab)."""
+        """The ipywidgets UI (JupyterLab): every control redraws what it affects."""
         import ipywidgets as w
         from IPython.display import display
 
@@ -92,7 +145,9 @@ class Explorer:
         steps = w.Dropdown(options=[20, 50, 100, 200, 500, 1000], value=100, description="T")
         rounds = w.Dropdown(options=[1, 2, 4, 8], value=4, description="R")
         t = w.IntSlider(500, 0, 999, step=10, description="forward t")
-        out_recon, out_fwd = w.Output(), w.Output()
+        run = w.Button(description="reconstruct", button_style="primary", icon="play")
+        status = w.HTML()
+        out_data, out_recon, out_fwd = w.Output(), w.Output(), w.Output()
 
         def show(out, fig):
             with out:
@@ -100,15 +155,38 @@ class Explorer:
                 display(fig)
                 plt.close(fig)
 
+        def settings():
+            return index.value, acc.value, steps.value, rounds.value
+
         def on_recon(*_):
-            show(out_recon, self.reconstruction_figure(index.value, acc.value, steps.value, rounds.value))
+            run.disabled, run.description, run.icon = True, "sampling...", "spinner"
+            status.value = f"<i>sampling T={steps.value} x R={rounds.value} ...</i>"
+            try:
+                with out_recon:
+                    out_recon.clear_output(wait=True)
+                    fig = self.reconstruction_figure(*settings(), progress=True)   # bar shown here
+                show(out_recon, fig)
+                status.value = ""
+            finally:
+                run.disabled, run.description, run.icon = False, "reconstruct", "play"
+
+        def on_slice(*_):
+            index.max = self.n_slices(acc.value) - 1
+            show(out_data, self.data_figure(index.value, acc.value))
+            if self.cached(*settings()):
+                show(out_recon, self.reconstruction_figure(*settings()))
+                status.value = "<i>kept from before</i>"
+            else:
+                out_recon.clear_output()
+                status.value = "<i>press reconstruct to sample this slice</i>"
+            on_forward()
 
         def on_forward(*_):
             show(out_fwd, self.forward_figure(index.value, acc.value, t.value))
 
-        run = w.Button(description="reconstruct")
         run.on_click(on_recon)
+        for control in (index, acc, steps, rounds):
+            control.observe(on_slice, names="value")
         t.observe(on_forward, names="value")
-        index.observe(on_forward, names="value")
-        on_forward()
-        return w.VBox([w.HBox([index, acc, steps, rounds, run]), out_recon, t, out_fwd])
+        on_slice()
+        return w.VBox([w.HBox([index, acc, steps, rounds, run]), status, out_data, out_recon, t, out_fwd])

@@ -103,8 +103,13 @@ def fig1_diffusion(forward: Sequence[tuple[int, np.ndarray]],
     return fig
 
 
-def fig2_pipeline(counts: dict[str, int], config_text: str) -> plt.Figure:
-    """Figure 2: eps = E(F(x_t) + G(I^u), H(t)) drawn from the modules, with parameter counts."""
+OUTPUT_LABEL = {"eps": ("eps_theta", "noise"), "x0": ("x0_theta", "image"), "v": ("v_theta", "velocity")}
+
+
+def fig2_pipeline(counts: dict[str, int], config_text: str, prediction: str = "eps") -> plt.Figure:
+    """Figure 2: E(F(x_t) + G(I^u), H(t)) drawn from the modules, with parameter counts; the
+    output is labelled with what the profile's network predicts (Eq. 3: eps; ``v`` or ``x0``
+    where a profile departs)."""
     fig, ax = plt.subplots(figsize=(9, 4.2))
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 5)
@@ -129,7 +134,8 @@ def fig2_pipeline(counts: dict[str, int], config_text: str) -> plt.Figure:
     ax.add_patch(plt.Circle((5.0, 3.0), 0.25, fc="white", ec="k"))
     ax.text(5.0, 3.0, "+", ha="center", va="center", fontsize=14)
     box(5.8, 1.9, 2.2, 2.2, f"E: U-Net\n(res. blocks +\nself-attention)\n{count('E (U-Net)')}", "#f4cccc")
-    box(8.6, 2.6, 1.3, 0.8, "eps_theta\n(noise)", "#eeeeee")
+    name, what = OUTPUT_LABEL[prediction]
+    box(8.6, 2.6, 1.3, 0.8, f"{name}\n({what})", "#eeeeee")
     arrow((1.5, 4.0), (2.2, 4.0))
     arrow((1.5, 2.3), (2.2, 2.3))
     arrow((1.5, 0.7), (2.2, 0.7))
@@ -140,7 +146,9 @@ def fig2_pipeline(counts: dict[str, int], config_text: str) -> plt.Figure:
     arrow((8.0, 3.0), (8.6, 3.0))
     ax.text(5.0, 0.1, f"total {counts['total'] / 1e6:.2f} M parameters;  {config_text}",
             ha="center", fontsize=8)
-    ax.set_title("DiffCMR: eps_theta(x_t, I^u, t) = E(F(x_t) + G(I^u), H(t))   (Eq. 3)", fontsize=10)
+    title = f"DiffCMR: {name}(x_t, I^u, t) = E(F(x_t) + G(I^u), H(t))   (Eq. 3"
+    ax.set_title(title + (")" if prediction == "eps" else f", predicting {prediction} instead of eps)"),
+                 fontsize=10)
     return fig
 
 
@@ -159,10 +167,13 @@ def fig3_qualitative(rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str
             _show(axes[2 * r, c], img, key if r == 0 else None, vmin=0, vmax=vmax)
             if c < n - 1:
                 _show(axes[2 * r + 1, c], np.abs(img - gt), None, cmap="inferno", vmin=0, vmax=emax)
-            else:
-                axes[2 * r + 1, c].axis("off")
         axes[2 * r, 0].set_ylabel(row_title, fontsize=9)
         axes[2 * r + 1, 0].set_ylabel("|error|", fontsize=9)
+        # the ground truth's error cell holds the error maps' colour bar (image units, max = 1)
+        cell = axes[2 * r + 1, n - 1]
+        cell.axis("off")
+        bar = fig.colorbar(axes[2 * r + 1, 0].images[0], ax=cell, fraction=0.5, aspect=12)
+        bar.set_label("|error| / max(gt)" if vmax == 1 else "|error|", fontsize=8)
     fig.tight_layout()
     return fig
 

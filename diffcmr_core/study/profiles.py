@@ -270,6 +270,7 @@ class Paths:
     root: Path
     uses_real_data: bool = False
     data_profile: str | None = None           # whose synthetic data and pairs (default: own)
+    figures_dir: Path | None = None           # default: figures/<profile> (see notebook.start)
 
     @property
     def real_data(self) -> Path | None:
@@ -305,7 +306,7 @@ class Paths:
 
     @property
     def figures(self) -> Path:
-        return self.root / "figures" / self.profile
+        return self.figures_dir or self.root / "figures" / self.profile
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
         return self.runs / "models" / f"{task}_acc{acc:02d}_{method}"

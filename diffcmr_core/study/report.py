@@ -177,6 +177,9 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
                   f"profile's preprocessing, beside the paper's; tolerances PSNR +-1 dB, SSIM "
                   f"+-0.04, NMSE within x1.5 ({ok} of {3 * len(rows)} cells within); `range` = "
                   "mean(gt^2) / max^2.", "", to_markdown(rows)]
+    if (fig / "sampling.csv").is_file():
+        lines += ["What each factor samples (its mask files; the central lines make the effective "
+                  "factor smaller than the nominal one):", "", to_markdown(read_csv(fig / "sampling.csv"))]
     doc = root / "docs" / "calibration.md"
     if doc.is_file():
         lines += ["At the paper's own preprocessing (512 -> 128, the `paper` profile's phantom): "

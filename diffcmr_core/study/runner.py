@@ -66,7 +66,7 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
     for nb in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb")):
         if only and nb.stem not in only:
             continue
-        params = {"profile": profile.name, "force": force, "progress": False}
+        params = {"profile": profile.name, "force": force, "progress": False, "publish": True}
         out = run_dir / nb.name
         if not force and is_done(run_dir, nb, {**params, "force": False}):
             print(f"[study] {nb.name}: up to date, skipped")

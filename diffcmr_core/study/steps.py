@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from diffcmr_core.data.pairs import build_pairs, load_pairs, pair_counts, pairs_path, pairs_stamp, table1
-from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.phantom import effective_acceleration, expected_pair_counts, make_phantom
 from diffcmr_core.method.evaluate import evaluate, read_recon
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct, regress
 from diffcmr_core.method.samplers import SAMPLER_LABEL
@@ -81,6 +82,29 @@ def expected_table1(profile: Profile) -> list[dict[str, object]]:
     """Table 1 predicted from the phantom's configuration alone (an independent check)."""
     return table1(expected_pair_counts(profile.phantom, profile.preprocess.coils,
                                        profile.preprocess.val_fraction, profile.tasks, profile.accs))
+
+
+REAL_LINES, REAL_ACS = 204, 24          # a typical real short-axis file: ~204 ky lines, 24 ACS
+
+
+def sampling_fractions(profile: Profile) -> list[dict[str, object]]:
+    """What each factor really samples: per factor, the fraction of ky lines kept by the mask
+    files of this profile's data (TrainingSet, multi-coil; mean and range over files) and the
+    effective acceleration (lines / lines kept), beside a real file's (204 lines, 24 central).
+    The central lines make the effective factor smaller than the nominal one."""
+    data = paths_for(profile).data
+    rows = []
+    for acc in profile.accs:
+        fractions = []
+        for path in sorted(data.glob(f"MultiCoil/*/TrainingSet/{io.split_folder(acc)}/*/*_mask.mat")):
+            fractions.append(float(io.load_mask(path).any(axis=1).mean()))
+        if not fractions:
+            continue
+        f = np.array(fractions)
+        rows.append({"acc": acc, "files": len(f), "lines sampled": round(float(f.mean()), 3),
+                     "range": f"{f.min():.3f}-{f.max():.3f}", "effective acceleration": round(1 / float(f.mean()), 2),
+                     "real data (204 lines, 24 ACS)": round(effective_acceleration(REAL_LINES, acc, REAL_ACS), 2)})
+    return rows
 
 
 # ----------------------------------------------------------------------------- evaluation
