@@ -20,3 +20,16 @@ def test_write_table_keeps_full_precision(tmp_path):
     csv_path, md_path = write_table(rows, tmp_path / "t")
     assert float(read_csv(csv_path)[0]["psnr"]) == 20.591234567
     assert "| U-Net | 20.5912 |" in md_path.read_text()
+
+
+def test_evaluation_findings_name_the_best_method_per_setting():
+    from diffcmr_core.study.report import evaluation_findings
+
+    rows = [{"method": "RAW", "acc": 4, "psnr": 17.0, "ssim": 0.30},
+            {"method": "U-Net", "acc": 4, "psnr": 21.0, "ssim": 0.45},
+            {"method": "DiffCMR", "acc": 4, "psnr": 20.5, "ssim": 0.51}]
+    protocols = [{"method": m, "acc": 4, "challenge psnr": p}
+                 for m, p in (("RAW", 15.8), ("U-Net", 18.7), ("DiffCMR", 19.3))]
+    text = evaluation_findings({"cine": rows}, {"cine": protocols})
+    assert text == ("* **cine 4x**: best PSNR U-Net (21.00 dB), best SSIM DiffCMR (0.510); DiffCMR "
+                    "20.50 dB, +3.50 dB over RAW; by the challenge's protocol DiffCMR (19.30 dB).")

@@ -36,13 +36,16 @@ def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
 
 
 def cached_step(path: Path, profile: Profile, compute: Callable[[], T], *, force: bool = False,
-                prepare: Callable[[], None] | None = None, name: str | None = None) -> T:
+                prepare: Callable[[], None] | None = None, name: str | None = None,
+                quiet: bool = False) -> T:
     """The result of ``compute()``, from the cache at ``path`` when it was made with this profile's
     configuration (unless ``force``). ``prepare()`` runs first on a miss, untimed (e.g. training
-    the models a step evaluates); ``compute()``'s time is stored with the result."""
+    the models a step evaluates); ``compute()``'s time is stored with the result. A reuse is
+    said in one line, with how to recompute, unless ``quiet`` (a table re-reading a step)."""
     entry = None if force else read_entry(path, profile)
     if entry is not None:
-        print(f"[{name or path.parent.name}] reused from {path} (force=True recomputes)")
+        if not quiet:
+            print(f"[{name or path.parent.name}] reused from {path} (force=True recomputes)")
         return entry["result"]
     if prepare is not None:
         prepare()

@@ -323,3 +323,28 @@ def fast_sampling_findings(rows: list[dict]) -> str:
         "PSNR, the reason is the data: the slices are root-sum-of-squares magnitude images, whose "
         "k-space is not the measured complex k-space, so replacing its lines also replaces part of "
         "what the network got right."])
+
+
+def evaluation_findings(tables: dict[str, list[dict]], protocols: dict[str, list[dict]] | None = None
+                        ) -> str:
+    """Tables 2 and 3 in sentences (notebook 04): per task and factor, the best method by PSNR and
+    by SSIM on the paper's protocol, DiffCMR's gain over RAW, and, when given, the best method by
+    the challenge's protocol."""
+    lines = []
+    for task, rows in tables.items():
+        for acc in dict.fromkeys(r["acc"] for r in rows):
+            here = {r["method"]: r for r in rows if r["acc"] == acc}
+            best_psnr = max(here, key=lambda m: here[m]["psnr"])
+            best_ssim = max(here, key=lambda m: here[m]["ssim"])
+            line = (f"* **{task} {acc}x**: best PSNR {best_psnr} ({here[best_psnr]['psnr']:.2f} dB), "
+                    f"best SSIM {best_ssim} ({here[best_ssim]['ssim']:.3f})")
+            if "DiffCMR" in here and "RAW" in here:
+                line += (f"; DiffCMR {here['DiffCMR']['psnr']:.2f} dB, "
+                         f"{here['DiffCMR']['psnr'] - here['RAW']['psnr']:+.2f} dB over RAW")
+            if protocols and task in protocols:
+                ch = {r["method"]: r for r in protocols[task] if r["acc"] == acc}
+                if ch:
+                    top = max(ch, key=lambda m: ch[m]["challenge psnr"])
+                    line += f"; by the challenge's protocol {top} ({ch[top]['challenge psnr']:.2f} dB)"
+            lines.append(line + ".")
+    return "\n".join(lines)

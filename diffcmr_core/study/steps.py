@@ -109,7 +109,7 @@ def sampling_fractions(profile: Profile) -> list[dict[str, object]]:
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = True,
-                    force: bool = False) -> dict[str, dict[str, float]]:
+                    force: bool = False, quiet: bool = False) -> dict[str, dict[str, float]]:
     """RAW, U-Net, cGAN and DiffCMR on the validation subset of one task and factor.
 
     Cached in ``runs/<profile>/eval/<task>_accNN/summary.json``; the reconstructions are in the
@@ -138,14 +138,14 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
         return results
 
     return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
-                       name=f"evaluation {task} {acc}x")
+                       name=f"evaluation {task} {acc}x", quiet=quiet)
 
 
 def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
     """Table 2 (cine) or 3 (mapping): ``method, acc, psnr, ssim, nmse`` (+ ``_std``)."""
     rows = []
     for acc in profile.accs:
-        res = evaluate_factor(profile, task, acc, progress=False)
+        res = evaluate_factor(profile, task, acc, progress=False, quiet=True)
         for method in ("RAW", *(METHOD_LABEL[m] for m in profile.methods)):
             rows.append({"method": method, "acc": acc, **res[method]})
     return rows
@@ -283,7 +283,8 @@ def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int
 
 
 # ----------------------------------------------------------------------------- the challenge's protocol
-def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = False) -> dict[str, list[dict]]:
+def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = False,
+                     quiet: bool = False) -> dict[str, list[dict]]:
     """Every method (and RAW) scored the challenge's way on the profile's validation cases:
     each under-sampled file reconstructed (the frames and slices ``run4Ranking`` keeps), brought
     back to its original matrix size, cropped, scored per file and set, the better coil type
@@ -310,7 +311,7 @@ def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = F
         return out
 
     return cached_step(runs / "scores.json", profile, compute, force=force, prepare=prepare,
-                       name="challenge protocol")
+                       name="challenge protocol", quiet=quiet)
 
 
 def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
@@ -319,7 +320,7 @@ def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
     size, ``run4Ranking``'s slices, frames and crop, per-file and per-set means, the better
     coil type)."""
     paper_rows = results_table(profile, task)
-    challenge = challenge_scores(profile, progress=False)
+    challenge = challenge_scores(profile, progress=False, quiet=True)
     rows = []
     for r in paper_rows:
         c = next(x for x in challenge[r["method"]] if x["task"] == task and x["acc"] == r["acc"])
