@@ -37,3 +37,23 @@ def test_study_cost_follows_the_profile_workload():
     more = dataclasses.replace(profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16))
     added = study_cost(more)["03_training"] - base["03_training"]
     assert added == factors * u.unet_train * 8 * profile.train_unet.batch_size
+
+
+def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch):
+    from diffcmr_core.study import cost
+
+    profile = get_profile("quick")
+    flops = cost.study_cost(profile)["04_evaluation"]
+    monkeypatch.setattr(cost, "measured_rate", lambda *a, **k: 1e11)        # 0.1 TFLOP/s
+    line = cost.expected_line(profile, "04_evaluation")
+    assert f"{flops / 1e15:.3g} PFLOP" in line
+    assert f"about {flops / 1e11 / 60:.1f} min at the 0.1 TFLOP/s" in line
+    assert "not counting the challenge's protocol" in line
+    assert cost.expected_line(profile, "09_mapping") == "09_mapping: not in the cost model"
+
+
+def test_measured_rate_is_a_plausible_cpu_rate():
+    from diffcmr_core.study import cost
+
+    rate = cost.measured_rate(get_profile("smoke"), "cpu", repeats=1)
+    assert 1e8 < rate < 1e14                     # between 0.1 GFLOP/s and 100 TFLOP/s

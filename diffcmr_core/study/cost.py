@@ -121,3 +121,47 @@ def print_cost(args: argparse.Namespace) -> None:
     print(f"| total | {total / 1e15:.3f}" + "".join(f" | {total / (r * 1e12) / 60:.1f} min" for r in args.tflops)
           + (f" | {sum(args.measured):.0f} | {total / sum(args.measured) / 1e12:.3f}" if args.measured else "")
           + " |")
+
+
+def measured_rate(profile: Profile, device: torch.device | str = "cpu", repeats: int = 3) -> float:
+    """FLOP/s this machine sustains on one DiffCMR training step of the profile's network at its
+    batch size (random data; the fastest of ``repeats`` after a warm-up), from the same FLOP
+    count as :func:`study_cost`. The study's notebooks run at about this rate (quick on a 2-core
+    CPU: 0.11-0.13 TFLOP/s for every notebook), so it turns a FLOP count into a time."""
+    import time
+
+    size, batch = profile.preprocess.size, profile.train_diffcmr.batch_size
+    per_image = unit_costs(profile.diffcmr, profile.unet, size).diffcmr_train
+    net = DiffCMRNet(profile.diffcmr).to(device)
+    x = torch.randn(batch, 1, size, size, device=device)
+    t = torch.zeros(batch, dtype=torch.long, device=device)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        F.mse_loss(net(x, t, x), x).backward()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        if i:                                    # the first is the warm-up
+            best = min(best, time.perf_counter() - tic)
+        net.zero_grad(set_to_none=True)
+    return per_image * batch / best
+
+
+def expected_line(profile: Profile, notebook: str, device: torch.device | str = "cpu") -> str:
+    """One line for a long notebook: its FLOPs and the time they take at this machine's
+    :func:`measured_rate` (steps already in the run folder are reused and cost nothing)."""
+    flops = study_cost(profile).get(notebook)
+    if flops is None:
+        return f"{notebook}: not in the cost model"
+    rate = measured_rate(profile, device)
+    left_out = NOT_COUNTED.get(notebook)
+    return (f"expected compute of {notebook}: {flops / 1e15:.3g} PFLOP, about {flops / rate / 60:.1f} min "
+            f"at the {rate / 1e12:.3g} TFLOP/s this machine sustains on a training step "
+            + (f"(not counting {left_out}; " if left_out else "(")
+            + "nothing for steps reused from runs/)")
+
+
+NOT_COUNTED = {"04_evaluation": "the challenge's protocol on every file of the validation cases",
+               "05_ablation": "the public code's sampling choices"}
