@@ -8,9 +8,9 @@ FORCE ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test install bench seeds clean-runs
+.PHONY: study test install bench seeds clean-runs nbfilter
 
-install: $(STAMP)
+install: $(STAMP) nbfilter
 
 # A CPU-only machine gets the CPU build of torch (from the local wheel folder when the machine
 # has one, else from PyTorch's CPU index); a machine with an NVIDIA GPU gets the default CUDA build.
@@ -26,29 +26,34 @@ $(STAMP): pyproject.toml
 	fi
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	@# outputs stripped on commit (.gitattributes): exploring in JupyterLab leaves git status clean
-	@if git rev-parse --git-dir >/dev/null 2>&1; then \
-		git config filter.nbstripout.clean "'$(abspath $(BIN))/python' -m nbstripout --keep-id"; \
-		git config filter.nbstripout.smudge cat; \
-		git config diff.ipynb.textconv "'$(abspath $(BIN))/python' -m nbstripout --keep-id -t"; \
-	fi
 	touch $(STAMP)
 
-study: $(STAMP)
+study: $(STAMP) nbfilter
 	$(BIN)/python -m diffcmr_core study --profile $(PROFILE) $(if $(FORCE),--force,)
 
 # every method retrained with 3 seeds (seed 0 reuses the study's runs); mean and std tables
-seeds: $(STAMP)
+seeds: $(STAMP) nbfilter
 	$(BIN)/python -m diffcmr_core seeds --profile $(PROFILE) --seeds 0 1 2
 
-test: $(STAMP)
+test: $(STAMP) nbfilter
 	$(BIN)/python -m pytest -q tests
 	DIFFCMR_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax notebooks
 
-bench: $(STAMP)
+bench: $(STAMP) nbfilter
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_phantom.py
 	$(BIN)/python benchmarks/bench_maps.py
+
+# Notebooks go into git without outputs, execution counts or the kernel's language_info
+# (.gitattributes names this filter), so that exploring in JupyterLab leaves git status clean.
+# Set on every make call (cheap), so that a checkout installed before keeps up with the options.
+NBSTRIP := '$(abspath $(BIN))/python' -m nbstripout --keep-id --extra-keys metadata.language_info
+nbfilter: $(STAMP)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean "$(NBSTRIP)"; \
+		git config filter.nbstripout.smudge cat; \
+		git config diff.ipynb.textconv "$(NBSTRIP) -t"; \
+	fi
 
 clean-runs:
 	rm -rf runs data/synthetic data/pairs

@@ -44,8 +44,8 @@ def test_notebooks_are_valid_committed_without_outputs_and_parameterised():
 
 
 def test_git_strips_notebook_outputs_on_commit(tmp_path):
-    """`make install` points .gitattributes' nbstripout filter at the venv: a notebook saved with
-    outputs (as JupyterLab autosaves it) goes into git as the committed, output-free file."""
+    """`make` points .gitattributes' nbstripout filter at the venv: a notebook saved with outputs
+    and JupyterLab's metadata (as it autosaves it) goes into git as the committed file."""
     import shutil
     import subprocess
     from pathlib import Path
@@ -70,6 +70,16 @@ def test_git_strips_notebook_outputs_on_commit(tmp_path):
         if cell.cell_type == "code":
             cell.execution_count = i + 1
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="explored\n")]
+    # the kernel JupyterLab runs it with names itself as the committed file does
+    from jupyter_client.kernelspec import KernelSpecManager
+    spec = KernelSpecManager().get_kernel_spec(nb.metadata.kernelspec.name)
+    assert nb.metadata.kernelspec.display_name == spec.display_name
+    # what JupyterLab 4 adds on save: the kernel's language_info, the widgets' state
+    nb.metadata["language_info"] = {"codemirror_mode": {"name": "ipython", "version": 3},
+                                    "file_extension": ".py", "mimetype": "text/x-python",
+                                    "name": "python", "pygments_lexer": "ipython3",
+                                    "version": "3.11.7"}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     saved = nbformat.writes(nb)
     assert "explored" in saved
     out = subprocess.run(clean, shell=True, input=saved, capture_output=True, text=True, cwd=root)
