@@ -47,6 +47,7 @@ bench: $(STAMP) nbfilter
 # Notebooks go into git without outputs, execution counts or the kernel's language_info
 # (.gitattributes names this filter), so that exploring in JupyterLab leaves git status clean.
 # Set on every make call (cheap), so that a checkout installed before keeps up with the options.
+# jupyter/jupyter_server_config.py refreshes git's record of a notebook JupyterLab saved unchanged.
 NBSTRIP := '$(abspath $(BIN))/python' -m nbstripout --keep-id --extra-keys metadata.language_info
 nbfilter: $(STAMP)
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
@@ -54,6 +55,7 @@ nbfilter: $(STAMP)
 		git config filter.nbstripout.smudge cat; \
 		git config diff.ipynb.textconv "$(NBSTRIP) -t"; \
 	fi
+	@mkdir -p $(VENV)/etc/jupyter && cp jupyter/jupyter_server_config.py $(VENV)/etc/jupyter/
 
 clean-runs:
 	rm -rf runs data/synthetic data/pairs

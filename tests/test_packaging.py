@@ -19,21 +19,35 @@ def test_environment_yml_lists_pyproject_packages():
     assert listed == wanted
 
 
+def _committed_text(path):
+    """The notebook as it goes into git: the index's copy in a git checkout (a notebook explored
+    in JupyterLab keeps its outputs in the work tree), else the file."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") and (ROOT / ".git").exists():
+        rel = path.relative_to(ROOT).as_posix()
+        out = subprocess.run(["git", "-C", str(ROOT), "show", f":{rel}"], capture_output=True,
+                             text=True)
+        if out.returncode == 0:
+            return out.stdout
+    return path.read_text()
+
+
 def test_notebooks_are_valid_committed_without_outputs_and_parameterised():
-    """Every notebook validates against the nbformat schema (cell ids included), has no outputs
-    or execution counts, starts with a markdown cell and has exactly one cell tagged
-    ``parameters``."""
+    """Every notebook, as committed, validates against the nbformat schema (cell ids included),
+    has no outputs or execution counts, starts with a markdown cell and has exactly one cell
+    tagged ``parameters``."""
     import warnings
-    from pathlib import Path
 
     import nbformat
 
-    books = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert len(books) == 9
     for path in books:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            nb = nbformat.read(path, as_version=4)
+            nb = nbformat.reads(_committed_text(path), as_version=4)
             nbformat.validate(nb)
         assert nb.cells[0].cell_type == "markdown", path.name
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -64,7 +78,7 @@ def test_git_strips_notebook_outputs_on_commit(tmp_path):
         "filter: nbstripout")
     clean = git("config", "--get", "filter.nbstripout.clean").stdout.strip()
     assert clean, "the nbstripout filter is not configured: run `make install`"
-    committed = (root / "notebooks" / "04_evaluation.ipynb").read_text()
+    committed = _committed_text(root / "notebooks" / "04_evaluation.ipynb")
     nb = nbformat.reads(committed, as_version=4)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
@@ -85,3 +99,72 @@ def test_git_strips_notebook_outputs_on_commit(tmp_path):
     out = subprocess.run(clean, shell=True, input=saved, capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     assert out.stdout == committed
+
+
+def test_jupyter_save_hook_keeps_git_status_clean(tmp_path):
+    """Git lists a notebook whose size changed as modified without running the clean filter;
+    the post-save hook that `make` installs for JupyterLab records the new size when the
+    filtered content is unchanged, and leaves a real edit unstaged and visible."""
+    import runpy
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nbformat
+    import pytest
+    from traitlets.config import Config
+
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    root = Path(__file__).resolve().parents[1]
+    config = Config()
+    hook_file = root / "jupyter" / "jupyter_server_config.py"
+    runpy.run_path(str(hook_file), init_globals={"get_config": lambda: config})
+    hook = config.FileContentsManager.post_save_hook
+    assert callable(hook)
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args):
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    git("config", "filter.nbstripout.clean",
+        f"'{sys.executable}' -m nbstripout --keep-id --extra-keys metadata.language_info")
+    git("config", "filter.nbstripout.smudge", "cat")
+    (repo / ".gitattributes").write_text("*.ipynb filter=nbstripout\n")
+    path = repo / "a.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("print(1)", id="c1")]
+    nbformat.write(nb, path)
+    git("add", ".")
+    git("commit", "-qm", "notebook")
+
+    # saved after a run: outputs, a count and language_info, so a different size
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.cells[0].execution_count = 1
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    nbformat.write(nb, path)
+    assert git("status", "--porcelain").strip() == "M a.ipynb"     # what git alone says
+    assert git("diff").strip() == ""
+    hook({"type": "notebook"}, str(path), None)
+    assert git("status", "--porcelain").strip() == ""
+    assert "outputs" in path.read_text() and '"1\\n"' in path.read_text()   # file untouched
+
+    # a real edit is neither hidden nor staged
+    nb.cells[0].source = "print(2)"
+    nbformat.write(nb, path)
+    hook({"type": "notebook"}, str(path), None)
+    assert git("status", "--porcelain").strip() == "M a.ipynb"
+    assert git("diff", "--cached").strip() == ""
+    # files that are not notebooks, or not tracked, are left alone
+    hook({"type": "file"}, str(repo / ".gitattributes"), None)
+    hook({"type": "notebook"}, str(tmp_path / "elsewhere.ipynb"), None)
