@@ -274,3 +274,17 @@ def test_17_truncated_pairs_file_is_named(unet_pairs, tmp_path):
     cut.write_bytes(unet_pairs.read_bytes()[:4096])
     with pytest.raises(CMRxReconError, match=r"pairs_cine_acc04\.h5: truncated or corrupt pairs file"):
         load_pairs(cut, "train")
+
+
+def test_study_skips_the_maps_on_real_data_and_says_why():
+    """Notebook 09 needs the phantom's labels and truth: `make study` on real data skips it
+    with the reason instead of failing at the last notebook; every other notebook runs."""
+    from types import SimpleNamespace
+
+    from diffcmr_core.study.runner import notebooks_dir, skip_reason
+
+    real, synthetic = SimpleNamespace(is_synthetic=False), SimpleNamespace(is_synthetic=True)
+    assert "tissue labels" in skip_reason("09_mapping", real)
+    assert skip_reason("09_mapping", synthetic) is None
+    others = [nb.stem for nb in notebooks_dir().glob("[0-9][0-9]_*.ipynb") if nb.stem != "09_mapping"]
+    assert len(others) == 8 and all(skip_reason(n, real) is None for n in others)

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import numpy as np
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,10 +32,10 @@ def test_study_cost_follows_the_profile_workload():
     base = study_cost(profile)
     u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
     ev = profile.evaluation
-    longer = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, steps=2 * ev.steps))
     factors = len(profile.tasks) * len(profile.accs)
-    extra = study_cost(longer)["04_evaluation"] - base["04_evaluation"]
-    assert extra == factors * ev.n_val * ev.steps * ev.rounds * u.denoise_step
+    wider = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, n_val=ev.n_val + 1))
+    extra = study_cost(wider)["04_evaluation"] - base["04_evaluation"]      # one more slice
+    assert extra == factors * (u.condition + ev.steps * ev.rounds * u.denoise_step + 2 * u.unet_forward)
     more = dataclasses.replace(profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16))
     added = study_cost(more)["03_training"] - base["03_training"]
     assert added == factors * u.unet_train * 8 * profile.train_unet.batch_size
@@ -48,8 +50,55 @@ def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch
     line = cost.expected_line(profile, "04_evaluation")
     assert f"{flops / 1e15:.3g} PFLOP" in line
     assert f"about {flops / 1e11 / 60:.1f} min at the 0.1 TFLOP/s" in line
-    assert "not counting the challenge's protocol" in line
-    assert cost.expected_line(profile, "09_mapping") == "09_mapping: not in the cost model"
+    assert cost.expected_line(profile, "07_explorer") == "07_explorer: not in the cost model"
+    assert "09_mapping" in cost.study_cost(profile)
+    assert "09_mapping" not in cost.study_cost(get_profile("paper"))   # not run on real data
+
+
+def test_protocol_and_map_workloads_are_counted():
+    """04 pays the challenge protocol, 05 the public choices, 09 the maps: each term moves with
+    the profile's sampling steps as one DiffCMR run per image predicts."""
+    from diffcmr_core.study import cost
+
+    profile = get_profile("smoke")
+    ev = profile.evaluation
+    u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    images = cost.validation_images(profile)
+    longer = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, steps=ev.steps + 1))
+    extra = {k: study_cost(longer)[k] - study_cost(profile)[k] for k in study_cost(profile)}
+    step = ev.rounds * u.denoise_step                       # one more step, R rounds
+    factors = len(profile.tasks) * len(profile.accs)
+    challenge = len(profile.accs) * sum(images["challenge"].values())
+    assert extra["04_evaluation"] == (factors * ev.n_val + challenge) * step
+    assert extra["05_ablation"] == 4 * ev.ablation_n_val * step
+    assert extra["09_mapping"] == len(profile.accs) * images["maps"]["mapping"] * step
+
+
+@pytest.mark.slow
+def test_validation_image_counts_match_the_smoke_studys_files(smoke_home):
+    """The counts behind 04's challenge protocol and 09's maps equal what the smoke study
+    actually wrote: the submission files' kept slices x frames, and the maps' weighted images
+    (the pairs files' multi-coil mapping validation slices)."""
+    import scipy.io
+
+    from diffcmr_core.data.pairs import load_pairs, pairs_path
+    from diffcmr_core.study import cost
+    from diffcmr_core.study.maps import MAP_COIL
+    from diffcmr_core.study.profiles import paths_for
+
+    profile = get_profile("smoke")
+    images = cost.validation_images(profile)
+    submission = smoke_home / "runs" / "smoke" / "challenge" / "diffcmr"
+    for task, folder in (("cine", "Cine"), ("mapping", "Mapping")):
+        for acc in profile.accs:
+            files = sorted(submission.glob(f"*/{folder}/TrainingSet/AccFactor{acc:02d}/*/*.mat"))
+            assert files, (task, acc)
+            written = sum(int(np.prod(scipy.io.loadmat(f)["img4ranking"].shape[2:])) for f in files)
+            assert written == images["challenge"][task], (task, acc)
+    paths = paths_for(profile)
+    for acc in profile.accs:
+        _, _, meta = load_pairs(pairs_path(paths.pairs, "mapping", acc), "val")
+        assert int((meta["coil"] == MAP_COIL).sum()) == images["maps"]["mapping"]
 
 
 def test_measured_rate_is_a_plausible_cpu_rate():

@@ -89,7 +89,9 @@ def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, 
     log.write_text("step,loss,seconds\n10,1.0,4.0\n20,0.9,10.0\n30,0.8,2.0\n40,0.7,5.0\n")
     _store(runs / "eval" / "cine_acc04" / "summary.json", profile, {}, 7.0)
     _store(runs / "ablation" / "cine_acc04" / "ablation.json", get_profile("quick"), {}, 99.0)  # stale
-    assert compute_seconds(profile) == {"training": 15.0, "evaluation": 7.0, "ablation": 0.0,
+    _store(runs / "challenge" / "scores.json", profile, {}, 3.0)       # 04's challenge protocol
+    _store(runs / "public" / "cine_acc04" / "choices.json", profile, [], 2.0)   # 05's public choices
+    assert compute_seconds(profile) == {"training": 15.0, "evaluation": 10.0, "ablation": 2.0,
                                         "fast sampling": 0.0, "maps": 0.0}
 
 

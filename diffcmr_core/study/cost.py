@@ -2,13 +2,22 @@
 
 The network FLOPs are counted by PyTorch's ``FlopCounterMode`` on the ``meta`` device (no memory,
 no arithmetic: a count for the paper's network takes a second on any machine); the workload is the
-profile's own: iterations x batch for every model, and per validation slice one G(I^u) plus
-T x R evaluations of E for every sampling run of notebooks 04, 05 and 08. Divided by a sustained
-rate, this predicts wall time; ``python -m diffcmr_core cost --profile quick --measured ...``
-compares it with a measured run, and ``--tflops`` gives the time on a device of that rate.
+profile's own: iterations x batch for every model, and per image one G(I^u) plus T x R
+evaluations of E for every sampling run (and one forward of each regression network) of
+notebooks 04 (the paper's protocol on the validation subset, and the challenge's on every kept
+frame and slice of the validation cases' files), 05 (the ablation and the public code's four
+sampling choices), 08 and 09 (every multi-coil mapping slice of the validation cases; synthetic
+profiles only: ``make study`` skips it on real data). The
+images the challenge protocol and the maps take are counted from the profile's phantom
+configuration (for ``paper``, the real data's typical sizes; the real files vary). Divided by a
+sustained rate, this predicts wall time; ``python -m diffcmr_core cost --profile quick
+--measured ...`` compares it with a measured run, and ``--tflops`` gives the time on a device of
+that rate.
 
 Only convolutions, matrix products and attention are counted (what dominates these networks);
-the notebooks' small extras (Figure 1's single chain, the explorer's default view) are left out.
+left out are the notebooks' small extras (Figure 1's single chain, the explorer's default view),
+reading and writing files, and 09's curve fits (0.4 s per 128 x 128 T1 slice on a 2-core CPU,
+``benchmarks/bench_maps.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from diffcmr_core.data.pairs import split_cases
+from diffcmr_core.data.phantom import T1_INVERSION_TIMES, T2_ECHO_TIMES, case_name
+from diffcmr_core.method.challenge import ranking_selection
 from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
 from diffcmr_core.study.profiles import Profile, get_profile
 
@@ -70,6 +82,29 @@ def unit_costs(diffcmr: DiffCMRConfig, unet: UNetConfig, size: int) -> UnitCosts
             denoise_step=_count(lambda: net.denoise(x, t, cond)), unet_forward=_count(lambda: gen(x)))
 
 
+def validation_images(profile: Profile) -> dict[str, dict[str, int]]:
+    """Images one method reconstructs per acceleration factor beyond the validation subset:
+    ``challenge[task]`` (the frames and slices ``run4Ranking`` keeps of every file of the
+    validation cases, both coil types) and ``maps["mapping"]`` (every multi-coil weighting of
+    every mapping slice of those cases), counted from the profile's phantom configuration."""
+    ph, pre = profile.phantom, profile.preprocess
+    _, val = split_cases([case_name(i) for i in range(ph.n_cases)], pre.val_fraction)
+    coils = len(set(ph.coils) & set(pre.coils))
+    weightings = len(T1_INVERSION_TIMES) + len(T2_ECHO_TIMES)
+    files = {"cine": [("cine_sax", ph.cine_frames, ph.sax_slices),
+                      ("cine_lax", ph.cine_frames, ph.lax_slices)],
+             "mapping": [("T1map", len(T1_INVERSION_TIMES), ph.mapping_slices),
+                         ("T2map", len(T2_ECHO_TIMES), ph.mapping_slices)]}
+
+    def kept(name: str, frames: int, slices: int) -> int:
+        keep_frames, keep_slices = ranking_selection(name, frames, slices)
+        return len(keep_frames) * len(keep_slices)
+
+    challenge = {task: len(val) * coils * sum(kept(*f) for f in files[task]) for task in profile.tasks}
+    maps = {"mapping": len(val) * weightings * ph.mapping_slices} if "mapping" in profile.tasks else {}
+    return {"challenge": challenge, "maps": maps}
+
+
 def study_cost(profile: Profile) -> dict[str, float]:
     """FLOPs of each compute-heavy notebook of ``make study`` for ``profile``."""
     u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
@@ -78,22 +113,34 @@ def study_cost(profile: Profile) -> dict[str, float]:
     per_method = {"diffcmr": u.diffcmr_train, "unet": u.unet_train, "cgan": u.cgan_train}
     train = sum(factors * per_method[m] * profile.train_config(m).iterations * profile.train_config(m).batch_size
                 for m in profile.methods)
+    regressions = sum(m != "diffcmr" for m in profile.methods)
 
     def sampling(n: int, runs: list[tuple[int, int]]) -> float:
         """``n`` slices, each sampled by the given (T, R) runs (G once per slice and run)."""
         return n * sum(u.condition + steps * rounds * u.denoise_step for steps, rounds in runs)
 
+    def protocol(n: int) -> float:
+        """``n`` images by every method at the tables' T and R."""
+        return sampling(n, [(ev.steps, ev.rounds)]) + regressions * n * u.unet_forward
+
     n_val = ev.n_val or profile.preprocess.n_val_subset
     n_ablation = ev.ablation_n_val or profile.preprocess.n_val_subset
-    evaluation = factors * (sampling(n_val, [(ev.steps, ev.rounds)]) + 2 * n_val * u.unet_forward)
+    images = validation_images(profile)
+    accs = len(profile.accs)
+    evaluation = (factors * protocol(n_val)
+                  + accs * sum(protocol(n) for n in images["challenge"].values()))
     t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
-    ablation = sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
-                                                              for s in ev.ablation_steps if s != t_max])
+    ablation = (sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
+                                                         for s in ev.ablation_steps if s != t_max])
+                + sampling(n_ablation, [(ev.steps, ev.rounds)] * 4))     # the public choices
     t = profile.train_diffcmr
     fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
             + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 2))  # x (DC, no DC)
-    return {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
+    cost = {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
             "08_fast_sampling": fast}
+    if images["maps"] and not profile.real_data:          # 09 runs on the phantom only
+        cost["09_mapping"] = accs * protocol(images["maps"]["mapping"])
+    return cost
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,13 +148,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--tflops", type=float, nargs="*", default=[50.0, 100.0, 200.0],
                         help="sustained rates (TFLOP/s) to predict the time at")
-    parser.add_argument("--measured", type=float, nargs=4, metavar=("TRAIN", "EVAL", "ABLATION", "FAST"),
-                        help="measured seconds of notebooks 03, 04, 05, 08: print the sustained rate of each")
+    parser.add_argument("--measured", type=float, nargs="+", metavar="SECONDS",
+                        help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
+                             "in that order: print the sustained rate of each")
 
 
 def print_cost(args: argparse.Namespace) -> None:
     """Print a profile's FLOPs per notebook and its predicted time (the ``cost`` command)."""
     cost = study_cost(get_profile(args.profile))
+    if args.measured and len(args.measured) != len(cost):
+        raise SystemExit(f"--measured: give {len(cost)} times, one for each of {', '.join(cost)}")
     total = sum(cost.values())
     print(f"profile {args.profile}: {total / 1e15:.2f} PFLOP")
     head = "".join(f" | {r:g} TFLOP/s" for r in args.tflops)
@@ -156,12 +206,6 @@ def expected_line(profile: Profile, notebook: str, device: torch.device | str = 
     if flops is None:
         return f"{notebook}: not in the cost model"
     rate = measured_rate(profile, device)
-    left_out = NOT_COUNTED.get(notebook)
     return (f"expected compute of {notebook}: {flops / 1e15:.3g} PFLOP, about {flops / rate / 60:.1f} min "
             f"at the {rate / 1e12:.3g} TFLOP/s this machine sustains on a training step "
-            + (f"(not counting {left_out}; " if left_out else "(")
-            + "nothing for steps reused from runs/)")
-
-
-NOT_COUNTED = {"04_evaluation": "the challenge's protocol on every file of the validation cases",
-               "05_ablation": "the public code's sampling choices"}
+            "(nothing for steps reused from runs/)")

@@ -6,11 +6,11 @@
   warm-up, fp32, x0 clipped at every sampling step, 120 000 iterations per model (its inference
   script loads ``model120000.pt``; its training loop stops at 250 000 by default). For a user
   with the real data and a GPU.
-* ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU in
-  about 25 minutes (2000 iterations per model, T = 200 for the tables, 16 slices for the
-  ablation). Not yet timed on a GPU: sized by ``python -m diffcmr_core.cost --profile gpu``,
-  162 PFLOP, i.e. 27 min at a sustained 100 TFLOP/s and 14 min at 200 (the same count
-  predicts the measured quick study on a 2-core CPU at 0.11-0.13 TFLOP/s for every notebook).
+* ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU
+  (2000 iterations per model, T = 200 for the tables, 16 slices for the ablation). Not yet
+  timed on a GPU: ``python -m diffcmr_core cost --profile gpu`` counts 234 PFLOP, i.e. 39 min
+  at a sustained 100 TFLOP/s and 20 min at 200 (the same count predicts the measured quick
+  study on a 2-core CPU at 0.064-0.077 TFLOP/s for every notebook).
 * ``quick`` (default): the whole study in about 15 minutes on a 2-core CPU: 32 x 32 images,
   a small network, short training with a higher learning rate, 200 inference steps and 16
   validation slices for the tables; the ablation keeps T up to 1000 on 8 slices. Its phantom is

@@ -19,8 +19,9 @@ from diffcmr_core.tables import read_csv, to_markdown
 
 def compute_seconds(profile: Profile) -> dict[str, float]:
     """Compute time behind a profile's current results, whichever runs made them: training
-    (from the models' loss logs, summed over resumed sessions) and the cached evaluation,
-    ablation and fast-sampling steps. Steps cached for another configuration are left out."""
+    (from the models' loss logs, summed over resumed sessions) and the cached steps: evaluation
+    (both protocols), ablation (with the public code's choices), fast sampling and maps. Steps
+    cached for another configuration are left out."""
     runs = paths_for(profile).runs
     totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0, "maps": 0.0}
     for log in sorted((runs / "models").glob("*/loss.csv")):
@@ -32,7 +33,8 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
                 session_max = 0.0
             session_max, last = max(session_max, sec), sec
         totals["training"] += session_max
-    for key, pattern in (("evaluation", "eval/*/summary.json"), ("ablation", "ablation/*/ablation.json"),
+    for key, pattern in (("evaluation", "eval/*/summary.json"), ("evaluation", "challenge/scores.json"),
+                         ("ablation", "ablation/*/ablation.json"), ("ablation", "public/*/choices.json"),
                          ("fast sampling", "fast/*/comparison.json"), ("maps", "maps/*/summary.json")):
         for cache in sorted(runs.glob(pattern)):
             entry = read_entry(cache, profile)
