@@ -157,3 +157,28 @@ def test_the_study_folder_is_the_checkout_wherever_the_code_runs(monkeypatch, tm
     assert paths_for("quick").figures == checkout / "figures" / "quick"
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     assert paths_for("quick").runs == tmp_path / "runs" / "quick"
+
+
+def test_saved_figures_are_byte_identical_when_redrawn(tmp_path):
+    """A figure saved twice gives the same PNG and PDF bytes (no creation date), so re-running
+    the study leaves the committed figures unchanged unless the figure changed."""
+    import time
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from diffcmr_core.study import plots
+
+    def draw(folder):
+        fig, ax = plt.subplots()
+        ax.imshow(np.arange(16.0).reshape(4, 4))
+        return plots.save(fig, folder / "f.png", pdf=True)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = draw(tmp_path / "a")
+    time.sleep(1.1)                                   # a creation date would now differ
+    second = draw(tmp_path / "b")
+    for suffix in (".png", ".pdf"):
+        a, b = first.with_suffix(suffix).read_bytes(), second.with_suffix(suffix).read_bytes()
+        assert a[:4] in (b"\x89PNG", b"%PDF") and a == b, suffix

@@ -30,8 +30,10 @@ def save(fig: plt.Figure, path: str | Path, pdf: bool = False) -> Path:
     notebook (so executed notebooks carry their figures), and close it."""
     path = Path(path).with_suffix(".png")
     for p in [path] + ([path.with_suffix(".pdf")] if pdf else []):
+        # no creation date in the PDF: the same figure gives the same bytes (no churn in git)
+        meta = {"CreationDate": None} if p.suffix == ".pdf" else None
         with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=p.suffix[1:])
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=p.suffix[1:], metadata=meta)
     if _in_notebook():
         from IPython.display import display
 
