@@ -12,29 +12,56 @@ Standard library only: the server does not import the study (nor torch).
 
 import os
 import subprocess
+import threading
 import warnings
 
 
 def refresh_git_stat(model, os_path, contents_manager=None, **kwargs):
     """FileContentsManager.post_save_hook: make `git status` agree with `git diff` for a saved
-    notebook whose filtered content is unchanged. Never raises (a save must not fail on git)."""
+    notebook whose filtered content is unchanged. Git runs the filter (a second or two), so the
+    work goes to a background thread and the save returns at once; the thread is returned (a
+    test joins it). Never raises: a save must not fail on git."""
     if model.get("type") != "notebook":
-        return
-    folder = os.path.dirname(os.path.abspath(os_path))
+        return None
+    thread = threading.Thread(target=_refresh, args=(os.path.abspath(os_path), contents_manager),
+                              name="git-stat-refresh", daemon=True)
+    thread.start()
+    return thread
+
+
+_LOCK = threading.Lock()
+
+
+def _refresh(os_path, contents_manager):
+    folder = os.path.dirname(os_path)
 
     def git(*args):
         return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
                               timeout=120)
 
+    def staged():
+        """(mode, blob, path) of the file's index entry, or None when git does not track it."""
+        out = git("ls-files", "--stage", "--", os_path).stdout.strip()
+        if "\t" not in out:
+            return None
+        meta, path = out.split("\t", 1)
+        mode, blob, _stage = meta.split()
+        return mode, blob, path
+
     try:
-        entry = git("ls-files", "--stage", "--", os_path).stdout.split()
-        if len(entry) < 4:               # not tracked, or not in a git work tree
+        entry = staged()
+        if entry is None:                # not tracked, or not in a git work tree
             return
         # the saved file as git would store it (the clean filter applied, by its path)
         saved = git("hash-object", "--", os_path)
         if saved.returncode != 0 or saved.stdout.strip() != entry[1]:
             return
-        git("add", "--", os_path)
+        with _LOCK:
+            git("add", "--", os_path)
+            # saved again meanwhile with a real change: git add staged it; put the entry back
+            now = staged()
+            if now is not None and now[1] != entry[1]:
+                git("update-index", "--cacheinfo", ",".join(entry))
     except (OSError, subprocess.SubprocessError) as err:
         if contents_manager is not None:
             contents_manager.log.warning("git stat refresh of %s skipped: %s", os_path, err)

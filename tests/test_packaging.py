@@ -155,16 +155,38 @@ def test_jupyter_save_hook_keeps_git_status_clean(tmp_path):
     nbformat.write(nb, path)
     assert git("status", "--porcelain").strip() == "M a.ipynb"     # what git alone says
     assert git("diff").strip() == ""
-    hook({"type": "notebook"}, str(path), None)
+    hook({"type": "notebook"}, str(path), None).join()
     assert git("status", "--porcelain").strip() == ""
     assert "outputs" in path.read_text() and '"1\\n"' in path.read_text()   # file untouched
 
     # a real edit is neither hidden nor staged
     nb.cells[0].source = "print(2)"
     nbformat.write(nb, path)
-    hook({"type": "notebook"}, str(path), None)
+    hook({"type": "notebook"}, str(path), None).join()
     assert git("status", "--porcelain").strip() == "M a.ipynb"
     assert git("diff", "--cached").strip() == ""
+    # saved again with a real change while the hook ran: git add staged it, the hook unstages it
+    nb.cells[0].source = "print(1)"
+    nbformat.write(nb, path)
+    real_run = hook.__globals__["subprocess"].run
+
+    class EditDuringAdd:                 # the subprocess module, editing the file before `git add`
+        SubprocessError = subprocess.SubprocessError
+
+        @staticmethod
+        def run(args, **kw):
+            if "add" in args:
+                nb.cells[0].source = "print(3)"
+                nbformat.write(nb, path)
+            return real_run(args, **kw)
+
+    hook.__globals__["subprocess"] = EditDuringAdd
+    try:
+        hook({"type": "notebook"}, str(path), None).join()
+    finally:
+        hook.__globals__["subprocess"] = subprocess
+    assert git("diff", "--cached").strip() == ""
+    assert git("status", "--porcelain").strip() == "M a.ipynb"
     # files that are not notebooks, or not tracked, are left alone
-    hook({"type": "file"}, str(repo / ".gitattributes"), None)
-    hook({"type": "notebook"}, str(tmp_path / "elsewhere.ipynb"), None)
+    assert hook({"type": "file"}, str(repo / ".gitattributes"), None) is None
+    hook({"type": "notebook"}, str(tmp_path / "elsewhere.ipynb"), None).join()
