@@ -17,6 +17,49 @@ import sys
 from pathlib import Path
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _factor(text: str) -> tuple[str, int]:
+    """``task:acc`` of ``seeds --factor`` (e.g. ``cine:4``), checked."""
+    from diffcmr_core.data.cmrxrecon import ACCS, TASKS
+
+    task, sep, acc = text.partition(":")
+    if not sep or task not in TASKS or not acc.isdigit() or int(acc) not in ACCS:
+        raise argparse.ArgumentTypeError(
+            f"expected task:factor with a task of {', '.join(TASKS)} and a factor of "
+            f"{', '.join(map(str, ACCS))} (e.g. cine:4), got {text!r}")
+    return task, int(acc)
+
+
 def _study(args: argparse.Namespace) -> None:
     from diffcmr_core.study.runner import run_study
 
@@ -39,7 +82,7 @@ def _phantom(args: argparse.Namespace) -> None:
     if args.slices is not None:
         cfg = dataclasses.replace(cfg, **{k: min(getattr(cfg, k), args.slices) for k in
                                           ("sax_slices", "lax_slices", "mapping_slices")})
-    root = make_phantom(Path(args.out), cfg, progress=not args.quiet)
+    root = make_phantom(Path(args.out), cfg, progress=not args.quiet, force=args.force)
     print(f"phantom: {cfg.n_cases} training and {cfg.n_val_cases} validation cases of profile "
           f"{args.profile} in {root} (mapping truth in {root / 'Truth'})")
 
@@ -54,9 +97,7 @@ def _seeds(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
-    factors = None
-    if args.factor:
-        factors = tuple((f.split(":")[0], int(f.split(":")[1])) for f in args.factor)
+    factors = tuple(args.factor) if args.factor else None
     results = seed_results(profile, tuple(args.seeds), threads=args.threads, factors=factors,
                            progress=not args.quiet)
     rows = seed_table(results)
@@ -109,6 +150,11 @@ def _score(args: argparse.Namespace) -> None:
         print(f"missing: {path}")
     for problem in scores.failed:
         print(f"not scored: {problem}")
+    for path in scores.unmatched:
+        print(f"no fully sampled file to score against: {path}")
+    if scores.missing or scores.failed:
+        print(f"{len(scores.files)} files scored, {len(scores.missing)} missing, "
+              f"{len(scores.failed)} not scored (the means leave them out; see above)")
     print(f"tables in {out}: scores_files.csv, scores_sets.csv, scores_ranking.csv")
 
 
@@ -128,20 +174,24 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
     p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
     p.add_argument("--profile", default="quick")
-    p.add_argument("--cases", type=int, help="TrainingSet cases (default: the profile's)")
-    p.add_argument("--val-cases", type=int,
+    p.add_argument("--cases", type=_positive_int, help="TrainingSet cases (default: the profile's; "
+                                                        "at least 2, to split off validation)")
+    p.add_argument("--val-cases", type=_count,
                    help="ValidationSet cases (default: the profile's share of --cases)")
-    p.add_argument("--frames", type=int, help="at most this many cine frames (over one cycle)")
-    p.add_argument("--slices", type=int, help="at most this many slices per file")
+    p.add_argument("--frames", type=_positive_int, help="at most this many cine frames (over one cycle)")
+    p.add_argument("--slices", type=_positive_int, help="at most this many slices per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="write even into a folder holding files the phantom did not write "
+                        "(same-named files are replaced; by default such a folder is refused)")
     p.set_defaults(run=_phantom)
 
     p = sub.add_parser("seeds", help="retrain and evaluate every method with several seeds; "
                                       "mean and standard deviation per method, task and factor")
     p.add_argument("--profile", default="quick")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--threads", type=int, help="torch threads (a separate run per count)")
-    p.add_argument("--factor", nargs="*", help="only these task:acc (e.g. cine:4)")
+    p.add_argument("--seeds", type=_count, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=_positive_int, help="torch threads (a separate run per count)")
+    p.add_argument("--factor", nargs="*", type=_factor, help="only these task:acc (e.g. cine:4)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_seeds)
 
@@ -179,8 +229,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; an error of ours (a bad file, folder or value: :class:`DiffCMRError`)
+    ends it with its message and exit status 2, not a traceback."""
+    from diffcmr_core.errors import DiffCMRError
+
     args = parser().parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except DiffCMRError as err:
+        print(f"diffcmr {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

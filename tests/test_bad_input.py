@@ -288,3 +288,358 @@ def test_study_skips_the_maps_on_real_data_and_says_why():
     assert skip_reason("09_mapping", synthetic) is None
     others = [nb.stem for nb in notebooks_dir().glob("[0-9][0-9]_*.ipynb") if nb.stem != "09_mapping"]
     assert len(others) == 8 and all(skip_reason(n, real) is None for n in others)
+
+
+# ----------------------------------------------------------------------------- issue 29
+# 1. the phantom never overwrites a folder it did not make
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _foreign_tree(tiny_root, tmp_path):
+    """A CMRxRecon tree the phantom did not make (the tiny tree without its markers)."""
+    from diffcmr_core.data.phantom import MANIFEST
+
+    out = tmp_path / "real"
+    shutil.copytree(tiny_root, out)
+    for marker in ("phantom.json", MANIFEST, ".lock"):
+        (out / marker).unlink(missing_ok=True)
+    return out
+
+
+def test_29_1_phantom_refuses_a_tree_it_did_not_make(tiny_root, tmp_path):
+    from diffcmr_core.data.phantom import make_phantom
+    from diffcmr_core.errors import DiffCMRError
+    from tests.conftest import TINY
+
+    real = _foreign_tree(tiny_root, tmp_path)
+    before = _snapshot(real)
+    other = dataclasses.replace(TINY, n_cases=2, cine_frames=2)
+    for cfg in (TINY, other):
+        with pytest.raises(DiffCMRError, match=r"real: holds \d+ files the phantom did not write.*--force"):
+            make_phantom(real, cfg, progress=False)
+    assert _snapshot(real) == before                    # nothing written, not even a lock
+    assert sorted(p.name for p in real.iterdir()) == sorted(p.name for p in tiny_root.iterdir()
+                                                            if p.name not in ("phantom.json", "phantom-files.json", ".lock"))
+    # a single unrelated file is enough
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("mine")
+    with pytest.raises(DiffCMRError, match=r"notes: holds 1 files.*README\.txt"):
+        make_phantom(tmp_path / "notes", TINY, progress=False)
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["README.txt"]
+
+
+def test_29_1_phantom_force_writes_beside_foreign_files(tmp_path):
+    from diffcmr_core.data.phantom import make_phantom
+    from tests.conftest import TINY
+
+    cfg = dataclasses.replace(TINY, n_cases=2, n_val_cases=0, cine_frames=1, sax_slices=1)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "README.txt").write_text("mine")
+    make_phantom(tmp_path / "t", cfg, progress=False, force=True)
+    assert (tmp_path / "t" / "README.txt").read_text() == "mine"
+    assert (tmp_path / "t" / "phantom.json").is_file()
+
+
+def test_29_1_phantom_rerun_deletes_only_its_own_files_and_says_so(tmp_path, capsys):
+    from diffcmr_core.data import phantom as ph
+    from diffcmr_core.errors import DiffCMRError
+    from tests.conftest import TINY
+
+    a = dataclasses.replace(TINY, n_cases=2, n_val_cases=0, cine_frames=1, sax_slices=1)
+    b = dataclasses.replace(a, cine_frames=2)
+    root = ph.make_phantom(tmp_path / "t", a, progress=False)
+    n_files = len(ph._files(root))
+    ph.make_phantom(root, b, progress=False)
+    out = capsys.readouterr().out
+    assert f"made with another configuration: deleting its {n_files} files" in out
+    assert (root / "phantom.json").read_text() == b.to_json()
+    k = io.load_kspace(io.file_path(root, "MultiCoil", "cine", "P001", "cine_sax"))
+    assert k.shape[0] == 2
+    # a file of the user's inside the phantom's tree: refused, then kept with --force
+    (root / "MultiCoil" / "mine.txt").write_text("mine")
+    with pytest.raises(DiffCMRError, match=r"holds 1 files.*mine\.txt"):
+        ph.make_phantom(root, a, progress=False)
+    ph.make_phantom(root, a, progress=False, force=True)
+    assert (root / "MultiCoil" / "mine.txt").read_text() == "mine"
+    assert (root / "phantom.json").read_text() == a.to_json()
+
+
+def test_29_1_interrupted_phantom_is_resumed_not_refused(tmp_path, monkeypatch):
+    from diffcmr_core.data import phantom as ph
+    from tests.conftest import TINY
+
+    cfg = dataclasses.replace(TINY, n_cases=2, n_val_cases=1, cine_frames=1, sax_slices=1)
+    real_write = ph.write_case
+    calls = []
+
+    def dies_in_second_case(root, c, index, split="TrainingSet"):
+        calls.append(index)
+        if len(calls) == 2:
+            io.save_mask(io.file_path(root, "MultiCoil", "cine", ph.case_name(index), "cine_sax",
+                                      kind="mask", acc=4), "mask04", np.ones((4, 4)))
+            raise KeyboardInterrupt
+        real_write(root, c, index, split)
+    monkeypatch.setattr(ph, "write_case", dies_in_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        ph.make_phantom(tmp_path / "t", cfg, progress=False)
+    monkeypatch.setattr(ph, "write_case", real_write)
+    assert not (tmp_path / "t" / "phantom.json").exists()
+    ph.make_phantom(tmp_path / "t", cfg, progress=False)      # its own half-written case: resumed
+    fresh = ph.make_phantom(tmp_path / "fresh", cfg, progress=False)
+    assert _snapshot(tmp_path / "t").keys() == _snapshot(fresh).keys()
+
+
+def test_29_1_cli_phantom_refuses_and_names_force(tiny_root, tmp_path):
+    real = _foreign_tree(tiny_root, tmp_path)
+    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "phantom", str(real), "--profile", "smoke",
+                          "--quiet", "--cases", "2"], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "did not write" in run.stderr and "--force" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+# 2. a checkpoint is what it claims to be
+def test_29_2_checkpoint_identity_is_checked(unet_pairs, tmp_path):
+    from diffcmr_core.method.systems import CGANConfig
+    from diffcmr_core.method.train import check_checkpoint, load_for_inference
+
+    unet = train("unet", unet_pairs, tmp_path / "u", CFG, UNET, progress=False)
+    cgan = train("cgan", unet_pairs, tmp_path / "g", CFG, CGANConfig(generator=UNET), progress=False)
+    ok = dict(method="unet", model_config=UNET, train_config=CFG, task="cine", acc=4)
+    load_for_inference(unet, **ok)                                    # the right one passes
+    with pytest.raises(CheckpointError, match=r"g/last\.pt.*is a cgan checkpoint, not unet"):
+        load_for_inference(cgan, **ok)
+    with pytest.raises(CheckpointError, match=r"u/last\.pt.*another unet configuration"):
+        load_for_inference(unet, **{**ok, "model_config": UNetConfig(channels=8, depth=2)})
+    with pytest.raises(CheckpointError, match=r"trained on cine 4x, not on mapping 8x"):
+        load_for_inference(unet, **{**ok, "task": "mapping", "acc": 8})
+    with pytest.raises(CheckpointError, match=r"trained with other settings"):
+        load_for_inference(unet, **{**ok, "train_config": dataclasses.replace(CFG, lr=0.5)})
+    ckpt = load_checkpoint(unet)
+    with pytest.raises(CheckpointError, match=r"not finished \(step 4 of 8\)"):
+        check_checkpoint(unet, ckpt, train_config=dataclasses.replace(CFG, iterations=8))
+
+
+def test_29_2_submit_refuses_a_wrong_checkpoint_and_redoes_files_of_an_older_model(smoke_home, tmp_path):
+    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.submit import submit
+
+    profile = get_profile("smoke")
+    paths = paths_for(profile)
+    first = submit(profile, out=tmp_path / "sub", method="unet", progress=False)
+    assert first.written
+    unet = paths.model_dir("cine", 4, "unet") / "last.pt"
+    saved = unet.read_bytes()
+    try:
+        shutil.copyfile(paths.model_dir("cine", 4, "cgan") / "last.pt", unet)
+        with pytest.raises(CheckpointError, match=r"is a cgan checkpoint, not unet"):
+            submit(profile, out=tmp_path / "sub", method="unet", progress=False)
+        ckpt = torch.load(io_bytes(saved), weights_only=True)          # "retrained": other weights
+        for v in ckpt["ema"].values():
+            v.add_(0.01)
+        torch.save(ckpt, unet)
+        again = submit(profile, out=tmp_path / "sub", method="unet", progress=False)
+        redone = {p for p in again.written}
+        cine = {p for p in first.written if "Cine" in p.parts}
+        assert cine <= redone and not any("Cine" in p.parts for p in again.kept)
+        assert any("Mapping" in p.parts for p in again.kept)          # the mapping model is unchanged
+    finally:
+        unet.write_bytes(saved)
+
+
+def io_bytes(data):
+    import io as _io
+    return _io.BytesIO(data)
+
+
+# 3. every error names the file or the option
+def test_29_3_zero_byte_checkpoint_is_named(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable checkpoint .*0 bytes"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_29_3_h5py_full_disk_in_build_pairs_is_ours(tiny_root, tmp_path, monkeypatch):
+    from diffcmr_core.data import pairs as pairs_mod
+
+    def full_disk(ds, values):
+        raise RuntimeError("Can't write data (file write failed: errno = 28)")
+    monkeypatch.setattr(pairs_mod, "_append", full_disk)
+    with pytest.raises(CMRxReconError, match=rf"{tmp_path}.*could not write the cine pairs.*errno = 28"):
+        build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4,), progress=False)
+    assert not list(tmp_path.glob("*.h5")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_29_3_full_disk_writing_the_training_log_names_it(unet_pairs, tmp_path, monkeypatch):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(train_mod.csv, "DictWriter", full)
+    with pytest.raises(CheckpointError, match=r"loss\.csv: could not write the training log.*No space"):
+        train("unet", unet_pairs, tmp_path / "run", CFG, UNET, progress=False)
+
+
+def test_29_3_submission_errors_name_the_file(smoke_home, tmp_path, monkeypatch):
+    from diffcmr_core.errors import DiffCMRError
+    from diffcmr_core.method import challenge
+    from diffcmr_core.study import submit as submit_mod
+    from diffcmr_core.study.profiles import get_profile, paths_for
+
+    profile = get_profile("smoke")
+    real_save = challenge.save_ranking
+
+    def full(path, img):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(submit_mod, "save_ranking", full)
+    with pytest.raises(DiffCMRError, match=r"sub/.*\.mat: could not write the submission file.*No space"):
+        submit_mod.submit(profile, out=tmp_path / "sub", method="raw", progress=False)
+    monkeypatch.setattr(submit_mod, "save_ranking", real_save)
+    # a k-space whose images overflow float32: that input is skipped and named, the rest written
+    data = tmp_path / "data"
+    shutil.copytree(paths_for(profile).data, data, ignore=shutil.ignore_patterns("TrainingSet", "Truth", "ValidationTruth"))
+    victim = next(e for e in io.walk(data) if e.split == "ValidationSet" and e.coil == "SingleCoil")
+    k = io.load_kspace(victim.path)
+    big = (k * np.float32(1e30 / np.abs(k).max())).astype(np.complex64)     # finite, images are not
+    assert np.isfinite(big).all()
+    io.save_kspace(victim.path, io.kspace_key(victim.coil, victim.acc), big)
+    report = submit_mod.submit(profile, out=tmp_path / "big", data=data, method="raw", progress=False)
+    assert len(report.skipped) == 1 and str(victim.path) in report.skipped[0] and "overflow" in report.skipped[0]
+    assert len(report.written) == len([e for e in io.walk(data) if e.split == "ValidationSet"]) - 1
+
+
+# 5. scoring says what it could not score; garbage, short and empty submissions
+def test_29_5_scoring_reports_nan_zero_garbage_and_unmatched_files(smoke_home, tmp_path):
+    from diffcmr_core.data.phantom import validation_truth_root
+    from diffcmr_core.method.challenge import load_ranking, save_ranking, score_submission
+    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.submit import submit
+
+    profile = get_profile("smoke")
+    truth = validation_truth_root(paths_for(profile).data)
+    sub = tmp_path / "sub"
+    report = submit(profile, out=sub, method="raw", progress=False)
+    clean = score_submission(sub, truth)
+    files = sorted(report.written)
+    nan_file, zero_file, garbage, short = files[0], files[1], files[2], files[3]
+    arr = load_ranking(nan_file)
+    arr[0, 0, 0, 0] = np.nan
+    with atomic_path(nan_file) as tmp:                      # written as a user's bad file would be
+        import scipy.io
+        scipy.io.savemat(tmp, {"img4ranking": arr}, format="5")
+    save_ranking(zero_file, np.zeros_like(load_ranking(zero_file)))
+    garbage.write_bytes(b"MATLAB 5.0 MAT-file" + os.urandom(300))
+    short.write_bytes(short.read_bytes()[:150])
+    extra = sub / nan_file.relative_to(sub).parent.parent / "P999" / nan_file.name
+    extra.parent.mkdir(parents=True)
+    shutil.copyfile(files[4], extra)
+    scores = score_submission(sub, truth)
+    failed = "\n".join(scores.failed)
+    assert len(scores.failed) == 4
+    assert str(nan_file) in failed and "1 NaN or infinite pixels" in failed
+    assert str(zero_file) in failed and "all-zero images" in failed
+    assert str(garbage) in failed and str(short) in failed and "unreadable submission file" in failed
+    assert scores.unmatched == [str(extra)]
+    assert sum(s["not scored"] for s in scores.sets) == 4
+    assert len(scores.files) == len(clean.files) - 4
+    # the command prints each, and the count
+    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "score", "--submission", str(sub),
+                          "--truth", str(truth), "--out", str(tmp_path / "tables"), "--quiet"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "4 not scored" in run.stdout and "P999" in run.stdout
+    # an empty submission folder: our error, not an IndexError
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CMRxReconError, match=r"empty: no file could be scored: \d+ missing"):
+        score_submission(tmp_path / "empty", truth)
+    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "score", "--submission",
+                          str(tmp_path / "empty"), "--truth", str(truth)], capture_output=True, text=True)
+    assert run.returncode == 2 and "no file could be scored" in run.stderr and "Traceback" not in run.stderr
+
+
+# 4. command-line values are checked before any work
+@pytest.mark.parametrize("argv, option", [
+    (["seeds", "--factor", "cine4"], "--factor"),
+    (["seeds", "--factor", "heart:4"], "--factor"),
+    (["seeds", "--factor", "cine:x"], "--factor"),
+    (["seeds", "--factor", "cine:5"], "--factor"),
+    (["cost", "--tflops", "0"], "--tflops"),
+    (["cost", "--measured", "0", "1", "1", "1", "1"], "--measured"),
+    (["phantom", "OUT", "--cases", "0"], "--cases"),
+    (["phantom", "OUT", "--frames", "-1"], "--frames"),
+    (["phantom", "OUT", "--slices", "0"], "--slices"),
+    (["phantom", "OUT", "--val-cases", "-2"], "--val-cases"),
+])
+def test_29_4_bad_command_line_values_are_refused_before_any_work(argv, option, tmp_path):
+    env = {**os.environ, "DIFFCMR_HOME": str(tmp_path / "home")}
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    run = subprocess.run([sys.executable, "-m", "diffcmr_core", *argv], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert run.returncode == 2
+    assert option in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "home").exists() and not (tmp_path / "out").exists()
+
+
+def test_29_4_train_with_bad_json_and_study_only_unknown(unet_pairs, tmp_path):
+    env = {**os.environ, "DIFFCMR_HOME": str(tmp_path / "home")}
+    for text, problem in (("{not json", "not valid JSON"), ('{"train": {"lr": 1}}', "expected"),
+                          ('{"train": {"epochs": 3}, "model": {}}', "bad training configuration")):
+        (tmp_path / "c.json").write_text(text)
+        run = subprocess.run([sys.executable, "-m", "diffcmr_core", "train", "unet", str(unet_pairs),
+                              str(tmp_path / "run"), str(tmp_path / "c.json")],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert run.returncode == 2 and "c.json" in run.stderr and problem in run.stderr, run.stderr
+        assert not (tmp_path / "run").exists()
+    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "study", "--profile", "smoke", "--only",
+                          "04_evaluaton"], capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 2 and "04_evaluaton" in run.stderr and "04_evaluation" in run.stderr
+    assert not (tmp_path / "home").exists()
+
+
+def test_29_4_papermill_parameters_are_checked():
+    from diffcmr_core.errors import DiffCMRError
+    from diffcmr_core.study.notebook import check_parameters
+
+    own = ('import os\nprofile = os.environ.get("DIFFCMR_PROFILE", "quick")\nprogress = True\n'
+           'force = False\npublish = False\ntask = "cine"\nacc = 4\n')
+    check_parameters(["", own, '# Parameters\nprofile = "smoke"\nforce = True\nacc = 8\n'])
+    check_parameters(["", own])                                   # not run by papermill
+    with pytest.raises(DiffCMRError, match=r"unknown notebook parameter\(s\) profil;.*profile"):
+        check_parameters(["", own, '# Parameters\nprofil = "gpu"\n'])
+    with pytest.raises(DiffCMRError, match=r"force must be bool.*'no'"):
+        check_parameters(["", own, '# Parameters\nforce = "no"\n'])
+    with pytest.raises(DiffCMRError, match=r"acc must be int.*'8'"):
+        check_parameters(["", own, '# Parameters\nacc = "8"\n'])
+    with pytest.raises(DiffCMRError, match=r"profile must be a profile's name"):
+        check_parameters(["", own, '# Parameters\nprofile = 3\n'])
+
+
+# 6. a finished set on read-only storage is reused
+def test_29_6_finished_pairs_on_read_only_storage_are_reused(tiny_root, tmp_path, monkeypatch):
+    from diffcmr_core.data import pairs as pairs_mod
+    from diffcmr_core.data import phantom as ph
+    from tests.conftest import TINY
+
+    targets = build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4,), progress=False)
+
+    def read_only(*a, **k):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(pairs_mod, "folder_lock", read_only)
+    monkeypatch.setattr(ph, "folder_lock", read_only)
+    assert build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4,), progress=False) == targets
+    assert ph.make_phantom(tiny_root, TINY, progress=False) == tiny_root
+
+
+# 7. symbolic links planted inside --out are not followed
+def test_29_7_symlink_inside_out_is_not_followed(smoke_home, tmp_path):
+    from diffcmr_core.errors import DiffCMRError
+    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.submit import submit
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "sub"
+    out.mkdir()
+    (out / "MultiCoil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DiffCMRError, match=r"MultiCoil: is a symbolic link inside the output folder"):
+        submit(get_profile("smoke"), out=out, method="raw", progress=False)
+    assert not any(outside.rglob("*"))

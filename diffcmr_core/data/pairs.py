@@ -151,6 +151,8 @@ def build_pairs(root: str | Path, out_dir: str | Path, task: str,
     root, out_dir = Path(root), Path(out_dir)
     stamp = pairs_stamp(root, task, cfg)
     targets = {acc: pairs_path(out_dir, task, acc) for acc in accs}
+    if not force and all(_is_finished(p, stamp) for p in targets.values()):
+        return targets                 # nothing to write: no lock (the folder may be read-only)
     with folder_lock(out_dir):
         if not force and all(_is_finished(p, stamp) for p in targets.values()):
             return targets
@@ -160,7 +162,7 @@ def build_pairs(root: str | Path, out_dir: str | Path, task: str,
         train_cases, val_cases = split_cases([s.case for s in sources], cfg.val_fraction, root)
         try:
             _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress)
-        except OSError as err:                        # a full disk, a read-only folder
+        except (OSError, RuntimeError) as err:        # a full disk (h5py: RuntimeError), read-only
             raise CMRxReconError(out_dir, f"could not write the {task} pairs ({err}); the "
                                           "previous files are unchanged") from None
     return targets

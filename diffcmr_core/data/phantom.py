@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,8 @@ from tqdm.auto import tqdm
 
 from diffcmr_core.data import anatomy, coils as coil_model, cmrxrecon as io
 from diffcmr_core.data.kspace import fft2c
-from diffcmr_core.fileio import atomic_path, write_text_atomic
+from diffcmr_core.errors import DiffCMRError
+from diffcmr_core.fileio import atomic_path, folder_lock, write_text_atomic
 
 T1_INVERSION_TIMES = (120.0, 200.0, 280.0, 1120.0, 1200.0, 1280.0, 2120.0, 2200.0, 3120.0)
 T2_ECHO_TIMES = (0.0, 35.0, 55.0)
@@ -443,24 +443,116 @@ def write_case(root: str | Path, cfg: PhantomConfig, index: int,
                                             label_names=np.array(anatomy.TISSUE_NAMES))
 
 
+MANIFEST = "phantom-files.json"   # the phantom's claim on a folder: its config and its cases
+_TOP = (*io.COIL_TYPES, "Truth", "ValidationTruth")
+
+
+def _files(root: Path) -> list[Path]:
+    """Every file under ``root`` (relative), but the phantom's markers, folder locks and the
+    temporaries of atomic writes."""
+    skip = {"phantom.json", MANIFEST, ".lock"}
+    return sorted(p.relative_to(root) for p in root.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name not in skip and not p.name.endswith(".tmp"))
+
+
+def _claimed(rel: Path, cases: set[tuple[str, str]]) -> bool:
+    """Whether ``rel`` lies in a case folder the phantom claimed (``(split, case)`` pairs), in
+    one of its own top folders."""
+    parts = rel.parts
+    return bool(parts) and parts[0] in _TOP and any(s in parts and c in parts for s, c in cases)
+
+
+def _read_manifest(root: Path) -> dict | None:
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return {"config": str(data["config"]), "cases": {tuple(c) for c in data["cases"]}}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DiffCMRError(path, "unreadable phantom manifest (not written by this study?); "
+                                 "remove the folder or choose another") from None
+
+
+def _write_manifest(root: Path, cfg: PhantomConfig, cases: set[tuple[str, str]]) -> None:
+    write_text_atomic(root / MANIFEST, json.dumps({"config": cfg.to_json(),
+                                                   "cases": sorted(map(list, cases))}))
+
+
+def _own_files(root: Path) -> tuple[list[Path], list[Path], dict | None]:
+    """``(ours, foreign, manifest)``: the files under ``root`` the phantom wrote, by its
+    manifest (a tree of an older version, with ``phantom.json`` but no manifest: its own top
+    folders), and every other file."""
+    manifest = _read_manifest(root)
+    files = _files(root)
+    if manifest is not None:
+        ours = [f for f in files if _claimed(f, manifest["cases"])]
+    elif (root / "phantom.json").is_file():
+        ours = [f for f in files if f.parts[0] in _TOP]
+    else:
+        ours = []
+    mine = set(ours)
+    return ours, [f for f in files if f not in mine], manifest
+
+
+def _summary(files: list[Path], most: int = 3) -> str:
+    shown = ", ".join(str(f) for f in files[:most])
+    return shown + (f" and {len(files) - most} more" if len(files) > most else "")
+
+
+def _refuse_foreign(root: Path, force: bool) -> tuple[list[Path], list[Path], dict | None]:
+    """:func:`_own_files` of ``root``; an error naming the folder when it holds files the phantom
+    did not write (unless ``force``)."""
+    ours, foreign, manifest = _own_files(root)
+    if foreign and not force:
+        raise DiffCMRError(root, f"holds {len(foreign)} files the phantom did not write "
+                                 f"({_summary(foreign)}); it writes only into an empty folder "
+                                 "or one it made (choose another folder, or pass --force to "
+                                 "write beside those files, replacing any of the same name)")
+    return ours, foreign, manifest
+
+
 def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, force: bool = False) -> Path:
     """Write a complete synthetic CMRxRecon tree under ``root``; idempotent.
 
-    A finished tree carries ``phantom.json`` (its config); a tree with the same config is reused,
-    a different or unfinished one is rewritten case by case (every file is written atomically).
+    A finished tree carries ``phantom.json`` (its config); a tree with the same config is reused.
+    The phantom never writes into a folder holding files it did not write (a real CMRxRecon tree,
+    say): that is an error naming the folder and some of the files, unless ``force`` (then it
+    writes beside them, replacing same-named files). Before writing a case it claims it in
+    ``phantom-files.json``, so an interrupted run is recognised as its own and resumed case by
+    case (every file is written atomically); a tree made with another config has its own files,
+    and only those, deleted first, and says so.
     """
     root = Path(root)
     stamp = root / "phantom.json"
+    if root.exists() and not root.is_dir():
+        raise DiffCMRError(root, "the phantom's folder is a file")
     if stamp.is_file() and stamp.read_text() == cfg.to_json():
         return root
-    if stamp.exists():  # a tree made with another config: start clean, it is ours to replace
-        stamp.unlink()
-        for folder in (*io.COIL_TYPES, "Truth", validation_truth_root(root).name):
-            shutil.rmtree(root / folder, ignore_errors=True)
-    jobs = [("TrainingSet", i) for i in range(cfg.n_cases)]
-    jobs += [("ValidationSet", i) for i in range(cfg.n_val_cases)]
-    for split, index in tqdm(jobs, desc="phantom cases", disable=not progress):
-        write_case(root, cfg, index, split)
-    write_text_atomic(stamp, cfg.to_json())
+    if root.is_dir():                  # checked before anything (even a lock) is written there
+        _refuse_foreign(root, force)
+    root.mkdir(parents=True, exist_ok=True)
+    with folder_lock(root):
+        ours, foreign, manifest = _refuse_foreign(root, force)
+        made_with = manifest["config"] if manifest else (stamp.read_text() if stamp.is_file() else None)
+        if ours and made_with != cfg.to_json():
+            print(f"phantom: {root} holds a tree made with another configuration: deleting its "
+                  f"{len(ours)} files ({_summary(ours)})", flush=True)
+            stamp.unlink(missing_ok=True)
+            for rel in ours:
+                (root / rel).unlink(missing_ok=True)
+            for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+                if folder.relative_to(root).parts[0] in _TOP and not any(folder.iterdir()):
+                    folder.rmdir()
+            manifest = None
+        stamp.unlink(missing_ok=True)
+        jobs = [("TrainingSet", i) for i in range(cfg.n_cases)]
+        jobs += [("ValidationSet", i) for i in range(cfg.n_val_cases)]
+        claimed = set(manifest["cases"]) if manifest and manifest["config"] == cfg.to_json() else set()
+        for split, index in tqdm(jobs, desc="phantom cases", disable=not progress):
+            claimed.add((split, case_name(index)))
+            _write_manifest(root, cfg, claimed)          # claimed before a file is written
+            write_case(root, cfg, index, split)
+        write_text_atomic(stamp, cfg.to_json())
     return root

@@ -27,6 +27,7 @@ three frames, one slice), we keep what there is instead of failing as MATLAB wou
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +131,8 @@ def load_ranking(path: str | Path) -> np.ndarray:
         raise CMRxReconError(path, "a MATLAB v7.3 (HDF5) file: the organisers read submissions "
                                    "with scipy.io.loadmat, and their h5py fallback returns the axes "
                                    "reversed; save it as MATLAB v5") from None
-    except (OSError, ValueError, TypeError) as err:
-        raise CMRxReconError(path, f"unreadable submission file ({err})") from None
+    except Exception as err:  # noqa: BLE001 - scipy raises many types for a short or garbage file
+        raise CMRxReconError(path, f"unreadable submission file ({type(err).__name__}: {err})") from None
     if KEY not in data:
         raise CMRxReconError(path, f"no variable {KEY!r} (found {sorted(k for k in data if not k.startswith('__'))})")
     return np.asarray(data[KEY])
@@ -143,6 +144,16 @@ def score_file(pred: np.ndarray, gt: np.ndarray, path: Path | None = None) -> di
     arrays (each image normalised by its own maximum)."""
     if pred.shape != gt.shape:
         raise CMRxReconError(path, f"img4ranking has shape {pred.shape}; the reference's is {gt.shape}")
+    bad = int(np.size(pred) - np.isfinite(pred).sum())
+    if bad:
+        raise CMRxReconError(path, f"{bad} NaN or infinite pixels: not scored (a NaN-aware mean "
+                                   "would silently drop them)")
+    flat = [(i, j) for i in range(pred.shape[2]) for j in range(pred.shape[3])
+            if not np.any(pred[:, :, i, j])]
+    if flat:
+        raise CMRxReconError(path, f"{len(flat)} all-zero images (slice, frame: "
+                                   f"{', '.join(f'{i + 1}, {j + 1}' for i, j in flat[:3])}"
+                                   f"{' ...' if len(flat) > 3 else ''}): not scored")
     scores = [all_metrics(gt[:, :, i, j], pred[:, :, i, j])
               for i in range(gt.shape[2]) for j in range(gt.shape[3])]
     return {m: float(np.mean([s[m] for s in scores])) for m in METRICS}
@@ -158,6 +169,7 @@ class Scores:
     ranking: list[dict]
     missing: list[str]
     failed: list[str]
+    unmatched: list[str] = dataclasses.field(default_factory=list)   # submitted, no truth
 
 
 def _nanmean(values) -> float:
@@ -192,10 +204,14 @@ def score_submission(submission: str | Path, truth: str | Path, *, split: str = 
                         jobs.extend((coil, task, acc, case, name, full) for acc in accs)
     if not jobs:
         raise CMRxReconError(truth, f"no fully sampled {split} files to score against")
+    expected = set()
+    unscored: dict[tuple[str, str, int], int] = {}
     for coil, task, acc, case, name, full in tqdm(jobs, desc="score", disable=not progress):
         sub = submission_path(submission, coil, task, split, acc, case, name)
+        expected.add(sub)
         if not sub.is_file():
             missing.append(str(sub))
+            unscored[(coil, name, acc)] = unscored.get((coil, name, acc), 0) + 1
             continue
         try:
             if full not in refs:
@@ -203,29 +219,40 @@ def score_submission(submission: str | Path, truth: str | Path, *, split: str = 
             row = score_file(load_ranking(sub), refs[full], sub)
         except CMRxReconError as err:
             failed.append(str(err))
+            unscored[(coil, name, acc)] = unscored.get((coil, name, acc), 0) + 1
             continue
         files.append({"coil": coil, "task": task, "file": name, "acc": acc, "case": case, **row})
+    unmatched = sorted(str(p) for p in submission.rglob("*.mat")
+                       if split in p.parts and p not in expected and (cases is None or any(c in p.parts for c in cases)))
+    if not files:
+        raise CMRxReconError(submission, f"no file could be scored: {len(missing)} missing, "
+                                         f"{len(failed)} unreadable or invalid"
+                                         + (f" (first: {(failed or missing)[0]})" if failed or missing else "")
+                                         + (f"; {len(unmatched)} submitted files have no fully "
+                                            f"sampled file in {truth}" if unmatched else ""))
     sets = []
     for coil in io.COIL_TYPES:
         for task in tasks:
             for name in io.TASK_FILES[task]:
                 for acc in accs:
                     rows = [r for r in files if (r["coil"], r["file"], r["acc"]) == (coil, name, acc)]
-                    if rows:
+                    lost = unscored.get((coil, name, acc), 0)
+                    if rows or lost:                # a set none of whose files scored: a row of NaN
                         sets.append({"coil": coil, "task": task, "file": name, "acc": acc,
-                                     "files": len(rows), **{m: float(np.mean([r[m] for r in rows]))
-                                                            for m in METRICS}})
+                                     "files": len(rows), "not scored": lost,
+                                     **{m: float(np.mean([r[m] for r in rows])) if rows else float("nan")
+                                        for m in METRICS}})
     ranking = []
     for task in tasks:
         per_acc = []
         for acc in accs:
             kinds = []
             for name in io.TASK_FILES[task]:
-                both = [s for s in sets if (s["file"], s["acc"]) == (name, acc)]
+                both = [s for s in sets if (s["file"], s["acc"]) == (name, acc) and s["files"]]
                 kinds.append({m: max((s[m] for s in both), default=float("nan")) for m in METRICS})
             row = {m: _nanmean(k[m] for k in kinds) for m in METRICS}
             per_acc.append(row)
             ranking.append({"task": task, "acc": acc, **row})
         ranking.append({"task": task, "acc": "mean", **{m: _nanmean(r[m] for r in per_acc)
                                                          for m in METRICS}})
-    return Scores(files, sets, ranking, missing, failed)
+    return Scores(files, sets, ranking, missing, failed, unmatched)

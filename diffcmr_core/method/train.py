@@ -145,8 +145,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(path, f"unreadable checkpoint ({type(err).__name__}: "
-                                    f"{str(err).splitlines()[0][:200]})") from None
+        first = (str(err).splitlines() or [""])[0][:200]
+        size = path.stat().st_size
+        raise CheckpointError(path, f"unreadable checkpoint ({type(err).__name__}"
+                                    f"{': ' + first if first else ''}; {size} bytes)") from None
     missing = {"method", "step", "ema", "model_config"} - set(ckpt if isinstance(ckpt, dict) else ())
     if missing:
         raise CheckpointError(path, f"not a checkpoint of this study (missing {sorted(missing)})")
@@ -156,15 +158,62 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 WEIGHTS = ("ema", "raw")
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu", weights: str = "ema"):
+def trained_on(ckpt: dict[str, Any]) -> list[tuple[str, int]]:
+    """``(task, acc)`` of every pairs file a checkpoint was trained on (from its ``pairs``
+    record, ``pairs_<task>_accNN.h5``); empty when the names do not tell."""
+    import re
+
+    files = ckpt.get("pairs", [])
+    out = []
+    for name in [files] if isinstance(files, str) else list(files):
+        m = re.fullmatch(r"pairs_([a-z]+)_acc(\d+)\.h5", Path(str(name)).name)
+        if m:
+            out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+def check_checkpoint(path: str | Path, ckpt: dict[str, Any], *, method: str | None = None,
+                     model_config: Any = None, train_config: TrainConfig | None = None,
+                     task: str | None = None, acc: int | None = None) -> None:
+    """That a checkpoint is what the caller means to use: its method, its model configuration,
+    its training settings (finished: every iteration done), and that it was trained on ``task``
+    at ``acc``. Each given expectation is checked; a mismatch is a :class:`CheckpointError`
+    naming the file and both values."""
+    if method is not None and ckpt["method"] != method:
+        raise CheckpointError(path, f"is a {ckpt['method']} checkpoint, not {method}")
+    if model_config is not None:
+        want = json.dumps(config_dict(model_config), sort_keys=True, default=list)
+        if json.dumps(ckpt["model_config"], sort_keys=True, default=list) != want:
+            raise CheckpointError(path, f"was made with another {ckpt['method']} configuration "
+                                        f"(another profile's model?): {ckpt['model_config']}")
+    if train_config is not None:
+        strip = lambda d: {k: v for k, v in d.items() if k not in _EXTENDABLE}  # noqa: E731
+        if strip(ckpt.get("train_config", {})) != strip(dataclasses.asdict(train_config)):
+            raise CheckpointError(path, "was trained with other settings than this profile's "
+                                        f"({ckpt.get('train_config')})")
+        if ckpt["step"] < train_config.iterations:
+            raise CheckpointError(path, f"training is not finished (step {ckpt['step']} of "
+                                        f"{train_config.iterations}); resume it first")
+    if task is not None and acc is not None:
+        seen = trained_on(ckpt)
+        if (task, acc) not in seen:
+            made = ", ".join(f"{t} {a}x" for t, a in seen) or "unknown pairs"
+            raise CheckpointError(path, f"was trained on {made}, not on {task} {acc}x")
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu", weights: str = "ema",
+                       **expect: Any):
     """``(system, model)`` from a checkpoint: the system for its ``reconstruct`` method and the
     network in eval mode with the ``weights`` ``"ema"`` (default; the average the training loop
     keeps) or ``"raw"`` (the optimiser's last weights, what the public inference script loads:
     ``model120000.pt`` is improved-diffusion's name for raw weights, its EMA files are
-    ``ema_<rate>_<step>.pt``)."""
+    ``ema_<rate>_<step>.pt``). ``expect``: what :func:`check_checkpoint` checks (method,
+    model_config, train_config, task, acc)."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     ckpt = load_checkpoint(path, device)
+    if expect:
+        check_checkpoint(path, ckpt, **expect)
     system = build_system(ckpt["method"], ckpt["model_config"])
     if weights == "ema":
         system.model.load_state_dict(ckpt["ema"])
@@ -193,11 +242,12 @@ class _Run:
         torch.set_rng_state(ckpt["rng"].cpu())
         self.step = ckpt["step"]
 
-    def state(self, method: str, cfg: TrainConfig, model_config: Any, pairs: Path) -> dict[str, Any]:
+    def state(self, method: str, cfg: TrainConfig, model_config: Any, pairs) -> dict[str, Any]:
         return {"method": method, "step": self.step, "system": self.system.state_dict(),
                 "ema": self.ema.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
                 "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(cfg),
-                "model_config": config_dict(model_config), "pairs": str(pairs)}
+                "model_config": config_dict(model_config),
+                "pairs": str(pairs) if isinstance(pairs, (str, Path)) else [str(p) for p in pairs]}
 
 
 def _batch(inp_all, tgt_all, run: _Run, cfg: TrainConfig, step: int, device) -> tuple:
@@ -235,11 +285,24 @@ def _start_or_resume(run: _Run, out_dir: Path, method: str, cfg: TrainConfig, mo
     run.resume(ckpt)
 
 
-def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
-          model_config: Any, *, device: str | torch.device | None = None,
-          progress: bool = True) -> Path:
-    """Train ``method`` (configured by ``model_config``) on the training split of a pairs file;
-    returns the final checkpoint.
+def train_pairs(pairs: str | Path | list[str | Path] | tuple[str | Path, ...]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split of one pairs file, or of several concatenated in the order given
+    (one model for several acceleration factors), as ``(input, target)`` ``[N, 1, S, S]``."""
+    files = [pairs] if isinstance(pairs, (str, Path)) else list(pairs)
+    if not files:
+        raise ValueError("train: no pairs file given")
+    parts = [load_pairs(p, "train")[:2] for p in files]
+    inp = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    tgt = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    return torch.from_numpy(inp)[:, None], torch.from_numpy(tgt)[:, None]
+
+
+def train(method: str, pairs: str | Path | list[str | Path] | tuple[str | Path, ...],
+          out_dir: str | Path, cfg: TrainConfig, model_config: Any, *,
+          device: str | torch.device | None = None, progress: bool = True) -> Path:
+    """Train ``method`` (configured by ``model_config``) on the training split of a pairs file
+    (or of several, concatenated: one model for several factors); returns the final checkpoint.
 
     Writes into ``out_dir``: ``loss.csv`` and ``last.pt`` (resumable), both rewritten atomically
     every ``checkpoint_every`` steps and at the end, the log first, so that a kill between the
@@ -250,8 +313,7 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
     rank, _ = _rank_world()
     device = torch.device(device or default_device())
     ckpt_path, log_path = out_dir / "last.pt", out_dir / "loss.csv"
-    inp_all, tgt_all, _ = load_pairs(pairs, "train")
-    inp_all, tgt_all = torch.from_numpy(inp_all)[:, None], torch.from_numpy(tgt_all)[:, None]
+    inp_all, tgt_all = train_pairs(pairs)
     run = _Run(method, cfg, model_config, device)
     _start_or_resume(run, out_dir, method, cfg, model_config, device)
     if run.step >= cfg.iterations:
@@ -279,7 +341,7 @@ def train(method: str, pairs: str | Path, out_dir: str | Path, cfg: TrainConfig,
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
         if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.iterations):
             _write_log(log_path, log_rows)
-            _save_checkpoint(ckpt_path, run.state(method, cfg, model_config, Path(pairs)))
+            _save_checkpoint(ckpt_path, run.state(method, cfg, model_config, pairs))
     return ckpt_path
 
 
@@ -308,19 +370,45 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+    try:
+        with atomic_path(path) as tmp:
+            with tmp.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+    except OSError as err:
+        raise CheckpointError(path, f"could not write the training log ({err.strerror or err}); "
+                                    "the previous log and checkpoint are unchanged (disk full?)") from None
 
 
 # ----------------------------------------------------------------------------- torchrun entry
+def read_train_spec(config: str | Path, method: str) -> dict[str, Any]:
+    """The ``train`` command's JSON file, checked before any work: readable JSON, an object with
+    ``train`` and ``model`` objects whose fields the configurations know. Errors name the file."""
+    from diffcmr_core.errors import DiffCMRError
+
+    path = Path(config)
+    try:
+        spec = json.loads(path.read_text())
+    except OSError as err:
+        raise DiffCMRError(path, f"cannot read the training configuration ({err.strerror or err})") from None
+    except ValueError as err:
+        raise DiffCMRError(path, f"not valid JSON ({err})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("train"), dict) or not isinstance(spec.get("model"), dict):
+        raise DiffCMRError(path, 'expected {"train": {...TrainConfig...}, "model": {...}}')
+    try:
+        from_dict(TrainConfig, spec["train"])
+        build_system(method, spec["model"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise DiffCMRError(path, f"bad training configuration: {err}") from None
+    return spec
+
+
 def run_from_config(method: str, pairs: str | Path, out_dir: str | Path, config: str | Path) -> Path:
     """Train from a JSON config file ``{"train": {...}, "model": {...}}``, in one process or
     under ``torchrun`` (``python -m diffcmr_core train ...``): each rank trains its slice of
     the global batch, gradients are all-reduced."""
-    spec = json.loads(Path(config).read_text())
+    spec = read_train_spec(config, method)
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     device = None
     if distributed:

@@ -110,8 +110,9 @@ def study_cost(profile: Profile) -> dict[str, float]:
     u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
     ev = profile.evaluation
     factors = len(profile.tasks) * len(profile.accs)
+    models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
     per_method = {"diffcmr": u.diffcmr_train, "unet": u.unet_train, "cgan": u.cgan_train}
-    train = sum(factors * per_method[m] * profile.train_config(m).iterations * profile.train_config(m).batch_size
+    train = sum(models * per_method[m] * profile.train_config(m).iterations * profile.train_config(m).batch_size
                 for m in profile.methods)
     regressions = sum(m != "diffcmr" for m in profile.methods)
 
@@ -133,7 +134,7 @@ def study_cost(profile: Profile) -> dict[str, float]:
     ablation = (sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
                                                          for s in ev.ablation_steps if s != t_max])
                 + sampling(n_ablation, [(ev.steps, ev.rounds)] * 4))     # the public choices
-    t = profile.train_diffcmr
+    t = profile.fast_train_config()
     fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
             + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 2))  # x (DC, no DC)
     cost = {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
@@ -146,9 +147,11 @@ def study_cost(profile: Profile) -> dict[str, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``cost`` command's options."""
     parser.add_argument("--profile", default="quick")
-    parser.add_argument("--tflops", type=float, nargs="*", default=[50.0, 100.0, 200.0],
+    from diffcmr_core.cli import _positive_float
+
+    parser.add_argument("--tflops", type=_positive_float, nargs="*", default=[50.0, 100.0, 200.0],
                         help="sustained rates (TFLOP/s) to predict the time at")
-    parser.add_argument("--measured", type=float, nargs="+", metavar="SECONDS",
+    parser.add_argument("--measured", type=_positive_float, nargs="+", metavar="SECONDS",
                         help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
                              "in that order: print the sustained rate of each")
 

@@ -2,10 +2,65 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
+import sys
 
+from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.study.profiles import Paths, Profile, get_profile, paths_for
+
+_UNKNOWN = object()          # a default that is not a literal (``os.environ.get(...)``)
+
+
+def _assignments(source: str) -> dict[str, object]:
+    """``name -> value`` of the top-level assignments of a cell (the value when it is a literal,
+    else a marker)."""
+    out: dict[str, object] = {}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return out
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    try:
+                        out[target.id] = ast.literal_eval(node.value)
+                    except (ValueError, SyntaxError, TypeError):
+                        out[target.id] = _UNKNOWN
+    return out
+
+
+def check_parameters(cells: list[str]) -> None:
+    """Refuse what papermill injected (its ``# Parameters`` cell, right after the notebook's
+    parameters cell, in IPython's input history ``cells``) when a name is not one of the
+    notebook's parameters (a misspelt ``profil`` would otherwise run the default profile), or a
+    value's type differs from the default's (``force="no"`` would count as true)."""
+    injected = [i for i, c in enumerate(cells) if i > 0 and str(c).lstrip().startswith("# Parameters")]
+    if not injected:
+        return
+    i = injected[-1]
+    defaults, given = _assignments(str(cells[i - 1])), _assignments(str(cells[i]))
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise DiffCMRError(None, f"unknown notebook parameter(s) {', '.join(unknown)}; this "
+                                 f"notebook takes {', '.join(defaults)}")
+    for name, value in given.items():
+        default = defaults[name]
+        if name == "profile" and not isinstance(value, str):
+            raise DiffCMRError(None, f"parameter profile must be a profile's name, got {value!r}")
+        if default is _UNKNOWN or default is None or value is None:
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(default, bool) and isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float))
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise DiffCMRError(None, f"parameter {name} must be {type(default).__name__} like its "
+                                     f"default {default!r}, got {value!r}")
 
 
 def scratch_figures(paths: Paths, notebook: str, params: dict[str, object]) -> Paths:
@@ -27,6 +82,9 @@ def start(profile: str, publish: bool = False, notebook: str = "notebook",
     ``runs/<profile>/figures/<notebook>/<params>/`` (:func:`scratch_figures`); ``params`` are
     the notebook's own parameters, which name that folder.
     """
+    check_parameters(list(sys._getframe(1).f_globals.get("In", [])))
+    if not isinstance(publish, bool):
+        raise DiffCMRError(None, f"parameter publish must be True or False, got {publish!r}")
     P = get_profile(profile)
     paths = paths_for(P)
     if not publish:

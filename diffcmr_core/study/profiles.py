@@ -78,12 +78,20 @@ class EvalConfig:
         ("ddpm", 1000, 4), ("ddpm", 25, 4), ("ddim", 25, 4), ("ddim", 50, 2), ("dpm++", 10, 4), ("dpm++", 25, 4),
         ("dpm++", 50, 2))
     seed: int = 0
+    # DiffCMR trained on the crop pairs of notebook 08 (data consistency): its iterations (None:
+    # the profile's DiffCMR iterations); the comparison is of samplers on one model
+    fast_model_iterations: int | None = None
     # the public code's choices where they differ from the paper's text (see the README's
     # "where we depart" list): Alg. 2's beta-tilde (paper) or beta (public); x0 clipped to
-    # [-1, 1] at each step (public; the paper is silent); bf16 or fp32 (public) network on CUDA;
-    # EMA (ours) or raw (the public inference script) weights
+    # [-1, 1] at each step (public) or not (Alg. 2 as printed); bf16 or fp32 (public) network on
+    # CUDA; EMA (ours) or raw (the public inference script) weights. No clipping by default: the
+    # public code clips to the data's range because it divides each target by its own maximum;
+    # our pairs divide both images by the input's maximum (nothing of the target leaks into the
+    # input), so targets exceed 1 (quick: the target's peak is a median 1.5x the input's, 2-2.6 %
+    # of its pixels lie above 1) and clipping truncates them (quick, cine 4x, T = 20, 8 slices:
+    # 28.60 dB without, 25.77 dB with; figures/quick/public_choices.md measures both)
     variance: str = "beta_tilde"
-    clip: bool = True
+    clip: bool = False
     precision: str = "bf16"
     weights: str = "ema"
 
@@ -110,10 +118,19 @@ class Profile:
     cgan_l1_weight: float = 100.0             # pix2pix's weight of L1 beside the adversarial loss
     real_data: bool = False                   # use $CMRXRECON_ROOT / data/CMRxRecon when present
     data_name: str | None = None              # share another profile's data and pairs (seeds)
+    shared_models: bool = False               # one model per task and method, trained on the
+                                              # pairs of all its factors (the paper: one per factor)
     budget_minutes: float = 15.0
 
     def train_config(self, method: str) -> TrainConfig:
         return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[method]
+
+    def fast_train_config(self) -> TrainConfig:
+        """The training settings of notebook 08's DiffCMR on crop pairs: the profile's, with
+        ``EvalConfig.fast_model_iterations`` when set."""
+        n, t = self.evaluation.fast_model_iterations, self.train_diffcmr
+        return t if n is None else dataclasses.replace(t, iterations=n,
+                                                       checkpoint_every=min(t.checkpoint_every, n))
 
     def model_config(self, method: str) -> DiffCMRConfig | UNetConfig | CGANConfig:
         """The method's configuration (what :func:`~diffcmr_core.method.systems.build_system` takes)."""
@@ -127,10 +144,10 @@ class Profile:
 # the real data's anatomy, coils and noise on a 3 mm grid (read-out 256 samples, 81-123 lines);
 # 10 central lines keep the mask's sampled fraction close to the real data's (24 of ~204)
 _QUICK_PHANTOM = PhantomConfig(n_cases=6, n_val_cases=2, pixel_mm=3.0, acs_lines=10,
-                               cine_frames=6, sax_slices=4, lax_slices=2, mapping_slices=3)
+                               cine_frames=4, sax_slices=4, lax_slices=2, mapping_slices=3)
 # the central half of the phase field of view and quarter of the (oversampled) read-out: the
 # heart's region, at about 5 x 6 mm per pixel at 32 x 32
-_QUICK_PRE = PreprocessConfig(pad_to=256, size=32, roi=(0.5, 0.25))
+_QUICK_PRE = PreprocessConfig(pad_to=256, size=32, roi=(1.0, 0.3125))
 _QUICK_NET = DiffCMRConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
                            attention_resolutions=(8,), num_heads=2, rrdb_blocks=1,
                            rrdb_channels=16, rrdb_growth=8, prediction="v", train_steps=1000,
@@ -175,15 +192,17 @@ PROFILES: dict[str, Profile] = {
         preprocess=_QUICK_PRE,
         diffcmr=_QUICK_NET,
         unet=UNetConfig(channels=16, depth=3),
-        train_diffcmr=TrainConfig(iterations=700, batch_size=16, lr=1e-3, ema_decay=0.99,
-                                  lr_schedule="cosine", log_every=10, checkpoint_every=200),
-        train_unet=TrainConfig(iterations=200, batch_size=16, lr=2e-3, log_every=10,
-                               checkpoint_every=200),
-        train_cgan=TrainConfig(iterations=200, batch_size=16, lr=1e-3, log_every=10,
-                               checkpoint_every=200),
-        evaluation=EvalConfig(n_val=16, steps=200, rounds=4, batch=16, ablation_n_val=8,
-                              fast_settings=(("ddpm", 1000, 4), ("ddpm", 25, 4), ("ddim", 25, 4),
-                                             ("dpm++", 10, 4), ("dpm++", 25, 4))),
+        shared_models=True,
+        train_diffcmr=TrainConfig(iterations=500, batch_size=8, lr=1e-3, ema_decay=0.99,
+                                  lr_schedule="cosine", log_every=10, checkpoint_every=100),
+        train_unet=TrainConfig(iterations=300, batch_size=8, lr=2e-3, log_every=10,
+                               checkpoint_every=100),
+        train_cgan=TrainConfig(iterations=300, batch_size=8, lr=1e-3, log_every=10,
+                               checkpoint_every=100),
+        evaluation=EvalConfig(n_val=16, steps=20, rounds=4, batch=16, ablation_steps=(10, 20, 50, 100),
+                              ablation_n_val=8, fast_model_iterations=300,
+                              fast_settings=(("ddpm", 100, 4), ("ddpm", 20, 4), ("ddim", 20, 4),
+                                             ("dpm++", 10, 4), ("dpm++", 20, 4))),
     ),
     "smoke": Profile(
         name="smoke",
@@ -192,6 +211,7 @@ PROFILES: dict[str, Profile] = {
         preprocess=_QUICK_PRE,
         diffcmr=dataclasses.replace(_QUICK_NET, channels=8, num_heads=1),
         unet=UNetConfig(channels=8, depth=2),
+        shared_models=True,
         train_diffcmr=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2,
                                   checkpoint_every=8),
         train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
@@ -271,6 +291,7 @@ class Paths:
     uses_real_data: bool = False
     data_profile: str | None = None           # whose synthetic data and pairs (default: own)
     figures_dir: Path | None = None           # default: figures/<profile> (see notebook.start)
+    shared_models: bool = False               # one model per task for every factor
 
     @property
     def real_data(self) -> Path | None:
@@ -309,7 +330,10 @@ class Paths:
         return self.figures_dir or self.root / "figures" / self.profile
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
-        return self.runs / "models" / f"{task}_acc{acc:02d}_{method}"
+        """The checkpoint folder of the model that reconstructs ``task`` at ``acc``: its own
+        (``<task>_accNN_<method>``), or the task's model for every factor (``<task>_accall_<method>``)
+        when the profile has ``shared_models``."""
+        return self.runs / "models" / f"{task}_acc{'all' if self.shared_models else f'{acc:02d}'}_{method}"
 
     def eval_dir(self, task: str, acc: int) -> Path:
         return self.runs / "eval" / f"{task}_acc{acc:02d}"
@@ -318,4 +342,5 @@ class Paths:
 def paths_for(profile: Profile | str) -> Paths:
     """The folders of a profile (by name or instance)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    return Paths(profile.name, repo_root(), profile.real_data, profile.data_name)
+    return Paths(profile.name, repo_root(), profile.real_data, profile.data_name,
+                 shared_models=profile.shared_models)

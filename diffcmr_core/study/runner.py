@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.study.profiles import get_profile, paths_for
 from diffcmr_core.study.report import write_report
@@ -71,6 +72,11 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
 
     profile = get_profile(profile_name)
     paths = paths_for(profile)
+    names = [nb.stem for nb in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise DiffCMRError(None, f"--only: no notebook named {', '.join(unknown)}; the notebooks "
+                                 f"are {', '.join(names)}")
     run_dir = paths.runs / "notebooks"
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[study] {paths.describe()}")

@@ -54,8 +54,10 @@ def val_pairs(profile: Profile, task: str, acc: int, n: int | None, *, crop_dir:
 
 def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
                    progress: bool = True, force: bool = False) -> Path:
-    """Train (or resume, or reuse) one model; returns its checkpoint. ``force`` retrains from
-    scratch (the old run is kept aside by :func:`~diffcmr_core.method.train.train`)."""
+    """Train (or resume, or reuse) the model that reconstructs ``task`` at ``acc``; returns its
+    checkpoint. With the profile's ``shared_models`` it is the task's one model for every factor,
+    trained on the training pairs of all the profile's factors. ``force`` retrains from scratch
+    (the old run is kept aside)."""
     paths = paths_for(profile)
     ensure_data(profile, progress=progress)
     out = paths.model_dir(task, acc, method)
@@ -65,8 +67,26 @@ def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
         for name in ("last.pt", "loss.csv"):
             if (out / name).exists():
                 (out / name).replace(aside / name)
-    return train(method, pairs_path(paths.pairs, task, acc), out, profile.train_config(method),
+    pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
+             else pairs_path(paths.pairs, task, acc))
+    return train(method, pairs, out, profile.train_config(method),
                  profile.model_config(method), device=default_device(), progress=progress)
+
+
+def model_list(profile: Profile, tasks=None, accs=None, methods=None) -> list[tuple[str, int, str, str]]:
+    """The distinct models behind ``tasks x accs x methods`` (default: the profile's), as
+    ``(task, acc, method, label)``: one per task, factor and method, or, with the profile's
+    ``shared_models``, one per task and method (``acc`` is then the first factor; the label says
+    "all factors")."""
+    tasks, accs, methods = tasks or profile.tasks, accs or profile.accs, methods or profile.methods
+    out: dict[Path, tuple[str, int, str, str]] = {}
+    paths = paths_for(profile)
+    for method in methods:
+        for task in tasks:
+            for acc in accs:
+                where = "all factors" if profile.shared_models else f"{acc}x"
+                out.setdefault(paths.model_dir(task, acc, method), (task, acc, method, f"{method} {task} {where}"))
+    return list(out.values())
 
 
 def loss_history(profile: Profile, task: str, acc: int, method: str) -> list[dict[str, str]]:
@@ -228,7 +248,7 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
                     progress=progress)
         ckpt.append(train("diffcmr", pairs_path(crop_dir, task, acc),
                           paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
-                          profile.train_diffcmr, profile.model_config("diffcmr"),
+                          profile.fast_train_config(), profile.model_config("diffcmr"),
                           device=default_device(), progress=progress))
 
     def compute() -> list[dict]:

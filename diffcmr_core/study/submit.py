@@ -92,12 +92,46 @@ def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: Preprocess
     if pre.roi is not None:
         zero_filled = kspace_to_image(kspace, multicoil=multicoil, pad_to=pre.pad_to,
                                       size=None).reshape(-1, pre.pad_to, pre.pad_to)
+    if not np.isfinite(inputs).all():
+        raise CMRxReconError(path, "its images overflow float32 (k-space values too large, or "
+                                   "NaN / infinite samples)")
     scale = inputs.reshape(len(inputs), -1).max(1).astype(np.float32)
     if np.any(scale <= 0):
         raise CMRxReconError(path, "an under-sampled image is all zeros")
     out = recon(inputs / scale[:, None, None])
-    images = back_to_original(out, scale, zero_filled, pre, shape[-2:])
-    return ranking_crop(images.reshape(*lead, *shape[-2:]))
+    if not np.isfinite(out).all():
+        raise CMRxReconError(path, "the reconstruction has NaN or infinite pixels")
+    images = ranking_crop(back_to_original(out, scale, zero_filled, pre, shape[-2:]).reshape(*lead, *shape[-2:]))
+    if not np.isfinite(images).all():
+        raise CMRxReconError(path, "its reconstruction overflows float32 at the original scale")
+    return images
+
+
+def expected_model(profile: Profile, task: str, acc: int, method: str) -> dict:
+    """What the checkpoint that reconstructs ``task`` at ``acc`` with ``method`` must be (the
+    keywords of :func:`~diffcmr_core.method.train.check_checkpoint`): this method, this
+    profile's model and training settings, finished, trained on this task and factor."""
+    return {"method": method, "model_config": profile.model_config(method),
+            "train_config": profile.train_config(method), "task": task, "acc": acc}
+
+
+def recipe(profile: Profile, task: str, acc: int, method: str) -> str:
+    """What makes a submission file: the method, the checkpoint's bytes (its SHA-256), the
+    profile's preprocessing and inference settings. A file written with another recipe (an
+    older model, say) is not kept by a rerun."""
+    import dataclasses
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps({"method": method, "preprocess": dataclasses.asdict(profile.preprocess),
+                                   "evaluation": dataclasses.asdict(profile.evaluation)},
+                                  sort_keys=True, default=list).encode())
+    if method != "raw":
+        ckpt = paths_for(profile).model_dir(task, acc, method) / "last.pt"
+        with ckpt.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:32]
 
 
 def model_recon(profile: Profile, task: str, acc: int, method: str, *,
@@ -117,7 +151,7 @@ def model_recon(profile: Profile, task: str, acc: int, method: str, *,
                                     f"PROFILE={profile.name}`)")
     device = device or default_device()
     ev = profile.evaluation
-    system, model = load_for_inference(ckpt, device, ev.weights)
+    system, model = load_for_inference(ckpt, device, ev.weights, **expected_model(profile, task, acc, method))
     if method != "diffcmr":
         return lambda x: regress(system, model, np.ascontiguousarray(x, np.float32), ev.batch,
                                  progress=progress)
@@ -172,14 +206,18 @@ def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | 
     if not jobs:
         raise CMRxReconError(data, f"no under-sampled {split} files (expected <coil>/<Cine|Mapping>/"
                                    f"{split}/AccFactorXX/PNNN/*.mat)")
-    recons = {(task, acc): model_recon(profile, task, acc, method)
-              for task, acc in dict.fromkeys((j[1], j[2]) for j in jobs)}
+    factors = list(dict.fromkeys((j[1], j[2]) for j in jobs))
+    recons = {(task, acc): model_recon(profile, task, acc, method) for task, acc in factors}
+    recipes = {(task, acc): recipe(profile, task, acc, method) for task, acc in factors}
+    record_path = out.parent / f".{out.name}.made_by.json"
+    record = _read_record(record_path)
     report = Submission(out)
     bar = tqdm(jobs, desc=f"submit {method} {split}", disable=not progress)
     for coil, task, acc, case, name, path in bar:
         target = submission_path(out, coil, task, split, acc, case, name)
+        rel = str(target.relative_to(out))
         bar.set_postfix_str(f"{coil} {name} {acc}x {case}")
-        if target.is_file() and _finished(target):
+        if target.is_file() and record.get(rel) == recipes[(task, acc)] and _finished(target):
             report.kept.append(target)
             continue
         try:
@@ -187,9 +225,55 @@ def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | 
         except CMRxReconError as err:
             report.skipped.append(str(err))
             continue
-        save_ranking(target, img)
+        _write_file(target, img, out)
+        record[rel] = recipes[(task, acc)]
+        _write_record(record_path, record)
         report.written.append(target)
     return report
+
+
+def _read_record(path: Path) -> dict[str, str]:
+    """Which recipe made each file of a submission folder (see :func:`recipe`); empty when
+    missing or unreadable (every file is then redone)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_record(path: Path, record: dict[str, str]) -> None:
+    import json
+
+    from diffcmr_core.fileio import write_text_atomic
+
+    try:
+        write_text_atomic(path, json.dumps(record, indent=0, sort_keys=True))
+    except OSError as err:
+        raise DiffCMRError(path, f"could not write the submission's record ({err}); the files "
+                                 "written so far are kept") from None
+
+
+def _write_file(target: Path, img: np.ndarray, out: Path) -> None:
+    """One submission file, atomically; never through a symbolic link planted in ``out``."""
+    _inside(target, out)
+    try:
+        save_ranking(target, img)
+    except OSError as err:
+        raise DiffCMRError(target, f"could not write the submission file ({err}); the files "
+                                   "written before it are kept and a rerun continues") from None
+
+
+def _inside(target: Path, out: Path) -> None:
+    """Refuse to write ``target`` when a symbolic link inside ``out`` would take it elsewhere."""
+    probe = target
+    while probe != out and probe != probe.parent:
+        if probe.is_symlink():
+            raise DiffCMRError(probe, "is a symbolic link inside the output folder; refusing to "
+                                      "write through it (remove it)")
+        probe = probe.parent
 
 
 def local_split_scores(profile: Profile, method: str, *, progress: bool = False) -> list[dict]:
