@@ -38,7 +38,12 @@ def test_study_cost_follows_the_profile_workload():
     assert extra == factors * (u.condition + ev.steps * ev.rounds * u.denoise_step + 2 * u.unet_forward)
     more = dataclasses.replace(profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16))
     added = study_cost(more)["03_training"] - base["03_training"]
-    assert added == factors * u.unet_train * 8 * profile.train_unet.batch_size
+    models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
+    assert profile.shared_models and models == 2          # one model per task for all factors
+    assert added == models * u.unet_train * 8 * profile.train_unet.batch_size
+    per_factor = dataclasses.replace(more, shared_models=False)
+    assert study_cost(per_factor)["03_training"] - study_cost(dataclasses.replace(profile, shared_models=False))["03_training"] \
+        == factors * u.unet_train * 8 * profile.train_unet.batch_size
 
 
 def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch):

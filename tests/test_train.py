@@ -145,3 +145,43 @@ def test_checkpoint_keeps_the_model_config(pairs, tmp_path):
     system, _ = load_for_inference(train("cgan", pairs, tmp_path / "gan", dataclasses.replace(CFG, iterations=1),
                                          CGANConfig(SMALL_UNET, l1_weight=7.0), device="cpu", progress=False))
     assert system.cfg == CGANConfig(SMALL_UNET, l1_weight=7.0) and system.l1_weight == 7.0
+
+
+def test_one_model_for_several_factors_trains_on_their_pairs_concatenated(tiny_root, tmp_path):
+    """``train`` with several pairs files (a profile's ``shared_models``) sees the training pairs
+    of each, in order; its checkpoint records them, so it passes the identity check for every
+    one of those factors and for no other."""
+    import numpy as np
+
+    from diffcmr_core.data.pairs import load_pairs
+    from diffcmr_core.errors import CheckpointError
+    from diffcmr_core.method.train import check_checkpoint, train_pairs
+
+    pre = PreprocessConfig(pad_to=128, size=32)
+    files = build_pairs(tiny_root, tmp_path / "pairs", "cine", pre, accs=(4, 8), progress=False)
+    inp, tgt = train_pairs([files[4], files[8]])
+    ref = [load_pairs(files[a], "train") for a in (4, 8)]
+    np.testing.assert_array_equal(inp[:, 0].numpy(), np.concatenate([r[0] for r in ref]))
+    np.testing.assert_array_equal(tgt[:, 0].numpy(), np.concatenate([r[1] for r in ref]))
+    cfg = TrainConfig(iterations=2, batch_size=2, log_every=1, checkpoint_every=2)
+    ckpt_path = train("unet", [files[4], files[8]], tmp_path / "m", cfg, UNetConfig(channels=4, depth=2),
+                      progress=False)
+    ckpt = load_checkpoint(ckpt_path)
+    assert [os.path.basename(p) for p in ckpt["pairs"]] == ["pairs_cine_acc04.h5", "pairs_cine_acc08.h5"]
+    for acc in (4, 8):
+        check_checkpoint(ckpt_path, ckpt, method="unet", task="cine", acc=acc)
+    with pytest.raises(CheckpointError, match="trained on cine 4x, cine 8x, not on cine 10x"):
+        check_checkpoint(ckpt_path, ckpt, task="cine", acc=10)
+
+
+def test_shared_models_profile_has_one_model_per_task_and_method():
+    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.steps import model_list
+
+    quick, gpu = get_profile("quick"), get_profile("gpu")
+    assert quick.shared_models and not gpu.shared_models
+    assert len(model_list(quick)) == len(quick.tasks) * len(quick.methods) == 6
+    assert len(model_list(gpu)) == len(gpu.tasks) * len(gpu.accs) * len(gpu.methods) == 18
+    p = paths_for(quick)
+    assert p.model_dir("cine", 4, "diffcmr") == p.model_dir("cine", 10, "diffcmr") != p.model_dir("mapping", 4, "diffcmr")
+    assert paths_for(gpu).model_dir("cine", 4, "unet") != paths_for(gpu).model_dir("cine", 8, "unet")

@@ -37,6 +37,7 @@ from diffcmr_core.method.systems import METHOD_LABEL
 from diffcmr_core.method.train import default_device, load_for_inference
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.submit import expected_model
 
 MAP_COIL = "MultiCoil"                       # the challenge's main track
 FITS = {"T1map": ("T1", fit_t1), "T2map": ("T2", fit_t2)}
@@ -91,7 +92,8 @@ def _reconstructions(profile: Profile, task_inputs: np.ndarray, acc: int, progre
     std = rounds = None
     for method in profile.methods:
         ckpt = paths.model_dir("mapping", acc, method) / "last.pt"
-        system, model = load_for_inference(ckpt, default_device(), ev.weights)
+        system, model = load_for_inference(ckpt, default_device(), ev.weights,
+                                           **expected_model(profile, "mapping", acc, method))
         if method == "diffcmr":
             rec = reconstruct(system, model, task_inputs, steps=ev.steps, rounds=ev.rounds,
                               batch=ev.batch, seed=ev.seed, progress=progress, **ev.sampling())

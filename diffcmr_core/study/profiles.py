@@ -1,47 +1,40 @@
 """Profiles: one typed configuration of the whole study, scaled from a CPU toy to the paper.
 
 * ``paper``: §3.1-3.2 (128 x 128 from 512 x 512 k-space, C = 128, 10 RRDBs, batch 6, AdamW,
-  flips, 100 training steps, 1000 inference steps, R = 4, 240 validation slices) and, where the
-  paper is silent, the public code (xmed-lab/DiffCMR): lr 1e-5, weight decay 0, EMA 0.9999 without
-  warm-up, fp32, x0 clipped at every sampling step, 120 000 iterations per model (its inference
-  script loads ``model120000.pt``; its training loop stops at 250 000 by default). For a user
-  with the real data and a GPU.
+  flips, 100 training steps, 1000 inference steps, R = 4, 240 validation slices, one model per
+  task and factor) and, where the paper is silent, the public code (xmed-lab/DiffCMR): lr 1e-5,
+  weight decay 0, EMA 0.9999 without warm-up, fp32, 120 000 iterations per model (its inference
+  script loads ``model120000.pt``; its training loop stops at 250 000 by default). x0 is not
+  clipped (``EvalConfig.clip``: the public code's clipping assumes its own normalisation). For
+  a user with the real data and a GPU.
 * ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU
   (2000 iterations per model, T = 200 for the tables, 16 slices for the ablation). Not yet
-  timed on a GPU: ``python -m diffcmr_core cost --profile gpu`` counts 234 PFLOP, i.e. 39 min
-  at a sustained 100 TFLOP/s and 20 min at 200 (the same count predicts the measured quick
-  study on a 2-core CPU at 0.064-0.077 TFLOP/s for every notebook).
-* ``quick`` (default): the whole study in about 15 minutes on a 2-core CPU: 32 x 32 images,
-  a small network, short training with a higher learning rate, 200 inference steps and 16
-  validation slices for the tables; the ablation keeps T up to 1000 on 8 slices. Its phantom is
-  the paper profile's (same anatomy, coils, noise, contrast) on a 3 mm grid (256 read-out
-  samples with the 2x oversampling, 81-123 lines), with 10 central lines instead of 24, so that
-  the masks keep the real data's sampled share of lines (effective 3.0x / 4.4x / 4.9x at 4x / 8x /
-  10x against the real 3.0x / 4.4x / 4.9x). Its images keep the central half of the phase field
-  of view and a quarter of the oversampled read-out (``roi``), the heart's region: at the whole
-  field of view and 32 x 32 the left ventricle would be 3 pixels across, here it is about 10
-  (``tests/test_phantom.py`` checks at least 8).
+  timed on a GPU (``python -m diffcmr_core cost --profile gpu`` counts its FLOPs).
+* ``quick`` (default): the whole study within 15 minutes on a 2-core CPU (measured: 14.3 min from a fresh clone
+  on a 2-core AMD EPYC Zen 1 at 2.0 GHz, 2026-12-02, plus 2.0 min for the first install).
+  32 x 32 images, small networks, one model per task and method for all three factors
+  (``shared_models``: two models per method instead of six, each trained on the pairs of every
+  factor), T = 20 and R = 4 on 16 validation slices for the tables, the ablation up to T = 100 on
+  8 slices. Its phantom is the paper profile's (anatomy, coils, noise, contrast) on a 3 mm grid
+  (256 read-out samples with the 2x oversampling, 81-123 lines) with 10 central lines instead of
+  24, so that the masks keep the real data's share of lines (effective 3.0x / 4.4x / 4.9x at 4x /
+  8x / 10x, as the real data's). Its images keep the whole phase field of view and the central
+  5/16 of the oversampled read-out (``roi``; as wide as the smallest phase field of view): the
+  aliased copies fold over the heart as in the paper's whole images, so the task is as hard as the
+  real one (RAW NMSE within x1.5 of the paper's in all six cells: ``figures/quick/calibration.md``;
+  the former crop, half the phase field of view, gave 1.2-2.5x), and the left ventricle stays at
+  least 8 pixels across (``tests/test_phantom.py``).
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
-Where the short profiles deviate from §3.2, and why (each measured on ``quick``, cine 4x, on the
-previous, simpler phantom; not re-measured on the present one):
+Where the short profiles deviate from §3.2 (the measurements behind each: ``docs/profiles.md``):
 
-* E's output is read as v = sqrt(abar) eps - sqrt(1 - abar) x0 (``prediction="v"``) and the noise
-  derived from it; the loss (Eq. 5, MSE on eps) and the samplers are unchanged. With a few hundred
-  CPU iterations the paper's direct eps output does not converge: its chain drifts at high t,
-  where eps must be reproduced to within sqrt(abar_t) ~ 0.01 (600 iterations: 6.5 dB with eps,
-  31.6 dB with v, RAW 30.6 dB; T = 100, R = 4, 16 slices). ``paper`` keeps eps.
-* The loss adds the clean-image error to Eq. 5's noise error (``loss_weighting="v"``, i.e. Eq. 5
-  weighted by 1 / abar_t, the MSE on v; see ``schedule.loss_weights``). Eq. 5 alone gives the
-  clean-image prediction at large t almost no gradient, and a short run does not learn to use
-  the condition there: mapping 4x, 900 iterations, x0 predicted from pure noise (t = 1000) 17.9 dB
-  with Eq. 5 vs 30.3 dB with the added term; sampled (T = 200, R = 4, 16 slices): 31.66 vs
-  34.27 dB (RAW 31.81); cine 4x 32.00 vs 33.83 dB (RAW 30.60). ``paper`` keeps Eq. 5.
-* 700 DiffCMR iterations, to keep the study within 15 minutes (with the loss above, 700 beat RAW
-  by 1.3 dB or more on mapping 4x and 8x: 33.74 and 32.86 dB vs 31.81 and 31.51; 800 gave 34.20
-  and 33.41 dB and a 14 min 42 s study).
-* Training draws t from all 1000 base steps (the paper: a 100-step chain), as inference runs all
-  1000; a cosine learning-rate decay and a short EMA suit runs of minutes.
+* E's output is read as v (``prediction="v"``): with a few hundred CPU iterations the direct eps
+  output does not converge. ``paper`` keeps eps.
+* Eq. 5 weighted by 1 / abar_t (``loss_weighting="v"``, the MSE on v): Eq. 5 alone leaves the
+  clean-image prediction at large t untrained in a short run. ``paper`` keeps Eq. 5.
+* Training draws t from all 1000 base steps (the paper: a 100-step chain); a cosine learning-rate
+  decay and a short EMA suit runs of minutes.
+* ``quick``: one model per task for all factors, T = 20 (a respaced Alg. 2 chain) for the tables.
 """
 
 from __future__ import annotations

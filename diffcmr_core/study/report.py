@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -41,6 +42,26 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
             if entry is not None:
                 totals[key] += float(entry.get("seconds", 0.0))
     return totals
+
+
+def notebook_seconds(profile: Profile) -> dict[str, float]:
+    """Seconds each notebook took in the ``make study`` run that last executed it (its done
+    marker in ``runs/<profile>/notebooks/``), data generation included (notebook 01)."""
+    out = {}
+    for marker in sorted((paths_for(profile).runs / "notebooks").glob("*.done.json")):
+        try:
+            out[marker.name[:-len(".done.json")]] = float(json.loads(marker.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _notebook_line(seconds: dict[str, float]) -> str:
+    if not seconds:
+        return "- notebook times: none recorded"
+    parts = ", ".join(f"{k[:2]} {v:.0f} s" for k, v in seconds.items())
+    return (f"- notebook times (the `make study` runs that executed them): {parts}; "
+            f"{sum(seconds.values()) / 60:.1f} min in all, data generation included")
 
 
 def _commit(root: Path) -> str:
@@ -107,6 +128,7 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
              f"- commit: {_commit(paths.root)}",
              f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
              _compute_line(compute_seconds(profile)),
+             _notebook_line(notebook_seconds(profile)),
              f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'}; "
              "finished steps are reused from the run folder unless forced)",
              f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
@@ -127,8 +149,12 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
             lines += [f"## {title}", ""] + _results_section(task, read_csv(fig / f"{name}.csv")) + [""]
         if (fig / f"{name}_protocols.csv").is_file():
             lines += _protocols_section(read_csv(fig / f"{name}_protocols.csv"))
-    for name, key, ref, title in (("table4a_steps", "steps", paper.TABLE4A, "Table 4(a): steps T (R = 4)"),
-                                  ("table4b_rounds", "rounds", paper.TABLE4B, "Table 4(b): rounds R (T = 1000)")):
+    ev = profile.evaluation
+    t_max, r_fixed = max(ev.ablation_steps), min(ev.rounds, max(ev.ablation_rounds))
+    for name, key, ref, title in (("table4a_steps", "steps", paper.TABLE4A,
+                                   f"Table 4(a): steps T (R = {r_fixed}; the paper's R = 4)"),
+                                  ("table4b_rounds", "rounds", paper.TABLE4B,
+                                   f"Table 4(b): rounds R (T = {t_max}; the paper's T = 1000)")):
         if (fig / f"{name}.csv").is_file():
             rows = read_csv(fig / f"{name}.csv")
             table = []
@@ -144,7 +170,10 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
                       f"Ours: PSNR {trend} with {key} (paper: rises).", ""]
     if (fig / "table5_fast_sampling.csv").is_file():
         rows = read_csv(fig / "table5_fast_sampling.csv")
-        lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(rows)]
+        shown = [{k: (_f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)
+                      if k in ("psnr", "ssim", "nmse", "seconds_per_slice") else v) for k, v in r.items()}
+                 for r in rows]
+        lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(shown)]
     lines += _maps_section(fig)
     lines += _seeds_section(fig)
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]

@@ -3,17 +3,21 @@
 :func:`submit` reconstructs every under-sampled file of a split (only the frames and slices that
 ``run4Ranking`` keeps), brings each reconstruction back to the file's original matrix size,
 and writes ``img4ranking`` where the organisers expect it (see
-:mod:`diffcmr_core.method.challenge`). One model per task and factor, the profile's own
-preprocessing and sampling (T, R, variance, clipping).
+:mod:`diffcmr_core.method.challenge`). The profile's model for each task and factor (one per
+task for every factor with ``shared_models``), checked to be that model (method, configuration,
+training settings, task and factor), the profile's own preprocessing and sampling.
 
 The way back to the original size: the network's images are the zero-padded k-space's images
 resized to ``size x size`` (padding k-space keeps the field of view), each divided by the input
 image's maximum. A reconstruction is multiplied by that maximum and resized to the file's
-(ky, kx). With an image ``roi`` (the quick profile: the heart's region), the network sees only
-part of the field of view: its reconstruction goes back into that region of the zero-filled
-image at the padded resolution, and the rest of the image stays zero-filled. The ranking crop
-(a third of the read-out, half of the phase encoding) is larger than the quick profile's region
-(a quarter, a half), so its challenge scores mix the network's region with zero-filled image.
+(ky, kx). With an image ``roi`` (the quick profile: the whole phase field of view, the central
+5/16 of the read-out), the network sees only part of the field of view: its reconstruction goes
+back into that region of the zero-filled image at the padded resolution, and the rest of the
+image stays zero-filled.
+
+A rerun keeps a file only when the same recipe made it (the checkpoint's bytes, the
+preprocessing and the sampling settings: :func:`recipe`), recorded beside the folder in
+``.<folder>.made_by.json``; files of an older model are redone.
 """
 
 from __future__ import annotations
