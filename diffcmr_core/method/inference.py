@@ -45,8 +45,8 @@ def reconstruct_all(recon: Recon, inputs: np.ndarray, batch: int, *, progress: b
     """Apply ``recon(batch_input (B,1,S,S), first_index)`` -> dict of ``(..., B, 1, S, S)``
     tensors over ``inputs`` ``[N, S, S]`` in batches; returns the dict of arrays concatenated
     along their batch axis (second to last of the leading axes) with the channel dropped.
-    Runs under ``torch.inference_mode`` (no autograd bookkeeping at all: 7 % faster than
-    ``no_grad`` per network call on the quick network, same arithmetic)."""
+    Runs under ``torch.inference_mode`` (no autograd bookkeeping; the same kernels and results
+    as ``no_grad``, ``benchmarks/bench_sampling.py`` compares both)."""
     parts: dict[str, list[np.ndarray]] = {}
     for i in tqdm(range(0, len(inputs), batch), desc=desc, disable=not progress):
         with torch.inference_mode():
