@@ -22,8 +22,8 @@
   5/16 of the oversampled read-out (``roi``; as wide as the smallest phase field of view): the
   aliased copies fold over the heart as in the paper's whole images, so the task is as hard as the
   real one (RAW NMSE within x1.5 of the paper's in all six cells: ``figures/quick/calibration.md``;
-  the former crop, half the phase field of view, gave 1.2-2.5x), and the left ventricle stays at
-  least 8 pixels across (``tests/test_phantom.py``).
+  the former crop, half the phase field of view, gave 1.25-2.5x), and the heart stays at least 8
+  pixels across (``tests/test_phantom.py``; the regions compared: ``docs/roi_sweep.md``).
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
 Where the short profiles deviate from §3.2 (the measurements behind each: ``docs/profiles.md``):
