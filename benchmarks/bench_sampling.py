@@ -296,11 +296,12 @@ def main() -> None:
                   "image than 16 but gives twice the updates for the same images) and "
                   "`torch.inference_mode` in sampling (no autograd bookkeeping; no measurable gain at "
                   "this size); rejected: channels-last and one thread (slower, see their rows), "
-                  "torch.compile for the quick study (`--compile` times it: faster once compiled, but "
-                  "compiling takes longer, per process, model and input shape, than a quick notebook "
-                  "would save, and its arithmetic is not the eager path's bit for bit; it pays in "
-                  "runs of many minutes per model). Inter-op threads: these networks run one "
-                  "operation at a time, so there is nothing to run beside it.", "",
+                  "torch.compile for the quick study (`--compile` times it; the seconds in its rows "
+                  "include compiling, with whatever inductor's on-disk cache already held: faster "
+                  "once compiled, but the first compilation on a machine costs about as much as a "
+                  "whole quick notebook saves, and its arithmetic is not the eager path's bit for "
+                  "bit; it pays in runs of many minutes per model). Inter-op threads: these networks "
+                  "run one operation at a time, so there is nothing to run beside it.", "",
                   "One training step (random data):", "", to_markdown(training), "",
                   "One evaluation of E in sampling (G(I^u) cached):", "", to_markdown(sampling), "",
                   f"The adopted sampling call equals the plain one: max |difference| {diff:.1e} "
