@@ -10,20 +10,21 @@
 * ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU
   (2000 iterations per model, T = 200 for the tables, 16 slices for the ablation). Not yet
   timed on a GPU (``python -m diffcmr_core cost --profile gpu`` counts its FLOPs).
-* ``quick`` (default): the whole study within 15 minutes on a 2-core CPU (measured: 14.3 min from a fresh clone
-  on a 2-core AMD EPYC Zen 1 at 2.0 GHz, 2026-12-02, plus 2.0 min for the first install).
-  32 x 32 images, small networks, one model per task and method for all three factors
-  (``shared_models``: two models per method instead of six, each trained on the pairs of every
-  factor), T = 20 and R = 4 on 16 validation slices for the tables, the ablation up to T = 100 on
-  8 slices. Its phantom is the paper profile's (anatomy, coils, noise, contrast) on a 3 mm grid
-  (256 read-out samples with the 2x oversampling, 81-123 lines) with 10 central lines instead of
-  24, so that the masks keep the real data's share of lines (effective 3.0x / 4.4x / 4.9x at 4x /
-  8x / 10x, as the real data's). Its images keep the whole phase field of view and the central
-  5/16 of the oversampled read-out (``roi``; as wide as the smallest phase field of view): the
-  aliased copies fold over the heart as in the paper's whole images, so the task is as hard as the
-  real one (RAW NMSE within x1.5 of the paper's in all six cells: ``figures/quick/calibration.md``;
-  the former crop, half the phase field of view, gave 1.25-2.5x), and the heart stays at least 8
-  pixels across (``tests/test_phantom.py``; the regions compared: ``docs/roi_sweep.md``).
+* ``quick`` (default): the whole study within 15 minutes on a 2-core CPU (measured: 14.3 min for
+  ``make study`` from a fresh clone, its notebooks 13.6 min, on a 2-core AMD EPYC Zen 1 at 2.0 GHz,
+  2026-12-02, plus 2.0 min for the first install). 32 x 32 images, small networks, one model per
+  task and method for all three factors (``shared_models``: two models per method instead of six,
+  each trained on the pairs of every factor), T = 20 and R = 4 on 16 validation slices for the
+  tables, the ablation up to T = 100 on 8 slices. Its phantom is the paper profile's (anatomy,
+  coils, noise, contrast) on a 3 mm grid (256 read-out samples with the 2x oversampling, 81-123
+  lines) with 10 central lines instead of 24, so that the masks keep the real data's share of lines
+  (effective 3.0x / 4.4x / 4.9x at 4x / 8x / 10x, as the real data's). Its images keep the whole
+  phase field of view and the central 5/16 of the oversampled read-out (``roi``; as wide as the
+  smallest phase field of view): the aliased copies fold over the heart as in the paper's whole
+  images, so the task is as hard as the real one (RAW NMSE within x1.5 of the paper's in all six
+  cells: ``figures/quick/calibration.md``; the former crop, half the phase field of view, gave
+  1.25-2.5x), and the heart stays at least 8 pixels across (``tests/test_phantom.py``; the regions
+  compared: ``docs/roi_sweep.md``).
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
 Where the short profiles deviate from §3.2 (the measurements behind each: ``docs/profiles.md``):
@@ -138,8 +139,8 @@ class Profile:
 # 10 central lines keep the mask's sampled fraction close to the real data's (24 of ~204)
 _QUICK_PHANTOM = PhantomConfig(n_cases=6, n_val_cases=2, pixel_mm=3.0, acs_lines=10,
                                cine_frames=4, sax_slices=4, lax_slices=2, mapping_slices=3)
-# the central half of the phase field of view and quarter of the (oversampled) read-out: the
-# heart's region, at about 5 x 6 mm per pixel at 32 x 32
+# the whole phase field of view (81-123 lines of 3 mm) and the central 5/16 of the oversampled
+# read-out (240 mm, the smallest phase field of view): 7.5-11.5 x 7.5 mm per pixel at 32 x 32
 _QUICK_PRE = PreprocessConfig(pad_to=256, size=32, roi=(1.0, 0.3125))
 _QUICK_NET = DiffCMRConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
                            attention_resolutions=(8,), num_heads=2, rrdb_blocks=1,

@@ -78,9 +78,20 @@ def _commit(root: Path) -> str:
 
 
 def device_description() -> str:
+    """The device a run used: the GPU's name, or the CPU's model (from /proc/cpuinfo where there
+    is one), its architecture and torch's thread count."""
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)}"
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    arch = platform.processor() or platform.machine()
+    return f"CPU: {model + ' (' + arch + ')' if model else arch}, {torch.get_num_threads()} threads"
 
 
 def _f(x: str | float, digits: int = 2) -> str:
