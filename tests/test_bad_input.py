@@ -643,3 +643,20 @@ def test_29_7_symlink_inside_out_is_not_followed(smoke_home, tmp_path):
     with pytest.raises(DiffCMRError, match=r"MultiCoil: is a symbolic link inside the output folder"):
         submit(get_profile("smoke"), out=out, method="raw", progress=False)
     assert not any(outside.rglob("*"))
+
+
+def test_29_3_garbage_in_the_output_folder_is_redone_not_fatal(tmp_path):
+    """A short or garbage file where submit would write: not finished (so it is redone), and
+    load_ranking names it, whatever scipy raised."""
+    from diffcmr_core.method.challenge import load_ranking, save_ranking
+    from diffcmr_core.study.submit import _finished
+
+    good = tmp_path / "good.mat"
+    save_ranking(good, np.ones((4, 3, 1, 2), np.float32))
+    assert _finished(good)
+    for name, data in (("short.mat", good.read_bytes()[:100]),
+                       ("garbage.mat", b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 3)):
+        (tmp_path / name).write_bytes(data)
+        assert not _finished(tmp_path / name)
+        with pytest.raises(CMRxReconError, match=rf"{name}: unreadable submission file"):
+            load_ranking(tmp_path / name)
