@@ -1,6 +1,7 @@
 """One end-to-end smoke run of the whole study (papermill over every notebook) in a temporary
 home, then the explorer's callbacks on the models it trained."""
 
+import dataclasses
 import json
 
 import matplotlib.pyplot as plt
@@ -125,19 +126,22 @@ def test_explorer_callbacks(smoke_home):
 
 @pytest.mark.slow
 def test_gpu_profile_dry_run_runs_every_notebook(tmp_path, monkeypatch):
-    """The gpu profile's code paths (the paper network at 128 x 128, its phantom, its sampler
-    settings) through every notebook on the CPU, at a few iterations, steps and slices."""
+    """The gpu profile's code paths (the paper network, at half its image size; its phantom, its
+    sampler settings) through every notebook on the CPU, at a few iterations, steps and slices,
+    one factor, the multi-coil files."""
     from diffcmr_core.study.runner import run_study
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     monkeypatch.delenv("CMRXRECON_ROOT", raising=False)
     dry = get_profile("gpu-dry")
     gpu = get_profile("gpu")
-    assert (dry.diffcmr, dry.unet, dry.preprocess) == (gpu.diffcmr, gpu.unet, gpu.preprocess)
+    size = gpu.preprocess.size // 2
+    assert dry.diffcmr == dataclasses.replace(gpu.diffcmr, image_size=size) and dry.unet == gpu.unet
+    assert dry.preprocess == dataclasses.replace(gpu.preprocess, size=size, coils=("MultiCoil",))
+    assert dry.accs == (4,) and not dry.shared_models
     run_study("gpu-dry")
     figures = tmp_path / "figures" / "gpu-dry"
     assert all((figures / f).is_file() for f in EXPECTED)
-    size = gpu.preprocess.size
     import h5py
     with h5py.File(tmp_path / "runs/gpu-dry/eval/cine_acc04/DiffCMR_recon.h5", "r") as f:
         assert f["recon"].shape == (1, size, size)
