@@ -155,6 +155,7 @@ def _score(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
+    from diffcmr_core.study import methods
     from diffcmr_core.study.cost import add_arguments as cost_arguments
 
     top = argparse.ArgumentParser(prog="diffcmr", description=__doc__.split("\n\n")[0])
@@ -200,7 +201,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
     p.add_argument("--out", help="submission folder (default runs/<profile>/submission/<method>/<split>)")
     p.add_argument("--data", help="CMRxRecon tree (default: the profile's)")
-    p.add_argument("--method", default="diffcmr", choices=("diffcmr", "unet", "cgan", "raw"))
+    p.add_argument("--method", default="diffcmr", choices=methods.names())
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_submit)
 
@@ -215,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model (torchrun: python -m torch.distributed.run "
                                      "--nproc_per_node=N -m diffcmr_core train ...)")
-    p.add_argument("method", choices=("diffcmr", "unet", "cgan"))
+    p.add_argument("method", choices=methods.names(network=True))
     p.add_argument("pairs", help="a pairs file (pairs_<task>_accNN.h5)")
     p.add_argument("out_dir")
     p.add_argument("config", help='JSON: {"train": {...TrainConfig...}, "model": {...}}')

@@ -14,6 +14,7 @@ EXPECTED = ["table1.csv", "table1.md", "table2_cine.csv", "table2_cine.md", "tab
             "table3_mapping.md", "table4a_steps.csv", "table4a_steps.md", "table4b_rounds.csv",
             "table4b_rounds.md", "fig1_diffusion.png", "fig2_pipeline.png", "fig3_qualitative.png",
             "fig3_qualitative.pdf", "REPORT.md", "table5_fast_sampling.csv", "fig_fast_sampling.png",
+            "fig_kspace_error.png", "cs_choice.csv",
             "table6_maps.csv", "table6_maps.md", "table6_maps_truth.csv", "table6_maps_scale.csv",
             "table6_maps_uncertainty.csv", "fig_maps.png"]
 
@@ -26,18 +27,19 @@ def test_study_writes_every_table_and_figure(smoke_home):
     header = (figures / "table2_cine.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["method", "acc", "psnr", "ssim", "nmse"]
     methods = {l.split(",")[0] for l in (figures / "table3_mapping.csv").read_text().splitlines()[1:]}
-    assert methods == {"RAW", "U-Net", "cGAN", "DiffCMR"}
+    assert methods == {"RAW", "U-Net", "cGAN", "DiffCMR", "PI-CS"}
     report = (figures / "REPORT.md").read_text()
     assert "synthetic phantom" in report and "paper PSNR" in report and "wall time" in report
     fast = [l.split(",")[0] for l in (figures / "table5_fast_sampling.csv").read_text().splitlines()[1:]]
     settings = get_profile("smoke").evaluation.fast_settings
-    assert fast[:3] == ["RAW", "paper protocol T=20 R=2", "paper protocol T=20 R=2 + DC"]
-    assert fast[3] == "DDPM T=5 R=2" and len(fast) == 1 + 2 * len(settings)
+    assert fast[:4] == ["RAW", "paper protocol T=20 R=2", "paper protocol T=20 R=2 + DC (magnitude)",
+                        "paper protocol T=20 R=2 + DC (coil data)"]
+    assert fast[4] == "DDPM T=5 R=2" and len(fast) == 1 + 3 * len(settings)
     executed = json.loads((smoke_home / "runs/smoke/notebooks/02_preprocessing.ipynb").read_text())
     assert any("papermill" in c["metadata"] for c in executed["cells"])
     maps = [l.split(",") for l in (figures / "table6_maps.csv").read_text().splitlines()]
     assert maps[0][:4] == ["method", "acc", "T1 myo MAE", "T1 myo bias"]
-    assert {r[0] for r in maps[1:]} == {"RAW", "U-Net", "cGAN", "DiffCMR R=1", "DiffCMR R=2"}
+    assert {r[0] for r in maps[1:]} == {"RAW", "U-Net", "cGAN", "DiffCMR R=1", "DiffCMR R=2", "PI-CS"}
     assert "Table 6 (beyond the paper)" in report
 
 

@@ -194,3 +194,70 @@ def crop_lines(lines: np.ndarray, size: int) -> np.ndarray:
     else:
         out[size // 2 - n // 2:size // 2 - n // 2 + n] = lines
     return out
+
+
+class CoilConsistency:
+    """Data consistency with the acquisition, for magnitude images on the acquisition's grid
+    (a k-space centre crop to the network's size, ``kspace_to_image(crop=True)``).
+
+    A magnitude image ``m`` ``(B, S, S)`` is given the phase ``phase`` of a low-resolution
+    estimate, expanded to the coils with the maps, ``k_c = F(S_c m e^{i phase})``; on the acquired
+    lines the measured coil k-space replaces it (``weight = 1``) or is mixed in,
+    ``(1 - weight) k + weight y`` (for noisy data); the unacquired lines are left untouched; the
+    coils are combined back by root-sum-of-squares, as the targets are.
+
+    Built once per batch of slices (measured data, lines, maps, phase), outside any sampler:
+    ``measured`` ``(B, C, S, S)`` complex (zeros where not acquired, on the images' scale),
+    ``lines`` ``(B, S)`` bool (acquired ky lines), ``maps`` ``(B, C, S, S)`` complex,
+    ``phase`` ``(B, S, S)`` real [rad]. Torch tensors; :meth:`repeat` tiles them for R rounds
+    sampled as one batch (round-major, as the samplers batch them)."""
+
+    def __init__(self, measured: torch.Tensor, lines: torch.Tensor, maps: torch.Tensor,
+                 phase: torch.Tensor, weight: float = 1.0) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight must lie in [0, 1], got {weight}")
+        if measured.shape != maps.shape or measured.shape[-2] != lines.shape[-1]:
+            raise ValueError(f"measured {tuple(measured.shape)}, maps {tuple(maps.shape)} and "
+                             f"lines {tuple(lines.shape)} do not fit")
+        self.measured, self.maps, self.weight = measured, maps, weight
+        self.keep = lines.to(torch.bool)[:, None, :, None]              # (B, 1, S, 1)
+        self.rotation = torch.polar(torch.ones_like(phase), phase)      # e^{i phase}
+
+    def repeat(self, rounds: int) -> CoilConsistency:
+        out = CoilConsistency.__new__(CoilConsistency)
+        out.measured, out.maps = self.measured.repeat(rounds, 1, 1, 1), self.maps.repeat(rounds, 1, 1, 1)
+        out.keep, out.rotation = self.keep.repeat(rounds, 1, 1, 1), self.rotation.repeat(rounds, 1, 1)
+        out.weight = self.weight
+        return out
+
+    def subset(self, first: int, n: int) -> CoilConsistency:
+        """The operator of slices ``first .. first + n - 1``."""
+        out = CoilConsistency.__new__(CoilConsistency)
+        sl = slice(first, first + n)
+        out.measured, out.maps = self.measured[sl], self.maps[sl]
+        out.keep, out.rotation, out.weight = self.keep[sl], self.rotation[sl], self.weight
+        return out
+
+    def to(self, device) -> CoilConsistency:
+        out = CoilConsistency.__new__(CoilConsistency)
+        out.measured, out.maps = self.measured.to(device), self.maps.to(device)
+        out.keep, out.rotation, out.weight = self.keep.to(device), self.rotation.to(device), self.weight
+        return out
+
+    def expand(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """``(B, S, S)`` magnitudes -> their coil k-space ``(B, C, S, S)``."""
+        image = magnitude.to(torch.float32) * self.rotation
+        return fft2c(self.maps * image[:, None])
+
+    def project(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Coil k-space with the acquired lines set to the measurement (mixed by ``weight``)."""
+        mixed = kspace + self.weight * (self.measured - kspace)
+        return torch.where(self.keep, mixed, kspace)
+
+    def combine(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Coil k-space -> the RSS magnitude ``(B, S, S)``."""
+        coils = ifft2c(kspace)
+        return (coils.real ** 2 + coils.imag ** 2).sum(1).sqrt()
+
+    def __call__(self, magnitude: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.project(self.expand(magnitude)))

@@ -149,6 +149,22 @@ def mask_lines_hook_for(mask_lines: np.ndarray, rounds: int, value_range: str = 
     return hook_for
 
 
+def coil_consistency_hook_for(operator, rounds: int, value_range: str = "pm1"):
+    """``x0_hook_for`` of :func:`reconstruct` from a
+    :class:`~diffcmr_core.data.kspace.CoilConsistency` of all the slices: each batch's x0
+    predictions (model space, ``(R*B, 1, S, S)``) made consistent with the acquired coil data
+    (magnitude -> coil k-space with the maps and the low-resolution phase -> measured lines ->
+    RSS)."""
+    def hook_for(x: torch.Tensor, first: int):
+        op = operator.subset(first, len(x)).repeat(rounds).to(x.device)
+
+        def hook(x0: torch.Tensor) -> torch.Tensor:
+            mag = op(from_model_space(x0, value_range)[:, 0])
+            return to_model_space(mag[:, None].to(x0.dtype), value_range)
+        return hook
+    return hook_for
+
+
 @torch.no_grad()
 def record_chain(system, model, inp: np.ndarray, *, steps: int, record: list[int], seed: int = 0,
                  progress: bool = False, variance: str = "beta_tilde", clip: bool = True

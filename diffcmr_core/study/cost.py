@@ -33,6 +33,7 @@ from diffcmr_core.data.pairs import split_cases
 from diffcmr_core.data.phantom import T1_INVERSION_TIMES, T2_ECHO_TIMES, case_name
 from diffcmr_core.method.challenge import ranking_selection
 from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.study import methods
 from diffcmr_core.study.profiles import Profile, get_profile
 
 
@@ -111,18 +112,17 @@ def study_cost(profile: Profile) -> dict[str, float]:
     ev = profile.evaluation
     factors = len(profile.tasks) * len(profile.accs)
     models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
-    per_method = {"diffcmr": u.diffcmr_train, "unet": u.unet_train, "cgan": u.cgan_train}
-    train = sum(models * per_method[m] * profile.train_config(m).iterations * profile.train_config(m).batch_size
-                for m in profile.methods)
-    regressions = sum(m != "diffcmr" for m in profile.methods)
+    entries = [methods.get(m) for m in profile.methods]
+    train = sum(models * m.train_flops(profile, u) for m in entries)
+    per_image = sum(m.image_flops(profile, u) for m in entries)
 
     def sampling(n: int, runs: list[tuple[int, int]]) -> float:
         """``n`` slices, each sampled by the given (T, R) runs (G once per slice and run)."""
         return n * sum(u.condition + steps * rounds * u.denoise_step for steps, rounds in runs)
 
     def protocol(n: int) -> float:
-        """``n`` images by every method at the tables' T and R."""
-        return sampling(n, [(ev.steps, ev.rounds)]) + regressions * n * u.unet_forward
+        """``n`` images by every method at the tables' settings (DiffCMR's T and R)."""
+        return n * per_image
 
     n_val = ev.n_val or profile.preprocess.n_val_subset
     n_ablation = ev.ablation_n_val or profile.preprocess.n_val_subset
@@ -136,7 +136,7 @@ def study_cost(profile: Profile) -> dict[str, float]:
                 + sampling(n_ablation, [(ev.steps, ev.rounds)] * 4))     # the public choices
     t = profile.fast_train_config()
     fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
-            + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 2))  # x (DC, no DC)
+            + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 3))  # x (none, magnitude, coil DC)
     cost = {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
             "08_fast_sampling": fast}
     if images["maps"] and not profile.real_data:          # 09 runs on the phantom only

@@ -1,7 +1,8 @@
 """T1 and T2 maps from every method's reconstructions (beyond the paper; notebook 09).
 
 For each factor, every method reconstructs every weighted image of the mapping task's validation
-cases (``MAP_COIL`` files; RAW, U-Net, cGAN, DiffCMR with one round and with R rounds); the
+cases (``MAP_COIL`` files; RAW and every method of the profile, DiffCMR with one round and with
+R rounds); the
 weightings of each slice are brought back to one common scale (each image times its input's
 maximum, ``meta['scale']``, known at inference) and fitted with
 :func:`~diffcmr_core.method.mapping.fit_t1` / :func:`~diffcmr_core.method.mapping.fit_t2`.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.anatomy import LABEL
 from diffcmr_core.data.kspace import fft2c, kspace_to_image
@@ -31,13 +33,10 @@ from diffcmr_core.data.pairs import PreprocessConfig, load_pairs, pairs_path, pa
 from diffcmr_core.data.phantom import load_truth, truth_path
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path
-from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.mapping import fit_t1, fit_t2
-from diffcmr_core.method.systems import METHOD_LABEL
-from diffcmr_core.method.train import default_device, load_for_inference
+from diffcmr_core.study import methods
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
-from diffcmr_core.study.submit import expected_model
 
 MAP_COIL = "MultiCoil"                       # the challenge's main track
 FITS = {"T1map": ("T1", fit_t1), "T2map": ("T2", fit_t2)}
@@ -46,6 +45,7 @@ REGION_FRACTION = 0.5                        # a pixel belongs to the tissue cov
 REFERENCES = ("full", "truth")
 SCALINGS = ("common", "own")
 FULL = "Fully sampled"
+UNCERTAINTY_METHOD = "diffcmr"               # whose std over rounds the uncertainty rows test
 
 
 def maps_dir(profile: Profile, acc: int) -> Path:
@@ -84,24 +84,20 @@ def _groups(meta: dict[str, np.ndarray]) -> list[tuple[str, str, int, np.ndarray
             for (c, f, z), idx in sorted(groups.items())]
 
 
-def _reconstructions(profile: Profile, task_inputs: np.ndarray, acc: int, progress: bool
+def _reconstructions(profile: Profile, batch: methods.Batch, acc: int, progress: bool
                      ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
-    """Every method's images of ``task_inputs`` ``[N, S, S]``; DiffCMR's std and rounds."""
-    ev, paths = profile.evaluation, paths_for(profile)
-    recs = {"RAW": task_inputs}
+    """Every method's images of ``batch`` (RAW first; a sampling method with one round and with
+    R rounds); DiffCMR's std and rounds (for the uncertainty)."""
+    from diffcmr_core.method.train import default_device
+
+    recs: dict[str, np.ndarray] = {}
     std = rounds = None
-    for method in profile.methods:
-        ckpt = paths.model_dir("mapping", acc, method) / "last.pt"
-        system, model = load_for_inference(ckpt, default_device(), ev.weights,
-                                           **expected_model(profile, "mapping", acc, method))
-        if method == "diffcmr":
-            rec = reconstruct(system, model, task_inputs, steps=ev.steps, rounds=ev.rounds,
-                              batch=ev.batch, seed=ev.seed, progress=progress, **ev.sampling())
-            recs["DiffCMR R=1"] = rec["rounds"][0]
-            recs[f"DiffCMR R={ev.rounds}"] = rec["mean"]
+    for name in ("raw", *profile.methods):
+        rec = methods.reconstruct(profile, "mapping", acc, name, batch, device=default_device(),
+                                  progress=progress)
+        recs.update(methods.figure_recons(name, rec, profile.evaluation.rounds))
+        if name == UNCERTAINTY_METHOD:
             std, rounds = rec["std"], rec["rounds"]
-        else:
-            recs[METHOD_LABEL[method]] = regress(system, model, task_inputs, ev.batch, progress=progress)
     return recs, std, rounds
 
 
@@ -150,8 +146,11 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
                              f"{pairs_path(paths.pairs, 'mapping', acc)}")
         order = np.concatenate([idx for *_, idx in groups])
         at = {int(i): k for k, i in enumerate(order)}
-        recs, std, rounds = _reconstructions(profile, inp[order], acc, progress)
-        methods = [FULL, *recs]
+        sub = {k: v[order] for k, v in meta.items()}
+        batch = methods.Batch(np.ascontiguousarray(inp[order]), sub["scale"].astype(np.float32), pre,
+                              lambda: acquired.of_pairs(paths.data, "mapping", acc, sub))
+        recs, std, rounds = _reconstructions(profile, batch, acc, progress)
+        names = [FULL, *recs]
         diffs: dict[tuple, list[np.ndarray]] = defaultdict(list)
         failed: dict[tuple, int] = defaultdict(int)
         totals: dict[tuple, int] = defaultdict(int)
@@ -179,7 +178,7 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
                 mask = truth[region]
                 refs = {"full": maps[FULL], "truth": truth[key.lower()]}
                 for ref_name, ref in refs.items():
-                    for m in methods:
+                    for m in names:
                         for scaling, source in (("common", maps), ("own", own)):
                             if m == FULL and (scaling == "own" or ref_name == "full"):
                                 continue
@@ -220,7 +219,7 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **saved)
         return {"rows": rows, "uncertainty": uncertainty, "slices": len(groups),
-                "methods": methods}
+                "methods": names}
 
     return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
                        name=f"maps {acc}x")

@@ -58,5 +58,7 @@ TABLE4B = {"Raw": (28.79, 0.8150, 0.2187), 1: (33.89, 0.8491, 0.0561), 2: (35.25
 
 
 def paper_row(task: str, method: str, acc: int) -> dict[str, float]:
+    if method not in TABLE2_3[task]:                # a method the paper does not report
+        return {"paper_psnr": float("nan"), "paper_ssim": float("nan"), "paper_nmse": float("nan")}
     psnr, ssim, nmse = TABLE2_3[task][method][acc]
     return {"paper_psnr": psnr, "paper_ssim": ssim, "paper_nmse": nmse}

@@ -204,18 +204,44 @@ def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
     return fig
 
 
+def kspace_error_figure(errors: dict[str, np.ndarray], lines: np.ndarray, title: str) -> plt.Figure:
+    """``log10 |F(recon) - F(target)|`` of each data-consistency variant side by side (one colour
+    scale), the acquired ky lines marked at the left edge."""
+    labels = {"none": "no DC", "magnitude": "DC on the magnitude image", "coil": "DC on the coil data"}
+    logs = {k: np.log10(np.maximum(v, 1e-6)) for k, v in errors.items()}
+    lo = min(np.percentile(v, 1) for v in logs.values())
+    hi = max(v.max() for v in logs.values())
+    fig, axes = plt.subplots(1, len(logs), figsize=(3.2 * len(logs), 3.4), squeeze=False)
+    for ax, (k, v) in zip(axes[0], logs.items()):
+        im = ax.imshow(v, cmap="magma", vmin=lo, vmax=hi)
+        rows = np.flatnonzero(lines)
+        ax.plot(np.full(len(rows), -0.8), rows, ">", ms=2.5, color="tab:cyan", clip_on=False)
+        ax.set_title(f"{labels.get(k, k)}\nmean |error| {errors[k].mean():.3g}", fontsize=9)
+        ax.set_xlabel("kx")
+        ax.set_ylabel("ky (acquired lines: cyan)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="log10 |k-space error|")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
-    """PSNR against network evaluations per slice: one line per sampler, with and without data
-    consistency (dashed); the reference row (``reference``) is a star."""
-    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    """PSNR against network evaluations per slice: one line per sampler and data consistency
+    (``dc``: none solid, magnitude dotted, coil data dashed); the reference row (``reference``)
+    is a star."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
-    for sampler, dc in dict.fromkeys((r["sampler"], bool(r["dc"])) for r in rows):
+    style = {"none": ("o-", None, ""), "magnitude": ("s:", "white", " + DC (magnitude)"),
+             "coil": ("^--", "white", " + DC (coil data)")}
+    for sampler, dc in dict.fromkeys((r["sampler"], str(r["dc"])) for r in rows):
         colour = colours[samplers.index(sampler) % len(colours)]
         pts = sorted((float(r["nfe"]), float(r["psnr"])) for r in rows
-                     if r["sampler"] == sampler and bool(r["dc"]) == dc)
-        ax.plot(*zip(*pts), "o--" if dc else "o-", color=colour, mfc="white" if dc else colour,
-                label=f"{SAMPLER_LABEL.get(sampler, sampler)}{' + DC' if dc else ''}")
+                     if r["sampler"] == sampler and str(r["dc"]) == dc)
+        marker, face, suffix = style[dc]
+        ax.plot(*zip(*pts), marker, color=colour, mfc=face or colour,
+                label=f"{SAMPLER_LABEL.get(sampler, sampler)}{suffix}")
     for r in rows:
         if r.get("reference"):
             ax.plot(float(r["nfe"]), float(r["psnr"]), "*", ms=14, color="k", zorder=5,

@@ -45,9 +45,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from diffcmr_core.data.cmrxrecon import ACCS, TASKS
 from diffcmr_core.data.phantom import PhantomConfig
+from diffcmr_core.method.classical import CSConfig
 from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
 from diffcmr_core.method.systems import CGANConfig
@@ -108,13 +110,15 @@ class Profile:
     evaluation: EvalConfig
     tasks: tuple[str, ...] = TASKS
     accs: tuple[int, ...] = ACCS
-    methods: tuple[str, ...] = ("unet", "cgan", "diffcmr")
+    methods: tuple[str, ...] = ("unet", "cgan", "diffcmr", "cs")   # names in study.methods
     cgan_l1_weight: float = 100.0             # pix2pix's weight of L1 beside the adversarial loss
     real_data: bool = False                   # use $CMRXRECON_ROOT / data/CMRxRecon when present
     data_name: str | None = None              # share another profile's data and pairs (seeds)
     shared_models: bool = False               # one model per task and method, trained on the
                                               # pairs of all its factors (the paper: one per factor)
     budget_minutes: float = 15.0
+    # a registered method's settings where they differ from its default (study.methods.options)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def train_config(self, method: str) -> TrainConfig:
         return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[method]
@@ -193,6 +197,7 @@ PROFILES: dict[str, Profile] = {
                                checkpoint_every=100),
         train_cgan=TrainConfig(iterations=300, batch_size=8, lr=1e-3, log_every=10,
                                checkpoint_every=100),
+        method_options={"cs": CSConfig(tuning_slices=1)},
         evaluation=EvalConfig(n_val=16, steps=20, rounds=4, batch=16, ablation_steps=(10, 20, 50, 100),
                               ablation_n_val=8, fast_model_iterations=300,
                               fast_settings=(("ddpm", 100, 4), ("ddpm", 20, 4), ("ddim", 20, 4),
@@ -210,6 +215,7 @@ PROFILES: dict[str, Profile] = {
                                   checkpoint_every=8),
         train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
         train_cgan=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
+        method_options={"cs": CSConfig(weights=(1e-2, 1e-1), iteration_grid=(5, 10), tuning_slices=1)},
         evaluation=EvalConfig(n_val=4, steps=10, rounds=2, batch=4, ablation_steps=(5, 10),
                               ablation_rounds=(1, 2), ablation_n_val=2,
                               fast_settings=(("ddpm", 20, 2), ("ddpm", 5, 2), ("ddim", 5, 2),

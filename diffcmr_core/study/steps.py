@@ -12,13 +12,14 @@ import numpy as np
 import torch
 
 from diffcmr_core.data.pairs import build_pairs, load_pairs, pair_counts, pairs_path, pairs_stamp, table1
+from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.phantom import effective_acceleration, expected_pair_counts, make_phantom
 from diffcmr_core.method.evaluate import evaluate, read_recon
-from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct, regress
+from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
 from diffcmr_core.method.samplers import SAMPLER_LABEL
-from diffcmr_core.method.systems import METHOD_LABEL
 from diffcmr_core.method.train import default_device, load_for_inference, train
+from diffcmr_core.study import methods
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.tables import read_csv
@@ -53,24 +54,23 @@ def val_pairs(profile: Profile, task: str, acc: int, n: int | None, *, crop_dir:
 
 
 def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
-                   progress: bool = True, force: bool = False) -> Path:
-    """Train (or resume, or reuse) the model that reconstructs ``task`` at ``acc``; returns its
-    checkpoint. With the profile's ``shared_models`` it is the task's one model for every factor,
-    trained on the training pairs of all the profile's factors. ``force`` retrains from scratch
-    (the old run is kept aside)."""
-    paths = paths_for(profile)
+                   progress: bool = True, force: bool = False) -> Path | None:
+    """Fit (train, resume or reuse) ``method``'s model that reconstructs ``task`` at ``acc``
+    (:meth:`~diffcmr_core.study.methods.Method.fit`); returns its artefact (a checkpoint, a
+    choice of parameters; ``None`` for a method fitted on nothing). With the profile's
+    ``shared_models`` it is the task's one model for every factor, fitted on the training pairs of
+    all the profile's factors. ``force`` fits again from scratch (the old files are kept aside)."""
     ensure_data(profile, progress=progress)
-    out = paths.model_dir(task, acc, method)
-    if force and (out / "last.pt").is_file():
+    entry = methods.get(method)
+    artefact = entry.artefact(profile, task, acc)
+    if force and artefact is not None and artefact.is_file():
+        out = artefact.parent
         aside = out / f"forced-{time.strftime('%Y%m%d-%H%M%S')}"
         aside.mkdir(parents=True)
-        for name in ("last.pt", "loss.csv"):
+        for name in (artefact.name, "loss.csv"):
             if (out / name).exists():
                 (out / name).replace(aside / name)
-    pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
-             else pairs_path(paths.pairs, task, acc))
-    return train(method, pairs, out, profile.train_config(method),
-                 profile.model_config(method), device=default_device(), progress=progress)
+    return entry.fit(profile, task, acc, progress=progress)
 
 
 def model_list(profile: Profile, tasks=None, accs=None, methods=None) -> list[tuple[str, int, str, str]]:
@@ -128,33 +128,42 @@ def sampling_fractions(profile: Profile) -> list[dict[str, object]]:
 
 
 # ----------------------------------------------------------------------------- evaluation
+def val_batch(profile: Profile, task: str, acc: int, n: int | None, *,
+              crop_dir: Path | None = None) -> tuple[methods.Batch, np.ndarray, dict]:
+    """The first ``n`` validation slices as a :class:`~diffcmr_core.study.methods.Batch` (their
+    acquisitions read on demand), with their targets and metadata."""
+    inp, tgt, meta = val_pairs(profile, task, acc, n, crop_dir=crop_dir)
+    pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
+    data = paths_for(profile).data
+    batch = methods.Batch(inp, meta["scale"].astype(np.float32), pre,
+                          lambda: acquired.of_pairs(data, task, acc, meta))
+    return batch, tgt, meta
+
+
 def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = True,
                     force: bool = False, quiet: bool = False) -> dict[str, dict[str, float]]:
-    """RAW, U-Net, cGAN and DiffCMR on the validation subset of one task and factor.
+    """RAW and every method of the profile on the validation subset of one task and factor.
 
     Cached in ``runs/<profile>/eval/<task>_accNN/summary.json``; the reconstructions are in the
-    same folder (:func:`figure3_images`).
+    same folder (:func:`figure3_images`); a sampling method's std over rounds and first round
+    are stored beside its mean.
     """
     out = paths_for(profile).eval_dir(task, acc)
     ev = profile.evaluation
-    ckpts: dict[str, Path] = {}
 
     def prepare() -> None:
-        ckpts.update({m: ensure_trained(profile, task, acc, m, progress=progress) for m in profile.methods})
+        for m in profile.methods:
+            ensure_trained(profile, task, acc, m, progress=progress)
 
     def compute() -> dict[str, dict[str, float]]:
-        inp, tgt, meta = val_pairs(profile, task, acc, ev.n_val)
-        results = {"RAW": evaluate("RAW", inp, tgt, meta, out)}
-        for method in profile.methods:
-            system, model = load_for_inference(ckpts[method], default_device(), ev.weights)
-            label = METHOD_LABEL[method]
-            if method == "diffcmr":
-                rec = reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds,
-                                  batch=ev.batch, seed=ev.seed, progress=progress, **ev.sampling())
-                results[label] = evaluate(label, rec["mean"], tgt, meta, out,
-                                          extra={"std": rec["std"], "round0": rec["rounds"][0]})
-            else:
-                results[label] = evaluate(label, regress(system, model, inp, ev.batch), tgt, meta, out)
+        batch, tgt, meta = val_batch(profile, task, acc, ev.n_val)
+        results = {}
+        for name in ("raw", *profile.methods):
+            entry = methods.get(name)
+            rec = methods.reconstruct(profile, task, acc, name, batch, device=default_device(),
+                                      progress=progress)
+            extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
+            results[entry.label] = evaluate(entry.label, rec["mean"], tgt, meta, out, extra=extra)
         return results
 
     return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
@@ -166,21 +175,23 @@ def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
     rows = []
     for acc in profile.accs:
         res = evaluate_factor(profile, task, acc, progress=False, quiet=True)
-        for method in ("RAW", *(METHOD_LABEL[m] for m in profile.methods)):
-            rows.append({"method": method, "acc": acc, **res[method]})
+        for name in ("raw", *profile.methods):
+            rows.append({"method": methods.label(name), "acc": acc, **res[methods.label(name)]})
     return rows
 
 
 def figure3_images(profile: Profile, task: str, acc: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Figure 3's reconstructions of the evaluated slices (RAW, U-Net, cGAN, DiffCMR with one
-    round and with R rounds) and their ground truth ``[N, S, S]``."""
+    """Figure 3's reconstructions of the evaluated slices (RAW and every method; a sampling
+    method with one round and with R rounds) and their ground truth ``[N, S, S]``."""
     out, rounds = paths_for(profile).eval_dir(task, acc), profile.evaluation.rounds
     _, tgt, _ = val_pairs(profile, task, acc, profile.evaluation.n_val)
     recs = {"raw": read_recon(out, "RAW")}
-    recs.update({METHOD_LABEL[m]: read_recon(out, METHOD_LABEL[m]) for m in profile.methods if m != "diffcmr"})
-    if "diffcmr" in profile.methods:
-        recs["DiffCMR R=1"] = read_recon(out, "DiffCMR", "round0")
-        recs[f"DiffCMR R={rounds}"] = read_recon(out, "DiffCMR")
+    for name in profile.methods:
+        lab = methods.label(name)
+        rec = {"mean": read_recon(out, lab)}
+        if methods.get(name).sampling:
+            rec["rounds"] = read_recon(out, lab, "round0")[None]
+        recs.update(methods.figure_recons(name, rec, rounds))
     return recs, tgt
 
 
@@ -224,18 +235,31 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
 
 
 # ----------------------------------------------------------------------------- fast sampling
+DC_VARIANTS = ("none", "magnitude", "coil")
+DC_LABEL = {"none": "", "magnitude": " + DC (magnitude)", "coil": " + DC (coil data)"}
+
+
 def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
                        force: bool = False) -> list[dict]:
-    """Paper protocol against DDIM and DPM-Solver++, each with and without data consistency, on
-    one model and one set of validation slices: PSNR/SSIM/NMSE, network evaluations (T x R) and
-    seconds per slice.
+    """Paper protocol against DDIM and DPM-Solver++, each without data consistency, with the
+    magnitude images' consistency and with consistency on the acquired coil data, on one model and
+    one set of validation slices: PSNR/SSIM/NMSE, network evaluations (T x R) and seconds per
+    slice.
 
     The first of the profile's ``fast_settings`` is the paper protocol (Alg. 2, T = 1000, R = 4)
     and its row without DC the reference; "DDPM" rows are Alg. 2 on a shorter respaced chain.
-    Data consistency needs images whose k-space grid matches the mask, so this comparison uses
-    pairs made with ``crop=True`` (the k-space centre: the whole field of view at low resolution,
-    no ``roi``) and a DiffCMR trained on them (same profile otherwise).
+    ``dc``: ``"none"``; ``"magnitude"``, every step's x0 prediction takes the acquired lines of
+    the zero-filled magnitude image's k-space (:func:`~diffcmr_core.method.inference.data_consistency_hook`,
+    which is not the acquisition); ``"coil"``, every x0 prediction is made consistent with the
+    measured multi-coil k-space (:class:`~diffcmr_core.data.kspace.CoilConsistency`: ESPIRiT maps,
+    the low-resolution phase, the measured lines, RSS). Data consistency needs images whose
+    k-space grid matches the mask, so this comparison uses pairs made with ``crop=True`` (the
+    k-space centre: the whole field of view at low resolution, no ``roi``) and a DiffCMR trained
+    on them (same profile otherwise). The reconstructions are kept for :func:`kspace_errors`.
     """
+    from diffcmr_core.method.classical import acquisition_consistency
+    from diffcmr_core.method.inference import coil_consistency_hook_for
+
     paths = paths_for(profile)
     out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
     crop_dir = paths.pairs.parent / f"{profile.name}_crop"
@@ -253,28 +277,52 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
 
     def compute() -> list[dict]:
         system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
-        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
-        rows = [{"label": "RAW", "sampler": "-", "steps": 0, "rounds": 0, "nfe": 0, "dc": False,
+        batch, tgt, meta = val_batch(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
+        inp, vr = batch.inputs, system.cfg.value_range
+        operator = acquisition_consistency(batch.acquired, len(inp), inp.shape[-1], batch.scale)
+        rows = [{"label": "RAW", "sampler": "-", "steps": 0, "rounds": 0, "nfe": 0, "dc": "none",
                  "seconds_per_slice": 0.0, **evaluate("RAW", inp, tgt, meta, out)}]
         for k, (sampler, steps, rounds) in enumerate(ev.fast_settings):
-            for dc in (False, True):
+            hooks = {"none": None, "magnitude": mask_lines_hook_for(meta["mask_lines"], rounds, vr),
+                     "coil": coil_consistency_hook_for(operator, rounds, vr)}
+            for dc in DC_VARIANTS:
                 t0 = time.perf_counter()
                 rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch,
                                   seed=ev.seed, sampler=sampler, progress=progress, **ev.sampling(),
-                                  x0_hook_for=mask_lines_hook_for(meta["mask_lines"], rounds,
-                                                                  system.cfg.value_range) if dc else None)
+                                  x0_hook_for=hooks[dc])
                 seconds = (time.perf_counter() - t0) / len(inp)
                 name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
-                rows.append({"label": f"{name} T={steps} R={rounds}{' + DC' if dc else ''}",
+                rows.append({"label": f"{name} T={steps} R={rounds}{DC_LABEL[dc]}",
                              "sampler": sampler, "steps": steps, "rounds": rounds,
-                             "reference": k == 0 and not dc, "nfe": steps * rounds, "dc": dc,
+                             "reference": k == 0 and dc == "none", "nfe": steps * rounds, "dc": dc,
                              "seconds_per_slice": seconds,
-                             **evaluate(f"{sampler}{steps}r{rounds}{'dc' if dc else ''}", rec["mean"],
-                                        tgt, meta, out)})
+                             **evaluate(_fast_name(sampler, steps, rounds, dc), rec["mean"], tgt, meta, out)})
         return rows
 
     return cached_step(out / "comparison.json", profile, compute, force=force, prepare=prepare,
                        name="fast sampling")
+
+
+def _fast_name(sampler: str, steps: int, rounds: int, dc: str) -> str:
+    return f"{sampler}{steps}r{rounds}" + ("" if dc == "none" else f"dc-{dc}")
+
+
+def kspace_errors(profile: Profile, task: str = "cine", acc: int = 4, slice_index: int = 0
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """For one slice of :func:`sampler_comparison`, at the paper protocol's setting: the k-space
+    error ``|F(recon) - F(target)|`` of each DC variant (``{variant: (S, S)}``, on the magnitude
+    images' k-space) and the slice's acquired ky lines ``(S,)``."""
+    from diffcmr_core.data.kspace import fft2c
+
+    paths = paths_for(profile)
+    out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
+    _, tgt, meta = val_pairs(profile, task, acc, profile.evaluation.ablation_n_val,
+                             crop_dir=paths.pairs.parent / f"{profile.name}_crop")
+    sampler, steps, rounds = profile.evaluation.fast_settings[0]
+    truth = fft2c(tgt[slice_index].astype(np.complex64))
+    errors = {dc: np.abs(fft2c(read_recon(out, _fast_name(sampler, steps, rounds, dc))[slice_index]
+                               .astype(np.complex64)) - truth) for dc in DC_VARIANTS}
+    return errors, meta["mask_lines"][slice_index]
 
 
 # ----------------------------------------------------------------------------- Figure 1
@@ -315,7 +363,7 @@ def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = F
     from diffcmr_core.study.submit import local_split_scores
 
     runs = paths_for(profile).runs / "challenge"
-    methods = ("raw", *profile.methods)
+    names = ("raw", *profile.methods)
 
     def prepare() -> None:
         for task in profile.tasks:
@@ -325,9 +373,9 @@ def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = F
 
     def compute() -> dict[str, list[dict]]:
         out = {}
-        for method in methods:
-            shutil.rmtree(runs / method, ignore_errors=True)     # files of older models
-            out[METHOD_LABEL[method]] = local_split_scores(profile, method, progress=progress)
+        for name in names:
+            shutil.rmtree(runs / name, ignore_errors=True)       # files of older models
+            out[methods.label(name)] = local_split_scores(profile, name, progress=progress)
         return out
 
     return cached_step(runs / "scores.json", profile, compute, force=force, prepare=prepare,

@@ -30,18 +30,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import kspace_to_image, resize_to, roi_box
 from diffcmr_core.data.pairs import PreprocessConfig
-from diffcmr_core.errors import CheckpointError, CMRxReconError, DiffCMRError
+from diffcmr_core.errors import CMRxReconError, DiffCMRError
 from diffcmr_core.method.challenge import (load_ranking, ranking_crop, ranking_selection,
                                            submission_path, save_ranking)
-from diffcmr_core.method.inference import reconstruct, regress
-from diffcmr_core.method.train import default_device, load_for_inference
+from diffcmr_core.study import methods
+from diffcmr_core.study.methods import Batch
 from diffcmr_core.study.profiles import Profile, paths_for
 
-SUBMIT_METHODS = ("diffcmr", "unet", "cgan", "raw")
-Recon = Callable[[np.ndarray], np.ndarray]          # [N, S, S] normalised inputs -> reconstructions
+Recon = Callable[[Batch], np.ndarray]               # a batch of slices -> [N, S, S] reconstructions
 
 
 @dataclass
@@ -77,10 +77,25 @@ def back_to_original(recon: np.ndarray, scale: np.ndarray, zero_filled: np.ndarr
     return resize_to(canvas, shape)
 
 
+def _mask_of(path: Path, acc: int, kspace: np.ndarray) -> np.ndarray:
+    """The sampling mask ``(ky, kx)`` of an under-sampled file: its ``_mask.mat`` beside it, or,
+    where there is none, the lines that hold data (for the methods that read the acquisition)."""
+    mask_path = path.with_name(f"{path.stem}_mask.mat")
+    if mask_path.is_file():
+        mask = io.load_mask(mask_path, io.mask_key(acc))
+        if mask.shape != kspace.shape[-2:]:
+            raise CMRxReconError(mask_path, f"mask {mask.shape} does not fit the k-space "
+                                            f"{kspace.shape[-2:]} of {path.name}")
+        return mask
+    lines = np.abs(kspace).reshape(-1, *kspace.shape[-2:]).max(0).any(axis=1)
+    return np.broadcast_to(lines[:, None], kspace.shape[-2:]).copy()
+
+
 def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: PreprocessConfig,
                      recon: Recon) -> np.ndarray:
     """``img4ranking`` of one under-sampled file: read the kept frames and slices, make the
-    network's inputs, reconstruct, go back to the original size, crop."""
+    network's inputs (and, for the methods that need it, hand over the acquisition itself),
+    reconstruct, go back to the original size, crop."""
     if pre.crop:
         raise DiffCMRError(None, "a submission needs image-domain preprocessing (crop=False)")
     key = io.kspace_key(coil, acc)
@@ -102,7 +117,9 @@ def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: Preprocess
     scale = inputs.reshape(len(inputs), -1).max(1).astype(np.float32)
     if np.any(scale <= 0):
         raise CMRxReconError(path, "an under-sampled image is all zeros")
-    out = recon(inputs / scale[:, None, None])
+    batch = Batch(np.ascontiguousarray(inputs / scale[:, None, None], np.float32), scale, pre,
+                  lambda: acquired.of_block(kspace, _mask_of(path, acc, kspace), coil, path))
+    out = recon(batch)
     if not np.isfinite(out).all():
         raise CMRxReconError(path, "the reconstruction has NaN or infinite pixels")
     images = ranking_crop(back_to_original(out, scale, zero_filled, pre, shape[-2:]).reshape(*lead, *shape[-2:]))
@@ -112,27 +129,28 @@ def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: Preprocess
 
 
 def expected_model(profile: Profile, task: str, acc: int, method: str) -> dict:
-    """What the checkpoint that reconstructs ``task`` at ``acc`` with ``method`` must be (the
-    keywords of :func:`~diffcmr_core.method.train.check_checkpoint`): this method, this
-    profile's model and training settings, finished, trained on this task and factor."""
-    return {"method": method, "model_config": profile.model_config(method),
-            "train_config": profile.train_config(method), "task": task, "acc": acc}
+    """What the checkpoint that reconstructs ``task`` at ``acc`` with a network ``method`` must
+    be (the keywords of :func:`~diffcmr_core.method.train.check_checkpoint`)."""
+    return methods.get(method).expected(profile, task, acc)
 
 
 def recipe(profile: Profile, task: str, acc: int, method: str) -> str:
-    """What makes a submission file: the method, the checkpoint's bytes (its SHA-256), the
-    profile's preprocessing and inference settings. A file written with another recipe (an
-    older model, say) is not kept by a rerun."""
+    """What makes a submission file: the method, the bytes of its fitted artefact (SHA-256 of
+    the checkpoint or the chosen parameters), the profile's preprocessing, inference settings
+    and the method's options. A file written with another recipe (an older model, say) is not
+    kept by a rerun."""
     import dataclasses
     import hashlib
     import json
 
+    opts = methods.options(profile, method)
     h = hashlib.sha256(json.dumps({"method": method, "preprocess": dataclasses.asdict(profile.preprocess),
-                                   "evaluation": dataclasses.asdict(profile.evaluation)},
-                                  sort_keys=True, default=list).encode())
-    if method != "raw":
-        ckpt = paths_for(profile).model_dir(task, acc, method) / "last.pt"
-        with ckpt.open("rb") as fh:
+                                   "evaluation": dataclasses.asdict(profile.evaluation),
+                                   "options": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts)
+                                   else None}, sort_keys=True, default=list).encode())
+    artefact = methods.get(method).artefact(profile, task, acc)
+    if artefact is not None:
+        with artefact.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:32]
@@ -140,31 +158,13 @@ def recipe(profile: Profile, task: str, acc: int, method: str) -> str:
 
 def model_recon(profile: Profile, task: str, acc: int, method: str, *,
                 device: torch.device | None = None, progress: bool = False) -> Recon:
-    """A reconstruction function with the profile's trained ``method`` for ``task`` and ``acc``
-    (``raw``: the zero-filled input itself). A missing checkpoint is an error naming the task,
-    the factor and the command that trains it."""
-    if method == "raw":
-        return lambda x: x
-    if method not in SUBMIT_METHODS:
-        raise ValueError(f"method must be one of {SUBMIT_METHODS}, got {method!r}")
-    ckpt = paths_for(profile).model_dir(task, acc, method) / "last.pt"
-    if not ckpt.is_file():
-        raise CheckpointError(ckpt, f"no trained {method} model for {task} at {acc}x in profile "
-                                    f"{profile.name}; train it with `python -m diffcmr_core study "
-                                    f"--profile {profile.name} --only 03_training` (or `make study "
-                                    f"PROFILE={profile.name}`)")
-    device = device or default_device()
-    ev = profile.evaluation
-    system, model = load_for_inference(ckpt, device, ev.weights, **expected_model(profile, task, acc, method))
-    if method != "diffcmr":
-        return lambda x: regress(system, model, np.ascontiguousarray(x, np.float32), ev.batch,
-                                 progress=progress)
-
-    def sample(x: np.ndarray) -> np.ndarray:
-        return reconstruct(system, model, np.ascontiguousarray(x, np.float32), steps=ev.steps,
-                           rounds=ev.rounds, batch=ev.batch, seed=ev.seed, progress=progress,
-                           **ev.sampling())["mean"]
-    return sample
+    """A reconstruction function with the profile's fitted ``method`` for ``task`` and ``acc``
+    (``raw``: the zero-filled input itself). A missing model is an error naming the task, the
+    factor and the command that fits it."""
+    if method not in methods.names():
+        raise ValueError(f"method must be one of {methods.names()}, got {method!r}")
+    run = methods.get(method).reconstructor(profile, task, acc, device=device, progress=progress)
+    return lambda batch: run(batch)["mean"]
 
 
 def _split_files(data: Path, split: str, tasks, accs, cases) -> list[tuple[str, str, int, str, str, Path]]:

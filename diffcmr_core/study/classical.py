@@ -1,0 +1,181 @@
+"""The PI-CS baseline in the study: its parameters chosen on training slices, and its images put
+through the networks' preprocessing (the registry's ``cs`` method calls these).
+
+:func:`choose` runs the grid of weights and iterations of the profile's
+:class:`~diffcmr_core.method.classical.CSConfig` on ``tuning_slices`` training slices per coil
+type and factor (the same slices at every factor, evenly spaced through the training split),
+scores each setting by the paper's protocol against the training targets and keeps, per coil
+type, the best mean PSNR. Validation slices are never looked at. The choice and the whole grid's
+scores go to ``choice.json`` beside the networks' checkpoints (atomically; reused while the
+configuration, the pairs and the factors are the same).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from diffcmr_core.data import acquired
+from diffcmr_core.data.kspace import kspace_to_image
+from diffcmr_core.data.pairs import PreprocessConfig, load_pairs, pairs_path, pairs_stamp
+from diffcmr_core.errors import CheckpointError
+from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.method.classical import CSConfig, coil_kspace, pics_path
+from diffcmr_core.method.metrics import psnr
+
+READOUT_MARGIN = 8          # native columns solved beyond the region on each side
+
+
+def native_columns(pre: PreprocessConfig, nx: int) -> tuple[int, int] | None:
+    """The image columns of a file with ``nx`` read-out samples that the preprocessing's region
+    keeps (``pre.roi``'s column fraction of the ``pad_to`` grid, mapped back to the file's grid),
+    with :data:`READOUT_MARGIN` columns each side; ``None`` when the whole read-out is kept."""
+    if pre.roi is None or pre.crop or pre.roi[1] >= 1.0:
+        return None
+    from diffcmr_core.data.kspace import roi_box
+
+    a, b = roi_box(pre.pad_to, pre.roi[1])
+    ratio = nx / pre.pad_to
+    x0 = math.floor(nx // 2 + (a - pre.pad_to // 2) * ratio) - READOUT_MARGIN
+    x1 = math.ceil(nx // 2 + (b - pre.pad_to // 2) * ratio) + READOUT_MARGIN
+    return max(0, x0), min(nx, x1)
+
+
+def _images(acq: acquired.Acquired, weight: float, record: tuple[int, ...], cfg: CSConfig,
+            pre: PreprocessConfig) -> dict[int, np.ndarray]:
+    """One slice's PI-CS frames through the preprocessing, after each number of iterations in
+    ``record``: ``{iterations: (F, S, S)}`` at the data's scale."""
+    images, maps = pics_path(acq.kspace, acq.mask, weight, record, cfg,
+                             columns=native_columns(pre, acq.kspace.shape[-1]))
+    return {it: kspace_to_image(coil_kspace(image, maps), multicoil=True, pad_to=pre.pad_to,
+                                size=pre.size, crop=pre.crop, roi=pre.roi)
+            for it, image in images.items()}
+
+
+def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool = False
+                ) -> np.ndarray:
+    """PI-CS images of a :class:`~diffcmr_core.study.methods.Batch` ``[N, S, S]``, each divided
+    by its input's maximum, with the chosen weight and iterations of its coil type."""
+    out = np.zeros_like(batch.inputs, dtype=np.float32)
+    for acq in tqdm(batch.acquired, desc="PI-CS", disable=not progress, unit="slice"):
+        pick = choice[acq.coil]
+        images = _images(acq, pick["weight"], (pick["iterations"],), cfg, batch.preprocess)
+        images = images[pick["iterations"]]
+        out[acq.index] = images / batch.scale[acq.index][:, None, None]
+    return out
+
+
+def _tuning_slices(meta: dict[str, np.ndarray], coil: str, n: int) -> np.ndarray:
+    """``n`` training images of ``coil``, evenly spaced through the split (by position)."""
+    idx = np.flatnonzero(meta["coil"] == coil)
+    if len(idx) == 0:
+        return idx
+    return idx[np.unique(np.linspace(0, len(idx) - 1, min(n, len(idx))).round().astype(int))]
+
+
+def _subset(meta: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in meta.items()}
+
+
+def _record(cfg: CSConfig, task: str, accs: tuple[int, ...], stamps: list[str]) -> dict:
+    return {"config": dataclasses.asdict(cfg), "task": task, "accs": list(accs), "pairs": stamps}
+
+
+def choose(profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: bool = True) -> Path:
+    """Choose the weight and iterations on training slices; write and return ``out``
+    (``choice.json``), or reuse it when it was made with the same settings."""
+    from diffcmr_core.study.profiles import paths_for
+
+    paths, pre = paths_for(profile), profile.preprocess
+    accs = tuple(profile.accs) if profile.shared_models else (acc,)
+    stamps = [pairs_stamp(paths.data, task, pre) for _ in accs]
+    want = _record(cfg, task, accs, stamps)
+    if out.is_file():
+        try:
+            old = json.loads(out.read_text())
+            if {k: old.get(k) for k in want} == json.loads(json.dumps(want, default=list)):
+                return out
+        except ValueError:
+            pass                                             # unreadable: redone
+    rows = []
+    jobs = []
+    for a in accs:
+        inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, a), "train",
+                                    expect=pairs_stamp(paths.data, task, pre))
+        for coil in pre.coils:
+            idx = _tuning_slices(meta, coil, cfg.tuning_slices)
+            if len(idx):
+                jobs.append((a, coil, idx, inp, tgt, meta))
+    grid = [(w, it) for w in cfg.weights for it in cfg.iteration_grid]
+    bar = tqdm(total=len(jobs) * len(cfg.weights), desc=f"PI-CS weights {task}", disable=not progress)
+    for a, coil, idx, inp, tgt, meta in jobs:
+        sub = _subset(meta, idx)
+        acqs = acquired.of_pairs(paths.data, task, a, sub)
+        for weight in cfg.weights:
+            for acq in acqs:
+                by_iterations = _images(acq, weight, cfg.iteration_grid, cfg, pre)
+                for iterations, images in by_iterations.items():
+                    for j, pos in enumerate(acq.index):
+                        rec = images[j] / sub["scale"][pos]
+                        rows.append({"acc": a, "coil": coil, "weight": weight, "iterations": iterations,
+                                     "slice": int(idx[pos]), "psnr": psnr(tgt[idx[pos]], rec)})
+            bar.update()
+    bar.close()
+    choice = {}
+    for coil in pre.coils:
+        scores = {(w, it): np.mean([r["psnr"] for r in rows if r["coil"] == coil and r["weight"] == w
+                                    and r["iterations"] == it]) for w, it in grid}
+        scores = {k: v for k, v in scores.items() if np.isfinite(v)}
+        if scores:
+            (w, it), best = max(scores.items(), key=lambda kv: kv[1])
+            choice[coil] = {"weight": w, "iterations": it, "training_psnr": float(best)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps({**want, "choice": choice, "grid": rows}, indent=1, default=list))
+    return out
+
+
+def load_choice(path: Path, cfg: CSConfig, task: str, acc: int, profile) -> dict[str, dict]:
+    """The chosen ``{coil: {weight, iterations}}`` of ``choice.json``, checked to be this
+    configuration's, for this task and factor; a missing or foreign file is an error naming it."""
+    if not path.is_file():
+        raise CheckpointError(path, f"no PI-CS parameters for {task} at {acc}x in profile "
+                                    f"{profile.name}; choose them with `python -m diffcmr_core study "
+                                    f"--profile {profile.name} --only 03_training`")
+    try:
+        record = json.loads(path.read_text())
+        choice, config, accs = record["choice"], record["config"], record["accs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(path, f"unreadable PI-CS choice ({err}); delete it and rerun "
+                                    "03_training") from None
+    if config != json.loads(json.dumps(dataclasses.asdict(cfg), default=list)):
+        raise CheckpointError(path, f"was chosen with other PI-CS settings ({config})")
+    if record.get("task") != task or acc not in accs:
+        raise CheckpointError(path, f"was chosen for {record.get('task')} at {accs}, not {task} {acc}x")
+    return choice
+
+
+def choice_table(profile, tasks=None) -> list[dict[str, object]]:
+    """The PI-CS choice of each task and coil type (``cs``'s ``choice.json``): the weight and
+    iterations kept, their mean training PSNR, and the grid's worst and best means beside them."""
+    from diffcmr_core.study import methods
+
+    entry = methods.get("cs")
+    rows = []
+    for task in tasks or profile.tasks:
+        record = json.loads(entry.artefact(profile, task, profile.accs[0]).read_text())
+        for coil, pick in record["choice"].items():
+            grid: dict[tuple, list[float]] = {}
+            for r in record["grid"]:
+                if r["coil"] == coil:
+                    grid.setdefault((r["weight"], r["iterations"]), []).append(r["psnr"])
+            means = [float(np.mean(v)) for v in grid.values()]
+            rows.append({"task": task, "coil": coil, "weight": pick["weight"],
+                         "iterations": pick["iterations"], "training psnr": pick["training_psnr"],
+                         "grid": f"{len(grid)} settings, {len(next(iter(grid.values())))} slices each",
+                         "grid psnr range": f"{min(means):.2f}-{max(means):.2f}"})
+    return rows

@@ -1,0 +1,317 @@
+"""The study's methods, in one registry: what each is called, how it is fitted on the training
+cases, how it reconstructs a batch of slices, and what it costs.
+
+Every other part of the study asks this registry: the CLI's choices (``submit --method``,
+``train``), the submission, the tables (Tables 2-3, Figure 3, Table 6), the cost model and the
+profiles' per-method settings (:func:`options`: a profile's ``method_options`` entry, else the
+method's default). Adding a method is a module with its mathematics and one :func:`register`
+call here; ``tests/test_methods.py`` registers a trivial one and runs it through the evaluation
+and the submission.
+
+A method reconstructs a :class:`Batch`: the zero-filled, input-normalised images ``[N, S, S]``
+of one task and factor (what the networks see), each input's maximum, the preprocessing, and,
+for the methods that work from the data, the acquisitions behind the images
+(:class:`~diffcmr_core.data.acquired.Acquired`, read only when asked for). It returns ``mean``
+``[N, S, S]`` on the inputs' scale and, for a sampling method, ``std`` and ``rounds``
+``[R, N, S, S]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffcmr_core.data.acquired import Acquired
+from diffcmr_core.data.pairs import PreprocessConfig
+
+Reconstruction = dict[str, np.ndarray]
+
+
+@dataclass
+class Batch:
+    """Slices of one task and factor to reconstruct (see the module's docstring)."""
+
+    inputs: np.ndarray                                    # [N, S, S] float32, input-normalised
+    scale: np.ndarray                                     # [N] each input's maximum
+    preprocess: PreprocessConfig
+    read_acquired: Callable[[], list[Acquired]] | None = None
+
+    @cached_property
+    def acquired(self) -> list[Acquired]:
+        if self.read_acquired is None:
+            raise ValueError("this batch carries no acquisitions (k-space); a method that "
+                             "needs them cannot reconstruct it")
+        return self.read_acquired()
+
+
+class Method:
+    """One method of the study. Subclasses set the class attributes and implement
+    :meth:`reconstructor` (and :meth:`fit` when ``fitted``)."""
+
+    name: str = ""
+    label: str = ""
+    fitted: bool = False             # fitted on the training cases (notebook 03)
+    network: bool = False            # a network with a checkpoint (the ``train`` command)
+    sampling: bool = False           # several rounds: their mean, spread and each round
+    default_options: Any = None      # its settings when a profile names none
+
+    def artefact(self, profile, task: str, acc: int) -> Path | None:
+        """The file the fit leaves (a checkpoint, a choice of parameters); ``None`` if none."""
+        return None
+
+    def fit(self, profile, task: str, acc: int, *, progress: bool = True) -> Path | None:
+        """Fit (or resume, or reuse) the method for ``task`` at ``acc``; returns :meth:`artefact`."""
+        return None
+
+    def reconstructor(self, profile, task: str, acc: int, *, device=None,
+                      progress: bool = False) -> Callable[[Batch], Reconstruction]:
+        raise NotImplementedError
+
+    def train_flops(self, profile, units) -> float:
+        """Floating-point operations of fitting one model (``units``: the cost model's
+        :class:`~diffcmr_core.study.cost.UnitCosts`)."""
+        return 0.0
+
+    def image_flops(self, profile, units) -> float:
+        """Floating-point operations of reconstructing one image at the tables' settings."""
+        return 0.0
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the study (a name seen twice is an error)."""
+    if not method.name or not method.label:
+        raise ValueError("a method needs a name and a label")
+    if method.name in REGISTRY and REGISTRY[method.name] is not method:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    REGISTRY[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests register temporary ones)."""
+    REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Method:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; expected one of {tuple(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def names(*, network: bool | None = None) -> tuple[str, ...]:
+    """Registered method names (``network=True``: those the ``train`` command trains)."""
+    return tuple(n for n, m in REGISTRY.items() if network is None or m.network == network)
+
+
+def label(name: str) -> str:
+    return get(name).label
+
+
+def options(profile, name: str) -> Any:
+    """A method's settings in ``profile``: its ``method_options`` entry, else the default."""
+    return profile.method_options.get(name, get(name).default_options)
+
+
+def reconstruct(profile, task: str, acc: int, name: str, batch: Batch, *, device=None,
+                progress: bool = False) -> Reconstruction:
+    """``name``'s reconstruction of ``batch`` with the profile's fitted model for ``task`` at
+    ``acc`` (the one function every table, figure and the submission call)."""
+    return get(name).reconstructor(profile, task, acc, device=device, progress=progress)(batch)
+
+
+def figure_recons(name: str, rec: Reconstruction, rounds: int) -> dict[str, np.ndarray]:
+    """The panels a method gives Figure 3 and Table 6: its mean, and for a sampling method one
+    round (``<label> R=1``) beside the mean of ``rounds`` (``<label> R=<rounds>``)."""
+    m = get(name)
+    if not m.sampling:
+        return {m.label: rec["mean"]}
+    return {f"{m.label} R=1": rec["rounds"][0], f"{m.label} R={rounds}": rec["mean"]}
+
+
+# ----------------------------------------------------------------------------- RAW
+class ZeroFilled(Method):
+    """The under-sampled input itself (the paper's RAW row)."""
+
+    name, label = "raw", "RAW"
+
+    def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        return lambda batch: {"mean": batch.inputs}
+
+
+# ----------------------------------------------------------------------------- networks
+class Network(Method):
+    """A network of :mod:`~diffcmr_core.method.systems` trained on the training pairs (every
+    factor's with the profile's ``shared_models``), its checkpoint checked before use (method,
+    configuration, finished training, task and factor)."""
+
+    fitted = network = True
+
+    def model_config(self, profile):
+        return profile.model_config(self.name)
+
+    def train_config(self, profile):
+        return profile.train_config(self.name)
+
+    def artefact(self, profile, task, acc):
+        from diffcmr_core.study.profiles import paths_for
+
+        return paths_for(profile).model_dir(task, acc, self.name) / "last.pt"
+
+    def fit(self, profile, task, acc, *, progress=True):
+        from diffcmr_core.data.pairs import pairs_path
+        from diffcmr_core.method.train import default_device, train
+        from diffcmr_core.study.profiles import paths_for
+
+        paths = paths_for(profile)
+        pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
+                 else pairs_path(paths.pairs, task, acc))
+        return train(self.name, pairs, self.artefact(profile, task, acc).parent,
+                     self.train_config(profile), self.model_config(profile),
+                     device=default_device(), progress=progress)
+
+    def expected(self, profile, task, acc) -> dict:
+        """What the checkpoint must be (:func:`~diffcmr_core.method.train.check_checkpoint`)."""
+        return {"method": self.name, "model_config": self.model_config(profile),
+                "train_config": self.train_config(profile), "task": task, "acc": acc}
+
+    def load(self, profile, task, acc, device=None):
+        from diffcmr_core.errors import CheckpointError
+        from diffcmr_core.method.train import default_device, load_for_inference
+
+        ckpt = self.artefact(profile, task, acc)
+        if not ckpt.is_file():
+            raise CheckpointError(ckpt, f"no trained {self.name} model for {task} at {acc}x in "
+                                        f"profile {profile.name}; train it with `python -m "
+                                        f"diffcmr_core study --profile {profile.name} --only "
+                                        f"03_training` (or `make study PROFILE={profile.name}`)")
+        return load_for_inference(ckpt, device or default_device(), profile.evaluation.weights,
+                                  **self.expected(profile, task, acc))
+
+    def train_flops(self, profile, units):
+        t = self.train_config(profile)
+        return getattr(units, f"{self.name}_train") * t.iterations * t.batch_size
+
+
+class Regression(Network):
+    """A regression network: one forward pass per image."""
+
+    def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        from diffcmr_core.method.inference import regress
+
+        system, model = self.load(profile, task, acc, device)
+        batch_size = profile.evaluation.batch
+        return lambda b: {"mean": regress(system, model, np.ascontiguousarray(b.inputs, np.float32),
+                                          batch_size, progress=progress)}
+
+    def image_flops(self, profile, units):
+        return units.unet_forward
+
+
+class UNetMethod(Regression):
+    """U-Net [12] with an L1 loss."""
+
+    name, label = "unet", "U-Net"
+
+
+class CGANMethod(Regression):
+    """pix2pix-style cGAN [3]."""
+
+    name, label = "cgan", "cGAN"
+
+
+class DiffCMRMethod(Network):
+    """DiffCMR: Alg. 2 with the profile's T, R, seed and sampling choices."""
+
+    name, label, sampling = "diffcmr", "DiffCMR", True
+
+    def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        from diffcmr_core.method.inference import reconstruct
+
+        system, model = self.load(profile, task, acc, device)
+        ev = profile.evaluation
+        return lambda b: reconstruct(system, model, np.ascontiguousarray(b.inputs, np.float32),
+                                     steps=ev.steps, rounds=ev.rounds, batch=ev.batch, seed=ev.seed,
+                                     progress=progress, **ev.sampling())
+
+    def image_flops(self, profile, units):
+        ev = profile.evaluation
+        return units.condition + ev.steps * ev.rounds * units.denoise_step
+
+
+# ----------------------------------------------------------------------------- PI-CS
+class PICSMethod(Method):
+    """Parallel imaging + compressed sensing from the acquisition
+    (:mod:`~diffcmr_core.method.classical`): ESPIRiT maps, SENSE with an L1-wavelet prior, the
+    image put through the networks' preprocessing (coil images, padding, RSS, region, resize,
+    the input's maximum). Fitted = its weight and iterations chosen on training slices
+    (:func:`~diffcmr_core.study.classical.choose`), one choice per coil type, for each task
+    (pooled over the factors with ``shared_models``, as the networks)."""
+
+    name, label, fitted = "cs", "PI-CS", True
+
+    @property
+    def default_options(self):
+        from diffcmr_core.method.classical import CSConfig
+
+        return CSConfig()
+
+    def artefact(self, profile, task, acc):
+        from diffcmr_core.study.profiles import paths_for
+
+        return paths_for(profile).model_dir(task, acc, self.name) / "choice.json"
+
+    def fit(self, profile, task, acc, *, progress=True):
+        from diffcmr_core.study.classical import choose
+
+        return choose(profile, task, acc, self.artefact(profile, task, acc), options(profile, self.name),
+                      progress=progress)
+
+    def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        from diffcmr_core.study.classical import load_choice, pics_images
+
+        cfg = options(profile, self.name)
+        choice = load_choice(self.artefact(profile, task, acc), cfg, task, acc, profile)
+
+        def run(batch: Batch) -> Reconstruction:
+            return {"mean": pics_images(batch, choice, cfg, progress=progress)}
+        return run
+
+    def image_flops(self, profile, units):
+        from diffcmr_core.method.classical import cost_per_image
+
+        pre, cfg = profile.preprocess, options(profile, self.name)
+        ky, kx = pre.pad_to // 2, pre.pad_to           # about half the padded lines are acquired
+        if pre.roi is not None:
+            kx = int(kx * min(1.0, pre.roi[1] + 0.1))   # the region's columns and their margin
+        return cost_per_image(ky, kx, profile.phantom.n_coils, max(cfg.iteration_grid))
+
+    def train_flops(self, profile, units):
+        cfg = options(profile, self.name)
+        grid = len(cfg.weights) * sum(cfg.iteration_grid) / max(cfg.iteration_grid)
+        per_task = cfg.tuning_slices * 2 * len(profile.accs)     # two coil types
+        return grid * per_task * self.image_flops(profile, units)
+
+
+for _method in (ZeroFilled(), UNetMethod(), CGANMethod(), DiffCMRMethod(), PICSMethod()):
+    register(_method)
+
+
+def describe(profile) -> list[dict[str, object]]:
+    """One row per method of ``profile``: name, label, what it is fitted on, its settings."""
+    rows = []
+    for name in ("raw", *profile.methods):
+        m, opts = get(name), options(profile, name)
+        rows.append({"method": name, "label": m.label, "fitted": m.fitted, "sampling": m.sampling,
+                     "options": json.dumps(dataclasses.asdict(opts), default=list)
+                     if dataclasses.is_dataclass(opts) else ""})
+    return rows
