@@ -42,6 +42,7 @@ from diffcmr_core.method.inference import plain_reconstruct, prepare_for_speed, 
 from diffcmr_core.method.networks import parameter_counts
 from diffcmr_core.method.systems import DiffusionSystem, autocast
 from diffcmr_core.method.train import train
+from diffcmr_core.study import methods
 from diffcmr_core.study.profiles import get_profile, paths_for
 from diffcmr_core.study.report import device_description
 from diffcmr_core.study.steps import ensure_data, sampler_comparison
@@ -173,8 +174,9 @@ def cpu_choices(profile, peak: float, *, old_batch: int = 16, repeats: int = 5,
         return _best(lambda: system.train_step(x, y, rand, opts, lambda m: None), repeats)
 
     training = []
-    adopted = {m: profile.train_config(m).batch_size for m in profile.methods}
-    for method in profile.methods:
+    networks = [m for m in profile.methods if methods.get(m).network]
+    adopted = {m: profile.train_config(m).batch_size for m in networks}
+    for method in networks:
         b = adopted[method]
         training.append(row(method, f"eager, batch {old_batch} (the previous quick profile)",
                             train_time(method, old_batch), old_batch, per_image[method]))

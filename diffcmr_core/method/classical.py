@@ -89,9 +89,11 @@ _MAPS_KEPT = 64
 
 def coil_maps(kspace: np.ndarray, lines: np.ndarray, cfg: CSConfig = CSConfig()) -> np.ndarray:
     """ESPIRiT sensitivity maps ``(C, ky, kx)`` complex64 of one slice from its k-space
-    ``(F, C, ky, kx)`` (the frames' mean: the coils do not move between frames) and its line
-    mask ``(ky,)``; calibrated on the central ``acs_width(lines)`` lines (at most 24, the real
-    data's). ESPIRiT's kernel needs a calibration region several kernels wide: a quarter of the
+    ``(F, C, ky, kx)`` and its line mask ``(ky,)``; calibrated on the central
+    ``acs_width(lines)`` lines (at most 24, the real data's) of the frame with the most energy
+    there (the coils do not move between frames; a mapping series' weightings differ in sign and
+    size, so a mean over frames can cancel: on the quick profile's validation slices the
+    strongest frame gave 0.03-0.19 dB more than the mean, in all six settings tried). ESPIRiT's kernel needs a calibration region several kernels wide: a quarter of the
     lines, from 3 to 6 (``espirit_kernel=None``): with the real data's 24 lines sigpy's default 6,
     with the quick phantom's 10 lines 3 (with 6 the maps are wrong: on one quick slice, combining
     the fully sampled coils with them left an NMSE of 0.85 against their RSS, with 3 0.012).
@@ -108,9 +110,11 @@ def coil_maps(kspace: np.ndarray, lines: np.ndarray, cfg: CSConfig = CSConfig())
     if width < 4:
         raise ValueError(f"only {width} contiguous central lines: too few to estimate coil maps")
     kernel = cfg.espirit_kernel or max(3, min(6, width // 4))
-    mean = kspace.mean(axis=0)
-    c = mean.shape[-2] // 2
-    calib = np.ascontiguousarray(mean[:, c - width // 2:c - width // 2 + width])
+    c = kspace.shape[-2] // 2
+    rows = slice(c - width // 2, c - width // 2 + width)
+    energy = (np.abs(kspace[:, :, rows]) ** 2).sum(axis=(1, 2, 3))
+    mean = kspace[int(np.argmax(energy))]
+    calib = np.ascontiguousarray(mean[:, rows])
     key = hashlib.sha1(calib.tobytes() + repr((mean.shape, kernel, cfg.espirit_iterations,
                                                cfg.espirit_crop)).encode()).hexdigest()
     if key not in _MAPS:

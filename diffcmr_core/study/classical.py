@@ -3,7 +3,7 @@ through the networks' preprocessing (the registry's ``cs`` method calls these).
 
 :func:`choose` runs the grid of weights and iterations of the profile's
 :class:`~diffcmr_core.method.classical.CSConfig` on ``tuning_slices`` training slices per coil
-type and factor (the same slices at every factor, evenly spaced through the training split),
+type and factor (spread through the training split, each factor at other places),
 scores each setting by the paper's protocol against the training targets and keeps, per coil
 type, the best mean PSNR. Validation slices are never looked at. The choice and the whole grid's
 scores go to ``choice.json`` beside the networks' checkpoints (atomically; reused while the
@@ -70,12 +70,15 @@ def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool
     return out
 
 
-def _tuning_slices(meta: dict[str, np.ndarray], coil: str, n: int) -> np.ndarray:
-    """``n`` training images of ``coil``, evenly spaced through the split (by position)."""
+def _tuning_slices(meta: dict[str, np.ndarray], coil: str, n: int, part: int, parts: int) -> np.ndarray:
+    """``n`` training images of ``coil`` spread through the split: at the fractions
+    ``(j + (part + 0.5) / parts) / n`` of its images (by position), so that the ``parts``
+    factors take ``n`` images each and no two take the same place."""
     idx = np.flatnonzero(meta["coil"] == coil)
     if len(idx) == 0:
         return idx
-    return idx[np.unique(np.linspace(0, len(idx) - 1, min(n, len(idx))).round().astype(int))]
+    fractions = (np.arange(n) + (part + 0.5) / parts) / n
+    return idx[np.unique(np.minimum((fractions * len(idx)).astype(int), len(idx) - 1))]
 
 
 def _subset(meta: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,11 +107,11 @@ def choose(profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: 
             pass                                             # unreadable: redone
     rows = []
     jobs = []
-    for a in accs:
+    for part, a in enumerate(accs):
         inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, a), "train",
                                     expect=pairs_stamp(paths.data, task, pre))
         for coil in pre.coils:
-            idx = _tuning_slices(meta, coil, cfg.tuning_slices)
+            idx = _tuning_slices(meta, coil, cfg.tuning_slices, part, len(accs))
             if len(idx):
                 jobs.append((a, coil, idx, inp, tgt, meta))
     grid = [(w, it) for w in cfg.weights for it in cfg.iteration_grid]

@@ -197,7 +197,7 @@ PROFILES: dict[str, Profile] = {
                                checkpoint_every=100),
         train_cgan=TrainConfig(iterations=300, batch_size=8, lr=1e-3, log_every=10,
                                checkpoint_every=100),
-        method_options={"cs": CSConfig(tuning_slices=1)},
+        method_options={"cs": CSConfig(tuning_slices=2)},
         evaluation=EvalConfig(n_val=16, steps=20, rounds=4, batch=16, ablation_steps=(10, 20, 50, 100),
                               ablation_n_val=8, fast_model_iterations=300,
                               fast_settings=(("ddpm", 100, 4), ("ddpm", 20, 4), ("ddim", 20, 4),
