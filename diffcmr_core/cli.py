@@ -156,7 +156,6 @@ def _score(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     from diffcmr_core.study import methods
-    from diffcmr_core.study.cost import add_arguments as cost_arguments
 
     top = argparse.ArgumentParser(prog="diffcmr", description=__doc__.split("\n\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -192,7 +191,12 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_seeds)
 
     p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
-    cost_arguments(p)
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--tflops", type=_positive_float, nargs="*", default=[50.0, 100.0, 200.0],
+                   help="sustained rates (TFLOP/s) to predict the time at")
+    p.add_argument("--measured", type=_positive_float, nargs="+", metavar="SECONDS",
+                   help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
+                        "in that order: print the sustained rate of each")
     p.set_defaults(run=_cost)
 
     p = sub.add_parser("submit", help="reconstruct a split with a profile's trained models and "

@@ -207,3 +207,28 @@ def test_acquisition_consistency_keeps_a_fully_sampled_image_and_the_measured_li
     err = np.sum((out - truth) ** 2) / np.sum(truth ** 2)
     zero_filled = np.sum((inputs / scale[:, None, None] - truth) ** 2) / np.sum(truth ** 2)
     assert err < 0.25 * zero_filled
+
+
+def test_pics_images_are_cached_by_their_inputs(tiny_root, tmp_path, monkeypatch):
+    from diffcmr_core.data.pairs import PreprocessConfig
+    from diffcmr_core.study import classical as study_classical
+
+    path = io.file_path(tiny_root, "MultiCoil", "cine", "P001", "cine_sax", acc=4)
+    k = io.load_kspace(path, io.kspace_key("MultiCoil", 4))
+    mask = io.load_mask(io.file_path(tiny_root, "MultiCoil", "cine", "P001", "cine_sax", acc=4,
+                                     kind="mask"), io.mask_key(4))
+    acq = acquired.of_block(k, mask, "MultiCoil", path)[0]
+    pre = PreprocessConfig(pad_to=128, size=16)
+    first = study_classical._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def solve(*args, **kwargs):
+        raise AssertionError("solved again although cached")
+    monkeypatch.setattr(study_classical, "pics_path", solve)
+    again = study_classical._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
+    np.testing.assert_array_equal(again[5], first[5])
+    with pytest.raises(AssertionError, match="solved again"):          # another weight: not cached
+        study_classical._images(acq, 0.03, (5,), CSConfig(), pre, tmp_path)
+    next(tmp_path.glob("*.npz")).write_bytes(b"garbage")              # unreadable: solved again
+    with pytest.raises(AssertionError, match="solved again"):
+        study_classical._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)

@@ -51,7 +51,7 @@ class CSConfig:
     the choice beside the models."""
 
     regulariser: str = "wavelet"                       # L1 of db4 wavelets, or total variation
-    weights: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    weights: tuple[float, ...] = (5e-3, 2e-2, 8e-2, 3e-1)     # log-spaced, x4
     iteration_grid: tuple[int, ...] = (5, 10, 20, 40)
     tuning_slices: int = 4                             # training slices per task, factor, coil
     espirit_iterations: int = 30                       # power iterations per pixel (sigpy: 100)

@@ -13,6 +13,7 @@ configuration, the pairs and the factors are the same).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -24,11 +25,12 @@ from diffcmr_core.data import acquired
 from diffcmr_core.data.kspace import kspace_to_image
 from diffcmr_core.data.pairs import PreprocessConfig, load_pairs, pairs_path, pairs_stamp
 from diffcmr_core.errors import CheckpointError
-from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method.classical import CSConfig, coil_kspace, pics_path
 from diffcmr_core.method.metrics import psnr
 
 READOUT_MARGIN = 8          # native columns solved beyond the region on each side
+CHOICE_FILE = "choice.json"  # beside the networks' checkpoints, in the method's model folder
 
 
 def native_columns(pre: PreprocessConfig, nx: int) -> tuple[int, int] | None:
@@ -47,24 +49,51 @@ def native_columns(pre: PreprocessConfig, nx: int) -> tuple[int, int] | None:
 
 
 def _images(acq: acquired.Acquired, weight: float, record: tuple[int, ...], cfg: CSConfig,
-            pre: PreprocessConfig) -> dict[int, np.ndarray]:
+            pre: PreprocessConfig, cache: Path | None = None) -> dict[int, np.ndarray]:
     """One slice's PI-CS frames through the preprocessing, after each number of iterations in
-    ``record``: ``{iterations: (F, S, S)}`` at the data's scale."""
+    ``record``: ``{iterations: (F, S, S)}`` at the data's scale.
+
+    ``cache``: a folder where the images are kept under a hash of everything they depend on (the
+    k-space and mask bytes, the weight, the iterations, the PI-CS and preprocessing settings), so
+    that the same slice reconstructed again (by the challenge's protocol and by the maps, or a
+    rerun) is read back instead of solved; a missing or unreadable entry is solved again."""
+    key = None
+    if cache is not None:
+        h = hashlib.sha256(np.ascontiguousarray(acq.kspace).tobytes())
+        h.update(np.ascontiguousarray(acq.mask).tobytes())
+        h.update(json.dumps([weight, sorted(record), dataclasses.asdict(cfg), dataclasses.asdict(pre),
+                             list(acq.kspace.shape)], default=list).encode())
+        key = cache / f"{h.hexdigest()[:40]}.npz"
+        try:
+            with np.load(key) as f:
+                return {it: f[str(it)] for it in record}
+        except (OSError, KeyError, ValueError):
+            pass
     images, maps = pics_path(acq.kspace, acq.mask, weight, record, cfg,
                              columns=native_columns(pre, acq.kspace.shape[-1]))
-    return {it: kspace_to_image(coil_kspace(image, maps), multicoil=True, pad_to=pre.pad_to,
-                                size=pre.size, crop=pre.crop, roi=pre.roi)
-            for it, image in images.items()}
+    out = {it: kspace_to_image(coil_kspace(image, maps), multicoil=True, pad_to=pre.pad_to,
+                               size=pre.size, crop=pre.crop, roi=pre.roi)
+           for it, image in images.items()}
+    if key is not None:
+        try:
+            key.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(key) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **{str(it): v for it, v in out.items()})
+        except OSError:
+            pass                                        # a cache that cannot be written is skipped
+    return out
 
 
-def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool = False
-                ) -> np.ndarray:
+def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool = False,
+                cache: Path | None = None) -> np.ndarray:
     """PI-CS images of a :class:`~diffcmr_core.study.methods.Batch` ``[N, S, S]``, each divided
-    by its input's maximum, with the chosen weight and iterations of its coil type."""
+    by its input's maximum, with the chosen weight and iterations of its coil type (``cache``:
+    see :func:`_images`)."""
     out = np.zeros_like(batch.inputs, dtype=np.float32)
     for acq in tqdm(batch.acquired, desc="PI-CS", disable=not progress, unit="slice"):
         pick = choice[acq.coil]
-        images = _images(acq, pick["weight"], (pick["iterations"],), cfg, batch.preprocess)
+        images = _images(acq, pick["weight"], (pick["iterations"],), cfg, batch.preprocess, cache)
         images = images[pick["iterations"]]
         out[acq.index] = images / batch.scale[acq.index][:, None, None]
     return out
@@ -162,15 +191,15 @@ def load_choice(path: Path, cfg: CSConfig, task: str, acc: int, profile) -> dict
     return choice
 
 
-def choice_table(profile, tasks=None) -> list[dict[str, object]]:
-    """The PI-CS choice of each task and coil type (``cs``'s ``choice.json``): the weight and
+def choice_table(profile, tasks=None, name: str = "cs") -> list[dict[str, object]]:
+    """The PI-CS choice of each task and coil type (the method's ``choice.json``): the weight and
     iterations kept, their mean training PSNR, and the grid's worst and best means beside them."""
-    from diffcmr_core.study import methods
+    from diffcmr_core.study.profiles import paths_for
 
-    entry = methods.get("cs")
     rows = []
     for task in tasks or profile.tasks:
-        record = json.loads(entry.artefact(profile, task, profile.accs[0]).read_text())
+        path = paths_for(profile).model_dir(task, profile.accs[0], name) / CHOICE_FILE
+        record = json.loads(path.read_text())
         for coil, pick in record["choice"].items():
             grid: dict[tuple, list[float]] = {}
             for r in record["grid"]:

@@ -144,18 +144,6 @@ def study_cost(profile: Profile) -> dict[str, float]:
     return cost
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``cost`` command's options."""
-    parser.add_argument("--profile", default="quick")
-    from diffcmr_core.cli import _positive_float
-
-    parser.add_argument("--tflops", type=_positive_float, nargs="*", default=[50.0, 100.0, 200.0],
-                        help="sustained rates (TFLOP/s) to predict the time at")
-    parser.add_argument("--measured", type=_positive_float, nargs="+", metavar="SECONDS",
-                        help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
-                             "in that order: print the sustained rate of each")
-
-
 def print_cost(args: argparse.Namespace) -> None:
     """Print a profile's FLOPs per notebook and its predicted time (the ``cost`` command)."""
     cost = study_cost(get_profile(args.profile))

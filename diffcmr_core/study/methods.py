@@ -266,9 +266,10 @@ class PICSMethod(Method):
         return CSConfig()
 
     def artefact(self, profile, task, acc):
+        from diffcmr_core.study.classical import CHOICE_FILE
         from diffcmr_core.study.profiles import paths_for
 
-        return paths_for(profile).model_dir(task, acc, self.name) / "choice.json"
+        return paths_for(profile).model_dir(task, acc, self.name) / CHOICE_FILE
 
     def fit(self, profile, task, acc, *, progress=True):
         from diffcmr_core.study.classical import choose
@@ -278,12 +279,14 @@ class PICSMethod(Method):
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         from diffcmr_core.study.classical import load_choice, pics_images
+        from diffcmr_core.study.profiles import paths_for
 
         cfg = options(profile, self.name)
         choice = load_choice(self.artefact(profile, task, acc), cfg, task, acc, profile)
+        cache = paths_for(profile).runs / "cache" / self.name
 
         def run(batch: Batch) -> Reconstruction:
-            return {"mean": pics_images(batch, choice, cfg, progress=progress)}
+            return {"mean": pics_images(batch, choice, cfg, progress=progress, cache=cache)}
         return run
 
     def image_flops(self, profile, units):

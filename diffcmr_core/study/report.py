@@ -122,6 +122,22 @@ def _results_section(task: str, rows: list[dict[str, str]]) -> list[str]:
     return out + verdicts
 
 
+def _paired_section(rows: list[dict[str, str]]) -> list[str]:
+    """Every method against DiffCMR on the same slices (notebook 04's ``paired_psnr``)."""
+    table = [{"task": r["task"], "acc": r["acc"], "method": r["method"],
+              "d PSNR vs " + r["reference"]: _f(r["d_psnr"]),
+              "95 % CI": f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", "slices": r["slices"],
+              "beyond": "yes" if r["beyond"] == "True" else "no"} for r in rows]
+    held = [r for r in rows if r["beyond"] == "True"]
+    words = "; ".join(f"{r['method']} {'above' if float(r['d_psnr']) > 0 else 'below'} "
+                      f"{r['reference']} at {r['task']} {r['acc']}x ({float(r['d_psnr']):+.2f} dB)"
+                      for r in held) or "none"
+    return ["## Paired comparisons on the same slices (seed 0)", "",
+            "Per-slice PSNR differences against DiffCMR, with the 95 % confidence interval of their "
+            "mean over the slices (the slice-to-slice spread; the seed spread is in the Seeds section).",
+            "", to_markdown(table), "", f"Intervals that exclude 0: {words}.", ""]
+
+
 def _compute_line(seconds: dict[str, float]) -> str:
     parts = " + ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
     return (f"- compute behind these results: {sum(seconds.values()) / 60:.1f} min ({parts}; data "
@@ -180,6 +196,8 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
             trend = "rises" if all(b >= a - 0.05 for a, b in zip(psnrs, psnrs[1:])) else "does not rise monotonically"
             lines += [f"## {title}", "", to_markdown(table),
                       f"Ours: PSNR {trend} with {key} (paper: rises).", ""]
+    if (fig / "paired_psnr.csv").is_file():
+        lines += _paired_section(read_csv(fig / "paired_psnr.csv"))
     if (fig / "table5_fast_sampling.csv").is_file():
         rows = read_csv(fig / "table5_fast_sampling.csv")
         shown = [{k: (_f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)

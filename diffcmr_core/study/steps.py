@@ -180,6 +180,38 @@ def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
     return rows
 
 
+def paired_table(profile: Profile, task: str, reference: str = "diffcmr", metric: str = "psnr",
+                 level: float = 0.95) -> list[dict[str, object]]:
+    """Every method against ``reference`` on the same validation slices (the paper's protocol):
+    per factor, the mean per-slice difference ``method - reference`` of ``metric``, its standard
+    deviation over slices, and the ``level`` confidence interval of the mean (Student's t over
+    the slices: the slice-to-slice spread; the seed spread is another, see ``seeds.md``);
+    ``beyond`` says whether the interval excludes 0. From the per-slice tables of
+    :func:`evaluate_factor` (``<label>_slices.csv``)."""
+    from scipy import stats
+
+    ref_label = methods.label(reference)
+    rows = []
+    for acc in profile.accs:
+        evaluate_factor(profile, task, acc, progress=False, quiet=True)
+        out = paths_for(profile).eval_dir(task, acc)
+        base = {r["index"]: float(r[metric]) for r in read_csv(out / f"{ref_label}_slices.csv")}
+        for name in ("raw", *profile.methods):
+            if name == reference:
+                continue
+            lab = methods.label(name)
+            diffs = np.array([float(r[metric]) - base[r["index"]]
+                              for r in read_csv(out / f"{lab}_slices.csv")])
+            n, mean = len(diffs), float(diffs.mean())
+            sd = float(diffs.std(ddof=1)) if n > 1 else float("nan")
+            half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+            rows.append({"task": task, "acc": acc, "method": lab, "reference": ref_label,
+                         f"d_{metric}": mean, "sd": sd, "slices": n,
+                         "ci_low": mean - half, "ci_high": mean + half,
+                         "beyond": bool(n > 1 and (mean - half > 0 or mean + half < 0))})
+    return rows
+
+
 def figure3_images(profile: Profile, task: str, acc: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Figure 3's reconstructions of the evaluated slices (RAW and every method; a sampling
     method with one round and with R rounds) and their ground truth ``[N, S, S]``."""
