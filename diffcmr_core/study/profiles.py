@@ -10,9 +10,9 @@
 * ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU
   (2000 iterations per model, T = 200 for the tables, 16 slices for the ablation). Not yet
   timed on a GPU (``python -m diffcmr_core cost --profile gpu`` counts its FLOPs).
-* ``quick`` (default): the whole study within 15 minutes on a 2-core CPU (measured: 14.3 min for
-  ``make study`` from a fresh clone, its notebooks 13.6 min, on a 2-core AMD EPYC Zen 1 at 2.0 GHz,
-  2026-12-02, plus 2.0 min for the first install). 32 x 32 images, small networks, one model per
+* ``quick`` (default): the whole study within 15 minutes on a 2-core CPU (measured: 14.5 min for
+  ``make study`` from a fresh clone, its notebooks 13.9 min, on a 2-core AMD EPYC, 2026-12-03,
+  plus 2.3 min for the first install). 32 x 32 images, small networks, one model per
   task and method for all three factors (``shared_models``: two models per method instead of six,
   each trained on the pairs of every factor), T = 20 and R = 4 on 16 validation slices for the
   tables, the ablation up to T = 100 on 8 slices. Its phantom is the paper profile's (anatomy,
@@ -35,7 +35,8 @@ Where the short profiles deviate from §3.2 (the measurements behind each: ``doc
   clean-image prediction at large t untrained in a short run. ``paper`` keeps Eq. 5.
 * Training draws t from all 1000 base steps (the paper: a 100-step chain); a cosine learning-rate
   decay and a short EMA suit runs of minutes.
-* ``quick``: one model per task for all factors, T = 20 (a respaced Alg. 2 chain) for the tables.
+* ``quick``: one model per task for all factors, T = 20 (a respaced Alg. 2 chain) for the tables;
+  PI-CS's parameters chosen on 2 training slices per factor and coil type (default 4).
 """
 
 from __future__ import annotations
