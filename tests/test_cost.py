@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from diffcmr_core.study import methods
 from diffcmr_core.study.cost import study_cost, unit_costs
 from diffcmr_core.method.networks import DiffCMRNet, UNetConfig
 from diffcmr_core.study.profiles import get_profile
@@ -35,7 +36,14 @@ def test_study_cost_follows_the_profile_workload():
     factors = len(profile.tasks) * len(profile.accs)
     wider = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, n_val=ev.n_val + 1))
     extra = study_cost(wider)["04_evaluation"] - base["04_evaluation"]      # one more slice
-    assert extra == factors * (u.condition + ev.steps * ev.rounds * u.denoise_step + 2 * u.unet_forward)
+    # PI-CS: per FISTA iteration a forward and an adjoint FFT per coil (5 N log2 N each), the coil
+    # products (8 N each way) and a db4 wavelet transform and its inverse (64 N); N = ky kx, ky
+    # about half the padded lines, kx the region's share of the read-out and a margin
+    pre, cs = profile.preprocess, methods.options(profile, "cs")
+    n = (pre.pad_to // 2) * int(pre.pad_to * min(1.0, pre.roi[1] + 0.1))
+    pics = max(cs.iteration_grid) * (profile.phantom.n_coils * (10 * n * np.log2(n) + 16 * n) + 64 * n)
+    assert extra == pytest.approx(factors * (u.condition + ev.steps * ev.rounds * u.denoise_step
+                                             + 2 * u.unet_forward + pics), rel=1e-12)
     more = dataclasses.replace(profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16))
     added = study_cost(more)["03_training"] - base["03_training"]
     models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
