@@ -247,3 +247,24 @@ def test_total_variation_prior_reconstructs_and_refuses_readout_decoupling():
     assert np.isfinite(tv).all() and nmse(tv) < nmse(zero_filled)
     with pytest.raises(ValueError, match="wavelet prior"):
         pics(kspace, lines, 0.005, 5, CSConfig(regulariser="tv"), columns=(0, 8))
+
+
+def test_a_coil_type_without_its_own_choice_takes_the_other(tiny_root):
+    """gpu-dry's pairs hold multi-coil slices only, but the challenge's protocol reconstructs the
+    single-coil files too: they take the multi-coil choice."""
+    from diffcmr_core.data.kspace import kspace_to_image
+    from diffcmr_core.data.pairs import PreprocessConfig
+    from diffcmr_core.study.classical import pics_images
+    from diffcmr_core.study.methods import Batch
+
+    path = io.file_path(tiny_root, "SingleCoil", "cine", "P001", "cine_sax", acc=4)
+    k = io.load_kspace(path, io.kspace_key("SingleCoil", 4))
+    mask = io.load_mask(io.file_path(tiny_root, "SingleCoil", "cine", "P001", "cine_sax", acc=4,
+                                     kind="mask"), io.mask_key(4))
+    pre = PreprocessConfig(pad_to=128, size=16)
+    inputs = kspace_to_image(k, multicoil=False, pad_to=128, size=16).reshape(-1, 16, 16)
+    scale = inputs.reshape(len(inputs), -1).max(1)
+    batch = Batch(inputs / scale[:, None, None], scale, pre,
+                  lambda: acquired.of_block(k, mask, "SingleCoil", path))
+    out = pics_images(batch, {"MultiCoil": {"weight": 0.02, "iterations": 5}}, CSConfig())
+    assert out.shape == inputs.shape and np.isfinite(out).all() and out.max() > 0

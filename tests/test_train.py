@@ -180,8 +180,9 @@ def test_shared_models_profile_has_one_model_per_task_and_method():
 
     quick, gpu = get_profile("quick"), get_profile("gpu")
     assert quick.shared_models and not gpu.shared_models
-    assert len(model_list(quick)) == len(quick.tasks) * len(quick.methods) == 6
-    assert len(model_list(gpu)) == len(gpu.tasks) * len(gpu.accs) * len(gpu.methods) == 18
+    assert len(quick.methods) == 4                     # U-Net, cGAN, DiffCMR and PI-CS
+    assert len(model_list(quick)) == len(quick.tasks) * len(quick.methods) == 8
+    assert len(model_list(gpu)) == len(gpu.tasks) * len(gpu.accs) * len(gpu.methods) == 24
     p = paths_for(quick)
     assert p.model_dir("cine", 4, "diffcmr") == p.model_dir("cine", 10, "diffcmr") != p.model_dir("mapping", 4, "diffcmr")
     assert paths_for(gpu).model_dir("cine", 4, "unet") != paths_for(gpu).model_dir("cine", 8, "unet")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from diffcmr_core.data import acquired
 from diffcmr_core.data.kspace import kspace_to_image
 from diffcmr_core.data.pairs import PreprocessConfig, load_pairs, pairs_path, pairs_stamp
-from diffcmr_core.errors import CheckpointError
+from diffcmr_core.errors import CheckpointError, CMRxReconError
 from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method.classical import CSConfig, coil_kspace, pics_path
 from diffcmr_core.method.metrics import psnr
@@ -89,10 +89,12 @@ def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool
                 cache: Path | None = None) -> np.ndarray:
     """PI-CS images of a :class:`~diffcmr_core.study.methods.Batch` ``[N, S, S]``, each divided
     by its input's maximum, with the chosen weight and iterations of its coil type (``cache``:
-    see :func:`_images`)."""
+    see :func:`_images`). A coil type the choice has no entry for (a profile whose pairs hold one
+    coil type, reconstructing a file of the other for the challenge's protocol) takes the entry
+    of the other."""
     out = np.zeros_like(batch.inputs, dtype=np.float32)
     for acq in tqdm(batch.acquired, desc="PI-CS", disable=not progress, unit="slice"):
-        pick = choice[acq.coil]
+        pick = choice.get(acq.coil) or next(iter(choice.values()))
         images = _images(acq, pick["weight"], (pick["iterations"],), cfg, batch.preprocess, cache)
         images = images[pick["iterations"]]
         out[acq.index] = images / batch.scale[acq.index][:, None, None]
@@ -143,6 +145,9 @@ def choose(profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: 
             idx = _tuning_slices(meta, coil, cfg.tuning_slices, part, len(accs))
             if len(idx):
                 jobs.append((a, coil, idx, inp, tgt, meta))
+    if not jobs:
+        raise CMRxReconError(paths.pairs, f"no {task} training slices to choose the PI-CS "
+                                          "parameters on")
     grid = [(w, it) for w in cfg.weights for it in cfg.iteration_grid]
     bar = tqdm(total=len(jobs) * len(cfg.weights), desc=f"PI-CS weights {task}", disable=not progress)
     for a, coil, idx, inp, tgt, meta in jobs:
@@ -184,6 +189,9 @@ def load_choice(path: Path, cfg: CSConfig, task: str, acc: int, profile) -> dict
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(path, f"unreadable PI-CS choice ({err}); delete it and rerun "
                                     "03_training") from None
+    if not isinstance(choice, dict) or not choice:
+        raise CheckpointError(path, "holds no PI-CS choice for any coil type; delete it and rerun "
+                                    "03_training")
     if config != json.loads(json.dumps(dataclasses.asdict(cfg), default=list)):
         raise CheckpointError(path, f"was chosen with other PI-CS settings ({config})")
     if record.get("task") != task or acc not in accs:
