@@ -47,3 +47,13 @@ def test_centred_fft_numpy_and_torch_agree_with_a_direct_dft():
     np.testing.assert_allclose(fft2c(torch.from_numpy(x)).numpy(), direct, atol=1e-12)
     np.testing.assert_allclose(ifft2c(fft2c(x)), x, atol=1e-12)
     np.testing.assert_allclose(ifft2c(torch.from_numpy(direct)).numpy(), x, atol=1e-12)
+
+
+def test_ifft1c_along_both_axes_is_ifft2c():
+    from diffcmr_core.data.kspace import ifft1c, ifft2c
+
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((3, 6, 9)) + 1j * rng.standard_normal((3, 6, 9))).astype(np.complex64)
+    np.testing.assert_allclose(ifft1c(ifft1c(k, axis=-1), axis=-2), ifft2c(k), atol=1e-5)
+    want = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    np.testing.assert_allclose(ifft1c(k), want, atol=1e-5)

@@ -40,6 +40,13 @@ def fft2c(image: Array) -> Array:
     return _centred(image, inverse=False)
 
 
+def ifft1c(kspace: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Centred orthonormal inverse FFT along one axis (numpy, ``scipy.fft`` on all cores): the
+    1D form of :func:`ifft2c`, e.g. the read-out alone, k-space to a hybrid (ky, x) space."""
+    y = scipy.fft.ifft(np.fft.ifftshift(kspace, axes=axis), axis=axis, norm="ortho", workers=-1)
+    return np.fft.fftshift(y, axes=axis)
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Anti-aliased resizing of ``(..., h, w)`` real images to ``(..., size, size)``.
 

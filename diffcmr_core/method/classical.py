@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffcmr_core.data.kspace import fft2c, ifft2c
+from diffcmr_core.data.kspace import fft2c, ifft1c, ifft2c
 
 REGULARISERS = ("wavelet", "tv")
 
@@ -202,7 +202,7 @@ def pics_path(kspace: np.ndarray, mask: np.ndarray, weight: float, record: tuple
         data, sub_maps, axes = y, maps, (-2, -1)
     else:
         x0, x1 = columns
-        hybrid = _ifft1c(y, axis=-1)                    # (F, C, ky, x): image along the read-out
+        hybrid = ifft1c(y, axis=-1)                    # (F, C, ky, x): image along the read-out
         data, sub_maps, axes = (np.ascontiguousarray(hybrid[..., x0:x1]),
                                 np.ascontiguousarray(maps[..., x0:x1]), (-2,))
     if cfg.regulariser == "wavelet":
@@ -226,14 +226,6 @@ def coil_kspace(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """The coil k-space ``(F, C, ky, kx)`` of coil-combined images ``(F, ky, kx)`` and maps
     ``(C, ky, kx)``: ``F S x`` (what the preprocessing reads, as it reads an acquisition)."""
     return fft2c(maps[None] * image[:, None]).astype(np.complex64)
-
-
-def _ifft1c(x: np.ndarray, axis: int) -> np.ndarray:
-    """The centred orthonormal inverse FFT along one axis (the 1D form of ``ifft2c``)."""
-    import scipy.fft
-
-    y = scipy.fft.ifft(np.fft.ifftshift(x, axes=axis), axis=axis, norm="ortho", workers=-1)
-    return np.fft.fftshift(y, axes=axis)
 
 
 def cost_per_image(ky: int, kx: int, coils: int, iterations: int) -> float:
