@@ -50,6 +50,9 @@ class TrainConfig:
     precision: str = "bf16"           # autocast on CUDA ("bf16") or none ("fp32", the public code)
     flips: bool = True                # horizontal and vertical, p = 0.5 each, input and target
     lr_schedule: str = "constant"     # or "cosine" (decay to 0 over the run; short runs)
+    warmup: int = 0                   # steps of linear learning-rate warm-up (0: none)
+    snapshot_every: int = 0           # keep the EMA weights every this many steps in
+                                      # snapshots/step<NNNNNN>.pt (0: none; compute curves)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -78,12 +81,14 @@ def _sync_grads(module: torch.nn.Module) -> None:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Constant (the paper), or cosine decay from ``lr`` to 0 (a function of the step alone, so
-    resuming is exact)."""
+    """Constant (the paper), or cosine decay from ``lr`` to 0, after ``warmup`` steps of linear
+    warm-up (a function of the step alone, so resuming is exact; a constant schedule also makes
+    a run extended to more iterations equal to one planned that long)."""
+    ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
     if cfg.lr_schedule == "constant":
-        return cfg.lr
+        return cfg.lr * ramp
     if cfg.lr_schedule == "cosine":
-        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step / cfg.iterations))
+        return ramp * 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step / cfg.iterations))
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}")
 
 
@@ -187,8 +192,7 @@ def check_checkpoint(path: str | Path, ckpt: dict[str, Any], *, method: str | No
             raise CheckpointError(path, f"was made with another {ckpt['method']} configuration "
                                         f"(another profile's model?): {ckpt['model_config']}")
     if train_config is not None:
-        strip = lambda d: {k: v for k, v in d.items() if k not in _EXTENDABLE}  # noqa: E731
-        if strip(ckpt.get("train_config", {})) != strip(dataclasses.asdict(train_config)):
+        if _settings(ckpt.get("train_config", {})) != _settings(dataclasses.asdict(train_config)):
             raise CheckpointError(path, "was trained with other settings than this profile's "
                                         f"({ckpt.get('train_config')})")
         if ckpt["step"] < train_config.iterations:
@@ -222,6 +226,16 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu", wei
     return system.to(device), system.model.eval()
 
 
+def snapshot_path(out_dir: str | Path, step: int) -> Path:
+    """Where :func:`train` keeps the EMA weights of step ``step`` (``snapshot_every``)."""
+    return Path(out_dir) / "snapshots" / f"step{step:06d}.pt"
+
+
+def snapshots(out_dir: str | Path) -> dict[int, Path]:
+    """The snapshots of a run folder, by step."""
+    return {int(p.stem[4:]): p for p in sorted((Path(out_dir) / "snapshots").glob("step[0-9]*.pt"))}
+
+
 # ----------------------------------------------------------------------------- training
 class _Run:
     """The state of one training run: the system, its EMA copy, the optimisers, the step."""
@@ -233,6 +247,7 @@ class _Run:
         self.ema = copy.deepcopy(self.system.model).requires_grad_(False)
         self.opts = self.system.optimizers(cfg.lr, cfg.weight_decay)
         self.step = 0
+        self.cpu_seconds = 0.0                      # process CPU time of all steps so far
 
     def resume(self, ckpt: dict[str, Any]) -> None:
         self.system.load_state_dict(ckpt["system"])
@@ -241,13 +256,19 @@ class _Run:
             opt.load_state_dict(state)
         torch.set_rng_state(ckpt["rng"].cpu())
         self.step = ckpt["step"]
+        self.cpu_seconds = float(ckpt.get("cpu_seconds", 0.0))
 
     def state(self, method: str, cfg: TrainConfig, model_config: Any, pairs) -> dict[str, Any]:
         return {"method": method, "step": self.step, "system": self.system.state_dict(),
                 "ema": self.ema.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
                 "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(cfg),
-                "model_config": config_dict(model_config),
+                "model_config": config_dict(model_config), "cpu_seconds": self.cpu_seconds,
                 "pairs": str(pairs) if isinstance(pairs, (str, Path)) else [str(p) for p in pairs]}
+
+    def snapshot(self, method: str, cfg: TrainConfig, model_config: Any, pairs) -> dict[str, Any]:
+        """The EMA weights and what :func:`load_for_inference` needs (no optimiser state)."""
+        full = self.state(method, cfg, model_config, pairs)
+        return {k: v for k, v in full.items() if k not in ("system", "optimizers", "rng")}
 
 
 def _batch(inp_all, tgt_all, run: _Run, cfg: TrainConfig, step: int, device) -> tuple:
@@ -321,7 +342,8 @@ def train(method: str, pairs: str | Path | list[str | Path] | tuple[str | Path, 
     log_rows = _read_log(log_path, run.step)
     bar = tqdm(range(run.step, cfg.iterations), initial=run.step, total=cfg.iterations,
                desc=f"train {method}", disable=not progress or rank != 0)
-    wait, tic = 0.0, time.perf_counter()
+    wait, tic, cpu0 = 0.0, time.perf_counter(), time.process_time()
+    cpu_base = run.cpu_seconds
     for step in bar:
         t_data = time.perf_counter()
         inp, tgt, rand = _batch(inp_all, tgt_all, run, cfg, step, device)
@@ -334,28 +356,40 @@ def train(method: str, pairs: str | Path | list[str | Path] | tuple[str | Path, 
         # by the initial weights
         _ema_update(run.ema, run.system.model, ema_decay(cfg, step))
         run.step = step + 1
+        run.cpu_seconds = cpu_base + time.process_time() - cpu0
         if run.step % cfg.log_every == 0 or run.step == cfg.iterations:
             elapsed = time.perf_counter() - tic
             log_rows.append({"step": run.step, **{k: f"{v:.6f}" for k, v in losses.items()},
-                             "seconds": f"{elapsed:.3f}", "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}"})
+                             "seconds": f"{elapsed:.3f}", "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}",
+                             "cpu_seconds": f"{run.cpu_seconds:.3f}"})
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
+        if rank == 0 and cfg.snapshot_every and run.step % cfg.snapshot_every == 0:
+            _save_checkpoint(snapshot_path(out_dir, run.step),
+                             run.snapshot(method, cfg, model_config, pairs))
         if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.iterations):
             _write_log(log_path, log_rows)
             _save_checkpoint(ckpt_path, run.state(method, cfg, model_config, pairs))
     return ckpt_path
 
 
-_EXTENDABLE = ("iterations", "log_every", "checkpoint_every")
+_EXTENDABLE = ("iterations", "log_every", "checkpoint_every", "snapshot_every")
+
+
+def _settings(train_config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's training settings that fix its arithmetic: the extendable ones left out,
+    a setting added to :class:`TrainConfig` since it was written read as its default (a
+    default keeps the old arithmetic), so that older checkpoints still resume."""
+    full = {**dataclasses.asdict(TrainConfig()), **train_config}
+    return {k: v for k, v in full.items() if k not in _EXTENDABLE}
 
 
 def _same_run(ckpt: dict[str, Any], method: str, cfg: TrainConfig, model_config: dict[str, Any]) -> bool:
     """Whether a checkpoint continues this run: same method, model and training settings (a run
     may be extended to more iterations)."""
-    strip = lambda d: {k: v for k, v in d.items() if k not in _EXTENDABLE}  # noqa: E731
     same_model = json.dumps(ckpt["model_config"], sort_keys=True, default=list) == \
         json.dumps(dict(model_config), sort_keys=True, default=list)
     return (ckpt["method"] == method and same_model
-            and strip(ckpt["train_config"]) == strip(dataclasses.asdict(cfg)))
+            and _settings(ckpt["train_config"]) == _settings(dataclasses.asdict(cfg)))
 
 
 def _read_log(path: Path, upto: int) -> list[dict[str, str]]:

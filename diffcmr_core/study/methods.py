@@ -172,6 +172,10 @@ class Network(Method):
         from diffcmr_core.method.train import default_device, train
         from diffcmr_core.study.profiles import paths_for
 
+        if profile.evidence is not None:                 # trained until it stops improving
+            from diffcmr_core.study.evidence import train_until_converged
+
+            return train_until_converged(profile, task, acc, self.name, progress=progress)
         paths = paths_for(profile)
         pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
                  else pairs_path(paths.pairs, task, acc))
@@ -180,9 +184,16 @@ class Network(Method):
                      device=default_device(), progress=progress)
 
     def expected(self, profile, task, acc) -> dict:
-        """What the checkpoint must be (:func:`~diffcmr_core.method.train.check_checkpoint`)."""
+        """What the checkpoint must be (:func:`~diffcmr_core.method.train.check_checkpoint`); in
+        an evidence profile, trained up to the step its convergence test stopped at."""
+        cfg = self.train_config(profile)
+        if profile.evidence is not None:
+            from diffcmr_core.study.evidence import stopped_step
+
+            cfg = dataclasses.replace(cfg, iterations=stopped_step(profile, task, acc, self.name)
+                                      or cfg.iterations)
         return {"method": self.name, "model_config": self.model_config(profile),
-                "train_config": self.train_config(profile), "task": task, "acc": acc}
+                "train_config": cfg, "task": task, "acc": acc}
 
     def load(self, profile, task, acc, device=None):
         from diffcmr_core.errors import CheckpointError

@@ -314,3 +314,46 @@ def fit_curves(times: np.ndarray, signals: dict[str, np.ndarray], model: dict[st
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str) -> plt.Figure:
+    """The evidence study's compute curve: validation PSNR and SSIM against training FLOPs, PSNR
+    against CPU minutes; one colour per method, a thin line per seed and a thick one for the
+    seed mean; methods without training (RAW, PI-CS) as horizontal lines; crossings of the
+    seed-mean PSNR curves (``cross``) as black crosses."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(str(r["method"]) for r in rows))
+    levels = [n for n in names if all(float(r["train_flops"]) == 0 for r in rows if r["method"] == n)]
+    curves = [n for n in names if n not in levels]
+    panels = (("train_flops", "psnr", "training FLOPs", "validation PSNR (dB)"),
+              ("train_flops", "ssim", "training FLOPs", "validation SSIM"),
+              ("cpu_minutes", "psnr", "CPU minutes of training (process time)", "validation PSNR (dB)"))
+    for ax, (xkey, ykey, xlabel, ylabel) in zip(axes, panels):
+        for i, name in enumerate(curves):
+            colour = colours[i % len(colours)]
+            mine = [r for r in rows if r["method"] == name]
+            seeds = sorted({int(r["seed"]) for r in mine})
+            for s in seeds:
+                pts = sorted((float(r[xkey]), float(r[ykey])) for r in mine if int(r["seed"]) == s)
+                ax.plot(*zip(*pts), "-", color=colour, lw=0.8, alpha=0.45)
+            steps = sorted({int(r["step"]) for r in mine})
+            mean = [(np.mean([float(r[xkey]) for r in mine if int(r["step"]) == st]),
+                     np.mean([float(r[ykey]) for r in mine if int(r["step"]) == st])) for st in steps]
+            ax.plot(*zip(*mean), "o-", color=colour, lw=2, ms=3,
+                    label=f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+        for j, name in enumerate(levels):
+            value = np.mean([float(r[ykey]) for r in rows if r["method"] == name])
+            ax.axhline(value, color="0.3" if name == "RAW" else colours[(len(curves) + j) % len(colours)],
+                       ls="--" if name == "RAW" else ":", lw=1.5, label=f"{name} (no training)")
+        if xkey == "train_flops" and ykey == "psnr":
+            for c in cross:
+                ax.plot(float(c["train_flops"]), float(c["psnr"]), "kx", ms=8, mew=2, zorder=6)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

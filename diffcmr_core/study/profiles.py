@@ -99,6 +99,34 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """The evidence study (notebook 10, :mod:`~diffcmr_core.study.evidence`): every network
+    trained until its validation PSNR stops improving, checkpoints along the way scored against
+    their training compute, the final points repeated over training seeds.
+
+    A network trains in chunks of its ``snapshot_every`` steps up to its ``iterations`` (a cap);
+    after each chunk its EMA snapshot is scored on the validation slices (DiffCMR with
+    ``validation_sampler``); training stops once it has at least ``min_snapshots`` and the
+    last quarter of its steps improved the best validation PSNR by less than ``tolerance_db``
+    (converged), or at the cap (not converged, said so). Needs a constant learning rate (an
+    extended run then equals one planned that long)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    factors: tuple[tuple[str, int], ...] = (("cine", 4),)      # where the seeds are repeated
+    tolerance_db: float = 0.1
+    min_snapshots: int = 4
+    n_val: int | None = None                  # validation slices of the curves (None: all)
+    validation_sampler: tuple[str, int, int] = ("dpm++", 10, 4)
+    # the fastest of these (by T x R) within ``within_db`` of the reference on the ablation's
+    # slices is DiffCMR's setting for the compute curve (none within: the closest, said so)
+    reference: tuple[str, int, int] = ("ddpm", 1000, 4)
+    # (at most 100 evaluations: every snapshot of every seed is scored with the chosen one)
+    candidates: tuple[tuple[str, int, int], ...] = (
+        ("dpm++", 10, 4), ("dpm++", 20, 2), ("ddim", 20, 4), ("dpm++", 20, 4), ("ddim", 50, 2))
+    within_db: float = 0.2
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     phantom: PhantomConfig
@@ -120,6 +148,8 @@ class Profile:
     budget_minutes: float = 15.0
     # a registered method's settings where they differ from its default (study.methods.options)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evidence: EvidenceConfig | None = None    # notebook 10's study (None: skipped)
+    notebooks: tuple[str, ...] | None = None  # the notebooks ``make study`` runs (None: all)
 
     def train_config(self, method: str) -> TrainConfig:
         return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[method]
@@ -204,6 +234,31 @@ PROFILES: dict[str, Profile] = {
                               fast_settings=(("ddpm", 100, 4), ("ddpm", 20, 4), ("ddim", 20, 4),
                                              ("dpm++", 10, 4), ("dpm++", 20, 4))),
     ),
+    # the evidence study: the quick profile's networks, trained to convergence on more cases,
+    # cine 4x, three seeds; about 1.5 h on a 2-core CPU
+    "cpu": Profile(
+        name="cpu",
+        phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=12, n_val_cases=3),
+        preprocess=_QUICK_PRE,
+        diffcmr=_QUICK_NET,
+        unet=UNetConfig(channels=16, depth=3),
+        tasks=("cine",),
+        accs=(4,),
+        train_diffcmr=TrainConfig(iterations=4000, batch_size=8, lr=1e-3, ema_decay=0.999,
+                                  warmup=100, log_every=20, checkpoint_every=400,
+                                  snapshot_every=400),
+        train_unet=TrainConfig(iterations=3000, batch_size=8, lr=2e-3, ema_decay=0.999, warmup=100,
+                               log_every=20, checkpoint_every=300, snapshot_every=300),
+        train_cgan=TrainConfig(iterations=3000, batch_size=8, lr=1e-3, ema_decay=0.999, warmup=100,
+                               log_every=20, checkpoint_every=300, snapshot_every=300),
+        evaluation=EvalConfig(n_val=None, steps=100, rounds=4, batch=24,
+                              ablation_steps=(20, 100, 250, 1000), ablation_rounds=(1, 2, 4),
+                              ablation_n_val=16),
+        evidence=EvidenceConfig(),
+        notebooks=("01_data_exploration", "02_preprocessing", "03_training", "04_evaluation", "05_ablation",
+                   "10_evidence"),
+        budget_minutes=120.0,
+    ),
     "smoke": Profile(
         name="smoke",
         phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=3, n_val_cases=1, n_coils=4, cine_frames=2,
@@ -213,10 +268,14 @@ PROFILES: dict[str, Profile] = {
         unet=UNetConfig(channels=8, depth=2),
         shared_models=True,
         train_diffcmr=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2,
-                                  checkpoint_every=8),
-        train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
-        train_cgan=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8),
+                                  checkpoint_every=8, snapshot_every=4),
+        train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8,
+                               snapshot_every=4),
+        train_cgan=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8,
+                               snapshot_every=4),
         method_options={"cs": CSConfig(weights=(1e-2, 1e-1), iteration_grid=(5, 10), tuning_slices=1)},
+        evidence=EvidenceConfig(seeds=(0, 1), min_snapshots=2, n_val=4, validation_sampler=("ddim", 3, 2),
+                                reference=("ddpm", 10, 2), candidates=(("ddim", 3, 2), ("dpm++", 5, 2))),
         evaluation=EvalConfig(n_val=4, steps=10, rounds=2, batch=4, ablation_steps=(5, 10),
                               ablation_rounds=(1, 2), ablation_n_val=2,
                               fast_settings=(("ddpm", 20, 2), ("ddpm", 5, 2), ("ddim", 5, 2),
@@ -236,7 +295,9 @@ def dry_run(profile: Profile) -> Profile:
     memory or configuration error of the profile shows on a CPU in minutes (CI runs
     ``gpu-dry``). Its results mean nothing."""
     ev = profile.evaluation
-    few = dict(iterations=1, batch_size=1, log_every=1, checkpoint_every=1)
+    curves = profile.evidence is not None        # two chunks of one step: the convergence test runs
+    few = dict(iterations=2 if curves else 1, batch_size=1, log_every=1, checkpoint_every=1,
+               snapshot_every=1 if curves else 0)
     settings = tuple(dict.fromkeys((s, min(t, 3), min(r, 2)) for s, t, r in ev.fast_settings))
     size = max(32, profile.preprocess.size // 2)
     return dataclasses.replace(
@@ -248,6 +309,10 @@ def dry_run(profile: Profile) -> Profile:
         train_diffcmr=dataclasses.replace(profile.train_diffcmr, **few),
         train_unet=dataclasses.replace(profile.train_unet, **few),
         train_cgan=dataclasses.replace(profile.train_cgan, **few),
+        evidence=None if profile.evidence is None else dataclasses.replace(
+            profile.evidence, seeds=profile.evidence.seeds[:2], min_snapshots=2, n_val=1,
+            reference=("ddpm", 3, 2), candidates=(("ddim", 2, 2), ("dpm++", 2, 2)),
+            validation_sampler=("ddim", 2, 2)),
         evaluation=dataclasses.replace(ev, n_val=1, steps=2, rounds=2, batch=1, ablation_steps=(2, 3),
                                        ablation_rounds=(1, 2), ablation_n_val=1, fast_settings=settings))
 

@@ -26,10 +26,20 @@ NEEDS_PHANTOM = {"09_mapping": "the maps' errors need the phantom's tissue label
                                "(diffcmr_core.fit_t1 / fit_t2 fit maps of any images)"}
 
 
-def skip_reason(notebook: str, paths) -> str | None:
-    """Why ``make study`` does not run ``notebook`` on this profile's data, or None."""
+EVIDENCE = "10_evidence"
+
+
+def skip_reason(notebook: str, paths, profile=None) -> str | None:
+    """Why ``make study`` does not run ``notebook`` on this profile's data, or None: the
+    phantom's truth on real data; a notebook the profile does not list (``Profile.notebooks``);
+    the evidence study in a profile without its settings (``Profile.evidence``)."""
     if notebook in NEEDS_PHANTOM and not paths.is_synthetic:
         return f"not run on real data: {NEEDS_PHANTOM[notebook]}"
+    if profile is not None and profile.notebooks is not None and notebook not in profile.notebooks:
+        return f"not in profile {profile.name}'s notebooks ({', '.join(profile.notebooks)})"
+    if profile is not None and notebook == EVIDENCE and profile.evidence is None:
+        return (f"profile {profile.name} has no evidence settings (the evidence study is "
+                "`make study PROFILE=cpu`)")
     return None
 
 
@@ -84,7 +94,7 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
     for nb in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb")):
         if only and nb.stem not in only:
             continue
-        reason = skip_reason(nb.stem, paths)
+        reason = skip_reason(nb.stem, paths, profile)
         if reason:
             print(f"[study] {nb.name}: {reason}")
             continue

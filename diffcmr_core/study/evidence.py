@@ -1,0 +1,451 @@
+"""The evidence study (notebook 10; ``make study PROFILE=cpu``): does DiffCMR beat the
+baselines once every model has converged, and how does the answer move with training compute?
+
+* **Training to convergence** (:func:`train_until_converged`): each network trains in chunks of
+  its ``snapshot_every`` steps with a constant learning rate after warm-up; after each chunk the
+  EMA snapshot is scored on the validation slices (DiffCMR with the evidence settings'
+  ``validation_sampler``); training stops when the last quarter of the steps improved the best
+  validation PSNR by less than ``tolerance_db`` (converged), or at the profile's iterations (not
+  converged). The stopping rule looks at the validation slices, as the scores do; the final
+  model is the last one, never the best snapshot.
+* **The sampler of the curve** (:func:`choose_sampler`): the fastest candidate (fewest network
+  evaluations T x R) whose mean PSNR on the ablation's slices is within ``within_db`` of the
+  reference (Alg. 2, T = 1000, R = 4), paired over the same slices, on seed 0's model; when
+  none is, the closest (``within`` False).
+* **The compute curve** (:func:`compute_curve`): every snapshot of every network and seed at its
+  training FLOPs (the cost model's count per sample x steps x batch) and CPU minutes (process
+  time, all threads: unaffected by other processes sharing the machine), with RAW and PI-CS as
+  lines; DiffCMR at R = 1 and R = 4 of the chosen sampler.
+* **Seeds** (:func:`seed_evaluations`): the tables' evaluation and the ablation repeated for
+  every seed of ``EvidenceConfig.seeds`` (:func:`~diffcmr_core.study.seeds.seed_profile`), and
+  :func:`paired_over_seeds`: an ordering holds when it exceeds both the spread over seeds and the
+  slice-to-slice spread.
+
+Bit-exactness: on one machine with the same thread count, training, snapshots and scores are
+bit-identical from run to run (seeded by step, resumed exactly); CPU minutes vary by a few per
+cent between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.method.metrics import METRICS, all_metrics
+from diffcmr_core.study import methods
+from diffcmr_core.study.profiles import Profile, paths_for, stamp
+from diffcmr_core.tables import read_csv
+
+NETWORKS = ("unet", "cgan", "diffcmr")
+RECORD = "validation.json"
+
+
+# ----------------------------------------------------------------------------- scoring a snapshot
+def _mean_metrics(rec: np.ndarray, tgt: np.ndarray) -> dict[str, float]:
+    rows = [all_metrics(t, r) for t, r in zip(tgt, rec)]
+    return {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+
+
+def score_model(profile: Profile, path: Path, method: str, inp: np.ndarray, tgt: np.ndarray,
+                setting: tuple[str, int, int] | None = None, *, device=None) -> dict[str, float]:
+    """Validation metrics of one checkpoint or snapshot: its EMA weights on ``inp`` against
+    ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
+    at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
+    from diffcmr_core.method.inference import reconstruct, regress
+    from diffcmr_core.method.train import default_device, load_for_inference
+
+    ev = profile.evaluation
+    system, model = load_for_inference(path, device or default_device(), "ema")
+    inp = np.ascontiguousarray(inp, np.float32)
+    if method != "diffcmr":
+        return _mean_metrics(regress(system, model, inp, ev.batch), tgt)
+    sampler, steps, rounds = setting
+    rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch, seed=ev.seed,
+                      sampler=sampler, **ev.sampling())
+    one = {f"{k}_r1": v for k, v in _mean_metrics(rec["rounds"][0], tgt).items()}
+    return {**_mean_metrics(rec["mean"], tgt), **one}
+
+
+def converged(rows: list[dict], tolerance_db: float, min_snapshots: int) -> bool:
+    """Whether a validation curve (rows with ``step`` and ``psnr``, any order) has stopped
+    improving: at least ``min_snapshots`` points, and the best PSNR of the last quarter of the
+    steps exceeds the best before it by less than ``tolerance_db``."""
+    rows = sorted(rows, key=lambda r: r["step"])
+    if len(rows) < max(2, min_snapshots):
+        return False
+    last = rows[-1]["step"]
+    early = [r["psnr"] for r in rows if r["step"] <= 0.75 * last]
+    late = [r["psnr"] for r in rows if r["step"] > 0.75 * last]
+    return bool(early) and max(late) - max(early) < tolerance_db
+
+
+def _record(out: Path, profile: Profile) -> dict:
+    """The run folder's validation record if it belongs to this profile's configuration."""
+    path = out / RECORD
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("stamp") == stamp(profile):
+                return data
+        except (OSError, ValueError):
+            pass
+    return {"stamp": stamp(profile), "rows": [], "stopped": None}
+
+
+def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | None:
+    """The step at which the evidence study stopped this network's training (None: not yet)."""
+    stopped = _record(paths_for(profile).model_dir(task, acc, method), profile)["stopped"]
+    return None if stopped is None else int(stopped["step"])
+
+
+def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
+                          progress: bool = True) -> Path:
+    """Train ``method`` for ``task`` at ``acc`` chunk by chunk until its validation PSNR stops
+    improving (see the module); returns the final checkpoint. Resumable: the record
+    (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
+    returned as is."""
+    from diffcmr_core.data.pairs import pairs_path
+    from diffcmr_core.method.train import default_device, snapshot_path, train
+    from diffcmr_core.study.steps import val_pairs
+
+    evc, cfg = profile.evidence, profile.train_config(method)
+    if cfg.lr_schedule != "constant" or not cfg.snapshot_every:
+        raise ValueError(f"profile {profile.name}: training to convergence needs a constant "
+                         f"learning rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
+                         f"{cfg.snapshot_every})")
+    paths = paths_for(profile)
+    out = paths.model_dir(task, acc, method)
+    pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
+             else pairs_path(paths.pairs, task, acc))
+    record = _record(out, profile)
+    if record["stopped"] is not None and (out / "last.pt").is_file():
+        return out / "last.pt"
+    inp, tgt, _ = val_pairs(profile, task, acc, evc.n_val)
+    rows = record["rows"]
+    while True:
+        step = min(cfg.iterations, (max((r["step"] for r in rows), default=0)) + cfg.snapshot_every)
+        ckpt = train(method, pairs, out, dataclasses.replace(cfg, iterations=step),
+                     profile.model_config(method), device=default_device(), progress=progress)
+        snap = snapshot_path(out, step)
+        from diffcmr_core.method.train import load_checkpoint
+
+        cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
+        setting = evc.validation_sampler if method == "diffcmr" else None
+        rows.append({"step": step, "cpu_seconds": cpu,
+                     **score_model(profile, snap, method, inp, tgt, setting)})
+        done = converged(rows, evc.tolerance_db, evc.min_snapshots)
+        if done or step >= cfg.iterations:
+            record["stopped"] = {"step": step, "converged": done}
+        write_text_atomic(out / RECORD, json.dumps(record, indent=1))
+        if progress:
+            print(f"[{method} {task} {acc}x] step {step}: validation PSNR {rows[-1]['psnr']:.2f} dB"
+                  + (f" -> {'converged' if done else 'stopped at the cap, not converged'}"
+                     if record["stopped"] else ""), flush=True)
+        if record["stopped"] is not None:
+            return ckpt
+
+
+def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, object]]:
+    """One row per network of ``profile`` (a seed variant included): steps trained, whether it
+    converged, the last quarter's gain in best validation PSNR, CPU minutes, final PSNR."""
+    rows = []
+    for method in (m for m in profile.methods if m in NETWORKS):
+        record = _record(paths_for(profile).model_dir(task, acc, method), profile)
+        curve = sorted(record["rows"], key=lambda r: r["step"])
+        if not curve or record["stopped"] is None:
+            continue
+        last = curve[-1]["step"]
+        early = max(r["psnr"] for r in curve if r["step"] <= 0.75 * last) if len(curve) > 1 else float("nan")
+        late = max(r["psnr"] for r in curve if r["step"] > 0.75 * last)
+        rows.append({"task": task, "acc": acc, "method": methods.label(method),
+                     "seed": profile.train_config(method).seed, "steps": last,
+                     "cap": profile.train_config(method).iterations,
+                     "converged": record["stopped"]["converged"], "last_quarter_gain_db": late - early,
+                     "cpu_minutes": curve[-1]["cpu_seconds"] / 60, "validation_psnr": curve[-1]["psnr"]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- the curve's sampler
+def choose_sampler(profile: Profile, task: str, acc: int, *, progress: bool = True,
+                   force: bool = False) -> dict[str, object]:
+    """The fastest of ``EvidenceConfig.candidates`` within ``within_db`` of the reference on the
+    ablation's slices and model (paired per slice), with every candidate's row (mean PSNR
+    difference, its 95 % interval, seconds per slice). The reference's per-slice scores come
+    from the ablation (:func:`~diffcmr_core.study.steps.ablation`) when it ran the same setting,
+    else it is sampled here. Cached in ``runs/<profile>/evidence/<task>_accNN/sampler.json``."""
+    from scipy import stats
+
+    from diffcmr_core.method.evaluate import evaluate
+    from diffcmr_core.method.inference import reconstruct
+    from diffcmr_core.method.train import default_device, load_for_inference
+    from diffcmr_core.study.cache import cached_step
+    from diffcmr_core.study.steps import ablation, ensure_trained, val_pairs
+
+    evc, ev = profile.evidence, profile.evaluation
+    paths = paths_for(profile)
+    out = paths.runs / "evidence" / f"{task}_acc{acc:02d}"
+    ckpt: list[Path] = []
+    ref_s, ref_t, ref_r = evc.reference
+    from_ablation = (ref_s == "ddpm" and ref_t == max(ev.ablation_steps) and ref_r in ev.ablation_rounds)
+
+    def prepare() -> None:
+        ckpt.append(ensure_trained(profile, task, acc, "diffcmr", progress=progress))
+        if from_ablation:
+            ablation(profile, task, acc, progress=progress)
+
+    def compute() -> dict[str, object]:
+        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+        inp = np.ascontiguousarray(inp, np.float32)
+        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
+
+        def run(setting, n=None):
+            sampler, steps, rounds = setting
+            x = inp if n is None else inp[:n]
+            t0 = time.perf_counter()
+            rec = reconstruct(system, model, x, steps=steps, rounds=rounds, batch=ev.batch,
+                              seed=ev.seed, sampler=sampler, progress=progress, **ev.sampling())
+            return rec["mean"], (time.perf_counter() - t0) / len(x)
+
+        if from_ablation:
+            abl = paths.runs / "ablation" / f"{task}_acc{acc:02d}"
+            ref = np.array([float(r["psnr"]) for r in read_csv(abl / f"rounds{ref_r}_slices.csv")])
+            _, ref_seconds = run(evc.reference, n=min(2, len(inp)))     # timed on two slices
+        else:
+            rec, ref_seconds = run(evc.reference)
+            evaluate("reference", rec, tgt, meta, out)
+            ref = np.array([float(r["psnr"]) for r in read_csv(out / "reference_slices.csv")])
+        rows = [{"sampler": ref_s, "steps": ref_t, "rounds": ref_r, "nfe": ref_t * ref_r,
+                 "psnr": float(ref.mean()), "d_psnr": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+                 "seconds_per_slice": ref_seconds, "reference": True, "within": True}]
+        for setting in sorted(evc.candidates, key=lambda s: s[1] * s[2]):
+            rec, seconds = run(setting)
+            name = f"{setting[0]}{setting[1]}r{setting[2]}"
+            evaluate(name, rec, tgt, meta, out)
+            psnr = np.array([float(r["psnr"]) for r in read_csv(out / f"{name}_slices.csv")])
+            d = psnr - ref
+            half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+            rows.append({"sampler": setting[0], "steps": setting[1], "rounds": setting[2],
+                         "nfe": setting[1] * setting[2], "psnr": float(psnr.mean()),
+                         "d_psnr": float(d.mean()), "ci_low": float(d.mean()) - half,
+                         "ci_high": float(d.mean()) + half, "seconds_per_slice": seconds,
+                         "reference": False, "within": bool(d.mean() >= -evc.within_db)})
+        within = [r for r in rows[1:] if r["within"]]
+        pick = within[0] if within else max(rows[1:], key=lambda r: r["d_psnr"])
+        return {"rows": rows, "chosen": [pick["sampler"], pick["steps"], pick["rounds"]],
+                "within": bool(within)}
+
+    return cached_step(out / "sampler.json", profile, compute, force=force, prepare=prepare,
+                       name="curve sampler")
+
+
+# ----------------------------------------------------------------------------- the compute curve
+def _curve_scores(profile: Profile, task: str, acc: int, method: str,
+                  setting: tuple[str, int, int] | None) -> list[dict]:
+    """Every snapshot's validation scores (DiffCMR at ``setting``): the training record's when
+    it was scored with that setting, else scored here and kept beside it."""
+    from diffcmr_core.method.train import snapshots
+    from diffcmr_core.study.steps import val_pairs
+
+    evc = profile.evidence
+    out = paths_for(profile).model_dir(task, acc, method)
+    rows = sorted(_record(out, profile)["rows"], key=lambda r: r["step"])
+    if method != "diffcmr" or tuple(setting) == tuple(evc.validation_sampler):
+        return rows
+    path = out / f"curve_{setting[0]}{setting[1]}r{setting[2]}.json"
+    kept = {}
+    if path.is_file():
+        data = json.loads(path.read_text())
+        kept = {int(k): v for k, v in data["rows"].items()} if data.get("stamp") == stamp(profile) else {}
+    snaps = snapshots(out)
+    inp, tgt, _ = val_pairs(profile, task, acc, evc.n_val)
+    result = []
+    for r in rows:
+        if r["step"] not in kept:
+            kept[r["step"]] = score_model(profile, snaps[r["step"]], method, inp, tgt, tuple(setting))
+            write_text_atomic(path, json.dumps({"stamp": stamp(profile),
+                                                "rows": {str(k): v for k, v in kept.items()}}))
+        result.append({"step": r["step"], "cpu_seconds": r["cpu_seconds"], **kept[r["step"]]})
+    return result
+
+
+def compute_curve(profile: Profile, task: str, acc: int, setting: tuple[str, int, int],
+                  seeds: tuple[int, ...]) -> list[dict[str, object]]:
+    """Rows ``method, seed, step, training FLOPs, CPU minutes, psnr, ssim, nmse``: every snapshot
+    of every network and seed (DiffCMR twice: R = 1 and R = ``setting``'s R), and RAW and PI-CS
+    (no network training; one row each per seed at 0 FLOPs, drawn as lines)."""
+    from diffcmr_core.study.cost import unit_costs
+    from diffcmr_core.study.seeds import seed_profile
+    from diffcmr_core.study.steps import evaluate_factor
+
+    units = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    sampler, steps, rounds = setting
+    rows = []
+    for seed in seeds:
+        sp = seed_profile(profile, seed)
+        res = evaluate_factor(sp, task, acc, progress=False, quiet=True)
+        for name in ("raw", "cs"):
+            if name == "raw" or name in sp.methods:
+                rows.append({"method": methods.label(name), "seed": seed, "step": 0, "train_flops": 0.0,
+                             "cpu_minutes": 0.0, **{m: res[methods.label(name)][m] for m in METRICS}})
+        for method in (m for m in sp.methods if m in NETWORKS):
+            cfg = sp.train_config(method)
+            per_step = getattr(units, f"{method}_train") * cfg.batch_size
+            for r in _curve_scores(sp, task, acc, method, setting):
+                base = {"seed": seed, "step": r["step"], "train_flops": float(per_step * r["step"]),
+                        "cpu_minutes": r["cpu_seconds"] / 60}
+                if method == "diffcmr":
+                    lab = f"DiffCMR ({sampler} T={steps})"
+                    rows.append({"method": f"{lab} R=1", **base, **{m: r[f"{m}_r1"] for m in METRICS}})
+                    rows.append({"method": f"{lab} R={rounds}", **base, **{m: r[m] for m in METRICS}})
+                else:
+                    rows.append({"method": methods.label(method), **base, **{m: r[m] for m in METRICS}})
+    return rows
+
+
+def curve_means(rows: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
+    """Per method, ``(train FLOPs, mean PSNR, sd PSNR)`` over seeds at each step."""
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    keyed: dict[tuple[str, float], list[float]] = {}
+    for r in rows:
+        keyed.setdefault((r["method"], float(r["train_flops"])), []).append(float(r["psnr"]))
+    for (method, flops), values in sorted(keyed.items()):
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        out.setdefault(method, []).append((flops, float(np.mean(values)), sd))
+    return out
+
+
+def crossings(rows: list[dict]) -> list[dict[str, object]]:
+    """Where the seed-mean PSNR curves of two methods cross (linear in log FLOPs, within the
+    FLOPs both cover), and where a network's curve crosses RAW's or PI-CS's level."""
+    means = curve_means(rows)
+    levels = {m: pts[0][1] for m, pts in means.items() if all(p[0] == 0 for p in pts)}
+    curves = {m: pts for m, pts in means.items() if m not in levels}
+    out = []
+    names = sorted(curves)
+    for i, a in enumerate(names):
+        xa, ya = np.log10([p[0] for p in curves[a]]), np.array([p[1] for p in curves[a]])
+        for level_name, level in levels.items():
+            d = ya - level
+            for k in np.nonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)[0]:
+                x = xa[k] - d[k] * (xa[k + 1] - xa[k]) / (d[k + 1] - d[k])
+                out.append({"curve": a, "crosses": level_name, "train_flops": float(10 ** x),
+                            "psnr": float(level), "direction": "rises above" if d[k] < 0 else "falls below"})
+        for b in names[i + 1:]:
+            xb, yb = np.log10([p[0] for p in curves[b]]), np.array([p[1] for p in curves[b]])
+            lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
+            if lo >= hi:
+                continue
+            grid = np.linspace(lo, hi, 200)
+            d = np.interp(grid, xa, ya) - np.interp(grid, xb, yb)
+            for k in np.nonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)[0]:
+                out.append({"curve": a, "crosses": b, "train_flops": float(10 ** grid[k]),
+                            "psnr": float(np.interp(grid[k], xa, ya)),
+                            "direction": "rises above" if d[k] < 0 else "falls below"})
+    return out
+
+
+# ----------------------------------------------------------------------------- seeds
+def seed_evaluations(profile: Profile, *, progress: bool = True) -> dict:
+    """For every seed and factor of the evidence settings: the tables' evaluation (training to
+    convergence first) and, for the ablation's factor, the ablation. ``{"results": [seed][(task,
+    acc)][label] -> metrics, "ablation": [seed] -> (steps rows, rounds rows)}``."""
+    from diffcmr_core.study.seeds import seed_profile
+    from diffcmr_core.study.steps import ablation, evaluate_factor
+
+    evc = profile.evidence
+    results, abl = {}, {}
+    for seed in evc.seeds:
+        sp = seed_profile(profile, seed)
+        results[seed] = {(t, a): evaluate_factor(sp, t, a, progress=progress) for t, a in evc.factors}
+        task, acc = evc.factors[0]
+        abl[seed] = ablation(sp, task, acc, progress=progress)
+    return {"results": results, "ablation": abl}
+
+
+def ablation_seed_table(abl: dict[int, tuple[list[dict], list[dict]]], key: str) -> list[dict]:
+    """Table 4(a) (``key="steps"``) or 4(b) (``"rounds"``) as mean and sd over seeds."""
+    part = 0 if key == "steps" else 1
+    seeds = sorted(abl)
+    rows = []
+    for i, first in enumerate(abl[seeds[0]][part]):
+        row: dict[str, object] = {key: first[key], "seeds": len(seeds)}
+        for m in METRICS:
+            values = np.array([abl[s][part][i][m] for s in seeds])
+            row[m] = float(values.mean())
+            row[f"{m}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def paired_over_seeds(profile: Profile, task: str, acc: int, reference: str = "diffcmr",
+                      metric: str = "psnr", level: float = 0.95) -> list[dict[str, object]]:
+    """Every method against ``reference`` on the same validation slices, over the seeds: the
+    mean difference (per slice, averaged over seeds, then over slices), its ``level`` interval
+    over the slices (Student's t), the per-seed mean differences' standard deviation, and
+    ``holds``: the interval excludes 0 **and** the difference exceeds twice the seed spread
+    (never with one seed). RAW and PI-CS do not change with the seed; their differences
+    still do, through the reference."""
+    from scipy import stats
+
+    from diffcmr_core.study.seeds import seed_profile
+
+    seeds = profile.evidence.seeds
+    ref_label = methods.label(reference)
+    rows = []
+    for name in ("raw", *profile.methods):
+        if name == reference:
+            continue
+        lab = methods.label(name)
+        per_seed = []
+        for seed in seeds:
+            out = paths_for(seed_profile(profile, seed)).eval_dir(task, acc)
+            base = {r["index"]: float(r[metric]) for r in read_csv(out / f"{ref_label}_slices.csv")}
+            per_seed.append([float(r[metric]) - base[r["index"]] for r in read_csv(out / f"{lab}_slices.csv")])
+        d = np.array(per_seed)                              # [seeds, slices]
+        per_slice, n = d.mean(0), d.shape[1]
+        mean = float(per_slice.mean())
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * per_slice.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        seed_sd = float(d.mean(1).std(ddof=1)) if len(seeds) > 1 else float("nan")
+        ci_excludes = bool(n > 1 and (mean - half > 0 or mean + half < 0))
+        rows.append({"task": task, "acc": acc, "method": lab, "reference": ref_label, "seeds": len(seeds),
+                     "slices": n, f"d_{metric}": mean, "ci_low": mean - half, "ci_high": mean + half,
+                     "seed_sd": seed_sd, "per_seed": " / ".join(f"{v:.2f}" for v in d.mean(1)),
+                     "holds": bool(len(seeds) > 1 and ci_excludes and abs(mean) > 2 * seed_sd)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- inference cost
+def inference_seconds(profile: Profile, task: str, acc: int, sampler_rows: list[dict], *,
+                      n: int = 8) -> list[dict[str, object]]:
+    """Seconds per slice on this machine for every method at the tables' settings (measured
+    on ``n`` validation slices; PI-CS without its image cache, ESPIRiT calibration included),
+    and DiffCMR at every sampler setting of :func:`choose_sampler` (measured there)."""
+    from diffcmr_core.study.classical import load_choice, pics_images
+    from diffcmr_core.study.steps import val_batch
+
+    batch, _, _ = val_batch(profile, task, acc, n)
+    ev = profile.evaluation
+    rows = []
+    for name in ("raw", *profile.methods):
+        if name == "cs":
+            cfg = methods.options(profile, "cs")
+            choice = load_choice(methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile)
+            t0 = time.perf_counter()
+            pics_images(batch, choice, cfg, cache=None)
+        else:
+            rec = methods.get(name).reconstructor(profile, task, acc)
+            t0 = time.perf_counter()
+            rec(batch)
+        setting = f"DDPM T={ev.steps} R={ev.rounds} (tables)" if name == "diffcmr" else ""
+        rows.append({"method": methods.label(name), "setting": setting,
+                     "seconds_per_slice": (time.perf_counter() - t0) / len(batch.inputs)})
+    for r in sampler_rows:
+        rows.append({"method": "DiffCMR", "setting": f"{r['sampler']} T={r['steps']} R={r['rounds']}"
+                     + (" (reference)" if r["reference"] else ""),
+                     "seconds_per_slice": r["seconds_per_slice"]})
+    return rows
