@@ -287,7 +287,7 @@ def test_study_skips_the_maps_on_real_data_and_says_why():
     assert "tissue labels" in skip_reason("09_mapping", real)
     assert skip_reason("09_mapping", synthetic) is None
     others = [nb.stem for nb in notebooks_dir().glob("[0-9][0-9]_*.ipynb") if nb.stem != "09_mapping"]
-    assert len(others) == 8 and all(skip_reason(n, real) is None for n in others)
+    assert len(others) == 9 and all(skip_reason(n, real) is None for n in others)
 
 
 # ----------------------------------------------------------------------------- issue 29

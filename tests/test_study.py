@@ -16,7 +16,8 @@ EXPECTED = ["table1.csv", "table1.md", "table2_cine.csv", "table2_cine.md", "tab
             "fig3_qualitative.pdf", "REPORT.md", "table5_fast_sampling.csv", "fig_fast_sampling.png",
             "fig_kspace_error.png", "cs_choice.csv",
             "table6_maps.csv", "table6_maps.md", "table6_maps_truth.csv", "table6_maps_scale.csv",
-            "table6_maps_uncertainty.csv", "fig_maps.png"]
+            "table6_maps_uncertainty.csv", "fig_maps.png", "compute_curve.csv", "fig_compute_curve.png",
+            "convergence.csv", "paired_seeds.csv"]
 
 
 @pytest.mark.slow

@@ -319,6 +319,12 @@ def curve_means(rows: list[dict]) -> dict[str, list[tuple[float, float, float]]]
     return out
 
 
+def _changes(d: np.ndarray) -> np.ndarray:
+    """Indices k where ``d`` goes from below 0 to at least 0 (or back) between k and k + 1."""
+    below = d < 0
+    return np.nonzero(below[:-1] != below[1:])[0]
+
+
 def crossings(rows: list[dict]) -> list[dict[str, object]]:
     """Where the seed-mean PSNR curves of two methods cross (linear in log FLOPs, within the
     FLOPs both cover), and where a network's curve crosses RAW's or PI-CS's level."""
@@ -331,7 +337,7 @@ def crossings(rows: list[dict]) -> list[dict[str, object]]:
         xa, ya = np.log10([p[0] for p in curves[a]]), np.array([p[1] for p in curves[a]])
         for level_name, level in levels.items():
             d = ya - level
-            for k in np.nonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)[0]:
+            for k in _changes(d):
                 x = xa[k] - d[k] * (xa[k + 1] - xa[k]) / (d[k + 1] - d[k])
                 out.append({"curve": a, "crosses": level_name, "train_flops": float(10 ** x),
                             "psnr": float(level), "direction": "rises above" if d[k] < 0 else "falls below"})
@@ -342,7 +348,7 @@ def crossings(rows: list[dict]) -> list[dict[str, object]]:
                 continue
             grid = np.linspace(lo, hi, 200)
             d = np.interp(grid, xa, ya) - np.interp(grid, xb, yb)
-            for k in np.nonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)[0]:
+            for k in _changes(d):
                 out.append({"curve": a, "crosses": b, "train_flops": float(10 ** grid[k]),
                             "psnr": float(np.interp(grid[k], xa, ya)),
                             "direction": "rises above" if d[k] < 0 else "falls below"})

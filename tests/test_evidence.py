@@ -1,0 +1,163 @@
+"""The evidence study (issue 24): training in chunks equals one run, the learning-rate warm-up,
+the convergence rule, the crossings of compute curves, the paired comparison over seeds, and a
+dry run of the ``cpu`` profile through its notebooks."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from diffcmr_core.data.pairs import PreprocessConfig, build_pairs, pairs_path
+from diffcmr_core.method.networks import UNetConfig
+from diffcmr_core.method.train import TrainConfig, learning_rate, load_checkpoint, snapshots, train
+from diffcmr_core.study import evidence
+from diffcmr_core.study.profiles import get_profile, paths_for
+from diffcmr_core.study.seeds import seed_profile
+from diffcmr_core.tables import write_table
+
+CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, warmup=3, log_every=1,
+                  checkpoint_every=2, snapshot_every=2)
+NET = UNetConfig(channels=4, depth=2)
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evidence_pairs")
+    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=128, size=32), accs=(4,), progress=False)
+    return pairs_path(out, "cine", 4)
+
+
+def test_a_run_extended_chunk_by_chunk_equals_one_run_and_keeps_its_snapshots(pairs, tmp_path):
+    """With a constant learning rate (after warm-up) a run trained 2 + 2 + 2 steps, as the
+    convergence loop does, is bit-identical to one run of 6; the snapshots are the EMA weights
+    at steps 2, 4, 6, the last equal to the final checkpoint's, with the CPU time growing."""
+    full = train("unet", pairs, tmp_path / "full", CFG, NET, device="cpu", progress=False)
+    for n in (2, 4, 6):
+        chunked = train("unet", pairs, tmp_path / "chunked", dataclasses.replace(CFG, iterations=n), NET,
+                        device="cpu", progress=False)
+    a, b = load_checkpoint(full), load_checkpoint(chunked)
+    for k in a["system"]:
+        torch.testing.assert_close(a["system"][k], b["system"][k], rtol=0, atol=0)
+    snaps = snapshots(tmp_path / "chunked")
+    assert sorted(snaps) == [2, 4, 6]
+    last = load_checkpoint(snaps[6])
+    assert "optimizers" not in last and last["step"] == 6
+    for k in b["ema"]:
+        torch.testing.assert_close(last["ema"][k], b["ema"][k], rtol=0, atol=0)
+    cpu = [load_checkpoint(snaps[s])["cpu_seconds"] for s in (2, 4, 6)]
+    assert 0 < cpu[0] < cpu[1] < cpu[2]
+
+
+def test_warmup_is_linear_then_constant():
+    cfg = TrainConfig(lr=1e-3, warmup=4)
+    assert [learning_rate(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(TrainConfig(lr=1e-3), 0) == 1e-3          # no warm-up: unchanged
+
+
+def test_an_older_checkpoint_without_the_new_settings_still_resumes():
+    """A checkpoint written before ``warmup`` and ``snapshot_every`` existed reads them as
+    their defaults (which keep the old arithmetic), so it continues the same run."""
+    from diffcmr_core.method.train import _same_run
+
+    cfg = TrainConfig(iterations=6)
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("warmup", "snapshot_every")}
+    ckpt = {"method": "unet", "model_config": {"a": 1}, "train_config": old}
+    assert _same_run(ckpt, "unet", cfg, {"a": 1})
+    assert not _same_run(ckpt, "unet", dataclasses.replace(cfg, warmup=10), {"a": 1})
+
+
+def _rows(psnrs, every=100):
+    return [{"step": every * (i + 1), "psnr": p} for i, p in enumerate(psnrs)]
+
+
+def test_convergence_rule():
+    # still rising by 0.3 dB in the last quarter
+    assert not evidence.converged(_rows([20, 24, 26, 27, 27.2, 27.4, 27.6, 27.9]), 0.1, 4)
+    # flat: the last quarter adds 0.05 dB on the best before it
+    assert evidence.converged(_rows([20, 24, 26, 27, 27.0, 27.02, 27.05, 27.04]), 0.1, 4)
+    # falling (over-fitting) counts as stopped improving
+    assert evidence.converged(_rows([20, 24, 27, 27.5, 27.3, 27.0, 26.8, 26.5]), 0.1, 4)
+    # too few snapshots
+    assert not evidence.converged(_rows([20, 20]), 0.1, 4)
+
+
+def test_crossings_of_two_curves_and_of_a_level():
+    """Two lines in log10 FLOPs, y = x and y = 12 - x (x = log10 FLOPs), cross at x = 6, y = 6;
+    the rising one passes the level 8 at x = 8."""
+    rows = []
+    for x in np.arange(3.0, 10.0, 1.0):
+        rows.append({"method": "A", "train_flops": 10 ** x, "psnr": x})
+        rows.append({"method": "B", "train_flops": 10 ** x, "psnr": 12 - x})
+    rows.append({"method": "RAW", "train_flops": 0.0, "psnr": 8.0})
+    out = evidence.crossings(rows)
+    ab = [c for c in out if {c["curve"], c["crosses"]} == {"A", "B"}]
+    assert len(ab) == 1 and np.log10(ab[0]["train_flops"]) == pytest.approx(6.0, abs=0.05)
+    assert ab[0]["psnr"] == pytest.approx(6.0, abs=0.05) and ab[0]["direction"] == "rises above"
+    a_raw = [c for c in out if c["curve"] == "A" and c["crosses"] == "RAW"]
+    assert len(a_raw) == 1 and np.log10(a_raw[0]["train_flops"]) == pytest.approx(8.0, abs=1e-9)
+
+
+def test_paired_over_seeds_against_scipy(tmp_path, monkeypatch):
+    """Per-slice differences averaged over two seeds, their t interval (scipy's own one-sample
+    interval) and the seed spread; ``holds`` needs both the interval and twice the seed sd."""
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    profile = dataclasses.replace(get_profile("smoke"), methods=("unet",),
+                                  evidence=dataclasses.replace(get_profile("smoke").evidence, seeds=(0, 1)))
+    rng = np.random.default_rng(0)
+    n = 12
+    ref = {s: rng.normal(25, 3, n) for s in (0, 1)}
+    gain = {0: 1.0 + rng.normal(0, 0.3, n), 1: 1.2 + rng.normal(0, 0.3, n)}
+    raw = rng.normal(20, 3, n)
+    for s in (0, 1):
+        out = paths_for(seed_profile(profile, s)).eval_dir("cine", 4)
+        out.mkdir(parents=True)
+        write_table([{"index": i, "psnr": ref[s][i]} for i in range(n)], out / "DiffCMR_slices.csv")
+        write_table([{"index": i, "psnr": ref[s][i] + gain[s][i]} for i in range(n)], out / "U-Net_slices.csv")
+        write_table([{"index": i, "psnr": raw[i]} for i in range(n)], out / "RAW_slices.csv")
+    rows = {r["method"]: r for r in evidence.paired_over_seeds(profile, "cine", 4)}
+    d = (gain[0] + gain[1]) / 2
+    ci = stats.ttest_1samp(d, 0).confidence_interval(0.95)
+    u = rows["U-Net"]
+    assert u["d_psnr"] == pytest.approx(d.mean(), abs=1e-4)
+    assert (u["ci_low"], u["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-4)
+    assert u["seed_sd"] == pytest.approx(np.std([gain[0].mean(), gain[1].mean()], ddof=1), abs=1e-4)
+    assert u["holds"] == (ci.low > 0 and d.mean() > 2 * u["seed_sd"])
+    r = rows["RAW"]
+    d_raw = raw - (ref[0] + ref[1]) / 2
+    assert r["d_psnr"] == pytest.approx(d_raw.mean(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
+    """The cpu profile's code paths (training to convergence in chunks, its seeds, the curve's
+    sampler, the compute curve, the report's evidence section) through its notebooks, at two
+    steps per network and one slice."""
+    from diffcmr_core.study.runner import run_study
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    monkeypatch.delenv("CMRXRECON_ROOT", raising=False)
+    dry = get_profile("cpu-dry")
+    assert dry.evidence is not None and dry.train_diffcmr.snapshot_every == 1
+    run_study("cpu-dry")
+    fig = tmp_path / "figures" / "cpu-dry"
+    for name in ("compute_curve.csv", "fig_compute_curve.png", "convergence.csv", "paired_seeds.csv",
+                 "seeds.csv", "seeds_table4a.csv", "seeds_table4b.csv", "curve_sampler.csv",
+                 "inference_cost.csv", "REPORT.md"):
+        assert (fig / name).is_file(), name
+    assert not (fig / "table5_fast_sampling.csv").exists()            # 08 is not a cpu notebook
+    curve = (fig / "compute_curve.csv").read_text().splitlines()
+    methods = {line.split(",")[0] for line in curve[1:]}
+    assert {"RAW", "PI-CS", "U-Net", "cGAN"} <= methods and sum(m.startswith("DiffCMR") for m in methods) == 2
+    seeds = {line.split(",")[1] for line in curve[1:]}
+    assert seeds == {str(s) for s in dry.evidence.seeds}
+    # every network stopped at a recorded step, and its checkpoint is that step
+    for seed in dry.evidence.seeds:
+        sp = seed_profile(dry, seed)
+        for m in ("unet", "cgan", "diffcmr"):
+            out = paths_for(sp).model_dir("cine", 4, m)
+            record = json.loads((out / "validation.json").read_text())
+            assert load_checkpoint(out / "last.pt")["step"] == record["stopped"]["step"]
+    assert "Evidence at convergence" in (fig / "REPORT.md").read_text()
