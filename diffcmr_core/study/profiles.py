@@ -25,6 +25,12 @@
   cells: ``figures/quick/calibration.md``; the former crop, half the phase field of view, gave
   1.25-2.5x), and the heart stays at least 8 pixels across (``tests/test_phantom.py``; the regions
   compared: ``docs/roi_sweep.md``).
+* ``cpu``: the evidence study (notebook 10, :mod:`~diffcmr_core.study.evidence`): the quick
+  profile's networks and phantom with more cases (12, 3 for validation), cine 4x only, every
+  network trained until its validation PSNR stops improving (constant learning rate after a
+  100-step warm-up, EMA 0.999, at most 4000 DiffCMR / 3000 U-Net and cGAN steps), three seeds,
+  the tables' DiffCMR at T = 100, R = 4 on all 72 validation slices, the ablation up to T = 1000
+  on 16. Runs notebooks 01-05 and 10 only (``notebooks``).
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
 Where the short profiles deviate from §3.2 (the measurements behind each: ``docs/profiles.md``):
