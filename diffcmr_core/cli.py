@@ -153,6 +153,15 @@ def _score(args: argparse.Namespace) -> None:
     print(f"tables in {out}: scores_files.csv, scores_sets.csv, scores_ranking.csv")
 
 
+def _readme(args) -> None:
+    from diffcmr_core.study.profiles import repo_root
+    from diffcmr_core.study.report import refresh_readme
+
+    root = repo_root()
+    changed = refresh_readme(root / "README.md", root / "figures" / "cpu")
+    print("README.md: evidence block " + ("regenerated" if changed else "already up to date"))
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     from diffcmr_core.study import methods
@@ -161,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("study", help="run the study (all notebooks) for a profile")
-    p.add_argument("--profile", default="quick", help="quick | gpu | paper | smoke")
+    p.add_argument("--profile", default="quick", help="quick | cpu | gpu | paper | smoke")
     p.add_argument("--force", action="store_true", help="recompute every step")
     p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
     p.set_defaults(run=_study)
@@ -217,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where the tables go (default: the submission folder)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_score)
+
+    p = sub.add_parser("readme", help="regenerate the README's evidence block from figures/cpu")
+    p.set_defaults(run=_readme)
 
     p = sub.add_parser("train", help="train one model (torchrun: python -m torch.distributed.run "
                                      "--nproc_per_node=N -m diffcmr_core train ...)")

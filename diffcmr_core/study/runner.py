@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -87,6 +88,10 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
     if unknown:
         raise DiffCMRError(None, f"--only: no notebook named {', '.join(unknown)}; the notebooks "
                                  f"are {', '.join(names)}")
+    if profile.evidence is not None:
+        # CPU minutes are measured: OpenMP's idle threads must not spin (spinning counts as CPU
+        # time when another process shares the cores); the kernels inherit this
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     run_dir = paths.runs / "notebooks"
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[study] {paths.describe()}")
