@@ -43,7 +43,7 @@ def test_notebooks_are_valid_committed_without_outputs_and_parameterised():
     import nbformat
 
     books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(books) == 9
+    assert len(books) == 10
     for path in books:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
