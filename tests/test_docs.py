@@ -13,7 +13,8 @@ README = ROOT / "README.md"
 
 
 def _row(label: str) -> list[str]:
-    line = next(l for l in README.read_text().splitlines() if l.startswith(f"| {label} |"))
+    quick = README.read_text().split("## The quick demonstration", 1)[1]
+    line = next(l for l in quick.splitlines() if l.startswith(f"| {label} |"))
     return [c.strip() for c in line.strip("|").split("|")][1:]
 
 

@@ -29,7 +29,7 @@
   profile's networks and phantom with more cases (12, 3 for validation), cine 4x only, every
   network trained until its validation PSNR stops improving (constant learning rate after a
   100-step warm-up, EMA 0.999, at most 4000 DiffCMR / 3000 U-Net and cGAN steps), three seeds,
-  the tables' DiffCMR at T = 100, R = 4 on all 72 validation slices, the ablation up to T = 1000
+  the tables' DiffCMR at T = 100, R = 4 on all 48 validation slices, the ablation up to T = 1000
   on 16. Runs notebooks 01-05 and 10 only (``notebooks``).
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
