@@ -160,8 +160,9 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
              f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'}; "
              "finished steps are reused from the run folder unless forced)",
              f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
-             f"{profile.evaluation.n_val or profile.preprocess.n_val_subset} validation slices per task "
-             f"and factor; image size {profile.preprocess.size}; DiffCMR output "
+             + (f"{profile.evaluation.n_val} validation slices" if profile.evaluation.n_val else
+                f"the whole validation subset (at most {profile.preprocess.n_val_subset} slices)")
+             + f" per task and factor; image size {profile.preprocess.size}; DiffCMR output "
              f"`{profile.diffcmr.prediction}`, loss weighting `{profile.diffcmr.loss_weighting}`, "
              f"{profile.train_diffcmr.iterations} iterations",
              "", "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
