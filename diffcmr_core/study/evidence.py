@@ -110,7 +110,7 @@ def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
     (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
     returned as is."""
     from diffcmr_core.data.pairs import pairs_path
-    from diffcmr_core.method.train import default_device, snapshot_path, train
+    from diffcmr_core.method.train import default_device, load_checkpoint, snapshot_path, train
     from diffcmr_core.study.steps import val_pairs
 
     evc, cfg = profile.evidence, profile.train_config(method)
@@ -132,8 +132,6 @@ def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
         ckpt = train(method, pairs, out, dataclasses.replace(cfg, iterations=step),
                      profile.model_config(method), device=default_device(), progress=progress)
         snap = snapshot_path(out, step)
-        from diffcmr_core.method.train import load_checkpoint
-
         cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
         setting = evc.validation_sampler if method == "diffcmr" else None
         rows.append({"step": step, "cpu_seconds": cpu,
