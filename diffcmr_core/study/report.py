@@ -378,7 +378,7 @@ def readme_evidence(fig: Path) -> str:
     first = rows[0]
     return "\n".join([
         README_BEGIN, "",
-        f"{first['task']} {first['acc']}x, {conv and len({r['seed'] for r in conv})} training seeds, every "
+        f"{first['task']} {first['acc']}x, {len({r['seed'] for r in conv})} training seeds, every "
         f"network trained until its validation PSNR stopped improving ({cpu:.0f} CPU minutes of "
         "training in all); mean +- standard deviation over the seeds "
         "([`seeds.md`](figures/cpu/seeds.md), [`REPORT.md`](figures/cpu/REPORT.md)):", "",
