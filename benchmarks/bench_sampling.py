@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from diffcmr_core.data.pairs import pairs_path
-from diffcmr_core.method.inference import plain_reconstruct, prepare_for_speed, round_generators
+from diffcmr_core.method.inference import plain_reconstruct, prepare_for_speed, slice_generators
 from diffcmr_core.method.networks import parameter_counts
 from diffcmr_core.method.systems import DiffusionSystem, autocast
 from diffcmr_core.method.train import train
@@ -62,7 +62,7 @@ def time_protocol(profile, steps: int, rounds: int, slices: int, dev: torch.devi
     torch.nn.init.normal_(model.unet.out[-1].weight, std=0.02)   # non-trivial outputs
     size = cfg.image_size
     inp = torch.rand(slices, 1, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
-    gens = lambda: round_generators(0, 0, rounds, dev)  # noqa: E731
+    gens = lambda: slice_generators(0, range(len(inp)), rounds, dev)  # noqa: E731
 
     _sync(dev)
     t0 = time.perf_counter()

@@ -14,17 +14,20 @@ from diffcmr_core.tables import write_table
 
 
 def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, np.ndarray],
-             out_dir: str | Path, extra: dict[str, np.ndarray] | None = None
-             ) -> dict[str, float]:
+             out_dir: str | Path, extra: dict[str, np.ndarray] | None = None, *,
+             write: bool = True) -> dict[str, float]:
     """Score ``recon`` ``[N, S, S]`` against ``target``; write ``<name>_slices.csv`` and
     ``<name>_recon.h5`` (reconstructions, and ``extra`` arrays such as uncertainty maps) into
-    ``out_dir``; return the mean and standard deviation of each metric."""
+    ``out_dir`` (unless not ``write``: a rank other than the one that writes); return the mean
+    and standard deviation of each metric."""
     out_dir = Path(out_dir)
     rows = []
     for i in range(len(recon)):
         row = {k: (str(meta[k][i]) if meta[k].dtype.kind in "SU" else meta[k][i].item())
                for k in ("coil", "case", "file", "slice", "frame", "index") if k in meta}
         rows.append({**row, **all_metrics(target[i], recon[i])})
+    if not write:
+        return summarise(rows)
     write_table(rows, out_dir / f"{name}_slices.csv")
     with atomic_path(out_dir / f"{name}_recon.h5") as tmp:
         with h5py.File(tmp, "w") as f:

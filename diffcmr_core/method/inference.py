@@ -2,8 +2,11 @@
 path it is checked against, k-space data consistency, and a recorded chain for Figure 1.
 
 * :func:`reconstruct` runs any sampler over ``[N, S, S]`` slices in batches, with one generator
-  per round and slice batch (:func:`round_generators`), so results do not depend on the batch
-  size of other runs and the first R rounds of an 8-round run are exactly an R-round run.
+  per round and slice, seeded by (seed, round, slice id) (:func:`slice_generators`): a slice's
+  noise does not depend on the batch it is in, on the slices beside it or on the process that
+  runs it, so a run split over processes (:mod:`~diffcmr_core.study.shard`) gives the same
+  reconstructions as one process, and the first R rounds of an 8-round run are exactly an
+  R-round run.
 * The fast path is :meth:`DiffusionSystem.reconstruct`: G(I^u) encoded once per slice, rounds
   batched; :func:`prepare_for_speed` adds, on CUDA, channels-last memory and ``torch.compile``;
   :func:`~diffcmr_core.method.systems.autocast` bf16.
@@ -31,12 +34,22 @@ from diffcmr_core.method.systems import autocast, from_model_space, to_model_spa
 Recon = Callable[[torch.Tensor, int], dict[str, torch.Tensor]]
 
 
-def round_generators(seed: int, first_index: int, rounds: int,
-                     device: str | torch.device = "cpu") -> list[torch.Generator]:
-    """One generator per round for a batch starting at slice ``first_index``. Round r's
-    generator does not depend on how many rounds are run, so the first R rounds of an 8-round
-    run are exactly an R-round run."""
-    return [torch.Generator(device).manual_seed(seed * 7919 + 104_729 * r + first_index)
+def noise_seed(seed: int, round_index: int, slice_id: int) -> int:
+    """The 63-bit seed of one slice's noise in one round: ``numpy``'s ``SeedSequence`` of
+    (seed, round, slice id), so that nearby triples give unrelated streams."""
+    words = [int(seed), int(round_index), int(slice_id) & 0xFFFFFFFF, int(slice_id) >> 32]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def slice_generators(seed: int, ids, rounds: int, device: str | torch.device = "cpu"
+                     ) -> list[list[torch.Generator]]:
+    """``[round][slice]`` generators for the slices ``ids`` (non-negative integers, one per
+    slice of a batch). Round r's generator of a slice depends on (seed, r, id) alone: not on
+    the batch, not on how many rounds are run."""
+    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    if any(i < 0 for i in ids):
+        raise ValueError("slice ids must be non-negative")
+    return [[torch.Generator(device).manual_seed(noise_seed(seed, r, i)) for i in ids]
             for r in range(rounds)]
 
 
@@ -69,21 +82,30 @@ def regress(system, model, inputs: np.ndarray, batch: int, *, progress: bool = F
 def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
                 seed: int, sampler: str = "ddpm", progress: bool = False,
                 x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None,
-                variance: str = "beta_tilde", clip: bool = True, precision: str = "bf16"
-                ) -> dict[str, np.ndarray]:
+                variance: str = "beta_tilde", clip: bool = True, precision: str = "bf16",
+                ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """DiffCMR reconstructions of ``inputs`` ``[N, S, S]``: ``mean`` and ``std`` ``[N, S, S]``
-    and ``rounds`` ``[R, N, S, S]``. ``x0_hook_for(batch_input, first_index)`` optionally makes
-    each batch's x0 hook (e.g. data consistency); ``variance`` and ``clip``: see
+    and ``rounds`` ``[R, N, S, S]``. ``ids`` ``[N]``: each slice's id, which seeds its noise
+    (default ``0 .. N-1``; give the slices' own ids, e.g. their rows in the pairs file, when
+    ``inputs`` is part of a larger set). ``x0_hook_for(batch_input, first_index)`` optionally
+    makes each batch's x0 hook (e.g. data consistency); ``variance`` and ``clip``: see
     :meth:`~diffcmr_core.method.systems.DiffusionSystem.reconstruct`; ``precision``: the
-    network's autocast on CUDA."""
+    network's autocast on CUDA.
+
+    Bit-identical for the same slice, id, seed and settings whatever the other slices, on one
+    machine with the same threads and the same ``batch`` (the network's arithmetic may depend
+    on the batch's size)."""
     dev = next(model.parameters()).device
+    ids = np.arange(len(inputs)) if ids is None else np.asarray(ids).reshape(-1)
+    if len(ids) != len(inputs):
+        raise ValueError(f"{len(ids)} slice ids for {len(inputs)} slices")
 
     # one bar over every sampling step of every batch, so that it moves from the first step
     bar = tqdm(total=-(-len(inputs) // batch) * steps, disable=not progress, unit="step",
                desc=f"{SAMPLER_LABEL.get(sampler, sampler)} T={steps} R={rounds}, {len(inputs)} slices")
 
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
-        gens = round_generators(seed, first, rounds, dev)
+        gens = slice_generators(seed, ids[first:first + len(x)], rounds, dev)
         x = x.to(dev)
         hook = x0_hook_for(x, first) if x0_hook_for is not None else None
         with autocast(dev, precision):          # bf16 network on CUDA (the chain stays fp32)
@@ -99,9 +121,11 @@ def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, b
 
 @torch.no_grad()
 def plain_reconstruct(system, model, inp: torch.Tensor, *, steps: int, rounds: int,
-                      generator: list[torch.Generator], variance: str = "beta_tilde",
+                      generator: list, variance: str = "beta_tilde",
                       clip: bool = True) -> torch.Tensor:
-    """Rounds ``(R, B, 1, S, S)`` the slow way: full network per step, rounds in sequence."""
+    """Rounds ``(R, B, 1, S, S)`` the slow way: full network per step, rounds in sequence
+    (``generator``: one entry per round, as :func:`~diffcmr_core.method.samplers.round_noise`
+    takes them)."""
     cond = system.to_model(inp)
     eps_fn = system.eps_fn(model)                    # forward(x_t, t, I^u): G at every step
     hook = clip_hook() if clip else None

@@ -24,7 +24,7 @@ from diffcmr_core.method.schedule import BASE_STEPS, chain, eps_from_x0, x0_from
 EpsFn = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
 X0Hook = Callable[[torch.Tensor], torch.Tensor]
 Randn = Callable[[], torch.Tensor]
-Generators = torch.Generator | Sequence[torch.Generator] | None
+Generators = torch.Generator | Sequence[torch.Generator | Sequence[torch.Generator]] | None
 
 
 def _apply_x0_hook(eps: torch.Tensor, x: torch.Tensor, abar: torch.Tensor,
@@ -179,15 +179,25 @@ SAMPLER_LABEL = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++"}
 def round_noise(shape: tuple[int, ...], rounds: int, generator: Generators, device,
                 dtype=torch.float32) -> Randn:
     """A ``randn()`` for R rounds of one-round shape ``shape`` ``(B, ...)``: each call draws
-    ``(R*B, ...)``, in one draw from one generator, or one ``(B, ...)`` draw per round from a
-    list of R generators (round r then equals a one-round run seeded with generator r)."""
+    ``(R*B, ...)`` (round-major): in one draw from one generator; or from a list of R entries,
+    one per round, each a generator (one ``(B, ...)`` draw: round r then equals a one-round run
+    seeded with it) or a list of B generators, one per slice (B draws of ``(1, ...)``: a slice's
+    noise then does not depend on the batch it is in)."""
     if generator is None or isinstance(generator, torch.Generator):
         full = (rounds * shape[0],) + tuple(shape[1:])
         return lambda: torch.randn(full, generator=generator, device=device, dtype=dtype)
     if len(generator) != rounds:
         raise ValueError(f"need one generator per round ({rounds}), got {len(generator)}")
-    return lambda: torch.cat([torch.randn(shape, generator=g, device=device, dtype=dtype)
-                              for g in generator])
+    one = (1,) + tuple(shape[1:])
+    for g in generator:
+        if not isinstance(g, torch.Generator) and len(g) != shape[0]:
+            raise ValueError(f"need one generator per slice ({shape[0]}), got {len(g)}")
+
+    def draw(g) -> torch.Tensor:
+        if isinstance(g, torch.Generator):
+            return torch.randn(shape, generator=g, device=device, dtype=dtype)
+        return torch.cat([torch.randn(one, generator=s, device=device, dtype=dtype) for s in g])
+    return lambda: torch.cat([draw(g) for g in generator])
 
 
 def sample_rounds(eps_fn: EpsFn, cond: object, *, shape: tuple[int, ...], steps: int,

@@ -41,7 +41,12 @@ def cached_step(path: Path, profile: Profile, compute: Callable[[], T], *, force
     """The result of ``compute()``, from the cache at ``path`` when it was made with this profile's
     configuration (unless ``force``). ``prepare()`` runs first on a miss, untimed (e.g. training
     the models a step evaluates); ``compute()``'s time is stored with the result. A reuse is
-    said in one line, with how to recompute, unless ``quiet`` (a table re-reading a step)."""
+    said in one line, with how to recompute, unless ``quiet`` (a table re-reading a step).
+
+    Under ``torchrun`` every rank runs ``compute()`` (which splits its work, see
+    :mod:`~diffcmr_core.study.shard`); rank 0 alone stores the result, and the others wait for
+    it, so that no rank reads a step's files before they are written."""
+    from diffcmr_core.study.shard import current
     entry = None if force else read_entry(path, profile)
     if entry is not None:
         if not quiet:
@@ -51,5 +56,8 @@ def cached_step(path: Path, profile: Profile, compute: Callable[[], T], *, force
         prepare()
     tic = time.perf_counter()
     result = compute()
-    store(path, profile, result, time.perf_counter() - tic)
+    ranks = current()
+    if ranks.main:
+        store(path, profile, result, time.perf_counter() - tic)
+    ranks.barrier()
     return result

@@ -52,7 +52,8 @@ def _mean_metrics(rec: np.ndarray, tgt: np.ndarray) -> dict[str, float]:
 
 
 def score_model(profile: Profile, path: Path, method: str, inp: np.ndarray, tgt: np.ndarray,
-                setting: tuple[str, int, int] | None = None, *, device=None) -> dict[str, float]:
+                setting: tuple[str, int, int] | None = None, *, device=None,
+                ids: np.ndarray | None = None) -> dict[str, float]:
     """Validation metrics of one checkpoint or snapshot: its EMA weights on ``inp`` against
     ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
     at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
@@ -66,7 +67,7 @@ def score_model(profile: Profile, path: Path, method: str, inp: np.ndarray, tgt:
         return _mean_metrics(regress(system, model, inp, ev.batch), tgt)
     sampler, steps, rounds = setting
     rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch, seed=ev.seed,
-                      sampler=sampler, **ev.sampling())
+                      sampler=sampler, ids=ids, **ev.sampling())
     one = {f"{k}_r1": v for k, v in _mean_metrics(rec["rounds"][0], tgt).items()}
     return {**_mean_metrics(rec["mean"], tgt), **one}
 
@@ -125,7 +126,7 @@ def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
     record = _record(out, profile)
     if record["stopped"] is not None and (out / "last.pt").is_file():
         return out / "last.pt"
-    inp, tgt, _ = val_pairs(profile, task, acc, evc.n_val)
+    inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)
     rows = record["rows"]
     while True:
         step = min(cfg.iterations, (max((r["step"] for r in rows), default=0)) + cfg.snapshot_every)
@@ -135,7 +136,7 @@ def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
         cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
         setting = evc.validation_sampler if method == "diffcmr" else None
         rows.append({"step": step, "cpu_seconds": cpu,
-                     **score_model(profile, snap, method, inp, tgt, setting)})
+                     **score_model(profile, snap, method, inp, tgt, setting, ids=meta["index"])})
         done = converged(rows, evc.tolerance_db, evc.min_snapshots)
         if done or step >= cfg.iterations:
             record["stopped"] = {"step": step, "converged": done}
@@ -206,7 +207,7 @@ def choose_sampler(profile: Profile, task: str, acc: int, *, progress: bool = Tr
             x = inp if n is None else inp[:n]
             t0 = time.perf_counter()
             rec = reconstruct(system, model, x, steps=steps, rounds=rounds, batch=ev.batch,
-                              seed=ev.seed, sampler=sampler, progress=progress, **ev.sampling())
+                              seed=ev.seed, ids=meta["index"][:len(x)], sampler=sampler, progress=progress, **ev.sampling())
             return rec["mean"], (time.perf_counter() - t0) / len(x)
 
         if from_ablation:
@@ -260,11 +261,12 @@ def _curve_scores(profile: Profile, task: str, acc: int, method: str,
         data = json.loads(path.read_text())
         kept = {int(k): v for k, v in data["rows"].items()} if data.get("stamp") == stamp(profile) else {}
     snaps = snapshots(out)
-    inp, tgt, _ = val_pairs(profile, task, acc, evc.n_val)
+    inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)
     result = []
     for r in rows:
         if r["step"] not in kept:
-            kept[r["step"]] = score_model(profile, snaps[r["step"]], method, inp, tgt, tuple(setting))
+            kept[r["step"]] = score_model(profile, snaps[r["step"]], method, inp, tgt, tuple(setting),
+                                          ids=meta["index"])
             write_text_atomic(path, json.dumps({"stamp": stamp(profile),
                                                 "rows": {str(k): v for k, v in kept.items()}}))
         result.append({"step": r["step"], "cpu_seconds": r["cpu_seconds"], **kept[r["step"]]})

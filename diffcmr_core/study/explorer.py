@@ -61,7 +61,8 @@ class Explorer:
         inp, tgt, meta = self._data(acc)
         system, model = self._model(acc)
         rec = reconstruct(system, model, inp[index:index + 1], steps=steps, rounds=rounds,
-                          batch=1, seed=seed, progress=progress, **self.profile.evaluation.sampling())
+                          batch=1, seed=seed, progress=progress, ids=meta["index"][index:index + 1],
+                          **self.profile.evaluation.sampling())
         out = {"input": inp[index], "target": tgt[index], "recon": rec["mean"][0], "std": rec["std"][0]}
         out["error"] = np.abs(out["recon"] / out["recon"].max() - out["target"] / out["target"].max())
         out["metrics"] = {"RAW": all_metrics(out["target"], out["input"]),

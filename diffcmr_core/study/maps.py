@@ -148,7 +148,8 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
         at = {int(i): k for k, i in enumerate(order)}
         sub = {k: v[order] for k, v in meta.items()}
         batch = methods.Batch(np.ascontiguousarray(inp[order]), sub["scale"].astype(np.float32), pre,
-                              lambda: acquired.of_pairs(paths.data, "mapping", acc, sub))
+                              lambda: acquired.of_pairs(paths.data, "mapping", acc, sub),
+                              sub["index"])
         recs, std, rounds = _reconstructions(profile, batch, acc, progress)
         names = [FULL, *recs]
         diffs: dict[tuple, list[np.ndarray]] = defaultdict(list)

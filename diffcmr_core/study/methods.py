@@ -42,6 +42,20 @@ class Batch:
     scale: np.ndarray                                     # [N] each input's maximum
     preprocess: PreprocessConfig
     read_acquired: Callable[[], list[Acquired]] | None = None
+    ids: np.ndarray | None = None                         # [N] slice ids (seed the noise)
+
+    @property
+    def slice_ids(self) -> np.ndarray:
+        """Each slice's id (its row in the pairs file, a file's key and index ...; default
+        ``0 .. N-1``): a sampling method's noise for a slice is seeded by it."""
+        return np.arange(len(self.inputs)) if self.ids is None else np.asarray(self.ids)
+
+    def subset(self, lo: int, hi: int) -> "Batch":
+        """Slices ``lo:hi`` (their ids and, read when asked for, their acquisitions)."""
+        parent = self
+        return Batch(self.inputs[lo:hi], self.scale[lo:hi], self.preprocess,
+                     None if self.read_acquired is None else lambda: parent.acquired[lo:hi],
+                     self.slice_ids[lo:hi])
 
     @cached_property
     def acquired(self) -> list[Acquired]:
@@ -127,6 +141,26 @@ def reconstruct(profile, task: str, acc: int, name: str, batch: Batch, *, device
     """``name``'s reconstruction of ``batch`` with the profile's fitted model for ``task`` at
     ``acc`` (the one function every table, figure and the submission call)."""
     return get(name).reconstructor(profile, task, acc, device=device, progress=progress)(batch)
+
+
+def recipe(profile, task: str, acc: int, method: str) -> str:
+    """What makes a method's reconstructions (a submission file, an evaluation's saved chunk):
+    the method, the bytes of its fitted artefact (SHA-256 of the checkpoint or the chosen
+    parameters), the profile's preprocessing, inference settings and the method's options. A
+    result made with another recipe (an older model, say) is not reused."""
+    import hashlib
+
+    opts = options(profile, method)
+    h = hashlib.sha256(json.dumps({"method": method, "preprocess": dataclasses.asdict(profile.preprocess),
+                                   "evaluation": dataclasses.asdict(profile.evaluation),
+                                   "options": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts)
+                                   else None}, sort_keys=True, default=list).encode())
+    artefact = get(method).artefact(profile, task, acc)
+    if artefact is not None:
+        with artefact.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:32]
 
 
 def figure_recons(name: str, rec: Reconstruction, rounds: int) -> dict[str, np.ndarray]:
@@ -252,7 +286,7 @@ class DiffCMRMethod(Network):
         ev = profile.evaluation
         return lambda b: reconstruct(system, model, np.ascontiguousarray(b.inputs, np.float32),
                                      steps=ev.steps, rounds=ev.rounds, batch=ev.batch, seed=ev.seed,
-                                     progress=progress, **ev.sampling())
+                                     progress=progress, ids=b.slice_ids, **ev.sampling())
 
     def image_flops(self, profile, units):
         ev = profile.evaluation

@@ -19,7 +19,7 @@ from diffcmr_core.method.evaluate import evaluate, read_recon
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
 from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.train import default_device, load_for_inference, train
-from diffcmr_core.study import methods
+from diffcmr_core.study import methods, shard
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.tables import read_csv
@@ -136,7 +136,7 @@ def val_batch(profile: Profile, task: str, acc: int, n: int | None, *,
     pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
     data = paths_for(profile).data
     batch = methods.Batch(inp, meta["scale"].astype(np.float32), pre,
-                          lambda: acquired.of_pairs(data, task, acc, meta))
+                          lambda: acquired.of_pairs(data, task, acc, meta), meta["index"])
     return batch, tgt, meta
 
 
@@ -146,7 +146,9 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
 
     Cached in ``runs/<profile>/eval/<task>_accNN/summary.json``; the reconstructions are in the
     same folder (:func:`figure3_images`); a sampling method's std over rounds and first round
-    are stored beside its mean.
+    are stored beside its mean. Under ``torchrun`` the slices are split over the ranks in
+    chunks of the evaluation's batch (:func:`~diffcmr_core.study.shard.map_chunks`, each chunk
+    kept in ``parts/`` until the step is done, so an interrupted evaluation resumes).
     """
     out = paths_for(profile).eval_dir(task, acc)
     ev = profile.evaluation
@@ -156,18 +158,48 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
             ensure_trained(profile, task, acc, m, progress=progress)
 
     def compute() -> dict[str, dict[str, float]]:
+        ranks = shard.current()
         batch, tgt, meta = val_batch(profile, task, acc, ev.n_val)
         results = {}
         for name in ("raw", *profile.methods):
             entry = methods.get(name)
-            rec = methods.reconstruct(profile, task, acc, name, batch, device=default_device(),
-                                      progress=progress)
+            rec = sharded_recon(profile, task, acc, name, batch, out / "parts", ranks,
+                                progress=progress)
             extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
-            results[entry.label] = evaluate(entry.label, rec["mean"], tgt, meta, out, extra=extra)
+            results[entry.label] = evaluate(entry.label, rec["mean"], tgt, meta, out, extra=extra,
+                                            write=ranks.main)
+        _drop_parts(out / "parts", ranks)
         return results
 
     return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
                        name=f"evaluation {task} {acc}x", quiet=quiet)
+
+
+def sharded_recon(profile: Profile, task: str, acc: int, name: str, batch: methods.Batch,
+                  parts: Path, ranks: shard.Ranks, *, progress: bool = False
+                  ) -> methods.Reconstruction:
+    """``name``'s reconstruction of ``batch``, split over ``ranks`` in chunks of the evaluation's
+    batch, each chunk saved under ``parts/<name>-<key>`` (the key: the method's
+    :func:`~diffcmr_core.study.methods.recipe`, the slices' ids) and reused by a rerun."""
+    import hashlib
+
+    run = methods.get(name).reconstructor(profile, task, acc, device=shard.device_for(ranks),
+                                          progress=progress)
+    key = hashlib.sha256((methods.recipe(profile, task, acc, name)
+                          + batch.slice_ids.tobytes().hex()).encode()).hexdigest()[:16]
+    return shard.map_chunks(len(batch.inputs), profile.evaluation.batch,
+                            lambda lo, hi: run(batch.subset(lo, hi)), parts / f"{name}-{key}",
+                            ranks=ranks, progress=progress and ranks.world > 1,
+                            desc=f"{methods.label(name)} chunks (rank {ranks.rank})")
+
+
+def _drop_parts(parts: Path, ranks: shard.Ranks) -> None:
+    """Remove a finished step's chunks, once every rank has read them."""
+    import shutil
+
+    ranks.barrier()
+    if ranks.main:
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
@@ -233,31 +265,42 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
     """Table 4: (a) steps T with R = 4, (b) rounds R with T = 1000 (the largest T).
 
     (b) comes from one run with max(R) rounds: with one generator per round, the first R rounds
-    of it are exactly an R-round run, so no sampling is repeated.
+    of it are exactly an R-round run, so no sampling is repeated. Under ``torchrun`` each run's
+    slices are split over the ranks (as in :func:`evaluate_factor`).
     """
     out = paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}"
     ev = profile.evaluation
     ckpt: list[Path] = []
 
     def compute() -> dict[str, list[dict]]:
+        ranks = shard.current()
         inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
-        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
-        raw = evaluate("RAW", inp, tgt, meta, out)
+        system, model = load_for_inference(ckpt[0], shard.device_for(ranks), ev.weights)
+        key = methods.recipe(profile, task, acc, "diffcmr")[:16]
+
+        def rounds_of(steps: int, rounds: int) -> np.ndarray:
+            def work(lo: int, hi: int) -> dict[str, np.ndarray]:
+                return {"rounds": reconstruct(system, model, inp[lo:hi], steps=steps, rounds=rounds,
+                                              batch=ev.batch, seed=ev.seed, ids=meta["index"][lo:hi],
+                                              progress=progress, **ev.sampling())["rounds"]}
+            return shard.map_chunks(len(inp), ev.batch, work, out / "parts" / f"T{steps}R{rounds}-{key}",
+                                    ranks=ranks)["rounds"]
+
+        def score(name: str, rec: np.ndarray) -> dict[str, float]:
+            return evaluate(name, rec, tgt, meta, out, write=ranks.main)
+
+        raw = score("RAW", inp)
         t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
         r_fixed = min(ev.rounds, r_max)
-        big = reconstruct(system, model, inp, steps=t_max, rounds=r_max, batch=ev.batch,
-                          seed=ev.seed, progress=progress, **ev.sampling())["rounds"]
+        big = rounds_of(t_max, r_max)
         rounds_rows = [{"rounds": "Raw", **raw}]
         for r in ev.ablation_rounds:
-            rounds_rows.append({"rounds": r, **evaluate(f"rounds{r}", big[:r].mean(0), tgt, meta, out)})
+            rounds_rows.append({"rounds": r, **score(f"rounds{r}", big[:r].mean(0))})
         steps_rows = [{"steps": "Raw", **raw}]
         for t in ev.ablation_steps:
-            if t == t_max:
-                rec = big[:r_fixed].mean(0)
-            else:
-                rec = reconstruct(system, model, inp, steps=t, rounds=r_fixed, batch=ev.batch,
-                                  seed=ev.seed, progress=progress, **ev.sampling())["mean"]
-            steps_rows.append({"steps": t, **evaluate(f"steps{t}", rec, tgt, meta, out)})
+            rec = big[:r_fixed] if t == t_max else rounds_of(t, r_fixed)
+            steps_rows.append({"steps": t, **score(f"steps{t}", rec.mean(0))})
+        _drop_parts(out / "parts", ranks)
         return {"steps": steps_rows, "rounds": rounds_rows}
 
     result = cached_step(out / "ablation.json", profile, compute, force=force, name="ablation",
@@ -321,6 +364,7 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
                 t0 = time.perf_counter()
                 rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch,
                                   seed=ev.seed, sampler=sampler, progress=progress, **ev.sampling(),
+                                  ids=batch.slice_ids,
                                   x0_hook_for=hooks[dc])
                 seconds = (time.perf_counter() - t0) / len(inp)
                 name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
@@ -389,7 +433,10 @@ def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = F
     each under-sampled file reconstructed (the frames and slices ``run4Ranking`` keeps), brought
     back to its original matrix size, cropped, scored per file and set, the better coil type
     kept (:mod:`diffcmr_core.method.challenge`). ``{method label: ranking rows}``; cached in
-    ``runs/<profile>/challenge/scores.json``."""
+    ``runs/<profile>/challenge/scores.json``. The files are those of
+    :func:`~diffcmr_core.study.submit.submit` (split over the ranks under ``torchrun``; a file a
+    model with the same recipe made already is kept, so an interrupted step resumes; ``force``
+    removes them first)."""
     import shutil
 
     from diffcmr_core.study.submit import local_split_scores
@@ -404,11 +451,13 @@ def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = F
                     ensure_trained(profile, task, acc, method, progress=progress)
 
     def compute() -> dict[str, list[dict]]:
-        out = {}
-        for name in names:
-            shutil.rmtree(runs / name, ignore_errors=True)       # files of older models
-            out[methods.label(name)] = local_split_scores(profile, name, progress=progress)
-        return out
+        ranks = shard.current()
+        if force and ranks.main:
+            for name in names:
+                shutil.rmtree(runs / name, ignore_errors=True)
+        ranks.barrier()
+        return {methods.label(name): local_split_scores(profile, name, progress=progress)
+                for name in names}
 
     return cached_step(runs / "scores.json", profile, compute, force=force, prepare=prepare,
                        name="challenge protocol", quiet=quiet)
@@ -450,6 +499,7 @@ def public_choices(profile: Profile, task: str = "cine", acc: int = 4, *, progre
             for clip in (False, True):
                 rec = reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds, batch=ev.batch,
                                   seed=ev.seed, progress=progress, variance=variance, clip=clip,
+                                  ids=meta["index"],
                                   precision=ev.precision)
                 label = f"{'beta-tilde (Alg. 2)' if variance == 'beta_tilde' else 'beta (public)'}, " \
                         f"{'clip' if clip else 'no clip'}"

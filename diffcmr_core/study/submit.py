@@ -16,8 +16,15 @@ back into that region of the zero-filled image at the padded resolution, and the
 image stays zero-filled.
 
 A rerun keeps a file only when the same recipe made it (the checkpoint's bytes, the
-preprocessing and the sampling settings: :func:`recipe`), recorded beside the folder in
-``.<folder>.made_by.json``; files of an older model are redone.
+preprocessing and the sampling settings: :func:`~diffcmr_core.study.methods.recipe`),
+recorded beside the folder with the file's SHA-256 in ``.<folder>.made_by.json`` (rank 0) and
+``.<folder>.made_by.rank<N>.json`` (the other ranks of a ``torchrun`` launch: each rank writes
+its own record, every rank reads them all); files of an older model are redone.
+
+Under ``torchrun`` (``torchrun --nproc-per-node 8 -m diffcmr_core submit ...``) the files are
+split over the ranks (file ``k`` of the sorted list to rank ``k % world``); each slice's noise
+is seeded by the seed and the slice's id (the file's place in the tree and the slice's index),
+so the files do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from diffcmr_core.errors import CMRxReconError, DiffCMRError
 from diffcmr_core.method.challenge import (load_ranking, ranking_crop, ranking_selection,
                                            submission_path, save_ranking)
 from diffcmr_core.study import methods
-from diffcmr_core.study.methods import Batch
+from diffcmr_core.study.methods import Batch, recipe
 from diffcmr_core.study.profiles import Profile, paths_for
 
 Recon = Callable[[Batch], np.ndarray]               # a batch of slices -> [N, S, S] reconstructions
@@ -91,11 +98,21 @@ def _mask_of(path: Path, acc: int, kspace: np.ndarray) -> np.ndarray:
     return np.broadcast_to(lines[:, None], kspace.shape[-2:]).copy()
 
 
+def file_ids(rel: str, n: int) -> np.ndarray:
+    """Slice ids of a submission file's ``n`` images: the CRC-32 of its path in the submission
+    (``MultiCoil/Cine/ValidationSet/AccFactor04/P001/cine_sax.mat``) and the image's index,
+    so that a file's noise depends on which file it is, not on the run that makes it."""
+    import zlib
+
+    return (np.int64(zlib.crc32(rel.encode())) << np.int64(24)) + np.arange(n, dtype=np.int64)
+
+
 def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: PreprocessConfig,
-                     recon: Recon) -> np.ndarray:
+                     recon: Recon, rel: str | None = None) -> np.ndarray:
     """``img4ranking`` of one under-sampled file: read the kept frames and slices, make the
     network's inputs (and, for the methods that need it, hand over the acquisition itself),
-    reconstruct, go back to the original size, crop."""
+    reconstruct, go back to the original size, crop. ``rel``: the file's path in the
+    submission, which seeds its slices' noise (:func:`file_ids`; default: the file's name)."""
     if pre.crop:
         raise DiffCMRError(None, "a submission needs image-domain preprocessing (crop=False)")
     key = io.kspace_key(coil, acc)
@@ -118,7 +135,8 @@ def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: Preprocess
     if np.any(scale <= 0):
         raise CMRxReconError(path, "an under-sampled image is all zeros")
     batch = Batch(np.ascontiguousarray(inputs / scale[:, None, None], np.float32), scale, pre,
-                  lambda: acquired.of_block(kspace, _mask_of(path, acc, kspace), coil, path))
+                  lambda: acquired.of_block(kspace, _mask_of(path, acc, kspace), coil, path),
+                  file_ids(rel or path.name, len(inputs)))
     out = recon(batch)
     if not np.isfinite(out).all():
         raise CMRxReconError(path, "the reconstruction has NaN or infinite pixels")
@@ -132,28 +150,6 @@ def expected_model(profile: Profile, task: str, acc: int, method: str) -> dict:
     """What the checkpoint that reconstructs ``task`` at ``acc`` with a network ``method`` must
     be (the keywords of :func:`~diffcmr_core.method.train.check_checkpoint`)."""
     return methods.get(method).expected(profile, task, acc)
-
-
-def recipe(profile: Profile, task: str, acc: int, method: str) -> str:
-    """What makes a submission file: the method, the bytes of its fitted artefact (SHA-256 of
-    the checkpoint or the chosen parameters), the profile's preprocessing, inference settings
-    and the method's options. A file written with another recipe (an older model, say) is not
-    kept by a rerun."""
-    import dataclasses
-    import hashlib
-    import json
-
-    opts = methods.options(profile, method)
-    h = hashlib.sha256(json.dumps({"method": method, "preprocess": dataclasses.asdict(profile.preprocess),
-                                   "evaluation": dataclasses.asdict(profile.evaluation),
-                                   "options": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts)
-                                   else None}, sort_keys=True, default=list).encode())
-    artefact = methods.get(method).artefact(profile, task, acc)
-    if artefact is not None:
-        with artefact.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:32]
 
 
 def model_recon(profile: Profile, task: str, acc: int, method: str, *,
@@ -202,7 +198,12 @@ def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | 
 
     Resumable: a file already written (and readable) is kept. Atomic: every file is written
     under a temporary name and renamed. A bad input file is skipped with its reason and the rest
-    of the set is still written; a missing model is an error before anything is written."""
+    of the set is still written; a missing model is an error before anything is written.
+    Under ``torchrun``, each rank makes its share of the files and every rank returns the whole
+    run's report (see the module)."""
+    from diffcmr_core.study import shard
+
+    ranks = shard.current()
     paths = paths_for(profile)
     data = Path(data) if data is not None else paths.data
     out = Path(out) if out is not None else paths.runs / "submission" / method / split
@@ -211,44 +212,103 @@ def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | 
         raise CMRxReconError(data, f"no under-sampled {split} files (expected <coil>/<Cine|Mapping>/"
                                    f"{split}/AccFactorXX/PNNN/*.mat)")
     factors = list(dict.fromkeys((j[1], j[2]) for j in jobs))
-    recons = {(task, acc): model_recon(profile, task, acc, method) for task, acc in factors}
+    device = shard.device_for(ranks)
+    recons = {(task, acc): model_recon(profile, task, acc, method, device=device) for task, acc in factors}
     recipes = {(task, acc): recipe(profile, task, acc, method) for task, acc in factors}
-    record_path = out.parent / f".{out.name}.made_by.json"
-    record = _read_record(record_path)
+    record_path = _record_path(out, ranks.rank)
+    made_by = _read_records(out)
+    record = {k: v for k, v in _read_record(record_path).items()}
     report = Submission(out)
-    bar = tqdm(jobs, desc=f"submit {method} {split}", disable=not progress)
+    mine = [job for k, job in enumerate(jobs) if ranks.owns(k)]
+    bar = tqdm(mine, desc=f"submit {method} {split}" + (f" (rank {ranks.rank})" if ranks.world > 1 else ""),
+               disable=not progress)
     for coil, task, acc, case, name, path in bar:
         target = submission_path(out, coil, task, split, acc, case, name)
         rel = str(target.relative_to(out))
         bar.set_postfix_str(f"{coil} {name} {acc}x {case}")
-        if target.is_file() and record.get(rel) == recipes[(task, acc)] and _finished(target):
+        if _made_by(target, made_by.get(rel, []), recipes[(task, acc)]) and _finished(target):
             report.kept.append(target)
             continue
         try:
-            img = reconstruct_file(path, coil, name, acc, profile.preprocess, recons[(task, acc)])
+            img = reconstruct_file(path, coil, name, acc, profile.preprocess, recons[(task, acc)], rel)
         except CMRxReconError as err:
             report.skipped.append(str(err))
             continue
         _write_file(target, img, out)
-        record[rel] = recipes[(task, acc)]
+        record[rel] = {"recipe": recipes[(task, acc)], "sha256": _sha256(target)}
         _write_record(record_path, record)
         report.written.append(target)
-    return report
+    return _merged(report, ranks)
 
 
-def _read_record(path: Path) -> dict[str, str]:
-    """Which recipe made each file of a submission folder (see :func:`recipe`); empty when
-    missing or unreadable (every file is then redone)."""
+def _merged(report: Submission, ranks) -> Submission:
+    """Every rank's report in one, in the sorted order of the files (one process: as it is)."""
+    if ranks.world == 1:
+        return report
+    merged = Submission(report.out)
+    for part in ranks.gather(report):
+        merged.written += part.written
+        merged.kept += part.kept
+        merged.skipped += part.skipped
+    merged.written.sort()
+    merged.kept.sort()
+    return merged
+
+
+def _record_path(out: Path, rank: int) -> Path:
+    """Rank ``rank``'s record of the files it wrote in ``out``."""
+    return out.parent / (f".{out.name}.made_by.json" if rank == 0 else f".{out.name}.made_by.rank{rank}.json")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _made_by(target: Path, entries: list[dict[str, str]], wanted: str) -> bool:
+    """Whether a record says ``target`` was made by the recipe ``wanted`` and the file is still
+    the one it wrote (same SHA-256: a record of another rank may be older than the file)."""
+    if not target.is_file():
+        return False
+    matching = [e for e in entries if e.get("recipe") == wanted]
+    if not matching:
+        return False
+    sha = _sha256(target)
+    return any(e.get("sha256", sha) == sha for e in matching)
+
+
+def _read_records(out: Path) -> dict[str, list[dict[str, str]]]:
+    """Every rank's record of ``out`` merged: for each file, the entries that name it."""
+    merged: dict[str, list[dict[str, str]]] = {}
+    for path in sorted(out.parent.glob(f".{out.name}.made_by*.json")):
+        for rel, entry in _read_record(path).items():
+            merged.setdefault(rel, []).append(entry)
+    return merged
+
+
+def _read_record(path: Path) -> dict[str, dict[str, str]]:
+    """Which recipe made each file of a submission folder, with the file's SHA-256 (see
+    :func:`~diffcmr_core.study.methods.recipe`); empty when missing or unreadable (every file
+    is then redone). A record of an earlier version (recipe only) is read without the hash."""
     import json
 
     try:
         data = json.loads(path.read_text())
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, str):
+            out[str(k)] = {"recipe": v}
+        elif isinstance(v, dict) and isinstance(v.get("recipe"), str):
+            out[str(k)] = {"recipe": v["recipe"], **({"sha256": str(v["sha256"])} if "sha256" in v else {})}
+    return out
 
 
-def _write_record(path: Path, record: dict[str, str]) -> None:
+def _write_record(path: Path, record: dict[str, dict[str, str]]) -> None:
     import json
 
     from diffcmr_core.fileio import write_text_atomic
