@@ -6,6 +6,12 @@
 * ``cost``: count a profile's FLOPs per notebook and predict its time.
 * ``train``: train one model from a pairs file (single process or under ``torchrun``).
 * ``submit``: a challenge submission (``img4ranking`` files) from a profile's trained models.
+* ``evaluate``: the evaluation and the ablation of a profile's trained models (notebooks 04 and
+  05's sampling), for a run split over GPUs.
+
+``submit`` and ``evaluate`` run in one process or under ``torchrun`` (``torchrun
+--nproc-per-node 8 -m diffcmr_core submit ...``): each rank takes its share of the files or
+slices, and the result is the same for any number of ranks.
 * ``score``: score a submission folder against fully sampled files, as the challenge does.
 """
 
@@ -121,12 +127,30 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _submit(args: argparse.Namespace) -> None:
+    from diffcmr_core.study import shard
     from diffcmr_core.study.profiles import get_profile
     from diffcmr_core.study.submit import submit
 
-    report = submit(get_profile(args.profile), split=args.split, out=args.out, data=args.data,
-                    method=args.method, progress=not args.quiet)
-    print(report.summary())
+    with shard.launched() as ranks:
+        report = submit(get_profile(args.profile), split=args.split, out=args.out, data=args.data,
+                        method=args.method, progress=not args.quiet)
+        if ranks.main:
+            print(report.summary() + (f" ({ranks.world} ranks)" if ranks.world > 1 else ""))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from diffcmr_core.study import shard
+    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.steps import evaluation_steps
+
+    profile = get_profile(args.profile)
+    with shard.launched() as ranks:
+        evaluation_steps(profile, ablation_too=not args.no_ablation, progress=not args.quiet,
+                         force=args.force)
+        if ranks.main:
+            print(f"evaluate: profile {profile.name} evaluated on {ranks.world} rank(s); "
+                  f"`python -m diffcmr_core study --profile {profile.name}` writes the tables "
+                  "and figures from it")
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -206,6 +230,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--measured", type=_positive_float, nargs="+", metavar="SECONDS",
                    help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
                         "in that order: print the sustained rate of each")
+    p.add_argument("--ranks", type=_positive_int, default=1,
+                   help="processes (GPUs) the evaluation and the ablation are split over "
+                        "(torchrun): the time each takes")
     p.set_defaults(run=_cost)
 
     p = sub.add_parser("submit", help="reconstruct a split with a profile's trained models and "
@@ -217,6 +244,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="diffcmr", choices=methods.names())
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_submit)
+
+    p = sub.add_parser("evaluate", help="evaluate a profile's fitted models (Tables 2-4, both "
+                                        "protocols); split over the ranks under torchrun")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--no-ablation", action="store_true", help="leave out Table 4")
+    p.add_argument("--force", action="store_true", help="recompute (the cached results are redone)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("score", help="score a submission folder the challenge's way")
     p.add_argument("--submission", required=True, help="the folder holding MultiCoil/ and SingleCoil/")

@@ -108,6 +108,20 @@ def validation_images(profile: Profile) -> dict[str, dict[str, int]]:
 
 def study_cost(profile: Profile) -> dict[str, float]:
     """FLOPs of each compute-heavy notebook of ``make study`` for ``profile``."""
+    return {name: split + rest for name, (split, rest) in cost_parts(profile).items()}
+
+
+def with_ranks(profile: Profile, ranks: int) -> dict[str, float]:
+    """FLOPs each of ``ranks`` processes does per notebook when the evaluation and the
+    ablation run under ``torchrun`` (``evaluate``; the parts split over ranks divided by
+    ``ranks``, the rest, training included, in one process)."""
+    return {name: split / ranks + rest for name, (split, rest) in cost_parts(profile).items()}
+
+
+def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
+    """Per compute-heavy notebook, ``(FLOPs the ranks of evaluate split, FLOPs in one
+    process)``: 04's two protocols and 05's Table 4 are split; training, 05's public choices,
+    08 and 09 are not."""
     u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
     ev = profile.evaluation
     factors = len(profile.tasks) * len(profile.accs)
@@ -131,26 +145,34 @@ def study_cost(profile: Profile) -> dict[str, float]:
     evaluation = (factors * protocol(n_val)
                   + accs * sum(protocol(n) for n in images["challenge"].values()))
     t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
-    ablation = (sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
-                                                         for s in ev.ablation_steps if s != t_max])
-                + sampling(n_ablation, [(ev.steps, ev.rounds)] * 4))     # the public choices
+    table4 = sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
+                                                      for s in ev.ablation_steps if s != t_max])
+    public = sampling(n_ablation, [(ev.steps, ev.rounds)] * 4)     # the public choices
     t = profile.fast_train_config()
     fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
             + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 3))  # x (none, magnitude, coil DC)
-    cost = {"03_training": train, "04_evaluation": evaluation, "05_ablation": ablation,
-            "08_fast_sampling": fast}
+    cost = {"03_training": (0.0, train), "04_evaluation": (evaluation, 0.0),
+            "05_ablation": (table4, public), "08_fast_sampling": (0.0, fast)}
     if images["maps"] and not profile.real_data:          # 09 runs on the phantom only
-        cost["09_mapping"] = accs * protocol(images["maps"]["mapping"])
+        cost["09_mapping"] = (0.0, accs * protocol(images["maps"]["mapping"]))
     return cost
 
 
 def print_cost(args: argparse.Namespace) -> None:
     """Print a profile's FLOPs per notebook and its predicted time (the ``cost`` command)."""
-    cost = study_cost(get_profile(args.profile))
+    profile = get_profile(args.profile)
+    ranks = getattr(args, "ranks", 1) or 1
+    cost = study_cost(profile) if ranks == 1 else with_ranks(profile, ranks)
     if args.measured and len(args.measured) != len(cost):
         raise SystemExit(f"--measured: give {len(cost)} times, one for each of {', '.join(cost)}")
     total = sum(cost.values())
-    print(f"profile {args.profile}: {total / 1e15:.2f} PFLOP")
+    if ranks == 1:
+        print(f"profile {args.profile}: {total / 1e15:.2f} PFLOP")
+    else:
+        print(f"profile {args.profile}: {sum(study_cost(profile).values()) / 1e15:.2f} PFLOP; "
+              f"{total / 1e15:.2f} PFLOP per rank with {ranks} ranks (`torchrun --nproc-per-node "
+              f"{ranks} -m diffcmr_core evaluate`: 04 and Table 4 split, the rest in one process; "
+              "times below are per rank)")
     head = "".join(f" | {r:g} TFLOP/s" for r in args.tflops)
     print(f"| notebook | PFLOP{head} |" + (" measured s | sustained TFLOP/s |" if args.measured else ""))
     print("|---|---|" + "---|" * len(args.tflops) + ("---|---|" if args.measured else ""))

@@ -480,6 +480,42 @@ def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- the evaluate command
+def missing_models(profile: Profile) -> list[Path]:
+    """The fitted artefacts (checkpoints, choices) of ``profile``'s methods not yet on disk."""
+    missing = []
+    for task, acc, method, _ in model_list(profile):
+        artefact = methods.get(method).artefact(profile, task, acc)
+        if artefact is not None and not artefact.is_file():
+            missing.append(artefact)
+    return missing
+
+
+def evaluation_steps(profile: Profile, *, ablation_too: bool = True, progress: bool = True,
+                     force: bool = False) -> None:
+    """The sampling-heavy steps of notebooks 04 and 05 (Tables 2-3 on the paper's protocol and
+    the challenge's, Table 4), in one process or split over ``torchrun`` ranks (the ``evaluate``
+    command); the notebooks then read their results from the cache. The models must be fitted
+    already (notebook 03): the ranks split inference, not training."""
+    from diffcmr_core.errors import CheckpointError
+
+    missing = missing_models(profile)
+    if missing:
+        raise CheckpointError(missing[0], f"{len(missing)} fitted models of profile {profile.name} "
+                                          "are missing; fit them first with `python -m diffcmr_core "
+                                          f"study --profile {profile.name} --only 03_training`")
+    ranks = shard.current()
+    if ranks.main:
+        ensure_data(profile, progress=False)
+    ranks.barrier()
+    for task in profile.tasks:
+        for acc in profile.accs:
+            evaluate_factor(profile, task, acc, progress=progress, force=force)
+    challenge_scores(profile, progress=progress, force=force)
+    if ablation_too and "cine" in profile.tasks and 4 in profile.accs:
+        ablation(profile, "cine", 4, progress=progress, force=force)
+
+
 # ----------------------------------------------------------------------------- the public code's choices
 def public_choices(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
                    force: bool = False) -> list[dict]:
