@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make study   set up .venv if needed, then run the whole study (PROFILE=quick|gpu|paper)
-#   make test    set up .venv if needed, then run the unit tests and the notebooks under nbval
+#   make test    set up .venv if needed, then lint (ruff), run the unit tests and the notebooks under nbval
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= quick
@@ -36,6 +36,8 @@ seeds: $(STAMP) nbfilter
 	$(BIN)/python -m diffcmr_core seeds --profile $(PROFILE) --seeds 0 1 2
 
 test: $(STAMP) nbfilter
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q tests
 	DIFFCMR_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax notebooks
 

@@ -55,8 +55,13 @@ def curve_fit_t1(ti: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     for k in range(len(ti) + 1):
         signed = np.where(np.arange(len(ti)) < k, -y, y)
         try:
-            p, _ = curve_fit(lambda t, a, b, ts: a - b * np.exp(-t / ts), ti, signed,
-                             p0=(signed[-1], 2 * signed[-1], 1000.0), maxfev=2000)
+            p, _ = curve_fit(
+                lambda t, a, b, ts: a - b * np.exp(-t / ts),
+                ti,
+                signed,
+                p0=(signed[-1], 2 * signed[-1], 1000.0),
+                maxfev=2000,
+            )
         except RuntimeError:
             continue
         res = float(((signed - (p[0] - p[1] * np.exp(-ti / p[2]))) ** 2).sum())
@@ -100,17 +105,25 @@ def main() -> None:
 
     print(f"T1, one {N} x {N} slice, {len(ti)} inversion times (target < 1 s):")
     print(f"  fit_t1 (vectorised)       {sec1:8.3f} s   (best of {args.repeats})")
-    print(f"  curve_fit loop (baseline) {base_slice:8.1f} s   ({base:.1f} s for {len(pick)} pixels, "
-          f"scaled to {N * N})  -> {base_slice / sec1:.0f}x")
+    print(
+        f"  curve_fit loop (baseline) {base_slice:8.1f} s   ({base:.1f} s for {len(pick)} pixels, "
+        f"scaled to {N * N})  -> {base_slice / sec1:.0f}x"
+    )
     as_good = np.mean(full["residual"].ravel()[pick] <= res_ref * (1 + 1e-5) + 1e-12)
-    print(f"  agreement on those pixels: median |rel. diff| {np.nanmedian(rel):.1e}, "
-          f"max {np.nanmax(rel):.1e}; residual at most curve_fit's on {as_good:.1%} of them")
-    print(f"  against the truth: median |rel. error| {np.nanmedian(err):.3f}; background pixels "
-          f"returned as NaN: {np.isnan(m1[bg]).mean():.0%}; foreground unfitted: "
-          f"{np.isnan(m1.ravel()[fg]).mean():.1%}")
+    print(
+        f"  agreement on those pixels: median |rel. diff| {np.nanmedian(rel):.1e}, "
+        f"max {np.nanmax(rel):.1e}; residual at most curve_fit's on {as_good:.1%} of them"
+    )
+    print(
+        f"  against the truth: median |rel. error| {np.nanmedian(err):.3f}; background pixels "
+        f"returned as NaN: {np.isnan(m1[bg]).mean():.0%}; foreground unfitted: "
+        f"{np.isnan(m1.ravel()[fg]).mean():.1%}"
+    )
     err2 = np.abs(m2[~bg] / t2[~bg] - 1)
-    print(f"T2, one {N} x {N} slice, {len(te)} echo times: fit_t2 {sec2:.3f} s; median |rel. error| "
-          f"{np.nanmedian(err2):.3f}; background NaN {np.isnan(m2[bg]).mean():.0%}")
+    print(
+        f"T2, one {N} x {N} slice, {len(te)} echo times: fit_t2 {sec2:.3f} s; median |rel. error| "
+        f"{np.nanmedian(err2):.3f}; background NaN {np.isnan(m2[bg]).mean():.0%}"
+    )
 
 
 if __name__ == "__main__":

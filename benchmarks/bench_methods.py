@@ -42,8 +42,11 @@ def _uncached_pics(profile, task, acc):
 def time_method(profile, task, acc, name, n, repeats):
     """Best of ``repeats`` wall times of one method on the first ``n`` validation slices, and
     its mean PSNR; every repeat reads a fresh batch (the acquisitions are part of the work)."""
-    run = (_uncached_pics(profile, task, acc) if name == "cs"
-           else methods.get(name).reconstructor(profile, task, acc, device=default_device()))
+    run = (
+        _uncached_pics(profile, task, acc)
+        if name == "cs"
+        else methods.get(name).reconstructor(profile, task, acc, device=default_device())
+    )
     best, rec = float("inf"), None
     for _ in range(repeats):
         batch, tgt, _ = val_batch(profile, task, acc, n)
@@ -69,28 +72,54 @@ def main(argv=None) -> None:
     rows = []
     for name in ("raw", *profile.methods):
         if name == "cs":
-            classical._MAPS.clear()                        # the first pass calibrates ESPIRiT
+            classical._MAPS.clear()  # the first pass calibrates ESPIRiT
             cold, psnr, count = time_method(profile, args.task, args.acc, name, n, 1)
-            rows.append({"method": "PI-CS, ESPIRiT calibrated", "seconds per slice": f"{cold:.3f}",
-                         "PSNR": f"{psnr:.2f}", "slices": count})
+            rows.append(
+                {
+                    "method": "PI-CS, ESPIRiT calibrated",
+                    "seconds per slice": f"{cold:.3f}",
+                    "PSNR": f"{psnr:.2f}",
+                    "slices": count,
+                }
+            )
             warm, psnr, count = time_method(profile, args.task, args.acc, name, n, args.repeats)
-            rows.append({"method": "PI-CS, maps already there (another factor's file of the slice)",
-                         "seconds per slice": f"{warm:.3f}", "PSNR": f"{psnr:.2f}", "slices": count})
+            rows.append(
+                {
+                    "method": "PI-CS, maps already there (another factor's file of the slice)",
+                    "seconds per slice": f"{warm:.3f}",
+                    "PSNR": f"{psnr:.2f}",
+                    "slices": count,
+                }
+            )
             continue
         sec, psnr, count = time_method(profile, args.task, args.acc, name, n, args.repeats)
-        what = methods.label(name) + (f" (T = {ev.steps}, R = {ev.rounds})" if methods.get(name).sampling else "")
-        rows.append({"method": what, "seconds per slice": f"{sec:.4f}" if sec < 0.01 else f"{sec:.3f}",
-                     "PSNR": f"{psnr:.2f}", "slices": count})
+        what = methods.label(name) + (
+            f" (T = {ev.steps}, R = {ev.rounds})" if methods.get(name).sampling else ""
+        )
+        rows.append(
+            {
+                "method": what,
+                "seconds per slice": f"{sec:.4f}" if sec < 0.01 else f"{sec:.3f}",
+                "PSNR": f"{psnr:.2f}",
+                "slices": count,
+            }
+        )
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
-    lines = [f"# Seconds per slice of each method: {args.profile}, {args.task} {args.acc}x", "",
-             f"- device: {device_description()}; torch threads {torch.get_num_threads()}",
-             f"- {n} validation slices (both coil types); best of {args.repeats} runs; each run reads "
-             "the slices' files (PI-CS reads the k-space, the networks the pairs already in memory)",
-             f"- command: `{command}`", "", to_markdown(rows), "",
-             "RAW is the baseline (no work). PI-CS's ESPIRiT calibration runs once per slice "
-             "location and is shared by the frames of a file and by the three factors' files of a "
-             "slice (the calibration lines are the same), so the study pays the first row once per "
-             "slice and the second for the other factors."]
+    lines = [
+        f"# Seconds per slice of each method: {args.profile}, {args.task} {args.acc}x",
+        "",
+        f"- device: {device_description()}; torch threads {torch.get_num_threads()}",
+        f"- {n} validation slices (both coil types); best of {args.repeats} runs; each run reads "
+        "the slices' files (PI-CS reads the k-space, the networks the pairs already in memory)",
+        f"- command: `{command}`",
+        "",
+        to_markdown(rows),
+        "",
+        "RAW is the baseline (no work). PI-CS's ESPIRiT calibration runs once per slice "
+        "location and is shared by the frames of a file and by the three factors' files of a "
+        "slice (the calibration lines are the same), so the study pays the first row once per "
+        "slice and the second for the other factors.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -15,13 +15,13 @@ import time
 
 import torch
 
-from diffcmr_core.method.systems import DiffusionSystem
 from diffcmr_core.method.networks import DiffCMRConfig, parameter_counts
+from diffcmr_core.method.systems import DiffusionSystem
 from diffcmr_core.study.report import device_description
 
 
 def _timed(fn, dev: torch.device, repeats: int) -> float:
-    fn()                                                     # warm-up
+    fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         if dev.type == "cuda":
@@ -65,8 +65,10 @@ def main() -> None:
     net.train()
     step = _timed(train_step, dev, args.repeats)
     print(f"training iteration (batch {b}): {step * 1e3:.1f} ms")
-    print(f"sampling step, {b} slices x R = {args.rounds}: {cached * 1e3:.1f} ms with G cached, "
-          f"{plain * 1e3:.1f} ms with G recomputed")
+    print(
+        f"sampling step, {b} slices x R = {args.rounds}: {cached * 1e3:.1f} ms with G cached, "
+        f"{plain * 1e3:.1f} ms with G recomputed"
+    )
     print(f"paper protocol (T = 1000): about {cached * 1000 / b:.1f} s per slice with G cached")
 
 

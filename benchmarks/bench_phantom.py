@@ -67,25 +67,33 @@ print(json.dumps({"seconds": seconds, "peak_gb": peak, "bytes": size}))
 
 def _child(mode: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run([sys.executable, "-c", CHILD, mode, tmp], capture_output=True,
-                              text=True, check=True, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, mode, tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def speed() -> str:
     ours, base = _child("phantom"), _child("baseline")
-    lines = ["| one real-size case (paper profile) | time [s] | peak memory [GB] | written [GB] |",
-             "|---|---|---|---|",
-             f"| phantom (simulate + write) | {ours['seconds']:.1f} | {ours['peak_gb']:.2f} | "
-             f"{ours['bytes'] / 1e9:.2f} |",
-             f"| baseline: writing zeros of the same shapes | {base['seconds']:.1f} | "
-             f"{base['peak_gb']:.2f} | {base['bytes'] / 1e9:.2f} |",
-             "| target | 60 | 4 | |"]
+    lines = [
+        "| one real-size case (paper profile) | time [s] | peak memory [GB] | written [GB] |",
+        "|---|---|---|---|",
+        f"| phantom (simulate + write) | {ours['seconds']:.1f} | {ours['peak_gb']:.2f} | "
+        f"{ours['bytes'] / 1e9:.2f} |",
+        f"| baseline: writing zeros of the same shapes | {base['seconds']:.1f} | "
+        f"{base['peak_gb']:.2f} | {base['bytes'] / 1e9:.2f} |",
+        "| target | 60 | 4 | |",
+    ]
     return "\n".join(lines)
 
 
 def calibration(cases: int, frames: int, figure: Path) -> str:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -101,16 +109,37 @@ def calibration(cases: int, frames: int, figure: Path) -> str:
         cfg = calibration_config(dataclasses.replace(prof.phantom, n_cases=cases), frames=frames)
         pre = prof.preprocess
         rows = raw_table(cfg, range(cases), pad_to=pre.pad_to, size=pre.size, roi=pre.roi)
-        keep = ("task", "acc", "slices", "psnr", "paper_psnr", "psnr_ok", "ssim", "paper_ssim",
-                "ssim_ok", "nmse", "paper_nmse", "nmse_ok", "range", "paper_range")
-        rows = [{k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in keep}
-                for r in rows]
-        out.append(f"### {name} profile's phantom and preprocessing (pad to {pre.pad_to}, "
-                   f"{'crop ' + str(pre.roi) + ', ' if pre.roi else ''}resize to {pre.size}; "
-                   f"{cases} cases, {cfg.cine_frames} cine frames)\n\n" + to_markdown(rows))
-        values = [gt.ravel() / gt.max() for task, acc, coil, g, _ in
-                  raw_images(cfg, range(1), pad_to=pre.pad_to, size=pre.size, roi=pre.roi,
-                             accs=(4,)) for gt in g]
+        keep = (
+            "task",
+            "acc",
+            "slices",
+            "psnr",
+            "paper_psnr",
+            "psnr_ok",
+            "ssim",
+            "paper_ssim",
+            "ssim_ok",
+            "nmse",
+            "paper_nmse",
+            "nmse_ok",
+            "range",
+            "paper_range",
+        )
+        rows = [
+            {k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in keep} for r in rows
+        ]
+        out.append(
+            f"### {name} profile's phantom and preprocessing (pad to {pre.pad_to}, "
+            f"{'crop ' + str(pre.roi) + ', ' if pre.roi else ''}resize to {pre.size}; "
+            f"{cases} cases, {cfg.cine_frames} cine frames)\n\n" + to_markdown(rows)
+        )
+        values = [
+            gt.ravel() / gt.max()
+            for task, acc, coil, g, _ in raw_images(
+                cfg, range(1), pad_to=pre.pad_to, size=pre.size, roi=pre.roi, accs=(4,)
+            )
+            for gt in g
+        ]
         ax.hist(np.concatenate(values), bins=100, log=True, color="0.3")
         ax.set_title(f"{name}: reference intensities (each image / its max)")
         ax.set_xlabel("intensity")
@@ -124,6 +153,7 @@ def views_figure(path: Path) -> None:
     central half of the oversampled read-out, true aspect): a short-axis cine frame, the
     4-chamber view and a T1 weighting."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -133,14 +163,16 @@ def views_figure(path: Path) -> None:
     from diffcmr_core.study.profiles import get_profile
 
     cfg = dataclasses.replace(get_profile("paper").phantom, cine_frames=1, coils=("MultiCoil",))
-    shown = [(simulate(cfg, 0, "cine_sax").kspace["MultiCoil"][0, 5], "short-axis cine, mid, ED"),
-             (simulate(cfg, 0, "cine_lax").kspace["MultiCoil"][0, 0], "long axis, 4-chamber, ED"),
-             (simulate(cfg, 0, "T1map").kspace["MultiCoil"][5, 2], "MOLLI T1 weighting 6 of 9")]
+    shown = [
+        (simulate(cfg, 0, "cine_sax").kspace["MultiCoil"][0, 5], "short-axis cine, mid, ED"),
+        (simulate(cfg, 0, "cine_lax").kspace["MultiCoil"][0, 0], "long axis, 4-chamber, ED"),
+        (simulate(cfg, 0, "T1map").kspace["MultiCoil"][5, 2], "MOLLI T1 weighting 6 of 9"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for ax, (k, title) in zip(axes, shown):
         img = np.sqrt((np.abs(ifft2c(k)) ** 2).sum(0))
         nx = img.shape[1]
-        img = img[:, nx // 4:3 * nx // 4]
+        img = img[:, nx // 4 : 3 * nx // 4]
         ax.imshow(img, cmap="gray", vmax=np.percentile(img, 99.5))
         ax.set_title(f"{title} ({k.shape[-2]} x {k.shape[-1]} k-space)")
         ax.axis("off")
@@ -150,24 +182,31 @@ def views_figure(path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--cases", type=int, default=3)
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "calibration.md")
     args = ap.parse_args()
-    parts = ["# The phantom: speed and calibration\n",
-             "Written by `python benchmarks/bench_phantom.py` "
-             f"(`--cases {args.cases} --frames {args.frames}`), "
-             f"{time.strftime('%Y-%m-%d')}, on this machine (2-core CPU). Tolerances: PSNR "
-             "+-1 dB, SSIM +-0.04, NMSE within a factor 1.5 of the paper's; `range` is "
-             "mean(gt^2) / max(gt)^2, the paper's from its own PSNR and NMSE.\n"]
+    parts = [
+        "# The phantom: speed and calibration\n",
+        "Written by `python benchmarks/bench_phantom.py` "
+        f"(`--cases {args.cases} --frames {args.frames}`), "
+        f"{time.strftime('%Y-%m-%d')}, on this machine (2-core CPU). Tolerances: PSNR "
+        "+-1 dB, SSIM +-0.04, NMSE within a factor 1.5 of the paper's; `range` is "
+        "mean(gt^2) / max(gt)^2, the paper's from its own PSNR and NMSE.\n",
+    ]
     if not args.skip_speed:
         parts.append("## Speed and memory\n\n" + speed())
         print(parts[-1], flush=True)
     figure = args.out.with_name("calibration_histogram.png")
-    parts.append("## RAW rows against the paper's\n\n" + calibration(args.cases, args.frames, figure)
-                 + f"\n\n![intensity histogram]({figure.name})")
+    parts.append(
+        "## RAW rows against the paper's\n\n"
+        + calibration(args.cases, args.frames, figure)
+        + f"\n\n![intensity histogram]({figure.name})"
+    )
     views_figure(args.out.with_name("phantom_paper_views.png"))
     parts.append("## One case of the paper profile's phantom\n\n![views](phantom_paper_views.png)")
     args.out.write_text("\n\n".join(parts) + "\n")

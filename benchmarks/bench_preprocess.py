@@ -45,8 +45,9 @@ def make_file(path: Path) -> None:
 def run_ours(path: Path) -> np.ndarray:
     from diffcmr_core.data.pairs import iter_images
 
-    return np.concatenate([img for _, img in iter_images(path, "kspace_full", pad_to=PAD_TO,
-                                                         size=SIZE)])
+    return np.concatenate(
+        [img for _, img in iter_images(path, "kspace_full", pad_to=PAD_TO, size=SIZE)]
+    )
 
 
 def run_loop(path: Path) -> np.ndarray:
@@ -64,7 +65,7 @@ def run_loop(path: Path) -> np.ndarray:
             acc = np.zeros((PAD_TO, PAD_TO))
             for c in range(c_n):
                 padded = np.zeros((PAD_TO, PAD_TO), np.complex64)
-                padded[y0:y0 + ky, x0:x0 + kx] = k[t, z, c]
+                padded[y0 : y0 + ky, x0 : x0 + kx] = k[t, z, c]
                 img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(padded), norm="ortho"))
                 acc += np.abs(img) ** 2
             out[t, z] = resize(np.sqrt(acc), (SIZE, SIZE), anti_aliasing=True)
@@ -74,6 +75,7 @@ def run_loop(path: Path) -> np.ndarray:
 def child(method: str, path: Path, repeats: int) -> None:
     import h5py  # noqa: F401  (imports are not timed)
     import skimage.transform  # noqa: F401
+
     import diffcmr_core.data.pairs  # noqa: F401
 
     seconds = float("inf")
@@ -83,9 +85,12 @@ def child(method: str, path: Path, repeats: int) -> None:
         seconds = min(seconds, time.perf_counter() - start)
     # VmHWM: this process's own peak resident memory (ru_maxrss would inherit the parent's)
     status = Path("/proc/self/status").read_text().splitlines()
-    peak_mb = next(int(l.split()[1]) for l in status if l.startswith("VmHWM")) / 1024
-    print(json.dumps({"method": method, "seconds": seconds, "peak_mb": peak_mb,
-                      "shape": list(images.shape)}))
+    peak_mb = next(int(ln.split()[1]) for ln in status if ln.startswith("VmHWM")) / 1024
+    print(
+        json.dumps(
+            {"method": method, "seconds": seconds, "peak_mb": peak_mb, "shape": list(images.shape)}
+        )
+    )
 
 
 def main() -> None:
@@ -107,16 +112,30 @@ def main() -> None:
     print(f"file: {path.stat().st_size / 1e9:.2f} GB")
     results = {}
     for method in ("ours", "loop"):
-        out = subprocess.run([sys.executable, __file__, "--child", method, "--file", str(path),
-                              "--repeats", str(args.repeats)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                method,
+                "--file",
+                str(path),
+                "--repeats",
+                str(args.repeats),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results[method] = json.loads(out.strip().splitlines()[-1])
     ours, loop = results["ours"], results["loop"]
     print(f"\n{'method':<34}{'seconds':>10}{'peak memory (MB)':>20}")
     print(f"{'ours (streamed, vectorised)':<34}{ours['seconds']:>10.2f}{ours['peak_mb']:>20.0f}")
     print(f"{'loop (whole file, per coil)':<34}{loop['seconds']:>10.2f}{loop['peak_mb']:>20.0f}")
-    print(f"\nspeed-up: {loop['seconds'] / ours['seconds']:.1f}x (target >= 3x); "
-          f"our peak memory {ours['peak_mb'] / 1024:.2f} GB (target < 2 GB)")
+    print(
+        f"\nspeed-up: {loop['seconds'] / ours['seconds']:.1f}x (target >= 3x); "
+        f"our peak memory {ours['peak_mb'] / 1024:.2f} GB (target < 2 GB)"
+    )
     if not args.keep:
         path.unlink()
 

@@ -50,9 +50,16 @@ def worker(args: argparse.Namespace) -> None:
         inputs = np.random.default_rng(0).random((args.slices, size, size)).astype(np.float32)
 
         def work(lo: int, hi: int) -> dict[str, np.ndarray]:
-            return reconstruct(system, system.model, inputs[lo:hi], steps=args.steps,
-                               rounds=args.rounds, batch=args.batch, seed=0,
-                               ids=np.arange(lo, hi))
+            return reconstruct(
+                system,
+                system.model,
+                inputs[lo:hi],
+                steps=args.steps,
+                rounds=args.rounds,
+                batch=args.batch,
+                seed=0,
+                ids=np.arange(lo, hi),
+            )
 
         ranks.barrier()
         tic = time.perf_counter()
@@ -60,18 +67,44 @@ def worker(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - tic
         if ranks.main:
             digest = hashlib.sha256(b"".join(out[k].tobytes() for k in sorted(out))).hexdigest()
-            Path(args.result).write_text(json.dumps({"seconds": seconds, "sha256": digest,
-                                                     "world": ranks.world,
-                                                     "threads": torch.get_num_threads()}))
+            Path(args.result).write_text(
+                json.dumps(
+                    {
+                        "seconds": seconds,
+                        "sha256": digest,
+                        "world": ranks.world,
+                        "threads": torch.get_num_threads(),
+                    }
+                )
+            )
 
 
 def launch(args: argparse.Namespace, ranks: int, threads: int, tmp: Path, tag: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     result = tmp / f"{tag}.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-           __file__, "--worker", "--profile", args.profile, "--slices", str(args.slices),
-           "--steps", str(args.steps), "--rounds", str(args.rounds), "--batch", str(args.batch),
-           "--parts", str(tmp / f"parts-{tag}"), "--result", str(result)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={ranks}",
+        __file__,
+        "--worker",
+        "--profile",
+        args.profile,
+        "--slices",
+        str(args.slices),
+        "--steps",
+        str(args.steps),
+        "--rounds",
+        str(args.rounds),
+        "--batch",
+        str(args.batch),
+        "--parts",
+        str(tmp / f"parts-{tag}"),
+        "--result",
+        str(result),
+    ]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(result.read_text())
 
@@ -94,19 +127,27 @@ def main() -> None:
     cores = os.cpu_count() or 1
     per_rank = max(1, cores // args.ranks)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("1 process", 1, cores, "base"),
-                (f"{args.ranks} processes", args.ranks, per_rank, "split"),
-                (f"1 process, {per_rank} thread(s) (the check)", 1, per_rank, "check")]
-        got = {tag: (label, ranks, threads, launch(args, ranks, threads, Path(tmp), tag))
-               for label, ranks, threads, tag in runs}
+        runs = [
+            ("1 process", 1, cores, "base"),
+            (f"{args.ranks} processes", args.ranks, per_rank, "split"),
+            (f"1 process, {per_rank} thread(s) (the check)", 1, per_rank, "check"),
+        ]
+        got = {
+            tag: (label, ranks, threads, launch(args, ranks, threads, Path(tmp), tag))
+            for label, ranks, threads, tag in runs
+        }
     base = got["base"][3]["seconds"]
-    print(f"{args.profile} DiffCMR, {args.slices} slices, DDPM T={args.steps} R={args.rounds}, "
-          f"chunks of {args.batch}, {cores} cores ({torch.__version__})")
+    print(
+        f"{args.profile} DiffCMR, {args.slices} slices, DDPM T={args.steps} R={args.rounds}, "
+        f"chunks of {args.batch}, {cores} cores ({torch.__version__})"
+    )
     print("| run | processes | threads each | seconds | seconds per slice | speed-up |")
     print("|---|---|---|---|---|---|")
     for label, ranks, threads, res in got.values():
-        print(f"| {label} | {ranks} | {threads} | {res['seconds']:.2f} | "
-              f"{res['seconds'] / args.slices:.3f} | {base / res['seconds']:.2f}x |")
+        print(
+            f"| {label} | {ranks} | {threads} | {res['seconds']:.2f} | "
+            f"{res['seconds'] / args.slices:.3f} | {base / res['seconds']:.2f}x |"
+        )
     same = got["split"][3]["sha256"] == got["check"][3]["sha256"]
     print(f"split == one process at the same threads: {'bit-identical' if same else 'DIFFERENT'}")
     if not same:

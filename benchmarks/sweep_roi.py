@@ -12,7 +12,6 @@ Usage: python benchmarks/sweep_roi.py
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 import time
@@ -28,8 +27,17 @@ from diffcmr_core.study.calibration import TOLERANCE, calibration_config, raw_ta
 from diffcmr_core.study.profiles import get_profile
 from diffcmr_core.tables import to_markdown
 
-CANDIDATES = [(32, (0.5, 0.25)), (32, (0.75, 0.375)), (32, (0.75, 0.25)), (32, (1.0, 0.5)),
-              (32, (1.0, 0.375)), (32, (1.0, 0.3125)), (32, None), (48, (1.0, 0.375)), (48, None)]
+CANDIDATES = [
+    (32, (0.5, 0.25)),
+    (32, (0.75, 0.375)),
+    (32, (0.75, 0.25)),
+    (32, (1.0, 0.5)),
+    (32, (1.0, 0.375)),
+    (32, (1.0, 0.3125)),
+    (32, None),
+    (48, (1.0, 0.375)),
+    (48, None),
+]
 
 
 def lv_pixels(cfg, pad_to: int, size: int, roi, cases: int = 3) -> list[int]:
@@ -42,7 +50,11 @@ def lv_pixels(cfg, pad_to: int, size: int, roi, cases: int = 3) -> list[int]:
         ny, nx = matrix(cfg, "cine_sax", max(body_extent(body, v)[0] for v in views), rng)
         maps, _ = _slice_maps(body, views[1], (ny, nx), cfg.pixel_mm, np.array([0.0]))
         blood = ((maps[0][3] == anatomy.LABEL["blood"]) & (maps[0][4] > 0.5)).astype(np.float32)
-        rows = np.interp(np.linspace(0, ny - 1, pad_to), np.arange(ny), np.arange(ny)).round().astype(int)
+        rows = (
+            np.interp(np.linspace(0, ny - 1, pad_to), np.arange(ny), np.arange(ny))
+            .round()
+            .astype(int)
+        )
         grid = blood[rows][:, :pad_to] if nx >= pad_to else blood[rows]
         region = crop_roi(grid, roi) if roi else grid
         small = resize(region, (size, size), order=1, anti_aliasing=True)
@@ -62,25 +74,41 @@ def main() -> None:
         table = raw_table(cfg, range(2), pad_to=pad_to, size=size, roi=roi, progress=False)
         ratios = {f"{r['task']} {r['acc']}x": r["nmse"] / r["paper_nmse"] for r in table}
         lv = lv_pixels(profile.phantom, pad_to, size, roi)
-        rows.append({"size": size, "roi (phase, read-out)": "whole" if roi is None else f"{roi[0]:g}, {roi[1]:g}",
-                     **{k: f"{v:.2f}" for k, v in ratios.items()},
-                     "worst": f"{max(ratios.values()):.2f}",
-                     "all within x1.5": all(1 / TOLERANCE["nmse"] <= v <= TOLERANCE["nmse"] for v in ratios.values()),
-                     "blood pixels, widest row or column (3 cases)": " / ".join(map(str, lv)), ">= 8": min(lv) >= 8,
-                     "quick": (size, roi) == (profile.preprocess.size, profile.preprocess.roi)})
+        rows.append(
+            {
+                "size": size,
+                "roi (phase, read-out)": "whole" if roi is None else f"{roi[0]:g}, {roi[1]:g}",
+                **{k: f"{v:.2f}" for k, v in ratios.items()},
+                "worst": f"{max(ratios.values()):.2f}",
+                "all within x1.5": all(
+                    1 / TOLERANCE["nmse"] <= v <= TOLERANCE["nmse"] for v in ratios.values()
+                ),
+                "blood pixels, widest row or column (3 cases)": " / ".join(map(str, lv)),
+                ">= 8": min(lv) >= 8,
+                "quick": (size, roi) == (profile.preprocess.size, profile.preprocess.roi),
+            }
+        )
         print(f"{size} {roi}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    text = "\n".join([
-        "# Which image region makes the quick task as hard as the real one", "",
-        "Written by `" + "python " + " ".join(shlex.quote(a) for a in sys.argv) + "` "
-        f"({time.strftime('%Y-%m-%d')}); regenerate it, never edit it. RAW NMSE of the quick "
-        "phantom (2 cases, 3 cine frames, both coil types) at each candidate region and image "
-        "size, divided by the paper's RAW NMSE (the paper: whole 128 x 128 images), and the heart's "
-        "size as `tests/test_phantom.py` measures it: the most end-diastolic blood-pool pixels "
-        "(both ventricles) along one row or column of the image's central half (mid short-axis "
-        "slice). The quick profile needs every ratio within x1.5 and at least 8 pixels; among the "
-        "regions that meet both it takes the one with the largest heart and the ratios closest "
-        "to 1.", "",
-        to_markdown(rows), ""])
+    text = "\n".join(
+        [
+            "# Which image region makes the quick task as hard as the real one",
+            "",
+            "Written by `" + "python " + " ".join(shlex.quote(a) for a in sys.argv) + "` "
+            f"({time.strftime('%Y-%m-%d')}); regenerate it, never edit it. RAW NMSE of the quick "
+            "phantom (2 cases, 3 cine frames, both coil types) at each candidate region and image "
+            "size, divided by the paper's RAW NMSE (the paper: whole 128 x 128 images), and the "
+            "heart's "
+            "size as `tests/test_phantom.py` measures it: the most end-diastolic blood-pool pixels "
+            "(both ventricles) along one row or column of the image's central half (mid short-axis "
+            "slice). The quick profile needs every ratio within x1.5 and at least 8 pixels; "
+            "among the "
+            "regions that meet both it takes the one with the largest heart and the ratios closest "
+            "to 1.",
+            "",
+            to_markdown(rows),
+            "",
+        ]
+    )
     out = Path(__file__).resolve().parents[1] / "docs" / "roi_sweep.md"
     out.write_text(text)
     print(text)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 def _int_at_least(minimum: int):
     """An argparse type: a whole number of at least ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -33,6 +34,7 @@ def _int_at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -57,7 +59,8 @@ def _factor(text: str) -> tuple[str, int]:
     if not sep or task not in TASKS or not acc.isdigit() or int(acc) not in ACCS:
         raise argparse.ArgumentTypeError(
             f"expected task:factor with a task of {', '.join(TASKS)} and a factor of "
-            f"{', '.join(map(str, ACCS))} (e.g. cine:4), got {text!r}")
+            f"{', '.join(map(str, ACCS))} (e.g. cine:4), got {text!r}"
+        )
     return task, int(acc)
 
 
@@ -72,20 +75,30 @@ def _phantom(args: argparse.Namespace) -> None:
     from diffcmr_core.study.profiles import get_profile
 
     cfg = get_profile(args.profile).phantom
-    if args.cases is not None:      # a smaller set keeps the profile's ratio of validation cases
-        val = cfg.n_val_cases if args.val_cases is not None else -(-args.cases * cfg.n_val_cases
-                                                                     // max(cfg.n_cases, 1))
+    if args.cases is not None:  # a smaller set keeps the profile's ratio of validation cases
+        val = (
+            cfg.n_val_cases
+            if args.val_cases is not None
+            else -(-args.cases * cfg.n_val_cases // max(cfg.n_cases, 1))
+        )
         cfg = dataclasses.replace(cfg, n_cases=args.cases, n_val_cases=val)
     if args.val_cases is not None:
         cfg = dataclasses.replace(cfg, n_val_cases=args.val_cases)
     if args.frames is not None:
         cfg = dataclasses.replace(cfg, cine_frames=min(cfg.cine_frames, args.frames))
     if args.slices is not None:
-        cfg = dataclasses.replace(cfg, **{k: min(getattr(cfg, k), args.slices) for k in
-                                          ("sax_slices", "lax_slices", "mapping_slices")})
+        cfg = dataclasses.replace(
+            cfg,
+            **{
+                k: min(getattr(cfg, k), args.slices)
+                for k in ("sax_slices", "lax_slices", "mapping_slices")
+            },
+        )
     root = make_phantom(Path(args.out), cfg, progress=not args.quiet, force=args.force)
-    print(f"phantom: {cfg.n_cases} training and {cfg.n_val_cases} validation cases of profile "
-          f"{args.profile} in {root} (mapping truth in {root / 'Truth'})")
+    print(
+        f"phantom: {cfg.n_cases} training and {cfg.n_val_cases} validation cases of profile "
+        f"{args.profile} in {root} (mapping truth in {root / 'Truth'})"
+    )
 
 
 def _seeds(args: argparse.Namespace) -> None:
@@ -99,16 +112,21 @@ def _seeds(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     factors = tuple(args.factor) if args.factor else None
-    results = seed_results(profile, tuple(args.seeds), threads=args.threads, factors=factors,
-                           progress=not args.quiet)
+    results = seed_results(
+        profile, tuple(args.seeds), threads=args.threads, factors=factors, progress=not args.quiet
+    )
     rows = seed_table(results)
     tag = f"seeds{'-t' + str(args.threads) if args.threads else ''}"
     out = paths_for(profile).figures
     write_table(rows, out / f"{tag}.csv")
     order = orderings(rows)
     write_table(order, out / f"{tag}_orderings.csv")
-    per_seed = [{"seed": s, "task": t, "acc": a, "method": m, **v}
-                for s, by in results.items() for (t, a), ms in by.items() for m, v in ms.items()]
+    per_seed = [
+        {"seed": s, "task": t, "acc": a, "method": m, **v}
+        for s, by in results.items()
+        for (t, a), ms in by.items()
+        for m, v in ms.items()
+    ]
     write_table(per_seed, out / f"{tag}_per_seed.csv")
     print(to_markdown(rows))
     print(to_markdown(order))
@@ -132,8 +150,14 @@ def _submit(args: argparse.Namespace) -> None:
     from diffcmr_core.study.submit import submit
 
     with shard.launched() as ranks:
-        report = submit(get_profile(args.profile), split=args.split, out=args.out, data=args.data,
-                        method=args.method, progress=not args.quiet)
+        report = submit(
+            get_profile(args.profile),
+            split=args.split,
+            out=args.out,
+            data=args.data,
+            method=args.method,
+            progress=not args.quiet,
+        )
         if ranks.main:
             print(report.summary() + (f" ({ranks.world} ranks)" if ranks.world > 1 else ""))
 
@@ -145,19 +169,24 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     profile = get_profile(args.profile)
     with shard.launched() as ranks:
-        evaluation_steps(profile, ablation_too=not args.no_ablation, progress=not args.quiet,
-                         force=args.force)
+        evaluation_steps(
+            profile, ablation_too=not args.no_ablation, progress=not args.quiet, force=args.force
+        )
         if ranks.main:
-            print(f"evaluate: profile {profile.name} evaluated on {ranks.world} rank(s); "
-                  f"`python -m diffcmr_core study --profile {profile.name}` writes the tables "
-                  "and figures from it")
+            print(
+                f"evaluate: profile {profile.name} evaluated on {ranks.world} rank(s); "
+                f"`python -m diffcmr_core study --profile {profile.name}` writes the tables "
+                "and figures from it"
+            )
 
 
 def _score(args: argparse.Namespace) -> None:
     from diffcmr_core.method.challenge import score_submission
     from diffcmr_core.tables import to_markdown, write_table
 
-    scores = score_submission(args.submission, args.truth, split=args.split, progress=not args.quiet)
+    scores = score_submission(
+        args.submission, args.truth, split=args.split, progress=not args.quiet
+    )
     out = Path(args.out) if args.out else Path(args.submission)
     write_table(scores.files, out / "scores_files.csv")
     write_table(scores.sets, out / "scores_sets.csv")
@@ -172,8 +201,10 @@ def _score(args: argparse.Namespace) -> None:
     for path in scores.unmatched:
         print(f"no fully sampled file to score against: {path}")
     if scores.missing or scores.failed:
-        print(f"{len(scores.files)} files scored, {len(scores.missing)} missing, "
-              f"{len(scores.failed)} not scored (the means leave them out; see above)")
+        print(
+            f"{len(scores.files)} files scored, {len(scores.missing)} missing, "
+            f"{len(scores.failed)} not scored (the means leave them out; see above)"
+        )
     print(f"tables in {out}: scores_files.csv, scores_sets.csv, scores_ranking.csv")
 
 
@@ -202,20 +233,34 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
     p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
     p.add_argument("--profile", default="quick")
-    p.add_argument("--cases", type=_positive_int, help="TrainingSet cases (default: the profile's; "
-                                                        "at least 2, to split off validation)")
-    p.add_argument("--val-cases", type=_count,
-                   help="ValidationSet cases (default: the profile's share of --cases)")
-    p.add_argument("--frames", type=_positive_int, help="at most this many cine frames (over one cycle)")
+    p.add_argument(
+        "--cases",
+        type=_positive_int,
+        help="TrainingSet cases (default: the profile's; at least 2, to split off validation)",
+    )
+    p.add_argument(
+        "--val-cases",
+        type=_count,
+        help="ValidationSet cases (default: the profile's share of --cases)",
+    )
+    p.add_argument(
+        "--frames", type=_positive_int, help="at most this many cine frames (over one cycle)"
+    )
     p.add_argument("--slices", type=_positive_int, help="at most this many slices per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--force", action="store_true",
-                   help="write even into a folder holding files the phantom did not write "
-                        "(same-named files are replaced; by default such a folder is refused)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write even into a folder holding files the phantom did not write "
+        "(same-named files are replaced; by default such a folder is refused)",
+    )
     p.set_defaults(run=_phantom)
 
-    p = sub.add_parser("seeds", help="retrain and evaluate every method with several seeds; "
-                                      "mean and standard deviation per method, task and factor")
+    p = sub.add_parser(
+        "seeds",
+        help="retrain and evaluate every method with several seeds; "
+        "mean and standard deviation per method, task and factor",
+    )
     p.add_argument("--profile", default="quick")
     p.add_argument("--seeds", type=_count, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=_positive_int, help="torch threads (a separate run per count)")
@@ -225,28 +270,50 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
     p.add_argument("--profile", default="quick")
-    p.add_argument("--tflops", type=_positive_float, nargs="*", default=[50.0, 100.0, 200.0],
-                   help="sustained rates (TFLOP/s) to predict the time at")
-    p.add_argument("--measured", type=_positive_float, nargs="+", metavar="SECONDS",
-                   help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
-                        "in that order: print the sustained rate of each")
-    p.add_argument("--ranks", type=_positive_int, default=1,
-                   help="processes (GPUs) the evaluation and the ablation are split over "
-                        "(torchrun): the time each takes")
+    p.add_argument(
+        "--tflops",
+        type=_positive_float,
+        nargs="*",
+        default=[50.0, 100.0, 200.0],
+        help="sustained rates (TFLOP/s) to predict the time at",
+    )
+    p.add_argument(
+        "--measured",
+        type=_positive_float,
+        nargs="+",
+        metavar="SECONDS",
+        help="measured seconds of each counted notebook (03, 04, 05, 08, 09), "
+        "in that order: print the sustained rate of each",
+    )
+    p.add_argument(
+        "--ranks",
+        type=_positive_int,
+        default=1,
+        help="processes (GPUs) the evaluation and the ablation are split over "
+        "(torchrun): the time each takes",
+    )
     p.set_defaults(run=_cost)
 
-    p = sub.add_parser("submit", help="reconstruct a split with a profile's trained models and "
-                                      "write a challenge submission (img4ranking, MATLAB v5)")
+    p = sub.add_parser(
+        "submit",
+        help="reconstruct a split with a profile's trained models and "
+        "write a challenge submission (img4ranking, MATLAB v5)",
+    )
     p.add_argument("--profile", default="quick")
     p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
-    p.add_argument("--out", help="submission folder (default runs/<profile>/submission/<method>/<split>)")
+    p.add_argument(
+        "--out", help="submission folder (default runs/<profile>/submission/<method>/<split>)"
+    )
     p.add_argument("--data", help="CMRxRecon tree (default: the profile's)")
     p.add_argument("--method", default="diffcmr", choices=methods.names())
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_submit)
 
-    p = sub.add_parser("evaluate", help="evaluate a profile's fitted models (Tables 2-4, both "
-                                        "protocols); split over the ranks under torchrun")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a profile's fitted models (Tables 2-4, both "
+        "protocols); split over the ranks under torchrun",
+    )
     p.add_argument("--profile", default="quick")
     p.add_argument("--no-ablation", action="store_true", help="leave out Table 4")
     p.add_argument("--force", action="store_true", help="recompute (the cached results are redone)")
@@ -254,9 +321,14 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("score", help="score a submission folder the challenge's way")
-    p.add_argument("--submission", required=True, help="the folder holding MultiCoil/ and SingleCoil/")
-    p.add_argument("--truth", required=True, help="a CMRxRecon tree with the split's FullSample "
-                                                  "(the phantom's: <data>/ValidationTruth)")
+    p.add_argument(
+        "--submission", required=True, help="the folder holding MultiCoil/ and SingleCoil/"
+    )
+    p.add_argument(
+        "--truth",
+        required=True,
+        help="a CMRxRecon tree with the split's FullSample (the phantom's: <data>/ValidationTruth)",
+    )
     p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
     p.add_argument("--out", help="where the tables go (default: the submission folder)")
     p.add_argument("--quiet", action="store_true")
@@ -265,8 +337,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("readme", help="regenerate the README's evidence block from figures/cpu")
     p.set_defaults(run=_readme)
 
-    p = sub.add_parser("train", help="train one model (torchrun: python -m torch.distributed.run "
-                                     "--nproc_per_node=N -m diffcmr_core train ...)")
+    p = sub.add_parser(
+        "train",
+        help="train one model (torchrun: python -m torch.distributed.run "
+        "--nproc_per_node=N -m diffcmr_core train ...)",
+    )
     p.add_argument("method", choices=methods.names(network=True))
     p.add_argument("pairs", help="a pairs file (pairs_<task>_accNN.h5)")
     p.add_argument("out_dir")

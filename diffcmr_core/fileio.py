@@ -26,7 +26,7 @@ def _tmp_name(path: Path) -> Path:
 
 def _writer_alive(tmp: Path) -> bool:
     try:
-        pid = int(tmp.name[:-len(_TMP)].split(".")[-2])
+        pid = int(tmp.name[: -len(_TMP)].split(".")[-2])
     except (ValueError, IndexError):
         return False
     if pid == os.getpid():

@@ -49,17 +49,22 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 def rounded(rows: Sequence[Row], digits: int | dict[str, int] = 2) -> list[Row]:
     """``rows`` with every float rounded to ``digits`` decimals (or per column: a dict of
     column -> digits, other floats to 2)."""
+
     def nd(col: str) -> int:
         return digits.get(col, 2) if isinstance(digits, dict) else digits
 
-    return [{k: (round(v, nd(k)) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    return [
+        {k: (round(v, nd(k)) if isinstance(v, float) else v) for k, v in r.items()} for r in rows
+    ]
 
 
 def show(rows: Sequence[Row], digits: int | dict[str, int] = 2, title: str | None = None):
     """A table for a notebook: rendered (Markdown, so it shows as a table in JupyterLab and in an
     executed copy) with floats rounded; in a plain script, printed. Returns the Markdown object
     (or None), so a cell can end with it."""
-    text = ("" if title is None else f"**{title}**\n\n") + to_markdown(_plain(rounded(rows, digits)))
+    text = ("" if title is None else f"**{title}**\n\n") + to_markdown(
+        _plain(rounded(rows, digits))
+    )
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display

@@ -23,8 +23,12 @@ def refresh_git_stat(model, os_path, contents_manager=None, **kwargs):
     test joins it). Never raises: a save must not fail on git."""
     if model.get("type") != "notebook":
         return None
-    thread = threading.Thread(target=_refresh, args=(os.path.abspath(os_path), contents_manager),
-                              name="git-stat-refresh", daemon=True)
+    thread = threading.Thread(
+        target=_refresh,
+        args=(os.path.abspath(os_path), contents_manager),
+        name="git-stat-refresh",
+        daemon=True,
+    )
     thread.start()
     return thread
 
@@ -36,8 +40,9 @@ def _refresh(os_path, contents_manager):
     folder = os.path.dirname(os_path)
 
     def git(*args):
-        return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            ["git", "-C", folder, *args], capture_output=True, text=True, timeout=120
+        )
 
     def staged():
         """(mode, blob, path) of the file's index entry, or None when git does not track it."""
@@ -50,7 +55,7 @@ def _refresh(os_path, contents_manager):
 
     try:
         entry = staged()
-        if entry is None:                # not tracked, or not in a git work tree
+        if entry is None:  # not tracked, or not in a git work tree
             return
         # the saved file as git would store it (the clean filter applied, by its path)
         saved = git("hash-object", "--", os_path)
@@ -71,4 +76,6 @@ c = get_config()  # noqa: F821 (provided by Jupyter when it loads this file)
 c.FileContentsManager.post_save_hook = refresh_git_stat
 # JupyterLab hands the server's configuration to the contents manager twice, and the second
 # time jupyter_server warns that this hook replaces itself
-warnings.filterwarnings("ignore", message=r"Overriding existing post_save_hook \(refresh_git_stat\)")
+warnings.filterwarnings(
+    "ignore", message=r"Overriding existing post_save_hook \(refresh_git_stat\)"
+)

@@ -6,8 +6,16 @@ import pytest
 
 from diffcmr_core.data.phantom import PhantomConfig, make_phantom
 
-TINY = PhantomConfig(n_cases=3, pixel_mm=6.0, acs_lines=6, n_coils=4, cine_frames=3,
-                     sax_slices=2, lax_slices=1, mapping_slices=1)
+TINY = PhantomConfig(
+    n_cases=3,
+    pixel_mm=6.0,
+    acs_lines=6,
+    n_coils=4,
+    cine_frames=3,
+    sax_slices=2,
+    lax_slices=1,
+    mapping_slices=1,
+)
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,9 @@ def main(argv: list[str]) -> None:
             out, report_path = argv[1], argv[2]
             if "--die-after" in argv and ranks.rank == 1:
                 _die_after(int(argv[argv.index("--die-after") + 1]))
-            report = submit_module.submit(get_profile("smoke"), split="ValidationSet", out=out,
-                                          progress=False)
+            report = submit_module.submit(
+                get_profile("smoke"), split="ValidationSet", out=out, progress=False
+            )
             result = {k: sorted(str(p) for p in getattr(report, k)) for k in ("written", "kept")}
             result["skipped"] = report.skipped
         else:
@@ -38,9 +39,13 @@ def main(argv: list[str]) -> None:
 
             report_path = argv[1]
             smoke = get_profile("smoke")
-            profile = dataclasses.replace(smoke, evaluation=dataclasses.replace(smoke.evaluation, batch=1))
-            result = {"evaluation": evaluate_factor(profile, "cine", 4, progress=False, force=True),
-                      "ablation": ablation(profile, "cine", 4, progress=False, force=True)}
+            profile = dataclasses.replace(
+                smoke, evaluation=dataclasses.replace(smoke.evaluation, batch=1)
+            )
+            result = {
+                "evaluation": evaluate_factor(profile, "cine", 4, progress=False, force=True),
+                "ablation": ablation(profile, "cine", 4, progress=False, force=True),
+            }
         if ranks.main:
             with open(report_path, "w") as fh:
                 json.dump({"world": ranks.world, **result}, fh)
@@ -55,6 +60,7 @@ def _die_after(n: int) -> None:
         count["files"] += 1
         if count["files"] >= n:
             os._exit(17)
+
     submit_module._write_record = record_then_maybe_die
 
 

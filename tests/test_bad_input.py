@@ -19,7 +19,14 @@ import pytest
 import torch
 
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.pairs import PreprocessConfig, build_pairs, load_pairs, pairs_path, pairs_stamp, split_cases
+from diffcmr_core.data.pairs import (
+    PreprocessConfig,
+    build_pairs,
+    load_pairs,
+    pairs_path,
+    pairs_stamp,
+    split_cases,
+)
 from diffcmr_core.errors import CheckpointError, CMRxReconError
 from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method import train as train_mod
@@ -66,6 +73,7 @@ def test_2_huge_declared_shape_names_the_file(tmp_path, monkeypatch):
 
     def no_memory(*a, **k):
         raise MemoryError
+
     monkeypatch.setattr(io.np, "empty", no_memory)
     with pytest.raises(CMRxReconError, match=r"k\.mat.*does not fit in memory.*index="):
         io.load_kspace(tmp_path / "k.mat")
@@ -74,7 +82,9 @@ def test_2_huge_declared_shape_names_the_file(tmp_path, monkeypatch):
 # 3. a dataset declared but never written (and an all-zero fully sampled file)
 def test_3_declared_but_unwritten_dataset(tmp_path, root):
     with h5py.File(tmp_path / "u.mat", "w") as f:
-        f.create_dataset("kspace_full", shape=(1, 2, 3, 8, 6), dtype=[("real", "<f4"), ("imag", "<f4")])
+        f.create_dataset(
+            "kspace_full", shape=(1, 2, 3, 8, 6), dtype=[("real", "<f4"), ("imag", "<f4")]
+        )
     with pytest.raises(CMRxReconError, match=r"u\.mat.*never written"):
         io.load_kspace(tmp_path / "u.mat")
     full = io.file_path(root, "MultiCoil", "cine", "P001", "cine_lax")
@@ -96,12 +106,15 @@ def test_4_empty_or_shifted_mask(root, tmp_path):
 
 
 # 5. load_times: not text, a bad cell, absurd times
-@pytest.mark.parametrize("content, message", [
-    (b"\xff\xfe1\x002\x00", "not a UTF-8 text file"),
-    (b"TI\n100,200,x30,400\n", r"row 1, column 3: 'x30'"),
-    (b"100,-5,300\n", r"must lie in \[0, 10000\]"),
-    (b"100,2e9\n", r"must lie in \[0, 10000\]"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe1\x002\x00", "not a UTF-8 text file"),
+        (b"TI\n100,200,x30,400\n", r"row 1, column 3: 'x30'"),
+        (b"100,-5,300\n", r"must lie in \[0, 10000\]"),
+        (b"100,2e9\n", r"must lie in \[0, 10000\]"),
+    ],
+)
 def test_5_times_are_checked(tmp_path, content, message):
     (tmp_path / "T1map.csv").write_bytes(content)
     with pytest.raises(CMRxReconError, match=rf"T1map\.csv.*{message}"):
@@ -126,7 +139,9 @@ def test_6_one_case_root_is_named(root, tmp_path):
 # 7. a file with 0 frames
 def test_7_zero_frames_is_an_error(tmp_path):
     with h5py.File(tmp_path / "k.mat", "w") as f:
-        f.create_dataset("kspace_full", data=np.zeros((0, 2, 3, 8, 6), [("real", "<f4"), ("imag", "<f4")]))
+        f.create_dataset(
+            "kspace_full", data=np.zeros((0, 2, 3, 8, 6), [("real", "<f4"), ("imag", "<f4")])
+        )
     with pytest.raises(CMRxReconError, match=r"k\.mat.*no data along \['t'\]"):
         io.kspace_shape(tmp_path / "k.mat")
 
@@ -134,8 +149,9 @@ def test_7_zero_frames_is_an_error(tmp_path):
 # 8. temporary files of killed runs
 def test_8_temporaries_of_killed_writers_are_removed(tmp_path):
     target = tmp_path / "table.csv"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / f".table.csv.{dead}.abcd1234.tmp"
     stale.write_text("half")
     live = tmp_path / f".table.csv.{os.getpid()}.live0000.tmp"
@@ -151,8 +167,9 @@ def test_9_kill_between_log_and_checkpoint_loses_no_log_rows(unet_pairs, tmp_pat
     def killed_after_first(path, state):
         calls.append(state["step"])
         if len(calls) == 2:
-            raise KeyboardInterrupt                     # the kill, between log and checkpoint
+            raise KeyboardInterrupt  # the kill, between log and checkpoint
         real_save(path, state)
+
     monkeypatch.setattr(train_mod, "_save_checkpoint", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
         train("unet", unet_pairs, tmp_path, CFG, UNET, device="cpu", progress=False)
@@ -173,8 +190,10 @@ def test_10_an_interrupted_notebook_is_not_marked_done(tmp_path):
     run_dir.mkdir()
     (run_dir / nb.name).write_text("{} partial executed copy, newer than the source")
     params = {"profile": "smoke"}
-    assert not runner.is_done(run_dir, nb, params)             # a newer copy is not enough
-    write_text_atomic(run_dir / "03_x.done.json", json.dumps({"fingerprint": runner._fingerprint(nb, params)}))
+    assert not runner.is_done(run_dir, nb, params)  # a newer copy is not enough
+    write_text_atomic(
+        run_dir / "03_x.done.json", json.dumps({"fingerprint": runner._fingerprint(nb, params)})
+    )
     assert runner.is_done(run_dir, nb, params)
     assert not runner.is_done(run_dir, nb, {"profile": "quick"})
     nb.write_text('{"changed": 1}')
@@ -201,6 +220,7 @@ def test_12_concurrent_builds_take_turns_and_a_foreign_file_is_refused(tiny_root
             build_pairs(tiny_root, tmp_path, "mapping", cfg, accs=(4, 8), progress=False)
         except Exception as err:  # noqa: BLE001
             errors.append(err)
+
     threads = [threading.Thread(target=build, args=(c,)) for c in (a, b)]
     for t in threads:
         t.start()
@@ -208,11 +228,17 @@ def test_12_concurrent_builds_take_turns_and_a_foreign_file_is_refused(tiny_root
         t.join()
     assert not errors
     stamps = {h5py.File(pairs_path(tmp_path, "mapping", acc), "r").attrs["stamp"] for acc in (4, 8)}
-    assert len(stamps) == 1                                    # never a mixture of the two
+    assert len(stamps) == 1  # never a mixture of the two
     winner, loser = (a, b) if stamps == {pairs_stamp(tiny_root, "mapping", a)} else (b, a)
-    load_pairs(pairs_path(tmp_path, "mapping", 4), "val", expect=pairs_stamp(tiny_root, "mapping", winner))
+    load_pairs(
+        pairs_path(tmp_path, "mapping", 4), "val", expect=pairs_stamp(tiny_root, "mapping", winner)
+    )
     with pytest.raises(CMRxReconError, match="another configuration"):
-        load_pairs(pairs_path(tmp_path, "mapping", 4), "val", expect=pairs_stamp(tiny_root, "mapping", loser))
+        load_pairs(
+            pairs_path(tmp_path, "mapping", 4),
+            "val",
+            expect=pairs_stamp(tiny_root, "mapping", loser),
+        )
 
 
 # 13. disk full while building pairs
@@ -228,8 +254,11 @@ def test_13_disk_full_during_build_pairs(tiny_root, tmp_path, monkeypatch):
         if len(n) > 20:
             raise OSError(28, "No space left on device")
         real_append(ds, values)
+
     monkeypatch.setattr(pairs_mod, "_append", full_disk)
-    with pytest.raises(CMRxReconError, match=rf"{tmp_path}.*could not write the cine pairs.*No space"):
+    with pytest.raises(
+        CMRxReconError, match=rf"{tmp_path}.*could not write the cine pairs.*No space"
+    ):
         build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4, 8), progress=False, force=True)
     assert {acc: pairs_path(tmp_path, "cine", acc).read_bytes() for acc in (4, 8)} == before
     assert not list(tmp_path.glob(".*.tmp"))
@@ -238,8 +267,11 @@ def test_13_disk_full_during_build_pairs(tiny_root, tmp_path, monkeypatch):
 # 14. disk full while saving a checkpoint
 def test_14_disk_full_while_saving_a_checkpoint(unet_pairs, tmp_path, monkeypatch):
     def full(*a, **k):
-        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed "
-                           "writing file data/3: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed "
+            "writing file data/3: file write failed"
+        )
+
     monkeypatch.setattr(train_mod.torch, "save", full)
     with pytest.raises(CheckpointError, match=r"last\.pt: could not write the checkpoint"):
         train("unet", unet_pairs, tmp_path, CFG, UNET, device="cpu", progress=False)
@@ -250,7 +282,15 @@ def test_14_disk_full_while_saving_a_checkpoint(unet_pairs, tmp_path, monkeypatc
 def test_15_stale_checkpoint_is_kept_aside(unet_pairs, tmp_path):
     train("unet", unet_pairs, tmp_path, CFG, UNET, device="cpu", progress=False)
     old = (tmp_path / "last.pt").read_bytes(), (tmp_path / "loss.csv").read_text()
-    train("unet", unet_pairs, tmp_path, dataclasses.replace(CFG, lr=5e-4), UNET, device="cpu", progress=False)
+    train(
+        "unet",
+        unet_pairs,
+        tmp_path,
+        dataclasses.replace(CFG, lr=5e-4),
+        UNET,
+        device="cpu",
+        progress=False,
+    )
     (aside,) = tmp_path.glob("stale-*")
     assert (aside / "last.pt").read_bytes() == old[0] and (aside / "loss.csv").read_text() == old[1]
 
@@ -272,7 +312,9 @@ def test_16_files_get_the_umask_mode(tmp_path):
 def test_17_truncated_pairs_file_is_named(unet_pairs, tmp_path):
     cut = tmp_path / "pairs_cine_acc04.h5"
     cut.write_bytes(unet_pairs.read_bytes()[:4096])
-    with pytest.raises(CMRxReconError, match=r"pairs_cine_acc04\.h5: truncated or corrupt pairs file"):
+    with pytest.raises(
+        CMRxReconError, match=r"pairs_cine_acc04\.h5: truncated or corrupt pairs file"
+    ):
         load_pairs(cut, "train")
 
 
@@ -286,7 +328,9 @@ def test_study_skips_the_maps_on_real_data_and_says_why():
     real, synthetic = SimpleNamespace(is_synthetic=False), SimpleNamespace(is_synthetic=True)
     assert "tissue labels" in skip_reason("09_mapping", real)
     assert skip_reason("09_mapping", synthetic) is None
-    others = [nb.stem for nb in notebooks_dir().glob("[0-9][0-9]_*.ipynb") if nb.stem != "09_mapping"]
+    others = [
+        nb.stem for nb in notebooks_dir().glob("[0-9][0-9]_*.ipynb") if nb.stem != "09_mapping"
+    ]
     assert len(others) == 9 and all(skip_reason(n, real) is None for n in others)
 
 
@@ -316,11 +360,16 @@ def test_29_1_phantom_refuses_a_tree_it_did_not_make(tiny_root, tmp_path):
     before = _snapshot(real)
     other = dataclasses.replace(TINY, n_cases=2, cine_frames=2)
     for cfg in (TINY, other):
-        with pytest.raises(DiffCMRError, match=r"real: holds \d+ files the phantom did not write.*--force"):
+        with pytest.raises(
+            DiffCMRError, match=r"real: holds \d+ files the phantom did not write.*--force"
+        ):
             make_phantom(real, cfg, progress=False)
-    assert _snapshot(real) == before                    # nothing written, not even a lock
-    assert sorted(p.name for p in real.iterdir()) == sorted(p.name for p in tiny_root.iterdir()
-                                                            if p.name not in ("phantom.json", "phantom-files.json", ".lock"))
+    assert _snapshot(real) == before  # nothing written, not even a lock
+    assert sorted(p.name for p in real.iterdir()) == sorted(
+        p.name
+        for p in tiny_root.iterdir()
+        if p.name not in ("phantom.json", "phantom-files.json", ".lock")
+    )
     # a single unrelated file is enough
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "README.txt").write_text("mine")
@@ -376,24 +425,44 @@ def test_29_1_interrupted_phantom_is_resumed_not_refused(tmp_path, monkeypatch):
     def dies_in_second_case(root, c, index, split="TrainingSet"):
         calls.append(index)
         if len(calls) == 2:
-            io.save_mask(io.file_path(root, "MultiCoil", "cine", ph.case_name(index), "cine_sax",
-                                      kind="mask", acc=4), "mask04", np.ones((4, 4)))
+            io.save_mask(
+                io.file_path(
+                    root, "MultiCoil", "cine", ph.case_name(index), "cine_sax", kind="mask", acc=4
+                ),
+                "mask04",
+                np.ones((4, 4)),
+            )
             raise KeyboardInterrupt
         real_write(root, c, index, split)
+
     monkeypatch.setattr(ph, "write_case", dies_in_second_case)
     with pytest.raises(KeyboardInterrupt):
         ph.make_phantom(tmp_path / "t", cfg, progress=False)
     monkeypatch.setattr(ph, "write_case", real_write)
     assert not (tmp_path / "t" / "phantom.json").exists()
-    ph.make_phantom(tmp_path / "t", cfg, progress=False)      # its own half-written case: resumed
+    ph.make_phantom(tmp_path / "t", cfg, progress=False)  # its own half-written case: resumed
     fresh = ph.make_phantom(tmp_path / "fresh", cfg, progress=False)
     assert _snapshot(tmp_path / "t").keys() == _snapshot(fresh).keys()
 
 
 def test_29_1_cli_phantom_refuses_and_names_force(tiny_root, tmp_path):
     real = _foreign_tree(tiny_root, tmp_path)
-    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "phantom", str(real), "--profile", "smoke",
-                          "--quiet", "--cases", "2"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcmr_core",
+            "phantom",
+            str(real),
+            "--profile",
+            "smoke",
+            "--quiet",
+            "--cases",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0
     assert "did not write" in run.stderr and "--force" in run.stderr
     assert "Traceback" not in run.stderr
@@ -405,9 +474,11 @@ def test_29_2_checkpoint_identity_is_checked(unet_pairs, tmp_path):
     from diffcmr_core.method.train import check_checkpoint, load_for_inference
 
     unet = train("unet", unet_pairs, tmp_path / "u", CFG, UNET, progress=False)
-    cgan = train("cgan", unet_pairs, tmp_path / "g", CFG, CGANConfig(generator=UNET), progress=False)
+    cgan = train(
+        "cgan", unet_pairs, tmp_path / "g", CFG, CGANConfig(generator=UNET), progress=False
+    )
     ok = dict(method="unet", model_config=UNET, train_config=CFG, task="cine", acc=4)
-    load_for_inference(unet, **ok)                                    # the right one passes
+    load_for_inference(unet, **ok)  # the right one passes
     with pytest.raises(CheckpointError, match=r"g/last\.pt.*is a cgan checkpoint, not unet"):
         load_for_inference(cgan, **ok)
     with pytest.raises(CheckpointError, match=r"u/last\.pt.*another unet configuration"):
@@ -421,7 +492,9 @@ def test_29_2_checkpoint_identity_is_checked(unet_pairs, tmp_path):
         check_checkpoint(unet, ckpt, train_config=dataclasses.replace(CFG, iterations=8))
 
 
-def test_29_2_submit_refuses_a_wrong_checkpoint_and_redoes_files_of_an_older_model(smoke_home, tmp_path):
+def test_29_2_submit_refuses_a_wrong_checkpoint_and_redoes_files_of_an_older_model(
+    smoke_home, tmp_path
+):
     from diffcmr_core.study.profiles import get_profile, paths_for
     from diffcmr_core.study.submit import submit
 
@@ -435,7 +508,7 @@ def test_29_2_submit_refuses_a_wrong_checkpoint_and_redoes_files_of_an_older_mod
         shutil.copyfile(paths.model_dir("cine", 4, "cgan") / "last.pt", unet)
         with pytest.raises(CheckpointError, match=r"is a cgan checkpoint, not unet"):
             submit(profile, out=tmp_path / "sub", method="unet", progress=False)
-        ckpt = torch.load(io_bytes(saved), weights_only=True)          # "retrained": other weights
+        ckpt = torch.load(io_bytes(saved), weights_only=True)  # "retrained": other weights
         for v in ckpt["ema"].values():
             v.add_(0.01)
         torch.save(ckpt, unet)
@@ -443,13 +516,14 @@ def test_29_2_submit_refuses_a_wrong_checkpoint_and_redoes_files_of_an_older_mod
         redone = {p for p in again.written}
         cine = {p for p in first.written if "Cine" in p.parts}
         assert cine <= redone and not any("Cine" in p.parts for p in again.kept)
-        assert any("Mapping" in p.parts for p in again.kept)          # the mapping model is unchanged
+        assert any("Mapping" in p.parts for p in again.kept)  # the mapping model is unchanged
     finally:
         unet.write_bytes(saved)
 
 
 def io_bytes(data):
     import io as _io
+
     return _io.BytesIO(data)
 
 
@@ -465,8 +539,11 @@ def test_29_3_h5py_full_disk_in_build_pairs_is_ours(tiny_root, tmp_path, monkeyp
 
     def full_disk(ds, values):
         raise RuntimeError("Can't write data (file write failed: errno = 28)")
+
     monkeypatch.setattr(pairs_mod, "_append", full_disk)
-    with pytest.raises(CMRxReconError, match=rf"{tmp_path}.*could not write the cine pairs.*errno = 28"):
+    with pytest.raises(
+        CMRxReconError, match=rf"{tmp_path}.*could not write the cine pairs.*errno = 28"
+    ):
         build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4,), progress=False)
     assert not list(tmp_path.glob("*.h5")) and not list(tmp_path.glob(".*.tmp"))
 
@@ -474,8 +551,11 @@ def test_29_3_h5py_full_disk_in_build_pairs_is_ours(tiny_root, tmp_path, monkeyp
 def test_29_3_full_disk_writing_the_training_log_names_it(unet_pairs, tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(train_mod.csv, "DictWriter", full)
-    with pytest.raises(CheckpointError, match=r"loss\.csv: could not write the training log.*No space"):
+    with pytest.raises(
+        CheckpointError, match=r"loss\.csv: could not write the training log.*No space"
+    ):
         train("unet", unet_pairs, tmp_path / "run", CFG, UNET, progress=False)
 
 
@@ -490,20 +570,33 @@ def test_29_3_submission_errors_name_the_file(smoke_home, tmp_path, monkeypatch)
 
     def full(path, img):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(submit_mod, "save_ranking", full)
-    with pytest.raises(DiffCMRError, match=r"sub/.*\.mat: could not write the submission file.*No space"):
+    with pytest.raises(
+        DiffCMRError, match=r"sub/.*\.mat: could not write the submission file.*No space"
+    ):
         submit_mod.submit(profile, out=tmp_path / "sub", method="raw", progress=False)
     monkeypatch.setattr(submit_mod, "save_ranking", real_save)
     # a k-space whose images overflow float32: that input is skipped and named, the rest written
     data = tmp_path / "data"
-    shutil.copytree(paths_for(profile).data, data, ignore=shutil.ignore_patterns("TrainingSet", "Truth", "ValidationTruth"))
+    shutil.copytree(
+        paths_for(profile).data,
+        data,
+        ignore=shutil.ignore_patterns("TrainingSet", "Truth", "ValidationTruth"),
+    )
     victim = next(e for e in io.walk(data) if e.split == "ValidationSet" and e.coil == "SingleCoil")
     k = io.load_kspace(victim.path)
-    big = (k * np.float32(1e30 / np.abs(k).max())).astype(np.complex64)     # finite, images are not
+    big = (k * np.float32(1e30 / np.abs(k).max())).astype(np.complex64)  # finite, images are not
     assert np.isfinite(big).all()
     io.save_kspace(victim.path, io.kspace_key(victim.coil, victim.acc), big)
-    report = submit_mod.submit(profile, out=tmp_path / "big", data=data, method="raw", progress=False)
-    assert len(report.skipped) == 1 and str(victim.path) in report.skipped[0] and "overflow" in report.skipped[0]
+    report = submit_mod.submit(
+        profile, out=tmp_path / "big", data=data, method="raw", progress=False
+    )
+    assert (
+        len(report.skipped) == 1
+        and str(victim.path) in report.skipped[0]
+        and "overflow" in report.skipped[0]
+    )
     assert len(report.written) == len([e for e in io.walk(data) if e.split == "ValidationSet"]) - 1
 
 
@@ -523,8 +616,9 @@ def test_29_5_scoring_reports_nan_zero_garbage_and_unmatched_files(smoke_home, t
     nan_file, zero_file, garbage, short = files[0], files[1], files[2], files[3]
     arr = load_ranking(nan_file)
     arr[0, 0, 0, 0] = np.nan
-    with atomic_path(nan_file) as tmp:                      # written as a user's bad file would be
+    with atomic_path(nan_file) as tmp:  # written as a user's bad file would be
         import scipy.io
+
         scipy.io.savemat(tmp, {"img4ranking": arr}, format="5")
     save_ranking(zero_file, np.zeros_like(load_ranking(zero_file)))
     garbage.write_bytes(b"MATLAB 5.0 MAT-file" + os.urandom(300))
@@ -537,43 +631,83 @@ def test_29_5_scoring_reports_nan_zero_garbage_and_unmatched_files(smoke_home, t
     assert len(scores.failed) == 4
     assert str(nan_file) in failed and "1 NaN or infinite pixels" in failed
     assert str(zero_file) in failed and "all-zero images" in failed
-    assert str(garbage) in failed and str(short) in failed and "unreadable submission file" in failed
+    assert (
+        str(garbage) in failed and str(short) in failed and "unreadable submission file" in failed
+    )
     assert scores.unmatched == [str(extra)]
     assert sum(s["not scored"] for s in scores.sets) == 4
     assert len(scores.files) == len(clean.files) - 4
     # the command prints each, and the count
-    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "score", "--submission", str(sub),
-                          "--truth", str(truth), "--out", str(tmp_path / "tables"), "--quiet"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcmr_core",
+            "score",
+            "--submission",
+            str(sub),
+            "--truth",
+            str(truth),
+            "--out",
+            str(tmp_path / "tables"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert "4 not scored" in run.stdout and "P999" in run.stdout
     # an empty submission folder: our error, not an IndexError
     (tmp_path / "empty").mkdir()
     with pytest.raises(CMRxReconError, match=r"empty: no file could be scored: \d+ missing"):
         score_submission(tmp_path / "empty", truth)
-    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "score", "--submission",
-                          str(tmp_path / "empty"), "--truth", str(truth)], capture_output=True, text=True)
-    assert run.returncode == 2 and "no file could be scored" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcmr_core",
+            "score",
+            "--submission",
+            str(tmp_path / "empty"),
+            "--truth",
+            str(truth),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        run.returncode == 2
+        and "no file could be scored" in run.stderr
+        and "Traceback" not in run.stderr
+    )
 
 
 # 4. command-line values are checked before any work
-@pytest.mark.parametrize("argv, option", [
-    (["seeds", "--factor", "cine4"], "--factor"),
-    (["seeds", "--factor", "heart:4"], "--factor"),
-    (["seeds", "--factor", "cine:x"], "--factor"),
-    (["seeds", "--factor", "cine:5"], "--factor"),
-    (["cost", "--tflops", "0"], "--tflops"),
-    (["cost", "--measured", "0", "1", "1", "1", "1"], "--measured"),
-    (["phantom", "OUT", "--cases", "0"], "--cases"),
-    (["phantom", "OUT", "--frames", "-1"], "--frames"),
-    (["phantom", "OUT", "--slices", "0"], "--slices"),
-    (["phantom", "OUT", "--val-cases", "-2"], "--val-cases"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["seeds", "--factor", "cine4"], "--factor"),
+        (["seeds", "--factor", "heart:4"], "--factor"),
+        (["seeds", "--factor", "cine:x"], "--factor"),
+        (["seeds", "--factor", "cine:5"], "--factor"),
+        (["cost", "--tflops", "0"], "--tflops"),
+        (["cost", "--measured", "0", "1", "1", "1", "1"], "--measured"),
+        (["phantom", "OUT", "--cases", "0"], "--cases"),
+        (["phantom", "OUT", "--frames", "-1"], "--frames"),
+        (["phantom", "OUT", "--slices", "0"], "--slices"),
+        (["phantom", "OUT", "--val-cases", "-2"], "--val-cases"),
+    ],
+)
 def test_29_4_bad_command_line_values_are_refused_before_any_work(argv, option, tmp_path):
     env = {**os.environ, "DIFFCMR_HOME": str(tmp_path / "home")}
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
-    run = subprocess.run([sys.executable, "-m", "diffcmr_core", *argv], capture_output=True,
-                         text=True, env=env, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "diffcmr_core", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert option in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "home").exists() and not (tmp_path / "out").exists()
@@ -581,16 +715,46 @@ def test_29_4_bad_command_line_values_are_refused_before_any_work(argv, option, 
 
 def test_29_4_train_with_bad_json_and_study_only_unknown(unet_pairs, tmp_path):
     env = {**os.environ, "DIFFCMR_HOME": str(tmp_path / "home")}
-    for text, problem in (("{not json", "not valid JSON"), ('{"train": {"lr": 1}}', "expected"),
-                          ('{"train": {"epochs": 3}, "model": {}}', "bad training configuration")):
+    for text, problem in (
+        ("{not json", "not valid JSON"),
+        ('{"train": {"lr": 1}}', "expected"),
+        ('{"train": {"epochs": 3}, "model": {}}', "bad training configuration"),
+    ):
         (tmp_path / "c.json").write_text(text)
-        run = subprocess.run([sys.executable, "-m", "diffcmr_core", "train", "unet", str(unet_pairs),
-                              str(tmp_path / "run"), str(tmp_path / "c.json")],
-                             capture_output=True, text=True, env=env, timeout=60)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "diffcmr_core",
+                "train",
+                "unet",
+                str(unet_pairs),
+                str(tmp_path / "run"),
+                str(tmp_path / "c.json"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert run.returncode == 2 and "c.json" in run.stderr and problem in run.stderr, run.stderr
         assert not (tmp_path / "run").exists()
-    run = subprocess.run([sys.executable, "-m", "diffcmr_core", "study", "--profile", "smoke", "--only",
-                          "04_evaluaton"], capture_output=True, text=True, env=env, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcmr_core",
+            "study",
+            "--profile",
+            "smoke",
+            "--only",
+            "04_evaluaton",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert run.returncode == 2 and "04_evaluaton" in run.stderr and "04_evaluation" in run.stderr
     assert not (tmp_path / "home").exists()
 
@@ -599,10 +763,12 @@ def test_29_4_papermill_parameters_are_checked():
     from diffcmr_core.errors import DiffCMRError
     from diffcmr_core.study.notebook import check_parameters
 
-    own = ('import os\nprofile = os.environ.get("DIFFCMR_PROFILE", "quick")\nprogress = True\n'
-           'force = False\npublish = False\ntask = "cine"\nacc = 4\n')
+    own = (
+        'import os\nprofile = os.environ.get("DIFFCMR_PROFILE", "quick")\nprogress = True\n'
+        'force = False\npublish = False\ntask = "cine"\nacc = 4\n'
+    )
     check_parameters(["", own, '# Parameters\nprofile = "smoke"\nforce = True\nacc = 8\n'])
-    check_parameters(["", own])                                   # not run by papermill
+    check_parameters(["", own])  # not run by papermill
     with pytest.raises(DiffCMRError, match=r"unknown notebook parameter\(s\) profil;.*profile"):
         check_parameters(["", own, '# Parameters\nprofil = "gpu"\n'])
     with pytest.raises(DiffCMRError, match=r"force must be bool.*'no'"):
@@ -610,7 +776,7 @@ def test_29_4_papermill_parameters_are_checked():
     with pytest.raises(DiffCMRError, match=r"acc must be int.*'8'"):
         check_parameters(["", own, '# Parameters\nacc = "8"\n'])
     with pytest.raises(DiffCMRError, match=r"profile must be a profile's name"):
-        check_parameters(["", own, '# Parameters\nprofile = 3\n'])
+        check_parameters(["", own, "# Parameters\nprofile = 3\n"])
 
 
 # 6. a finished set on read-only storage is reused
@@ -623,6 +789,7 @@ def test_29_6_finished_pairs_on_read_only_storage_are_reused(tiny_root, tmp_path
 
     def read_only(*a, **k):
         raise OSError(30, "Read-only file system")
+
     monkeypatch.setattr(pairs_mod, "folder_lock", read_only)
     monkeypatch.setattr(ph, "folder_lock", read_only)
     assert build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4,), progress=False) == targets
@@ -640,7 +807,9 @@ def test_29_7_symlink_inside_out_is_not_followed(smoke_home, tmp_path):
     out = tmp_path / "sub"
     out.mkdir()
     (out / "MultiCoil").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(DiffCMRError, match=r"MultiCoil: is a symbolic link inside the output folder"):
+    with pytest.raises(
+        DiffCMRError, match=r"MultiCoil: is a symbolic link inside the output folder"
+    ):
         submit(get_profile("smoke"), out=out, method="raw", progress=False)
     assert not any(outside.rglob("*"))
 
@@ -654,8 +823,10 @@ def test_29_3_garbage_in_the_output_folder_is_redone_not_fatal(tmp_path):
     good = tmp_path / "good.mat"
     save_ranking(good, np.ones((4, 3, 1, 2), np.float32))
     assert _finished(good)
-    for name, data in (("short.mat", good.read_bytes()[:100]),
-                       ("garbage.mat", b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 3)):
+    for name, data in (
+        ("short.mat", good.read_bytes()[:100]),
+        ("garbage.mat", b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 3),
+    ):
         (tmp_path / name).write_bytes(data)
         assert not _finished(tmp_path / name)
         with pytest.raises(CMRxReconError, match=rf"{name}: unreadable submission file"):

@@ -12,8 +12,14 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.errors import CheckpointError, CMRxReconError
-from diffcmr_core.method.challenge import (load_ranking, matlab_round, run4ranking, save_ranking,
-                                           score_file, score_submission)
+from diffcmr_core.method.challenge import (
+    load_ranking,
+    matlab_round,
+    run4ranking,
+    save_ranking,
+    score_file,
+    score_submission,
+)
 
 
 def _matlab_run4ranking(img, filetype):
@@ -24,24 +30,38 @@ def _matlab_run4ranking(img, filetype):
     if sz < 3:
         recon = img if filetype.startswith("T") else img[:, :, :, 0:3]
     else:
-        zs = list(range(mround(sz / 2) - 1, mround(sz / 2) + 1))          # 1-based
+        zs = list(range(mround(sz / 2) - 1, mround(sz / 2) + 1))  # 1-based
         recon = img[:, :, [z - 1 for z in zs]]
         recon = recon if filetype.startswith("T") else recon[:, :, :, 0:3]
     target = [mround(sx / 3), mround(sy / 2)]
     out = np.abs(recon)
     for axis, s in enumerate(target):
         m = out.shape[axis]
-        idx = list(range(math.floor(m / 2) + 1 + math.ceil(-s / 2), math.floor(m / 2) + math.ceil(s / 2) + 1))
+        idx = list(
+            range(
+                math.floor(m / 2) + 1 + math.ceil(-s / 2), math.floor(m / 2) + math.ceil(s / 2) + 1
+            )
+        )
         out = np.take(out, [i - 1 for i in idx], axis=axis)
     return out.astype(np.float32)
 
 
-@pytest.mark.parametrize("name,t,z,ky,kx", [("cine_sax", 12, 10, 204, 512), ("cine_lax", 12, 3, 168, 448),
-                                            ("cine_lax", 6, 2, 81, 255), ("T1map", 9, 5, 143, 512),
-                                            ("T2map", 3, 6, 144, 511), ("cine_sax", 4, 7, 85, 256)])
+@pytest.mark.parametrize(
+    "name,t,z,ky,kx",
+    [
+        ("cine_sax", 12, 10, 204, 512),
+        ("cine_lax", 12, 3, 168, 448),
+        ("cine_lax", 6, 2, 81, 255),
+        ("T1map", 9, 5, 143, 512),
+        ("T2map", 3, 6, 144, 511),
+        ("cine_sax", 4, 7, 85, 256),
+    ],
+)
 def test_run4ranking_equals_the_matlab_code(name, t, z, ky, kx):
     rng = np.random.default_rng(0)
-    images = (rng.standard_normal((t, z, ky, kx)) + 1j * rng.standard_normal((t, z, ky, kx))).astype(np.complex64)
+    images = (
+        rng.standard_normal((t, z, ky, kx)) + 1j * rng.standard_normal((t, z, ky, kx))
+    ).astype(np.complex64)
     ours = run4ranking(images, name)
     theirs = _matlab_run4ranking(images.transpose(3, 2, 1, 0), name)
     assert ours.dtype == np.float32 and ours.shape == theirs.shape
@@ -55,7 +75,7 @@ def test_img4ranking_files_read_back_with_scipy_and_v73_is_refused(tmp_path):
     back = scipy.io.loadmat(tmp_path / "a" / "cine_sax.mat")["img4ranking"]
     assert back.dtype == np.float32 and back.shape == arr.shape
     np.testing.assert_array_equal(back, arr)
-    io.save_mask(tmp_path / "v73.mat", "img4ranking", arr[:, :, 0, 0])   # a MATLAB v7.3 file
+    io.save_mask(tmp_path / "v73.mat", "img4ranking", arr[:, :, 0, 0])  # a MATLAB v7.3 file
     with pytest.raises(CMRxReconError, match="v7.3"):
         load_ranking(tmp_path / "v73.mat")
     scipy.io.savemat(tmp_path / "other.mat", {"recon": arr})
@@ -103,7 +123,16 @@ def test_submit_and_score_end_to_end_from_the_smoke_study(smoke_home, tmp_path):
     inputs = [e for e in io.walk(data) if e.split == "ValidationSet"]
     assert len(report.written) == len(inputs)
     for e in inputs:
-        path = tmp_path / "sub" / e.coil / io.TASK_FOLDER[e.task] / "ValidationSet" / f"AccFactor{e.acc:02d}" / e.case / f"{e.file}.mat"
+        path = (
+            tmp_path
+            / "sub"
+            / e.coil
+            / io.TASK_FOLDER[e.task]
+            / "ValidationSet"
+            / f"AccFactor{e.acc:02d}"
+            / e.case
+            / f"{e.file}.mat"
+        )
         arr = scipy.io.loadmat(path)["img4ranking"]
         t, z, *_, ky, kx = io.kspace_shape(e.path)
         frames = min(t, 3) if e.file.startswith("cine") else t
@@ -122,18 +151,26 @@ def test_submit_and_score_end_to_end_from_the_smoke_study(smoke_home, tmp_path):
     assert not again.written and len(again.kept) == len(inputs)
 
     broken = tmp_path / "broken"
-    shutil.copytree(data, broken, ignore=shutil.ignore_patterns("TrainingSet", "Truth", "ValidationTruth"))
+    shutil.copytree(
+        data, broken, ignore=shutil.ignore_patterns("TrainingSet", "Truth", "ValidationTruth")
+    )
     victim = next(e for e in io.walk(broken) if e.split == "ValidationSet")
     victim.path.write_bytes(victim.path.read_bytes()[:1000])
-    partial = submit(profile, split="ValidationSet", out=tmp_path / "partial", data=broken, progress=False)
+    partial = submit(
+        profile, split="ValidationSet", out=tmp_path / "partial", data=broken, progress=False
+    )
     assert len(partial.skipped) == 1 and str(victim.path) in partial.skipped[0]
     assert len(partial.written) == len(inputs) - 1
 
     model = paths_for(profile).model_dir("mapping", 8, "unet") / "last.pt"
     model.rename(model.with_suffix(".bak"))
     try:
-        with pytest.raises(CheckpointError, match=r"unet model for mapping at \d+x.*--only 03_training"):
-            submit(profile, split="ValidationSet", out=tmp_path / "none", method="unet", progress=False)
+        with pytest.raises(
+            CheckpointError, match=r"unet model for mapping at \d+x.*--only 03_training"
+        ):
+            submit(
+                profile, split="ValidationSet", out=tmp_path / "none", method="unet", progress=False
+            )
         assert not (tmp_path / "none").exists()
     finally:
         model.with_suffix(".bak").rename(model)

@@ -17,8 +17,9 @@ def test_roundtrip_and_partial_read(tmp_path):
     k = _kspace()
     io.save_kspace(tmp_path / "a.mat", "kspace_full", k)
     np.testing.assert_array_equal(io.load_kspace(tmp_path / "a.mat"), k)
-    np.testing.assert_array_equal(io.load_kspace(tmp_path / "a.mat", "kspace_full",
-                                                 index=(slice(1, 2), 2)), k[1:2, 2])
+    np.testing.assert_array_equal(
+        io.load_kspace(tmp_path / "a.mat", "kspace_full", index=(slice(1, 2), 2)), k[1:2, 2]
+    )
     assert io.kspace_shape(tmp_path / "a.mat") == k.shape
 
 
@@ -39,16 +40,24 @@ def test_written_file_is_matlab_v73(tmp_path):
 def test_hdf5storage_and_scipy_files_read_identically(tmp_path):
     k = _kspace((2, 2, 3, 8, 6))
     matlab_order = k.transpose()  # what MATLAB holds: (kx, ky, kc, kz, t)
-    hdf5storage.savemat(str(tmp_path / "v73.mat"), {"kspace_full": matlab_order},
-                        format="7.3", matlab_compatible=True)
+    hdf5storage.savemat(
+        str(tmp_path / "v73.mat"),
+        {"kspace_full": matlab_order},
+        format="7.3",
+        matlab_compatible=True,
+    )
     scipy.io.savemat(tmp_path / "v5.mat", {"kspace_full": matlab_order})
     np.testing.assert_array_equal(io.load_kspace(tmp_path / "v73.mat"), k)
     np.testing.assert_array_equal(io.load_kspace(tmp_path / "v5.mat"), k)
 
     mask = np.zeros((8, 6), bool)  # (ky, kx)
     mask[::3] = True
-    hdf5storage.savemat(str(tmp_path / "m73.mat"), {"mask04": mask.T.astype(float)},
-                        format="7.3", matlab_compatible=True)
+    hdf5storage.savemat(
+        str(tmp_path / "m73.mat"),
+        {"mask04": mask.T.astype(float)},
+        format="7.3",
+        matlab_compatible=True,
+    )
     scipy.io.savemat(tmp_path / "m5.mat", {"mask04": mask.T.astype(float)})
     io.save_mask(tmp_path / "ours.mat", "mask04", mask)
     for name in ("m73.mat", "m5.mat", "ours.mat"):

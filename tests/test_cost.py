@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from diffcmr_core.method.networks import DiffCMRNet, UNetConfig
 from diffcmr_core.study import methods
 from diffcmr_core.study.cost import study_cost, unit_costs
-from diffcmr_core.method.networks import DiffCMRNet, UNetConfig
 from diffcmr_core.study.profiles import get_profile
 from tests.test_networks import TINY
 
 
 def test_meta_device_counts_equal_counts_on_real_tensors():
-    cfg = dataclasses.replace(TINY, image_size=32)     # the PatchGAN needs 32 x 32
+    cfg = dataclasses.replace(TINY, image_size=32)  # the PatchGAN needs 32 x 32
     costs = unit_costs(cfg, UNetConfig(channels=4, depth=2), 32)
     torch.manual_seed(0)
     net = DiffCMRNet(cfg)
@@ -35,23 +35,32 @@ def test_study_cost_follows_the_profile_workload():
     ev = profile.evaluation
     factors = len(profile.tasks) * len(profile.accs)
     wider = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, n_val=ev.n_val + 1))
-    extra = study_cost(wider)["04_evaluation"] - base["04_evaluation"]      # one more slice
+    extra = study_cost(wider)["04_evaluation"] - base["04_evaluation"]  # one more slice
     # PI-CS: per FISTA iteration a forward and an adjoint FFT per coil (5 N log2 N each), the coil
     # products (8 N each way) and a db4 wavelet transform and its inverse (64 N); N = ky kx, ky
     # about half the padded lines, kx the region's share of the read-out and a margin
     pre, cs = profile.preprocess, methods.options(profile, "cs")
     n = (pre.pad_to // 2) * int(pre.pad_to * min(1.0, pre.roi[1] + 0.1))
-    pics = max(cs.iteration_grid) * (profile.phantom.n_coils * (10 * n * np.log2(n) + 16 * n) + 64 * n)
-    assert extra == pytest.approx(factors * (u.condition + ev.steps * ev.rounds * u.denoise_step
-                                             + 2 * u.unet_forward + pics), rel=1e-12)
-    more = dataclasses.replace(profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16))
+    pics = max(cs.iteration_grid) * (
+        profile.phantom.n_coils * (10 * n * np.log2(n) + 16 * n) + 64 * n
+    )
+    assert extra == pytest.approx(
+        factors * (u.condition + ev.steps * ev.rounds * u.denoise_step + 2 * u.unet_forward + pics),
+        rel=1e-12,
+    )
+    more = dataclasses.replace(
+        profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16)
+    )
     added = study_cost(more)["03_training"] - base["03_training"]
     models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
-    assert profile.shared_models and models == 2          # one model per task for all factors
+    assert profile.shared_models and models == 2  # one model per task for all factors
     assert added == models * u.unet_train * 8 * profile.train_unet.batch_size
     per_factor = dataclasses.replace(more, shared_models=False)
-    assert study_cost(per_factor)["03_training"] - study_cost(dataclasses.replace(profile, shared_models=False))["03_training"] \
+    assert (
+        study_cost(per_factor)["03_training"]
+        - study_cost(dataclasses.replace(profile, shared_models=False))["03_training"]
         == factors * u.unet_train * 8 * profile.train_unet.batch_size
+    )
 
 
 def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch):
@@ -59,13 +68,13 @@ def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch
 
     profile = get_profile("quick")
     flops = cost.study_cost(profile)["04_evaluation"]
-    monkeypatch.setattr(cost, "measured_rate", lambda *a, **k: 1e11)        # 0.1 TFLOP/s
+    monkeypatch.setattr(cost, "measured_rate", lambda *a, **k: 1e11)  # 0.1 TFLOP/s
     line = cost.expected_line(profile, "04_evaluation")
     assert f"{flops / 1e15:.3g} PFLOP" in line
     assert f"about {flops / 1e11 / 60:.1f} min at the 0.1 TFLOP/s" in line
     assert cost.expected_line(profile, "07_explorer") == "07_explorer: not in the cost model"
     assert "09_mapping" in cost.study_cost(profile)
-    assert "09_mapping" not in cost.study_cost(get_profile("paper"))   # not run on real data
+    assert "09_mapping" not in cost.study_cost(get_profile("paper"))  # not run on real data
 
 
 def test_protocol_and_map_workloads_are_counted():
@@ -79,7 +88,7 @@ def test_protocol_and_map_workloads_are_counted():
     images = cost.validation_images(profile)
     longer = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, steps=ev.steps + 1))
     extra = {k: study_cost(longer)[k] - study_cost(profile)[k] for k in study_cost(profile)}
-    step = ev.rounds * u.denoise_step                       # one more step, R rounds
+    step = ev.rounds * u.denoise_step  # one more step, R rounds
     factors = len(profile.tasks) * len(profile.accs)
     challenge = len(profile.accs) * sum(images["challenge"].values())
     assert extra["04_evaluation"] == (factors * ev.n_val + challenge) * step
@@ -118,4 +127,4 @@ def test_measured_rate_is_a_plausible_cpu_rate():
     from diffcmr_core.study import cost
 
     rate = cost.measured_rate(get_profile("smoke"), "cpu", repeats=1)
-    assert 1e8 < rate < 1e14                     # between 0.1 GFLOP/s and 100 TFLOP/s
+    assert 1e8 < rate < 1e14  # between 0.1 GFLOP/s and 100 TFLOP/s

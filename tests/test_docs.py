@@ -14,7 +14,7 @@ README = ROOT / "README.md"
 
 def _row(label: str) -> list[str]:
     quick = README.read_text().split("## The quick demonstration", 1)[1]
-    line = next(l for l in quick.splitlines() if l.startswith(f"| {label} |"))
+    line = next(ln for ln in quick.splitlines() if ln.startswith(f"| {label} |"))
     return [c.strip() for c in line.strip("|").split("|")][1:]
 
 
@@ -22,19 +22,28 @@ def test_the_readme_evidence_block_is_generated_from_figures_cpu():
     text = README.read_text()
     assert README_BEGIN in text and README_END in text, "README has no evidence block"
     block = README_BEGIN + text.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
-    assert block == readme_evidence(ROOT / "figures" / "cpu"), \
+    assert block == readme_evidence(ROOT / "figures" / "cpu"), (
         "README's evidence block is stale: run `python -m diffcmr_core readme`"
+    )
 
 
 def test_the_readme_quick_table_quotes_the_committed_tables():
     """RAW from Tables 2 and 3; the networks' mean +- sd from seeds.csv (cine then mapping)."""
     fig = ROOT / "figures" / "quick"
-    raw = [r for name in ("table2_cine", "table3_mapping") for r in read_csv(fig / f"{name}.csv")
-           if r["method"] == "RAW"]
+    raw = [
+        r
+        for name in ("table2_cine", "table3_mapping")
+        for r in read_csv(fig / f"{name}.csv")
+        if r["method"] == "RAW"
+    ]
     assert _row("RAW") == [f"{float(r['psnr']):.2f}" for r in raw]
     seeds = read_csv(fig / "seeds.csv")
     for label in ("U-Net", "cGAN", "DiffCMR"):
-        cells = [f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}" for r in seeds if r["method"] == label]
+        cells = [
+            f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}"
+            for r in seeds
+            if r["method"] == label
+        ]
         assert _row(label)[:6] == cells, label
 
 

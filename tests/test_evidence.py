@@ -18,15 +18,25 @@ from diffcmr_core.study.profiles import get_profile, paths_for
 from diffcmr_core.study.seeds import seed_profile
 from diffcmr_core.tables import write_table
 
-CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, warmup=3, log_every=1,
-                  checkpoint_every=2, snapshot_every=2)
+CFG = TrainConfig(
+    iterations=6,
+    batch_size=2,
+    lr=1e-3,
+    ema_decay=0.9,
+    warmup=3,
+    log_every=1,
+    checkpoint_every=2,
+    snapshot_every=2,
+)
 NET = UNetConfig(channels=4, depth=2)
 
 
 @pytest.fixture(scope="module")
 def pairs(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("evidence_pairs")
-    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=128, size=32), accs=(4,), progress=False)
+    build_pairs(
+        tiny_root, out, "cine", PreprocessConfig(pad_to=128, size=32), accs=(4,), progress=False
+    )
     return pairs_path(out, "cine", 4)
 
 
@@ -36,8 +46,15 @@ def test_a_run_extended_chunk_by_chunk_equals_one_run_and_keeps_its_snapshots(pa
     at steps 2, 4, 6, the last equal to the final checkpoint's, with the CPU time growing."""
     full = train("unet", pairs, tmp_path / "full", CFG, NET, device="cpu", progress=False)
     for n in (2, 4, 6):
-        chunked = train("unet", pairs, tmp_path / "chunked", dataclasses.replace(CFG, iterations=n), NET,
-                        device="cpu", progress=False)
+        chunked = train(
+            "unet",
+            pairs,
+            tmp_path / "chunked",
+            dataclasses.replace(CFG, iterations=n),
+            NET,
+            device="cpu",
+            progress=False,
+        )
     a, b = load_checkpoint(full), load_checkpoint(chunked)
     for k in a["system"]:
         torch.testing.assert_close(a["system"][k], b["system"][k], rtol=0, atol=0)
@@ -53,8 +70,10 @@ def test_a_run_extended_chunk_by_chunk_equals_one_run_and_keeps_its_snapshots(pa
 
 def test_warmup_is_linear_then_constant():
     cfg = TrainConfig(lr=1e-3, warmup=4)
-    assert [learning_rate(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
-    assert learning_rate(TrainConfig(lr=1e-3), 0) == 1e-3          # no warm-up: unchanged
+    assert [learning_rate(cfg, s) for s in range(6)] == pytest.approx(
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
+    )
+    assert learning_rate(TrainConfig(lr=1e-3), 0) == 1e-3  # no warm-up: unchanged
 
 
 def test_an_older_checkpoint_without_the_new_settings_still_resumes():
@@ -63,7 +82,9 @@ def test_an_older_checkpoint_without_the_new_settings_still_resumes():
     from diffcmr_core.method.train import _same_run
 
     cfg = TrainConfig(iterations=6)
-    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("warmup", "snapshot_every")}
+    old = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("warmup", "snapshot_every")
+    }
     ckpt = {"method": "unet", "model_config": {"a": 1}, "train_config": old}
     assert _same_run(ckpt, "unet", cfg, {"a": 1})
     assert not _same_run(ckpt, "unet", dataclasses.replace(cfg, warmup=10), {"a": 1})
@@ -89,8 +110,8 @@ def test_crossings_of_two_curves_and_of_a_level():
     the rising one passes the level 8 at x = 8."""
     rows = []
     for x in np.arange(3.0, 10.0, 1.0):
-        rows.append({"method": "A", "train_flops": 10 ** x, "psnr": x})
-        rows.append({"method": "B", "train_flops": 10 ** x, "psnr": 12 - x})
+        rows.append({"method": "A", "train_flops": 10**x, "psnr": x})
+        rows.append({"method": "B", "train_flops": 10**x, "psnr": 12 - x})
     rows.append({"method": "RAW", "train_flops": 0.0, "psnr": 8.0})
     out = evidence.crossings(rows)
     ab = [c for c in out if {c["curve"], c["crosses"]} == {"A", "B"}]
@@ -104,8 +125,11 @@ def test_paired_over_seeds_against_scipy(tmp_path, monkeypatch):
     """Per-slice differences averaged over two seeds, their t interval (scipy's own one-sample
     interval) and the seed spread; ``holds`` needs both the interval and twice the seed sd."""
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
-    profile = dataclasses.replace(get_profile("smoke"), methods=("unet",),
-                                  evidence=dataclasses.replace(get_profile("smoke").evidence, seeds=(0, 1)))
+    profile = dataclasses.replace(
+        get_profile("smoke"),
+        methods=("unet",),
+        evidence=dataclasses.replace(get_profile("smoke").evidence, seeds=(0, 1)),
+    )
     rng = np.random.default_rng(0)
     n = 12
     ref = {s: rng.normal(25, 3, n) for s in (0, 1)}
@@ -115,7 +139,10 @@ def test_paired_over_seeds_against_scipy(tmp_path, monkeypatch):
         out = paths_for(seed_profile(profile, s)).eval_dir("cine", 4)
         out.mkdir(parents=True)
         write_table([{"index": i, "psnr": ref[s][i]} for i in range(n)], out / "DiffCMR_slices.csv")
-        write_table([{"index": i, "psnr": ref[s][i] + gain[s][i]} for i in range(n)], out / "U-Net_slices.csv")
+        write_table(
+            [{"index": i, "psnr": ref[s][i] + gain[s][i]} for i in range(n)],
+            out / "U-Net_slices.csv",
+        )
         write_table([{"index": i, "psnr": raw[i]} for i in range(n)], out / "RAW_slices.csv")
     rows = {r["method"]: r for r in evidence.paired_over_seeds(profile, "cine", 4)}
     d = (gain[0] + gain[1]) / 2
@@ -143,14 +170,25 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     assert dry.evidence is not None and dry.train_diffcmr.snapshot_every == 1
     run_study("cpu-dry")
     fig = tmp_path / "figures" / "cpu-dry"
-    for name in ("compute_curve.csv", "fig_compute_curve.png", "convergence.csv", "paired_seeds.csv",
-                 "seeds.csv", "seeds_table4a.csv", "seeds_table4b.csv", "curve_sampler.csv",
-                 "inference_cost.csv", "REPORT.md"):
+    for name in (
+        "compute_curve.csv",
+        "fig_compute_curve.png",
+        "convergence.csv",
+        "paired_seeds.csv",
+        "seeds.csv",
+        "seeds_table4a.csv",
+        "seeds_table4b.csv",
+        "curve_sampler.csv",
+        "inference_cost.csv",
+        "REPORT.md",
+    ):
         assert (fig / name).is_file(), name
-    assert not (fig / "table5_fast_sampling.csv").exists()            # 08 is not a cpu notebook
+    assert not (fig / "table5_fast_sampling.csv").exists()  # 08 is not a cpu notebook
     curve = (fig / "compute_curve.csv").read_text().splitlines()
     methods = {line.split(",")[0] for line in curve[1:]}
-    assert {"RAW", "PI-CS", "U-Net", "cGAN"} <= methods and sum(m.startswith("DiffCMR") for m in methods) == 2
+    assert {"RAW", "PI-CS", "U-Net", "cGAN"} <= methods and sum(
+        m.startswith("DiffCMR") for m in methods
+    ) == 2
     seeds = {line.split(",")[1] for line in curve[1:]}
     assert seeds == {str(s) for s in dry.evidence.seeds}
     # every network stopped at a recorded step, and its checkpoint is that step

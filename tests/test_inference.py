@@ -2,8 +2,12 @@ import numpy as np
 import torch
 
 from diffcmr_core.data.kspace import fft2c
-from diffcmr_core.method.inference import (data_consistency_hook, noise_seed, plain_reconstruct,
-                                           slice_generators)
+from diffcmr_core.method.inference import (
+    data_consistency_hook,
+    noise_seed,
+    plain_reconstruct,
+    slice_generators,
+)
 from diffcmr_core.method.samplers import round_noise
 from diffcmr_core.method.systems import DiffusionSystem, to_model_space
 from tests.test_networks import TINY
@@ -18,10 +22,10 @@ def test_cached_condition_and_batched_rounds_equal_the_plain_path():
     inp = torch.rand(2, 1, 16, 16)
     gens = lambda: slice_generators(0, [0, 1], 3)  # noqa: E731
     plain = plain_reconstruct(system, system.model, inp, steps=20, rounds=3, generator=gens())
-    assert calls["G"] == 3 * 20                   # the plain path runs G at every step and round
+    assert calls["G"] == 3 * 20  # the plain path runs G at every step and round
     calls["G"] = 0
     mean, std, ours = system.reconstruct(system.model, inp, steps=20, rounds=3, generator=gens())
-    assert calls["G"] == 1                        # ours encodes the condition once
+    assert calls["G"] == 1  # ours encodes the condition once
     torch.testing.assert_close(ours, plain, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(mean, plain.mean(0), atol=1e-4, rtol=1e-4)
 
@@ -37,7 +41,11 @@ def test_data_consistency_puts_back_the_measured_lines():
     x0 = to_model_space(torch.rand(4, 1, 16, 16))
     out = (hook(x0) + 1) / 2
     # the magnitude is kept, so the lines match up to that projection: much closer than before
-    k_in, k_before, k_after = fft2c(inp.repeat(2, 1, 1, 1).to(torch.complex64)), fft2c(((x0 + 1) / 2).to(torch.complex64)), fft2c(out.to(torch.complex64))
+    k_in, k_before, k_after = (
+        fft2c(inp.repeat(2, 1, 1, 1).to(torch.complex64)),
+        fft2c(((x0 + 1) / 2).to(torch.complex64)),
+        fft2c(out.to(torch.complex64)),
+    )
     err_before = (k_before - k_in)[..., mask].abs().mean()
     err_after = (k_after - k_in)[..., mask].abs().mean()
     assert err_after < 0.5 * err_before
@@ -60,10 +68,11 @@ def test_one_progress_bar_counts_every_sampling_step_of_every_batch(monkeypatch)
         return bar
 
     monkeypatch.setattr(inference, "tqdm", spy)
-    shown = inference.reconstruct(system, system.model, inputs, steps=4, rounds=2, batch=2, seed=0,
-                                  progress=True)
+    shown = inference.reconstruct(
+        system, system.model, inputs, steps=4, rounds=2, batch=2, seed=0, progress=True
+    )
     quiet = inference.reconstruct(system, system.model, inputs, steps=4, rounds=2, batch=2, seed=0)
-    assert bars[0].total == 2 * 4 and bars[0].n == 2 * 4          # 2 batches x 4 steps
+    assert bars[0].total == 2 * 4 and bars[0].n == 2 * 4  # 2 batches x 4 steps
     assert "T=4 R=2, 3 slices" in bars[0].desc
     np.testing.assert_array_equal(shown["mean"], quiet["mean"])
 
@@ -75,10 +84,12 @@ def test_each_slice_draws_its_own_noise_from_seed_round_and_id():
     draw = round_noise((3, 1, 4, 4), 2, slice_generators(5, ids, 2), "cpu")()
     for r in range(2):
         for b, i in enumerate(ids):
-            seed = int(np.random.SeedSequence([5, r, i, 0]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+            seed = int(
+                np.random.SeedSequence([5, r, i, 0]).generate_state(1, np.uint64)[0] >> np.uint64(1)
+            )
             assert seed == noise_seed(5, r, i)
             alone = torch.randn((1, 1, 4, 4), generator=torch.Generator().manual_seed(seed))
-            torch.testing.assert_close(draw[r * 3 + b:r * 3 + b + 1], alone, rtol=0, atol=0)
+            torch.testing.assert_close(draw[r * 3 + b : r * 3 + b + 1], alone, rtol=0, atol=0)
     assert noise_seed(0, 1, 0) != noise_seed(0, 0, 1) != noise_seed(1, 0, 0)
 
 
@@ -91,9 +102,11 @@ def test_a_slice_reconstructs_the_same_beside_other_slices():
     system = DiffusionSystem(TINY).eval()
     inputs = np.random.default_rng(1).random((5, 16, 16)).astype(np.float32)
     whole = inference.reconstruct(system, system.model, inputs, steps=3, rounds=2, batch=2, seed=4)
-    part = inference.reconstruct(system, system.model, inputs[2:4], steps=3, rounds=2, batch=2,
-                                 seed=4, ids=np.array([2, 3]))
+    part = inference.reconstruct(
+        system, system.model, inputs[2:4], steps=3, rounds=2, batch=2, seed=4, ids=np.array([2, 3])
+    )
     np.testing.assert_array_equal(part["rounds"], whole["rounds"][:, 2:4])
-    other = inference.reconstruct(system, system.model, inputs[2:4], steps=3, rounds=2, batch=2,
-                                  seed=4)                       # ids 0, 1: other noise
+    other = inference.reconstruct(
+        system, system.model, inputs[2:4], steps=3, rounds=2, batch=2, seed=4
+    )  # ids 0, 1: other noise
     assert not np.array_equal(other["mean"], part["mean"])

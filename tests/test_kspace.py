@@ -9,8 +9,9 @@ def _numpy_reference(k, multicoil, pad_to):
     ky, kx = k.shape[-2:]
     y0, x0 = pad_to // 2 - ky // 2, pad_to // 2 - kx // 2
     pad = [(0, 0)] * (k.ndim - 2) + [(y0, pad_to - ky - y0), (x0, pad_to - kx - x0)]
-    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(np.pad(k, pad), axes=(-2, -1)),
-                                       norm="ortho"), axes=(-2, -1))
+    img = np.fft.fftshift(
+        np.fft.ifft2(np.fft.ifftshift(np.pad(k, pad), axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
     return np.sqrt((np.abs(img) ** 2).sum(-3)) if multicoil else np.abs(img)
 
 
@@ -55,5 +56,7 @@ def test_ifft1c_along_both_axes_is_ifft2c():
     rng = np.random.default_rng(0)
     k = (rng.standard_normal((3, 6, 9)) + 1j * rng.standard_normal((3, 6, 9))).astype(np.complex64)
     np.testing.assert_allclose(ifft1c(ifft1c(k, axis=-1), axis=-2), ifft2c(k), atol=1e-5)
-    want = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    want = np.fft.fftshift(
+        np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1
+    )
     np.testing.assert_allclose(ifft1c(k), want, atol=1e-5)

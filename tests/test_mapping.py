@@ -59,8 +59,13 @@ def _curve_fit_t1(signal):
         y = np.where(np.arange(len(TI)) < k, -signal, signal)
         try:
             with np.errstate(over="ignore"):
-                p, _ = curve_fit(lambda t, a, b, ts: a - b * np.exp(-t / ts), TI, y,
-                                 p0=(y[-1], 2 * y[-1], 1000.0), maxfev=4000)
+                p, _ = curve_fit(
+                    lambda t, a, b, ts: a - b * np.exp(-t / ts),
+                    TI,
+                    y,
+                    p0=(y[-1], 2 * y[-1], 1000.0),
+                    maxfev=4000,
+                )
         except RuntimeError:
             continue
         res = ((y - (p[0] - p[1] * np.exp(-TI / p[2]))) ** 2).sum()
@@ -100,8 +105,8 @@ def test_t2_noisy_matches_curve_fit():
 def test_trailing_shapes_and_background_is_nan():
     t1 = np.full((2, 3, 4), 1200.0)
     s = molli_magnitude(t1.ravel(), 1.9, 1.0, TI).reshape(len(TI), 2, 3, 4)
-    s[:, 0, 0, :] = 0.0                                   # background: no signal
-    s[:, 1, 2, 3] = 1e-4                                  # below 5 % of the peak
+    s[:, 0, 0, :] = 0.0  # background: no signal
+    s[:, 1, 2, 3] = 1e-4  # below 5 % of the peak
     m = fit_t1(s, TI)
     assert m.shape == (2, 3, 4) and m.dtype == np.float32
     assert np.isnan(m[0, 0]).all() and np.isnan(m[1, 2, 3])
@@ -121,21 +126,25 @@ def test_the_phantom_signal_models():
     np.testing.assert_allclose(fit_t1(s, ti), t1, rtol=1e-4)
     t2 = np.array([35.0, 45.0, 220.0])
     te = np.array(T2_ECHO_TIMES)
-    np.testing.assert_allclose(fit_t2(np.stack([t2prep(np.full(3, 0.8), t2, x) for x in te]), te),
-                               t2, rtol=1e-4)
+    np.testing.assert_allclose(
+        fit_t2(np.stack([t2prep(np.full(3, 0.8), t2, x) for x in te]), te), t2, rtol=1e-4
+    )
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: fit_t1(np.ones((2, 4)), TI[:2]), "fewer than the model's 3"),
-    (lambda: fit_t2(np.ones((1, 4)), TE[:1]), "fewer than the model's 2"),
-    (lambda: fit_t1(np.ones((9, 4)), TI[:8]), "8 times but images of shape"),
-    (lambda: fit_t1(np.ones((9, 4)), TI[::-1]), "strictly increasing"),
-    (lambda: fit_t2(np.ones((3, 4)), [0.0, 35.0, 35.0]), "strictly increasing"),
-    (lambda: fit_t2(np.ones((3, 4)), [0.0, np.nan, 55.0]), "finite"),
-    (lambda: fit_t2(-np.ones((3, 4)), TE), "cannot be negative"),
-    (lambda: fit_t2(np.full((3, 4), np.nan), TE), "NaN or infinite"),
-    (lambda: fit_t2(np.ones((3, 4)) * 1j, TE), "complex"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: fit_t1(np.ones((2, 4)), TI[:2]), "fewer than the model's 3"),
+        (lambda: fit_t2(np.ones((1, 4)), TE[:1]), "fewer than the model's 2"),
+        (lambda: fit_t1(np.ones((9, 4)), TI[:8]), "8 times but images of shape"),
+        (lambda: fit_t1(np.ones((9, 4)), TI[::-1]), "strictly increasing"),
+        (lambda: fit_t2(np.ones((3, 4)), [0.0, 35.0, 35.0]), "strictly increasing"),
+        (lambda: fit_t2(np.ones((3, 4)), [0.0, np.nan, 55.0]), "finite"),
+        (lambda: fit_t2(-np.ones((3, 4)), TE), "cannot be negative"),
+        (lambda: fit_t2(np.full((3, 4), np.nan), TE), "NaN or infinite"),
+        (lambda: fit_t2(np.ones((3, 4)) * 1j, TE), "complex"),
+    ],
+)
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -154,7 +163,9 @@ def test_truth_on_grid_keeps_ms_and_the_fits_recover_the_phantom(tiny_root):
     for name, fit in (("T1map", fit_t1), ("T2map", fit_t2)):
         path = io.file_path(tiny_root, "MultiCoil", "mapping", "P001", name)
         kspace = io.load_kspace(path, io.kspace_key("MultiCoil", None))
-        times = io.load_times(io.file_path(tiny_root, "MultiCoil", "mapping", "P001", name, kind="times"))
+        times = io.load_times(
+            io.file_path(tiny_root, "MultiCoil", "mapping", "P001", name, kind="times")
+        )
         truth = load_truth(truth_path(tiny_root, "TrainingSet", "P001", name))
         pad = max(kspace.shape[-2:])
         pre = PreprocessConfig(pad_to=pad, size=None)

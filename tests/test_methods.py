@@ -24,6 +24,7 @@ class _Flip(methods.Method):
         def run(batch):
             _Flip.calls += 1
             return {"mean": np.ascontiguousarray(batch.inputs[:, :, ::-1])}
+
         return run
 
     def image_flops(self, profile, units):
@@ -55,8 +56,11 @@ def test_the_cli_choices_come_from_the_registry(registered):
     assert args.method == "flip"
     with pytest.raises(SystemExit):
         parser().parse_args(["submit", "--method", "nonesuch"])
-    train = next(a for a in parser()._subparsers._group_actions[0].choices["train"]._actions
-                 if a.dest == "method")
+    train = next(
+        a
+        for a in parser()._subparsers._group_actions[0].choices["train"]._actions
+        if a.dest == "method"
+    )
     assert tuple(train.choices) == methods.names(network=True) == ("unet", "cgan", "diffcmr")
 
 
@@ -74,20 +78,24 @@ def test_the_cost_model_counts_a_registered_method(registered):
     base = dataclasses.replace(get_profile("smoke"), methods=("copy",))
     with_flip = dataclasses.replace(base, methods=("copy", "flip"))
     ev = base.evaluation
-    images = (len(base.tasks) * len(base.accs) * ev.n_val
-              + len(base.accs) * sum(validation_images(base)["challenge"].values()))
+    images = len(base.tasks) * len(base.accs) * ev.n_val + len(base.accs) * sum(
+        validation_images(base)["challenge"].values()
+    )
     diff = study_cost(with_flip)["04_evaluation"] - study_cost(base)["04_evaluation"]
     assert diff == pytest.approx(images * 1e9)
 
 
 @pytest.mark.slow
-def test_a_registered_method_runs_through_evaluation_and_submission(registered, smoke_home, tmp_path):
+def test_a_registered_method_runs_through_evaluation_and_submission(
+    registered, smoke_home, tmp_path
+):
     from diffcmr_core.study.profiles import get_profile
     from diffcmr_core.study.steps import evaluate_factor, val_pairs
     from diffcmr_core.study.submit import submit
 
-    profile = dataclasses.replace(get_profile("smoke"), name="smoke-registry", data_name="smoke",
-                                  methods=("flip", "copy"))
+    profile = dataclasses.replace(
+        get_profile("smoke"), name="smoke-registry", data_name="smoke", methods=("flip", "copy")
+    )
     _Flip.calls = 0
     res = evaluate_factor(profile, "cine", 4, progress=False)
     assert _Flip.calls == 1 and set(res) == {"RAW", "Flipped", "Copy"}
@@ -99,6 +107,7 @@ def test_a_registered_method_runs_through_evaluation_and_submission(registered, 
             g, r = g / g.max(), r / r.max()
             vals.append(peak_signal_noise_ratio(g, r, data_range=g.max()))
         return np.mean(vals)
+
     assert res["Flipped"]["psnr"] == pytest.approx(mean_psnr(inp[:, :, ::-1]), abs=1e-6)
     assert res["Copy"]["psnr"] == pytest.approx(res["RAW"]["psnr"], abs=1e-9)
     assert res["Flipped"]["psnr"] < res["RAW"]["psnr"]
@@ -108,7 +117,9 @@ def test_a_registered_method_runs_through_evaluation_and_submission(registered, 
     assert copy.written and len(copy.written) == len(raw.written) and not copy.skipped
     for a, b in zip(sorted(copy.written), sorted(raw.written)):
         assert a.relative_to(tmp_path / "copy") == b.relative_to(tmp_path / "raw")
-        np.testing.assert_array_equal(scipy.io.loadmat(a)["img4ranking"], scipy.io.loadmat(b)["img4ranking"])
+        np.testing.assert_array_equal(
+            scipy.io.loadmat(a)["img4ranking"], scipy.io.loadmat(b)["img4ranking"]
+        )
 
 
 @pytest.mark.slow
@@ -130,7 +141,7 @@ def test_pics_choice_is_checked_and_names_its_file(smoke_home):
             if r["coil"] == coil:
                 scores.setdefault((r["weight"], r["iterations"]), []).append(r["psnr"])
         best = max(scores, key=lambda k: np.mean(scores[k]))
-        assert (pick["weight"], pick["iterations"]) == best            # the best training PSNR
+        assert (pick["weight"], pick["iterations"]) == best  # the best training PSNR
         assert len(scores) == len(cfg.weights) * len(cfg.iteration_grid)
     # chosen on training slices only: every scored slice is of the training split
     from diffcmr_core.data.pairs import load_pairs, pairs_path

@@ -13,7 +13,7 @@ def test_metrics_follow_the_challenge_rules():
     assert psnr(gt, pred) == pytest.approx(10 * np.log10(1.0 / np.mean((g - p) ** 2)))
     assert psnr(gt, pred) == pytest.approx(peak_signal_noise_ratio(g, p, data_range=1.0))
     assert ssim(gt, pred) == pytest.approx(structural_similarity(g, p, data_range=1.0, win_size=7))
-    assert nmse(gt, pred) == pytest.approx(np.sum((g - p) ** 2) / np.sum(g ** 2))
+    assert nmse(gt, pred) == pytest.approx(np.sum((g - p) ** 2) / np.sum(g**2))
 
 
 def test_metrics_are_scale_invariant_and_perfect_on_equal_images():

@@ -1,11 +1,26 @@
 import pytest
 import torch
 
-from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig, parameter_counts
+from diffcmr_core.method.networks import (
+    DiffCMRConfig,
+    DiffCMRNet,
+    PatchDiscriminator,
+    UNet,
+    UNetConfig,
+    parameter_counts,
+)
 
-TINY = DiffCMRConfig(image_size=16, channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                     attention_resolutions=(8,), num_heads=2, rrdb_blocks=1, rrdb_channels=8,
-                     rrdb_growth=4)
+TINY = DiffCMRConfig(
+    image_size=16,
+    channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    num_heads=2,
+    rrdb_blocks=1,
+    rrdb_channels=8,
+    rrdb_growth=4,
+)
 
 
 def _randomise_output(net):
@@ -23,15 +38,25 @@ def test_shapes_and_cached_condition(embedding):
     assert out.shape == x.shape and out.abs().sum() > 0
     feats = net.encode_condition(u)
     assert feats.shape == (3, TINY.channels, 16, 16)
-    torch.testing.assert_close(net.denoise(x, t, feats), out)   # Eq. 3 with G cached
+    torch.testing.assert_close(net.denoise(x, t, feats), out)  # Eq. 3 with G cached
     counts = parameter_counts(net)
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
 
 
 def test_depth_and_attention_follow_the_config():
-    net = DiffCMRNet(DiffCMRConfig(image_size=32, channels=8, channel_mult=(1, 1, 2, 2), num_res_blocks=2,
-                                   attention_resolutions=(8, 4), num_heads=1, rrdb_blocks=3,
-                                   rrdb_channels=8, rrdb_growth=4))
+    net = DiffCMRNet(
+        DiffCMRConfig(
+            image_size=32,
+            channels=8,
+            channel_mult=(1, 1, 2, 2),
+            num_res_blocks=2,
+            attention_resolutions=(8, 4),
+            num_heads=1,
+            rrdb_blocks=3,
+            rrdb_channels=8,
+            rrdb_growth=4,
+        )
+    )
     n_attn = sum(type(m).__name__ == "AttentionBlock" for m in net.modules())
     # resolutions 32, 16, 8, 4: attention at 8 and 4 in 2 down + 3 up blocks each, + the middle
     assert n_attn == 2 * (2 + 3) + 1
@@ -58,9 +83,17 @@ def _public_e_count(c=128, mult=(1, 1, 2, 2, 4, 4), n_res=2, attn_ds=(8, 16), em
     walking its block layout: res blocks (GroupNorm, conv, emb linear to scale and shift,
     GroupNorm, conv, 1x1 skip when the width changes), attention (GroupNorm, qkv, proj),
     strided-conv down, conv up, GroupNorm + conv out. ``attn_ds``: down-sampling rates."""
+
     def res(cin, cout):
-        return (2 * cin + _conv(cin, cout) + emb * 2 * cout + 2 * cout + 2 * cout + _conv(cout, cout)
-                + (0 if cin == cout else _conv(cin, cout, 1)))
+        return (
+            2 * cin
+            + _conv(cin, cout)
+            + emb * 2 * cout
+            + 2 * cout
+            + 2 * cout
+            + _conv(cout, cout)
+            + (0 if cin == cout else _conv(cin, cout, 1))
+        )
 
     def attn(ch):
         return 2 * ch + _conv(ch, 3 * ch, 1) + _conv(ch, ch, 1)
@@ -96,9 +129,20 @@ class _PublicRRDBNet(torch.nn.Module):
         conv = lambda a, b: torch.nn.Conv2d(a, b, 3, 1, 1)  # noqa: E731
         self.conv_first = conv(1, nf)
         self.rdbs = torch.nn.ModuleList(
-            torch.nn.ModuleList(torch.nn.ModuleList([conv(nf, gc), conv(nf + gc, gc), conv(nf + 2 * gc, gc),
-                                                     conv(nf + 3 * gc, gc), conv(nf + 4 * gc, nf)])
-                                for _ in range(3)) for _ in range(nb))
+            torch.nn.ModuleList(
+                torch.nn.ModuleList(
+                    [
+                        conv(nf, gc),
+                        conv(nf + gc, gc),
+                        conv(nf + 2 * gc, gc),
+                        conv(nf + 3 * gc, gc),
+                        conv(nf + 4 * gc, nf),
+                    ]
+                )
+                for _ in range(3)
+            )
+            for _ in range(nb)
+        )
         self.trunk_conv, self.HRconv, self.conv_last = conv(nf, nf), conv(nf, nf), conv(nf, out)
 
     def forward(self, x):
@@ -126,11 +170,18 @@ def test_paper_network_has_the_public_models_parameter_count():
         net = DiffCMRNet(DiffCMRConfig.paper())
         public_g = _PublicRRDBNet()
     counts = parameter_counts(net)
-    expected = {"G (RRDB encoder)": sum(p.numel() for p in public_g.parameters()),
-                "F (stem)": _conv(1, 128), "H (time embedding)": (128 * 512 + 512) + (512 * 512 + 512),
-                "E (U-Net)": _public_e_count()}
-    assert expected == {"G (RRDB encoder)": 7_342_592, "F (stem)": 1_280,
-                        "H (time embedding)": 328_704, "E (U-Net)": 119_778_817}
+    expected = {
+        "G (RRDB encoder)": sum(p.numel() for p in public_g.parameters()),
+        "F (stem)": _conv(1, 128),
+        "H (time embedding)": (128 * 512 + 512) + (512 * 512 + 512),
+        "E (U-Net)": _public_e_count(),
+    }
+    assert expected == {
+        "G (RRDB encoder)": 7_342_592,
+        "F (stem)": 1_280,
+        "H (time embedding)": 328_704,
+        "E (U-Net)": 119_778_817,
+    }
     assert {k: counts[k] for k in expected} == expected
     assert counts["total"] == 127_451_393
 
@@ -139,13 +190,22 @@ def test_condition_encoder_computes_what_the_public_rrdbnet_computes():
     """Weights copied into the independent public-layout RRDBNet give the same output: the
     trunk conv, global skip and HR conv + LeakyReLU are where the public code has them."""
     torch.manual_seed(0)
-    cfg = DiffCMRConfig(image_size=16, channels=8, channel_mult=(1, 2), rrdb_blocks=2,
-                        rrdb_channels=8, rrdb_growth=4)
+    cfg = DiffCMRConfig(
+        image_size=16,
+        channels=8,
+        channel_mult=(1, 2),
+        rrdb_blocks=2,
+        rrdb_channels=8,
+        rrdb_growth=4,
+    )
     ours = DiffCMRNet(cfg).condition
     public = _PublicRRDBNet(nf=8, gc=4, nb=2, out=8)
     src = [m for m in ours.modules() if isinstance(m, torch.nn.Conv2d)]
-    dst = ([public.conv_first] + [c for rrdb in public.rdbs for rdb in rrdb for c in rdb]
-           + [public.trunk_conv, public.HRconv, public.conv_last])
+    dst = (
+        [public.conv_first]
+        + [c for rrdb in public.rdbs for rdb in rrdb for c in rdb]
+        + [public.trunk_conv, public.HRconv, public.conv_last]
+    )
     assert len(src) == len(dst)
     for a, b in zip(src, dst):
         b.load_state_dict(a.state_dict())

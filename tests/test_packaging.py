@@ -1,6 +1,7 @@
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,9 +14,9 @@ def test_environment_yml_lists_pyproject_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["test"])
     lines = (ROOT / "environment.yml").read_text().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip() == "- pip:")
-    listed = {l.strip()[2:].strip() for l in lines[start + 1:] if l.strip().startswith("- ")}
-    listed = _names(l for l in listed if not l.startswith("-e"))
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == "- pip:")
+    listed = {ln.strip()[2:].strip() for ln in lines[start + 1 :] if ln.strip().startswith("- ")}
+    listed = _names(ln for ln in listed if not ln.startswith("-e"))
     assert listed == wanted
 
 
@@ -27,8 +28,9 @@ def _committed_text(path):
 
     if shutil.which("git") and (ROOT / ".git").exists():
         rel = path.relative_to(ROOT).as_posix()
-        out = subprocess.run(["git", "-C", str(ROOT), "show", f":{rel}"], capture_output=True,
-                             text=True)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f":{rel}"], capture_output=True, text=True
+        )
         if out.returncode == 0:
             return out.stdout
     return path.read_text()
@@ -74,8 +76,11 @@ def test_git_strips_notebook_outputs_on_commit(tmp_path):
     def git(*args, **kw):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, **kw)
 
-    assert git("check-attr", "filter", "--", "notebooks/04_evaluation.ipynb").stdout.strip().endswith(
-        "filter: nbstripout")
+    assert (
+        git("check-attr", "filter", "--", "notebooks/04_evaluation.ipynb")
+        .stdout.strip()
+        .endswith("filter: nbstripout")
+    )
     clean = git("config", "--get", "filter.nbstripout.clean").stdout.strip()
     assert clean, "the nbstripout filter is not configured: run `make install`"
     committed = _committed_text(root / "notebooks" / "04_evaluation.ipynb")
@@ -86,13 +91,18 @@ def test_git_strips_notebook_outputs_on_commit(tmp_path):
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="explored\n")]
     # the kernel JupyterLab runs it with names itself as the committed file does
     from jupyter_client.kernelspec import KernelSpecManager
+
     spec = KernelSpecManager().get_kernel_spec(nb.metadata.kernelspec.name)
     assert nb.metadata.kernelspec.display_name == spec.display_name
     # what JupyterLab 4 adds on save: the kernel's language_info, the widgets' state
-    nb.metadata["language_info"] = {"codemirror_mode": {"name": "ipython", "version": 3},
-                                    "file_extension": ".py", "mimetype": "text/x-python",
-                                    "name": "python", "pygments_lexer": "ipython3",
-                                    "version": "3.11.7"}
+    nb.metadata["language_info"] = {
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "file_extension": ".py",
+        "mimetype": "text/x-python",
+        "name": "python",
+        "pygments_lexer": "ipython3",
+        "version": "3.11.7",
+    }
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     saved = nbformat.writes(nb)
     assert "explored" in saved
@@ -135,14 +145,20 @@ def test_jupyter_save_hook_keeps_git_status_clean(tmp_path):
     git("init", "-q")
     git("config", "user.email", "t@example.org")
     git("config", "user.name", "t")
-    git("config", "filter.nbstripout.clean",
-        f"'{sys.executable}' -m nbstripout --keep-id --extra-keys metadata.language_info")
+    git(
+        "config",
+        "filter.nbstripout.clean",
+        f"'{sys.executable}' -m nbstripout --keep-id --extra-keys metadata.language_info",
+    )
     git("config", "filter.nbstripout.smudge", "cat")
     (repo / ".gitattributes").write_text("*.ipynb filter=nbstripout\n")
     path = repo / "a.ipynb"
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell("print(1)", id="c1")]
     nbformat.write(nb, path)
     git("add", ".")
@@ -153,11 +169,11 @@ def test_jupyter_save_hook_keeps_git_status_clean(tmp_path):
     nb.cells[0].execution_count = 1
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     nbformat.write(nb, path)
-    assert git("status", "--porcelain").strip() == "M a.ipynb"     # what git alone says
+    assert git("status", "--porcelain").strip() == "M a.ipynb"  # what git alone says
     assert git("diff").strip() == ""
     hook({"type": "notebook"}, str(path), None).join()
     assert git("status", "--porcelain").strip() == ""
-    assert "outputs" in path.read_text() and '"1\\n"' in path.read_text()   # file untouched
+    assert "outputs" in path.read_text() and '"1\\n"' in path.read_text()  # file untouched
 
     # a real edit is neither hidden nor staged
     nb.cells[0].source = "print(2)"
@@ -170,7 +186,7 @@ def test_jupyter_save_hook_keeps_git_status_clean(tmp_path):
     nbformat.write(nb, path)
     real_run = hook.__globals__["subprocess"].run
 
-    class EditDuringAdd:                 # the subprocess module, editing the file before `git add`
+    class EditDuringAdd:  # the subprocess module, editing the file before `git add`
         SubprocessError = subprocess.SubprocessError
 
         @staticmethod

@@ -5,9 +5,15 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import kspace_to_image
-from diffcmr_core.data.pairs import (PreprocessConfig, build_pairs, load_pairs, pair_counts, pairs_path,
-                                     split_cases, table1)
-from tests.conftest import TINY
+from diffcmr_core.data.pairs import (
+    PreprocessConfig,
+    build_pairs,
+    load_pairs,
+    pair_counts,
+    pairs_path,
+    split_cases,
+    table1,
+)
 
 
 def test_split_by_case():
@@ -42,7 +48,7 @@ def test_pairs_content_counts_and_split(pairs, tiny_root):
     sub = io.load_kspace(base / "AccFactor04/P003/cine_sax.mat")[meta["frame"][i], meta["slice"][i]]
     ref_in = kspace_to_image(sub, multicoil=True, pad_to=128, size=32)
     ref_gt = kspace_to_image(full, multicoil=True, pad_to=128, size=32)
-    scale = ref_in.max()                       # normalised by the under-sampled input only
+    scale = ref_in.max()  # normalised by the under-sampled input only
     np.testing.assert_allclose(meta["scale"][i], scale, rtol=1e-5)
     np.testing.assert_allclose(x[i], ref_in / scale, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(y[i], ref_gt / scale, rtol=1e-5, atol=1e-6)
@@ -53,7 +59,7 @@ def test_validation_subset_is_seeded_shuffle(pairs):
     with h5py.File(pairs_path(out, "mapping", 8), "r") as f:
         subset, split = f["val_subset"][()], f["meta/split"][()]
     assert len(subset) == 5 and np.all(split[subset] == 1)
-    assert not np.all(np.diff(subset) > 0)     # shuffled, not the first five in order
+    assert not np.all(np.diff(subset) > 0)  # shuffled, not the first five in order
     x, _, meta = load_pairs(pairs_path(out, "mapping", 8), "val_subset", subset=3)
     np.testing.assert_array_equal(meta["index"], subset[:3])
 
@@ -63,8 +69,12 @@ def test_more_acceleration_is_worse(pairs):
     psnr = {}
     for acc in (4, 10):
         x, y, _ = load_pairs(pairs_path(out, "cine", acc), "train")
-        psnr[acc] = np.mean([peak_signal_noise_ratio(b / b.max(), a / a.max(), data_range=1.0)
-                             for a, b in zip(x, y)])
+        psnr[acc] = np.mean(
+            [
+                peak_signal_noise_ratio(b / b.max(), a / a.max(), data_range=1.0)
+                for a, b in zip(x, y)
+            ]
+        )
     assert psnr[10] < psnr[4] - 0.5
 
 
@@ -102,9 +112,15 @@ def test_public_normalisation_divides_each_image_by_its_own_maximum(tiny_root, t
     np.testing.assert_allclose(y.reshape(len(y), -1).max(1), 1.0, rtol=1e-6)
     assert np.all(x.reshape(len(x), -1).max(1) == pytest.approx(1.0))
     i = np.flatnonzero(meta["file"] == "T1map")[2]
-    full = io.load_kspace(tiny_root / f"{meta['coil'][i]}/Mapping/TrainingSet/FullSample/P003/T1map.mat")
-    ref = kspace_to_image(full[meta["frame"][i], meta["slice"][i]], multicoil=meta["coil"][i] == "MultiCoil",
-                          pad_to=128, size=32)
+    full = io.load_kspace(
+        tiny_root / f"{meta['coil'][i]}/Mapping/TrainingSet/FullSample/P003/T1map.mat"
+    )
+    ref = kspace_to_image(
+        full[meta["frame"][i], meta["slice"][i]],
+        multicoil=meta["coil"][i] == "MultiCoil",
+        pad_to=128,
+        size=32,
+    )
     np.testing.assert_allclose(y[i], ref / ref.max(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="normalise"):
         PreprocessConfig(normalise="target")

@@ -3,13 +3,25 @@ import dataclasses
 import numpy as np
 import pytest
 
-from diffcmr_core.data import anatomy, cmrxrecon as io
+from diffcmr_core.data import anatomy
+from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.anatomy import volume_curve
 from diffcmr_core.data.coils import cardiac_array, loop_field, noise_covariance
 from diffcmr_core.data.kspace import crop_roi, ifft2c
-from diffcmr_core.data.phantom import (PhantomConfig, _slice_maps, _views, body_extent, draw_case,
-                                       effective_acceleration, equispaced_mask, load_truth,
-                                       make_phantom, matrix, simulate_file, truth_path)
+from diffcmr_core.data.phantom import (
+    PhantomConfig,
+    _slice_maps,
+    _views,
+    body_extent,
+    draw_case,
+    effective_acceleration,
+    equispaced_mask,
+    load_truth,
+    make_phantom,
+    matrix,
+    simulate_file,
+    truth_path,
+)
 from tests.conftest import TINY
 
 
@@ -20,7 +32,9 @@ def test_deterministic_and_cases_differ():
     np.testing.assert_array_equal(a, b)
     assert a.shape != c.shape or not np.allclose(a, c)
     # a case does not depend on how many cases are generated
-    d, _ = simulate_file(PhantomConfig(**{**TINY.__dict__, "n_cases": 7}), 0, "cine_sax", "MultiCoil")
+    d, _ = simulate_file(
+        PhantomConfig(**{**TINY.__dict__, "n_cases": 7}), 0, "cine_sax", "MultiCoil"
+    )
     np.testing.assert_array_equal(a, d)
 
 
@@ -29,7 +43,7 @@ def test_masks_keep_24_central_lines_and_spacing():
         for acc in (4, 8, 10):
             m = equispaced_mask(ny, 32, acc)
             lines = m[:, 0]
-            assert lines[ny // 2 - 12: ny // 2 + 12].all()
+            assert lines[ny // 2 - 12 : ny // 2 + 12].all()
             assert (m == lines[:, None]).all()
             outer = np.flatnonzero(lines[: ny // 2 - 12])
             assert np.all(np.diff(outer) == acc)
@@ -42,11 +56,14 @@ def test_tree_layout_and_undersampling_is_exact(tiny_root):
     mask = io.load_mask(case / "AccFactor08/P001/T1map_mask.mat", "mask08")
     np.testing.assert_array_equal(sub, full * mask)
     t, kz, kc, ky, kx = full.shape
-    assert (t, kz, kc) == (9, TINY.mapping_slices, TINY.n_coils) and kx == 2 * round(384 / TINY.pixel_mm)
+    assert (t, kz, kc) == (9, TINY.mapping_slices, TINY.n_coils) and kx == 2 * round(
+        384 / TINY.pixel_mm
+    )
     times = io.load_times(case / "AccFactor08/P001/T1map.csv")
     assert len(times) == 9 and np.all(np.diff(times) > 0)
-    single = io.load_kspace(tiny_root / "SingleCoil/Cine/TrainingSet/FullSample/P003/cine_sax.mat",
-                            "kspace_single_full")
+    single = io.load_kspace(
+        tiny_root / "SingleCoil/Cine/TrainingSet/FullSample/P003/cine_sax.mat", "kspace_single_full"
+    )
     assert single.ndim == 4 and 1e-5 < np.abs(single).max() < 1e-1
 
 
@@ -54,15 +71,19 @@ def test_loop_field_matches_numerical_biot_savart():
     """The closed form (elliptic integrals) against summing dl x r / |r|^3 over the wire."""
     centre, normal, radius = np.array([10.0, -5.0, 3.0]), np.array([0.3, -1.0, 0.2]), 40.0
     normal = normal / np.linalg.norm(normal)
-    u = np.cross(normal, [1.0, 0, 0]); u /= np.linalg.norm(u); v = np.cross(normal, u)
+    u = np.cross(normal, [1.0, 0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
     phi = np.linspace(0, 2 * np.pi, 20001)[:-1]
     wire = centre + radius * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
     dl = radius * (-np.sin(phi)[:, None] * u + np.cos(phi)[:, None] * v) * (2 * np.pi / len(phi))
-    points = np.array([[10.0, -5.0, 3.0], [60.0, 30.0, -20.0], [0.0, 80.0, 10.0], [25.0, -40.0, 30.0]])
+    points = np.array(
+        [[10.0, -5.0, 3.0], [60.0, 30.0, -20.0], [0.0, 80.0, 10.0], [25.0, -40.0, 30.0]]
+    )
     for p in points:
         r = p - wire
         numeric = np.cross(dl, r) / np.linalg.norm(r, axis=1)[:, None] ** 3
-        numeric = numeric.sum(0) / 4.0          # mu0 I / (4 pi) in units of mu0 I / pi
+        numeric = numeric.sum(0) / 4.0  # mu0 I / (4 pi) in units of mu0 I / pi
         closed = loop_field(p[None], centre, normal, radius)[0]
         np.testing.assert_allclose(closed, numeric, rtol=1e-5, atol=1e-9)
 
@@ -71,16 +92,16 @@ def test_noise_covariance_is_the_configured_one():
     """Noise-only acquisition: the measured coil covariance equals the model's."""
     cfg = PhantomConfig(pixel_mm=6.0, n_coils=10, cine_frames=4, sax_slices=4)
     body = draw_case(cfg, 0)
-    rng = np.random.default_rng([cfg.seed, 0, 0, 3])          # the T2map's draws, in order
+    rng = np.random.default_rng([cfg.seed, 0, 0, 3])  # the T2map's draws, in order
     views = _views(body, "T2map", cfg.mapping_slices, rng)
     matrix(cfg, "T2map", max(body_extent(body, v)[0] for v in views), rng)
     array = cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
     expected = noise_covariance(array, rng)
     k, _ = simulate_file(cfg, 0, "T2map", "MultiCoil")
     clean, _ = simulate_file(dataclasses.replace(cfg, noise=0.0), 0, "T2map", "MultiCoil")
-    img, img0 = ifft2c(k), ifft2c(clean)   # (w, kz, kc, y, x)
-    air = (np.abs(img0) < 1e-6 * np.abs(img0).max()).all(2)              # no signal in any coil
-    noise = img.transpose(2, 0, 1, 3, 4)[:, air]                           # (kc, n)
+    img, img0 = ifft2c(k), ifft2c(clean)  # (w, kz, kc, y, x)
+    air = (np.abs(img0) < 1e-6 * np.abs(img0).max()).all(2)  # no signal in any coil
+    noise = img.transpose(2, 0, 1, 3, 4)[:, air]  # (kc, n)
     assert noise.shape[1] > 5000
     measured = noise @ noise.conj().T / noise.shape[1]
     sigma2 = (cfg.noise * (1.5 / cfg.pixel_mm) ** 2 * cfg.scale) ** 2
@@ -88,13 +109,24 @@ def test_noise_covariance_is_the_configured_one():
 
 
 def test_truth_and_validation_set(tmp_path):
-    cfg = PhantomConfig(n_cases=1, n_val_cases=1, pixel_mm=3.0, acs_lines=6, n_coils=4,
-                        cine_frames=2, sax_slices=2, lax_slices=1, mapping_slices=2)
+    cfg = PhantomConfig(
+        n_cases=1,
+        n_val_cases=1,
+        pixel_mm=3.0,
+        acs_lines=6,
+        n_coils=4,
+        cine_frames=2,
+        sax_slices=2,
+        lax_slices=1,
+        mapping_slices=2,
+    )
     root = make_phantom(tmp_path, cfg, progress=False)
     val = root / "MultiCoil" / "Cine" / "ValidationSet"
     assert sorted(p.name for p in val.iterdir()) == ["AccFactor04", "AccFactor08", "AccFactor10"]
     truth = load_truth(truth_path(root, "TrainingSet", "P001", "T1map"))
-    k = io.load_kspace(root / "MultiCoil/Mapping/TrainingSet/FullSample/P001/T1map.mat", "kspace_full")
+    k = io.load_kspace(
+        root / "MultiCoil/Mapping/TrainingSet/FullSample/P001/T1map.mat", "kspace_full"
+    )
     assert truth["t1"].shape == (2,) + k.shape[-2:]
     names = list(truth["label_names"])
     myo = truth["label"] == names.index("myocardium")
@@ -119,7 +151,7 @@ def test_lv_contracts_with_the_ejection_fraction():
     assert 2 <= es <= 6 and c[0] == pytest.approx(0.0, abs=1e-9)
     maps, _ = _slice_maps(body, view, (200, 512), 1.5, np.array([0.0, 1.0]))
     blood = [(m[4] > 0.5) & (m[3] == anatomy.LABEL["blood"]) for m in maps]
-    lv = [b[60:140, 196:316].sum() for b in blood]      # around the LV at the image centre
+    lv = [b[60:140, 196:316].sum() for b in blood]  # around the LV at the image centre
     assert lv[1] < lv[0] * (1 - 0.5 * body.ef)
 
 
@@ -140,21 +172,29 @@ def test_quick_profile_heart_is_visible_and_masks_match_the_real_sampling():
     maps, _ = _slice_maps(body, views[1], (ny, nx), cfg.pixel_mm, np.array([0.0]))
     blood = ((maps[0][3] == anatomy.LABEL["blood"]) & (maps[0][4] > 0.5)).astype(np.float32)
     # the same geometry as the images: pad (ky) to pad_to, crop the roi, resize (scikit-image)
-    rows = np.interp(np.linspace(0, ny - 1, pre.pad_to), np.arange(ny), np.arange(ny)).round().astype(int)
-    grid = blood[rows][:, :pre.pad_to] if nx >= pre.pad_to else blood[rows]
+    rows = (
+        np.interp(np.linspace(0, ny - 1, pre.pad_to), np.arange(ny), np.arange(ny))
+        .round()
+        .astype(int)
+    )
+    grid = blood[rows][:, : pre.pad_to] if nx >= pre.pad_to else blood[rows]
     roi = crop_roi(grid, pre.roi)
     small = resize(roi, (pre.size, pre.size), order=1, anti_aliasing=True)
     q = pre.size // 4
     centre = small[q:-q, q:-q] > 0.5
     widest = max(centre.sum(0).max(), centre.sum(1).max())
     assert widest >= 8
-    eff = [effective_acceleration(n, acc, cfg.acs_lines) for n in (86, 100, 114) for acc in (4, 8, 10)]
+    eff = [
+        effective_acceleration(n, acc, cfg.acs_lines) for n in (86, 100, 114) for acc in (4, 8, 10)
+    ]
     eff = np.array(eff).reshape(3, 3).mean(0)
     np.testing.assert_allclose(eff, [3.0, 4.4, 4.9], rtol=0.08)
 
 
 def _rss(k):
-    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    img = np.fft.fftshift(
+        np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
     return np.sqrt((np.abs(img) ** 2).sum(-3))
 
 
@@ -174,17 +214,39 @@ def test_cli_writes_a_real_size_tree_with_validation_set_and_truth(tmp_path):
     import sys
 
     out = tmp_path / "tree"
-    subprocess.run([sys.executable, "-m", "diffcmr_core", "phantom", str(out), "--profile", "paper",
-                    "--cases", "1", "--val-cases", "1", "--frames", "1", "--slices", "1",
-                    "--quiet"], check=True, capture_output=True)
-    sax = io.load_kspace(out / "MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat",
-                         "kspace_full")
-    lax = io.kspace_shape(out / "SingleCoil/Cine/TrainingSet/FullSample/P001/cine_lax.mat",
-                          "kspace_single_full")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcmr_core",
+            "phantom",
+            str(out),
+            "--profile",
+            "paper",
+            "--cases",
+            "1",
+            "--val-cases",
+            "1",
+            "--frames",
+            "1",
+            "--slices",
+            "1",
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sax = io.load_kspace(
+        out / "MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat", "kspace_full"
+    )
+    lax = io.kspace_shape(
+        out / "SingleCoil/Cine/TrainingSet/FullSample/P001/cine_lax.mat", "kspace_single_full"
+    )
     assert sax.shape[:3] == (1, 1, 10) and sax.shape[-1] == 512 and 162 <= sax.shape[-2] <= 246
     assert lax[-1] == 448 and 168 <= lax[-2] <= 204 and len(lax) == 4
-    t1 = io.kspace_shape(out / "MultiCoil/Mapping/ValidationSet/AccFactor10/P001/T1map.mat",
-                         "kspace_sub10")
+    t1 = io.kspace_shape(
+        out / "MultiCoil/Mapping/ValidationSet/AccFactor10/P001/T1map.mat", "kspace_sub10"
+    )
     assert t1[0] == 9
     assert not (out / "MultiCoil/Mapping/ValidationSet/FullSample").exists()
     assert (out / "Truth/TrainingSet/P001/T1map.npz").is_file()

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffcmr_core.method.samplers import (ddim_sample, ddpm_sample, dpm_solver_pp_sample, ensemble,
-                                          round_noise, sample_rounds)
+from diffcmr_core.method.samplers import (
+    ddim_sample,
+    ddpm_sample,
+    dpm_solver_pp_sample,
+    ensemble,
+    round_noise,
+    sample_rounds,
+)
 from diffcmr_core.method.schedule import base_alphas_cumprod, respaced_timesteps
 
 MU, S = 0.3, 0.5
@@ -11,14 +17,23 @@ MU, S = 0.3, 0.5
 
 def run(eps_fn, cond, *, steps, rounds=1, generator=None, sampler="ddpm"):
     """Mean and std over rounds of R chains of ``sampler`` (what DiffCMR's ensembling does)."""
-    return ensemble(sample_rounds(eps_fn, cond, shape=tuple(cond.shape), steps=steps, rounds=rounds,
-                                  sampler=sampler, generator=generator))
+    return ensemble(
+        sample_rounds(
+            eps_fn,
+            cond,
+            shape=tuple(cond.shape),
+            steps=steps,
+            rounds=rounds,
+            sampler=sampler,
+            generator=generator,
+        )
+    )
 
 
 def optimal_eps(x, t, cond):
     """Closed-form E[eps | x_t] for data x0 ~ N(MU, S^2), independent pixels."""
     a = base_alphas_cumprod()[t].float().view(-1, *[1] * (x.dim() - 1))
-    return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S ** 2 + 1 - a)
+    return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
 
 
 def _exact_output_law(steps):
@@ -31,7 +46,7 @@ def _exact_output_law(steps):
     for i in range(steps - 1, -1, -1):
         a, ap = abar[i].item(), abar_prev[i].item()
         alpha, beta = a / ap, 1 - a / ap
-        k = np.sqrt(1 - a) / (a * S ** 2 + 1 - a)             # eps = k (x - sqrt(a) MU)
+        k = np.sqrt(1 - a) / (a * S**2 + 1 - a)  # eps = k (x - sqrt(a) MU)
         c = beta / np.sqrt(1 - a)
         m = (m - c * k * (m - np.sqrt(a) * MU)) / np.sqrt(alpha)
         v = v * ((1 - c * k) / np.sqrt(alpha)) ** 2 + (beta * (1 - ap) / (1 - a) if i else 0.0)
@@ -40,13 +55,13 @@ def _exact_output_law(steps):
 
 def test_exact_law_of_the_1000_step_sampler_is_the_data_law():
     m, v = _exact_output_law(1000)
-    assert m == pytest.approx(MU, abs=1e-3) and v == pytest.approx(S ** 2, rel=0.02)
+    assert m == pytest.approx(MU, abs=1e-3) and v == pytest.approx(S**2, rel=0.02)
 
 
 @pytest.mark.parametrize("steps", [1000, 100])
 def test_ddpm_samples_follow_the_exact_law(steps):
     m, v = _exact_output_law(steps)
-    cond = torch.zeros(1, 1, 100, 100)                       # 10 000 independent pixels
+    cond = torch.zeros(1, 1, 100, 100)  # 10 000 independent pixels
     g = torch.Generator().manual_seed(0)
     mean, std = run(optimal_eps, cond, steps=steps, rounds=1, generator=g)
     assert mean.mean().item() == pytest.approx(m, abs=0.02)
@@ -68,9 +83,13 @@ def test_rounds_batched_equal_rounds_one_by_one():
     cond = torch.randn(2, 1, 8, 8)
     gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
     mean, std = run(eps_fn, cond, steps=50, rounds=3, generator=gens)
-    assert set(calls) == {6}                                 # one batched call per step
-    singles = torch.stack([run(eps_fn, cond, steps=50, generator=torch.Generator()
-                               .manual_seed(s))[0] for s in (1, 2, 3)])
+    assert set(calls) == {6}  # one batched call per step
+    singles = torch.stack(
+        [
+            run(eps_fn, cond, steps=50, generator=torch.Generator().manual_seed(s))[0]
+            for s in (1, 2, 3)
+        ]
+    )
     torch.testing.assert_close(mean, singles.mean(0), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(std, singles.std(0, correction=0), atol=1e-5, rtol=1e-5)
 
@@ -99,8 +118,12 @@ def test_one_chain_reads_its_noise_from_randn_and_starts_at_x_T():
         draws.clear()
         a = sampler(optimal_eps, x_T, cond, steps=10, randn=randn)
         assert not draws and torch.equal(a, sampler(optimal_eps, x_T.clone(), cond, steps=10))
-    noise = round_noise((2, 1, 4, 4), 3, [torch.Generator().manual_seed(s) for s in (1, 2, 3)], None)()
-    torch.testing.assert_close(noise[2:4], torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2)))
+    noise = round_noise(
+        (2, 1, 4, 4), 3, [torch.Generator().manual_seed(s) for s in (1, 2, 3)], None
+    )()
+    torch.testing.assert_close(
+        noise[2:4], torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    )
 
 
 def test_fast_samplers_map_noise_to_the_data_law():
@@ -109,8 +132,13 @@ def test_fast_samplers_map_noise_to_the_data_law():
     cond = torch.zeros(1, 1, 100, 100)
 
     def error(sampler, steps):
-        out, _ = run(optimal_eps, cond, steps=steps, sampler=sampler,
-                     generator=torch.Generator().manual_seed(0))
+        out, _ = run(
+            optimal_eps,
+            cond,
+            steps=steps,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert out.mean().item() == pytest.approx(MU, abs=0.02)
         return abs(out.std().item() - S)
 

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from diffcmr_core.method.schedule import (base_alphas_cumprod, diffusion_loss, eps_from_output, linear_betas,
-                                          loss_weights, q_sample, respaced_timesteps)
+from diffcmr_core.method.schedule import (
+    base_alphas_cumprod,
+    diffusion_loss,
+    eps_from_output,
+    linear_betas,
+    loss_weights,
+    q_sample,
+    respaced_timesteps,
+)
 
 
 def test_schedule_end_points():
@@ -37,10 +44,16 @@ def test_model_outputs_are_read_back_as_the_noise(prediction):
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(4, 1, 16, 16, generator=g), torch.randn(4, 1, 16, 16, generator=g)
     t = torch.tensor([3, 250, 600, 990])
-    a = torch.cumprod(1 - torch.linspace(1e-4, 2e-2, 1000, dtype=torch.float64), 0)[t].float().view(-1, 1, 1, 1)
+    a = (
+        torch.cumprod(1 - torch.linspace(1e-4, 2e-2, 1000, dtype=torch.float64), 0)[t]
+        .float()
+        .view(-1, 1, 1, 1)
+    )
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
     output = {"eps": eps, "x0": x0, "v": a.sqrt() * eps - (1 - a).sqrt() * x0}[prediction]
-    torch.testing.assert_close(eps_from_output(output, x_t, t, prediction), eps, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        eps_from_output(output, x_t, t, prediction), eps, atol=2e-3, rtol=1e-3
+    )
     with pytest.raises(ValueError, match="prediction"):
         eps_from_output(output, x_t, t, "score")
 
@@ -59,10 +72,14 @@ def test_v_weighting_is_noise_error_plus_clean_image_error():
     weighted = diffusion_loss(eps_pred, noise, loss_weights(t, "v"), reduction="mean")
     per = lambda u, w: ((u - w) ** 2).flatten(1).mean(1)  # noqa: E731
     assert weighted.item() == pytest.approx(per(v_pred, v_true).mean().item(), rel=1e-3)
-    assert weighted.item() == pytest.approx((per(eps_pred, noise) + per(x0_pred, x0)).mean().item(), rel=1e-3)
+    assert weighted.item() == pytest.approx(
+        (per(eps_pred, noise) + per(x0_pred, x0)).mean().item(), rel=1e-3
+    )
     # the unweighted loss is Eq. 5, and at t = 1000 it hardly sees the clean-image error
     assert loss_weights(t, "eps") is None
-    assert diffusion_loss(eps_pred, noise, reduction="mean").item() == pytest.approx(per(eps_pred, noise).mean().item())
+    assert diffusion_loss(eps_pred, noise, reduction="mean").item() == pytest.approx(
+        per(eps_pred, noise).mean().item()
+    )
     assert loss_weights(t, "v")[-1].item() > 1e4
     with pytest.raises(ValueError, match="loss weighting"):
         loss_weights(t, "snr")

@@ -10,10 +10,21 @@ def test_seed_variant_changes_only_seeds_and_shares_the_data():
     base = get_profile("quick")
     v = seed_profile(base, 2)
     assert v.name == "quick-seed2" and seed_profile(base, 0) is base
-    assert (v.train_diffcmr.seed, v.train_unet.seed, v.train_cgan.seed, v.evaluation.seed) == (2, 2, 2, 2)
-    same = dataclasses.replace(v, name=base.name, data_name=None, train_diffcmr=base.train_diffcmr,
-                               train_unet=base.train_unet, train_cgan=base.train_cgan,
-                               evaluation=base.evaluation)
+    assert (v.train_diffcmr.seed, v.train_unet.seed, v.train_cgan.seed, v.evaluation.seed) == (
+        2,
+        2,
+        2,
+        2,
+    )
+    same = dataclasses.replace(
+        v,
+        name=base.name,
+        data_name=None,
+        train_diffcmr=base.train_diffcmr,
+        train_unet=base.train_unet,
+        train_cgan=base.train_cgan,
+        evaluation=base.evaluation,
+    )
     assert same == base
     assert paths_for(v).pairs == paths_for(base).pairs and paths_for(v).data == paths_for(base).data
     assert paths_for(v).runs != paths_for(base).runs
@@ -22,10 +33,15 @@ def test_seed_variant_changes_only_seeds_and_shares_the_data():
 
 def test_table_and_orderings_against_numpy():
     rng = np.random.default_rng(0)
-    psnr = {"RAW": [17.0, 17.0, 17.0], "U-Net": list(rng.normal(20, 0.1, 3)),
-            "DiffCMR": list(rng.normal(20.1, 0.5, 3))}
-    results = {s: {("cine", 4): {m: {"psnr": v[i], "ssim": 0.5, "nmse": 0.2} for m, v in psnr.items()}}
-               for i, s in enumerate((0, 1, 2))}
+    psnr = {
+        "RAW": [17.0, 17.0, 17.0],
+        "U-Net": list(rng.normal(20, 0.1, 3)),
+        "DiffCMR": list(rng.normal(20.1, 0.5, 3)),
+    }
+    results = {
+        s: {("cine", 4): {m: {"psnr": v[i], "ssim": 0.5, "nmse": 0.2} for m, v in psnr.items()}}
+        for i, s in enumerate((0, 1, 2))
+    }
     rows = seed_table(results)
     for r in rows:
         assert np.isclose(r["psnr"], np.mean(psnr[r["method"]]))
@@ -33,7 +49,8 @@ def test_table_and_orderings_against_numpy():
     order = {(o["better"], o["worse"]): o for o in orderings(rows)}
     assert order[("U-Net", "RAW")]["holds"] and order[("DiffCMR", "RAW")]["holds"]
     pair = order.get(("DiffCMR", "U-Net")) or order[("U-Net", "DiffCMR")]
-    assert pair["holds"] == (pair["d_psnr"] > 2 * max(np.std(psnr["U-Net"], ddof=1),
-                                                      np.std(psnr["DiffCMR"], ddof=1)))
+    assert pair["holds"] == (
+        pair["d_psnr"] > 2 * max(np.std(psnr["U-Net"], ddof=1), np.std(psnr["DiffCMR"], ddof=1))
+    )
     one = seed_table({0: results[0]})
-    assert not any(o["holds"] for o in orderings(one))     # one seed establishes nothing
+    assert not any(o["holds"] for o in orderings(one))  # one seed establishes nothing

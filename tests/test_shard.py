@@ -25,18 +25,20 @@ def test_chunks_are_fixed_by_the_chunk_size_saved_and_reused(tmp_path):
 
     def work(lo, hi):
         calls.append((lo, hi))
-        return {"mean": np.arange(lo, hi, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2)),
-                "rounds": np.stack([np.full((hi - lo, 2, 2), r + lo, np.float32) for r in range(3)])}
+        return {
+            "mean": np.arange(lo, hi, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2)),
+            "rounds": np.stack([np.full((hi - lo, 2, 2), r + lo, np.float32) for r in range(3)]),
+        }
 
     got = shard.map_chunks(5, 2, work, tmp_path / "p")
     assert calls == [(0, 2), (2, 4), (4, 5)]
     np.testing.assert_array_equal(got["mean"][:, 0, 0], np.arange(5))
     assert got["rounds"].shape == (3, 5, 2, 2)
-    np.testing.assert_array_equal(got["rounds"][:, 3, 0, 0], [2, 3, 4])   # chunk 2:4, r + lo
-    shard.chunk_path(tmp_path / "p", 2, 4).write_bytes(b"not a zip")     # a half-written chunk
+    np.testing.assert_array_equal(got["rounds"][:, 3, 0, 0], [2, 3, 4])  # chunk 2:4, r + lo
+    shard.chunk_path(tmp_path / "p", 2, 4).write_bytes(b"not a zip")  # a half-written chunk
     calls.clear()
     again = shard.map_chunks(5, 2, work, tmp_path / "p")
-    assert calls == [(2, 4)]                                             # only that one redone
+    assert calls == [(2, 4)]  # only that one redone
     for k in got:
         np.testing.assert_array_equal(again[k], got[k])
 
@@ -47,15 +49,31 @@ def test_a_rank_owns_every_worldth_piece():
     assert shard.current() == shard.Ranks(0, 1) and shard.Ranks().gather("x") == ["x"]
 
 
-def _torchrun(nproc: int, home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _torchrun(
+    nproc: int, home: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "DIFFCMR_HOME": str(home), "OMP_NUM_THREADS": "1"}
     env.pop("CMRXRECON_ROOT", None)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc-per-node={nproc}", str(WORKER), *args],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            str(WORKER),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -92,21 +110,32 @@ def test_two_ranks_submit_the_same_files_and_a_killed_rank_is_finished_by_a_reru
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["world"] == 2 and len(two["written"]) == len(one["written"])
     reference = _files(tmp_path / "one")
-    assert _files(tmp_path / "two") == reference                 # bit-identical files
+    assert _files(tmp_path / "two") == reference  # bit-identical files
     truth = validation_truth_root(paths_for(get_profile("smoke")).data)
     assert truth.is_dir() and str(truth).startswith(str(home))
-    assert score_submission(tmp_path / "two", truth).ranking == score_submission(tmp_path / "one", truth).ranking
+    assert (
+        score_submission(tmp_path / "two", truth).ranking
+        == score_submission(tmp_path / "one", truth).ranking
+    )
 
-    died = _torchrun(2, home, "submit", str(tmp_path / "cut"), str(tmp_path / "cut.json"),
-                     "--die-after", "1", check=False)
+    died = _torchrun(
+        2,
+        home,
+        "submit",
+        str(tmp_path / "cut"),
+        str(tmp_path / "cut.json"),
+        "--die-after",
+        "1",
+        check=False,
+    )
     assert died.returncode != 0 and not (tmp_path / "cut.json").exists()
     from diffcmr_core.study.submit import _read_records
 
     recorded = {str(tmp_path / "cut" / rel) for rel in _read_records(tmp_path / "cut")}
-    assert recorded and len(recorded) < len(reference)           # the run did stop part-way
+    assert recorded and len(recorded) < len(reference)  # the run did stop part-way
     _torchrun(2, home, "submit", str(tmp_path / "cut"), str(tmp_path / "cut.json"))
     rerun = json.loads((tmp_path / "cut.json").read_text())
-    assert set(rerun["kept"]) == recorded                        # what was finished is kept
+    assert set(rerun["kept"]) == recorded  # what was finished is kept
     assert set(rerun["written"]) == {str(tmp_path / "cut" / r) for r in reference} - recorded
     assert _files(tmp_path / "cut") == reference
 
@@ -124,8 +153,11 @@ def test_two_ranks_evaluate_and_ablate_as_one_process(home, tmp_path):
     def run(nproc: int, tag: str):
         _torchrun(nproc, home, "evaluate", str(tmp_path / f"{tag}.json"))
         runs = home / "runs" / "smoke"
-        return (json.loads((tmp_path / f"{tag}.json").read_text()),
-                _recon_files(runs / "eval" / "cine_acc04"), _recon_files(runs / "ablation" / "cine_acc04"))
+        return (
+            json.loads((tmp_path / f"{tag}.json").read_text()),
+            _recon_files(runs / "eval" / "cine_acc04"),
+            _recon_files(runs / "ablation" / "cine_acc04"),
+        )
 
     one, one_eval, one_abl = run(1, "one")
     two, two_eval, two_abl = run(2, "two")

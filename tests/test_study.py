@@ -10,15 +10,40 @@ import pytest
 
 from diffcmr_core.study.profiles import get_profile, paths_for
 
-EXPECTED = ["table1.csv", "table1.md", "table2_cine.csv", "table2_cine.md", "table3_mapping.csv",
-            "table3_mapping.md", "table4a_steps.csv", "table4a_steps.md", "table4b_rounds.csv",
-            "table4b_rounds.md", "fig1_diffusion.png", "fig2_pipeline.png", "fig3_qualitative.png",
-            "fig3_qualitative.pdf", "REPORT.md", "table5_fast_sampling.csv", "fig_fast_sampling.png",
-            "fig_kspace_error.png", "cs_choice.csv",
-            "table6_maps.csv", "table6_maps.md", "table6_maps_truth.csv", "table6_maps_scale.csv",
-            "table6_maps_uncertainty.csv", "fig_maps.png"]
+EXPECTED = [
+    "table1.csv",
+    "table1.md",
+    "table2_cine.csv",
+    "table2_cine.md",
+    "table3_mapping.csv",
+    "table3_mapping.md",
+    "table4a_steps.csv",
+    "table4a_steps.md",
+    "table4b_rounds.csv",
+    "table4b_rounds.md",
+    "fig1_diffusion.png",
+    "fig2_pipeline.png",
+    "fig3_qualitative.png",
+    "fig3_qualitative.pdf",
+    "REPORT.md",
+    "table5_fast_sampling.csv",
+    "fig_fast_sampling.png",
+    "fig_kspace_error.png",
+    "cs_choice.csv",
+    "table6_maps.csv",
+    "table6_maps.md",
+    "table6_maps_truth.csv",
+    "table6_maps_scale.csv",
+    "table6_maps_uncertainty.csv",
+    "fig_maps.png",
+]
 # notebook 10, in a profile with evidence settings (smoke, cpu)
-EVIDENCE_FILES = ["compute_curve.csv", "fig_compute_curve.png", "convergence.csv", "paired_seeds.csv"]
+EVIDENCE_FILES = [
+    "compute_curve.csv",
+    "fig_compute_curve.png",
+    "convergence.csv",
+    "paired_seeds.csv",
+]
 
 
 @pytest.mark.slow
@@ -28,20 +53,36 @@ def test_study_writes_every_table_and_figure(smoke_home):
     assert not missing
     header = (figures / "table2_cine.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["method", "acc", "psnr", "ssim", "nmse"]
-    methods = {l.split(",")[0] for l in (figures / "table3_mapping.csv").read_text().splitlines()[1:]}
+    methods = {
+        ln.split(",")[0] for ln in (figures / "table3_mapping.csv").read_text().splitlines()[1:]
+    }
     assert methods == {"RAW", "U-Net", "cGAN", "DiffCMR", "PI-CS"}
     report = (figures / "REPORT.md").read_text()
     assert "synthetic phantom" in report and "paper PSNR" in report and "wall time" in report
-    fast = [l.split(",")[0] for l in (figures / "table5_fast_sampling.csv").read_text().splitlines()[1:]]
+    fast = [
+        ln.split(",")[0]
+        for ln in (figures / "table5_fast_sampling.csv").read_text().splitlines()[1:]
+    ]
     settings = get_profile("smoke").evaluation.fast_settings
-    assert fast[:4] == ["RAW", "paper protocol T=20 R=2", "paper protocol T=20 R=2 + DC (magnitude)",
-                        "paper protocol T=20 R=2 + DC (coil data)"]
+    assert fast[:4] == [
+        "RAW",
+        "paper protocol T=20 R=2",
+        "paper protocol T=20 R=2 + DC (magnitude)",
+        "paper protocol T=20 R=2 + DC (coil data)",
+    ]
     assert fast[4] == "DDPM T=5 R=2" and len(fast) == 1 + 3 * len(settings)
     executed = json.loads((smoke_home / "runs/smoke/notebooks/02_preprocessing.ipynb").read_text())
     assert any("papermill" in c["metadata"] for c in executed["cells"])
-    maps = [l.split(",") for l in (figures / "table6_maps.csv").read_text().splitlines()]
+    maps = [ln.split(",") for ln in (figures / "table6_maps.csv").read_text().splitlines()]
     assert maps[0][:4] == ["method", "acc", "T1 myo MAE", "T1 myo bias"]
-    assert {r[0] for r in maps[1:]} == {"RAW", "U-Net", "cGAN", "DiffCMR R=1", "DiffCMR R=2", "PI-CS"}
+    assert {r[0] for r in maps[1:]} == {
+        "RAW",
+        "U-Net",
+        "cGAN",
+        "DiffCMR R=1",
+        "DiffCMR R=2",
+        "PI-CS",
+    }
     assert "Table 6 (beyond the paper)" in report
 
 
@@ -72,9 +113,14 @@ def test_an_ad_hoc_papermill_run_leaves_the_study_figures_alone(smoke_home, tmp_
     figures = smoke_home / "figures" / "smoke"
     before = {p.name: p.read_bytes() for p in figures.iterdir() if p.is_file()}
     book = Path(__file__).resolve().parents[1] / "notebooks" / "06_figures_1_2.ipynb"
-    pm.execute_notebook(str(book), str(tmp_path / "out.ipynb"), cwd=str(book.parent),
-                        parameters={"profile": "smoke", "acc": 8, "progress": False},
-                        progress_bar=False, kernel_name="python3")
+    pm.execute_notebook(
+        str(book),
+        str(tmp_path / "out.ipynb"),
+        cwd=str(book.parent),
+        parameters={"profile": "smoke", "acc": 8, "progress": False},
+        progress_bar=False,
+        kernel_name="python3",
+    )
     after = {p.name: p.read_bytes() for p in figures.iterdir() if p.is_file()}
     assert after == before
     own = smoke_home / "runs/smoke/figures/06_figures_1_2/task=cine-acc=8-slice_index=0"
@@ -93,11 +139,18 @@ def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, 
     # two sessions: 10 s, then resumed (clock restarts) for 5 s more
     log.write_text("step,loss,seconds\n10,1.0,4.0\n20,0.9,10.0\n30,0.8,2.0\n40,0.7,5.0\n")
     _store(runs / "eval" / "cine_acc04" / "summary.json", profile, {}, 7.0)
-    _store(runs / "ablation" / "cine_acc04" / "ablation.json", get_profile("quick"), {}, 99.0)  # stale
-    _store(runs / "challenge" / "scores.json", profile, {}, 3.0)       # 04's challenge protocol
-    _store(runs / "public" / "cine_acc04" / "choices.json", profile, [], 2.0)   # 05's public choices
-    assert compute_seconds(profile) == {"training": 15.0, "evaluation": 10.0, "ablation": 2.0,
-                                        "fast sampling": 0.0, "maps": 0.0}
+    _store(
+        runs / "ablation" / "cine_acc04" / "ablation.json", get_profile("quick"), {}, 99.0
+    )  # stale
+    _store(runs / "challenge" / "scores.json", profile, {}, 3.0)  # 04's challenge protocol
+    _store(runs / "public" / "cine_acc04" / "choices.json", profile, [], 2.0)  # 05's public choices
+    assert compute_seconds(profile) == {
+        "training": 15.0,
+        "evaluation": 10.0,
+        "ablation": 2.0,
+        "fast sampling": 0.0,
+        "maps": 0.0,
+    }
 
 
 @pytest.mark.slow
@@ -107,23 +160,33 @@ def test_explorer_callbacks(smoke_home):
     explorer = Explorer(get_profile("smoke"), "cine")
     r = explorer.reconstruct(0, 4, steps=5, rounds=2)
     assert r["recon"].shape == r["target"].shape == r["std"].shape
-    assert np.all(r["std"] >= 0) and r["std"].max() > 0          # two rounds differ
+    assert np.all(r["std"] >= 0) and r["std"].max() > 0  # two rounds differ
     assert explorer.reconstruct(0, 4, steps=5, rounds=2) is r and explorer.cached(0, 4, 5, 2)
     fig = explorer.reconstruction_figure(index=1, acc=8, steps=5, rounds=2)
-    assert len(fig.axes) == 4 + 2 and "dB" in fig.axes[0].get_title()   # + colour bars of error, std
+    assert len(fig.axes) == 4 + 2 and "dB" in fig.axes[0].get_title()  # + colour bars of error, std
     # the acquired k-space comes from the file: its sampled lines are the mask file's
     from diffcmr_core.data import cmrxrecon as io
+
     meta = explorer._data(8)[2]
     k = explorer.acquired_kspace(1, 8)
-    mask = io.load_mask(io.file_path(paths_for("smoke").data, meta["coil"][1], "cine", meta["case"][1],
-                                     meta["file"][1], acc=8, kind="mask"))
+    mask = io.load_mask(
+        io.file_path(
+            paths_for("smoke").data,
+            meta["coil"][1],
+            "cine",
+            meta["case"][1],
+            meta["file"][1],
+            acc=8,
+            kind="mask",
+        )
+    )
     np.testing.assert_array_equal((k > 0).any(axis=1), mask.any(axis=1))
     assert 0 < mask.any(axis=1).mean() < 1
     data = explorer.data_figure(index=1, acc=8)
     assert f"{mask.any(axis=1).sum()} of {mask.shape[0]} ky lines" in data.axes[2].get_title()
     fwd = explorer.forward_figure(index=0, acc=4, t=999)
     noisy = fwd.axes[1].images[0].get_array()
-    assert abs(float(np.std(noisy)) - 1.0) < 0.2                  # x_999 is nearly pure noise
+    assert abs(float(np.std(noisy)) - 1.0) < 0.2  # x_999 is nearly pure noise
     plt.close("all")
     assert paths_for("smoke").root == smoke_home
 
@@ -147,6 +210,7 @@ def test_gpu_profile_dry_run_runs_every_notebook(tmp_path, monkeypatch):
     figures = tmp_path / "figures" / "gpu-dry"
     assert all((figures / f).is_file() for f in EXPECTED)
     import h5py
+
     with h5py.File(tmp_path / "runs/gpu-dry/eval/cine_acc04/DiffCMR_recon.h5", "r") as f:
         assert f["recon"].shape == (1, size, size)
 
@@ -185,7 +249,7 @@ def test_saved_figures_are_byte_identical_when_redrawn(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = draw(tmp_path / "a")
-    time.sleep(1.1)                                   # a creation date would now differ
+    time.sleep(1.1)  # a creation date would now differ
     second = draw(tmp_path / "b")
     for suffix in (".png", ".pdf"):
         a, b = first.with_suffix(suffix).read_bytes(), second.with_suffix(suffix).read_bytes()

@@ -14,13 +14,17 @@ from tests.test_networks import TINY
 
 MODEL = TINY
 SMALL_UNET = UNetConfig(channels=4, depth=2)
-CFG = TrainConfig(iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, log_every=1, checkpoint_every=3)
+CFG = TrainConfig(
+    iterations=6, batch_size=2, lr=1e-3, ema_decay=0.9, log_every=1, checkpoint_every=3
+)
 
 
 @pytest.fixture(scope="module")
 def pairs(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("train_pairs")
-    build_pairs(tiny_root, out, "cine", PreprocessConfig(pad_to=128, size=32), accs=(4,), progress=False)
+    build_pairs(
+        tiny_root, out, "cine", PreprocessConfig(pad_to=128, size=32), accs=(4,), progress=False
+    )
     return pairs_path(out, "cine", 4)
 
 
@@ -33,8 +37,15 @@ def _weights(path):
 def test_resumed_run_equals_uninterrupted_run(pairs, tmp_path, method):
     model = {"diffcmr": MODEL, "unet": SMALL_UNET, "cgan": CGANConfig(SMALL_UNET)}[method]
     full = train(method, pairs, tmp_path / "full", CFG, model, device="cpu", progress=False)
-    half = train(method, pairs, tmp_path / "resumed", dataclasses.replace(CFG, iterations=3), model,
-                 device="cpu", progress=False)
+    half = train(
+        method,
+        pairs,
+        tmp_path / "resumed",
+        dataclasses.replace(CFG, iterations=3),
+        model,
+        device="cpu",
+        progress=False,
+    )
     assert load_checkpoint(half)["step"] == 3
     resumed = train(method, pairs, tmp_path / "resumed", CFG, model, device="cpu", progress=False)
     (a, ea), (b, eb) = _weights(full), _weights(resumed)
@@ -43,12 +54,16 @@ def test_resumed_run_equals_uninterrupted_run(pairs, tmp_path, method):
     for k in ea:
         torch.testing.assert_close(ea[k], eb[k], rtol=0, atol=0)
     log = (tmp_path / "resumed" / "loss.csv").read_text().splitlines()
-    assert log[0].startswith("step,loss") and [l.split(",")[0] for l in log[1:]] == [str(i) for i in range(1, 7)]
+    assert log[0].startswith("step,loss") and [ln.split(",")[0] for ln in log[1:]] == [
+        str(i) for i in range(1, 7)
+    ]
 
 
 def test_training_lowers_the_loss(pairs, tmp_path):
     cfg = dataclasses.replace(CFG, iterations=60, batch_size=4, log_every=10, checkpoint_every=60)
-    train("unet", pairs, tmp_path, cfg, UNetConfig(channels=8, depth=2), device="cpu", progress=False)
+    train(
+        "unet", pairs, tmp_path, cfg, UNetConfig(channels=8, depth=2), device="cpu", progress=False
+    )
     rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
     first, last = float(rows[0].split(",")[1]), float(rows[-1].split(",")[1])
     assert last < 0.7 * first
@@ -79,9 +94,20 @@ def _ddp_worker(rank, world, init_file, pairs, out, cfg):
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_with_the_global_batch(pairs, tmp_path):
     cfg = dataclasses.replace(CFG, iterations=3, checkpoint_every=3)
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(pairs), str(tmp_path / "ddp"), cfg), nprocs=2)
-    single = train("diffcmr", pairs, tmp_path / "single", dataclasses.replace(cfg, batch_size=4), MODEL,
-                   device="cpu", progress=False)
+    mp.spawn(
+        _ddp_worker,
+        args=(2, str(tmp_path / "init"), str(pairs), str(tmp_path / "ddp"), cfg),
+        nprocs=2,
+    )
+    single = train(
+        "diffcmr",
+        pairs,
+        tmp_path / "single",
+        dataclasses.replace(cfg, batch_size=4),
+        MODEL,
+        device="cpu",
+        progress=False,
+    )
     (a, _), (b, _) = _weights(tmp_path / "ddp" / "last.pt"), _weights(single)
     # equal up to float summation order. Adam divides each gradient by its own running size, so
     # a gradient that is zero in exact arithmetic (behind the zero-initialised output layers at
@@ -98,11 +124,17 @@ def test_checkpoint_of_another_configuration_is_not_reused(pairs, tmp_path):
     model = SMALL_UNET
     train("unet", pairs, tmp_path, CFG, model, device="cpu", progress=False)
     other = dataclasses.replace(CFG, lr=5e-4)
-    ckpt = load_checkpoint(train("unet", pairs, tmp_path, other, model, device="cpu", progress=False))
+    ckpt = load_checkpoint(
+        train("unet", pairs, tmp_path, other, model, device="cpu", progress=False)
+    )
     assert ckpt["train_config"]["lr"] == 5e-4 and ckpt["step"] == 6
-    longer = dataclasses.replace(other, iterations=8)           # extending a run resumes it
-    assert load_checkpoint(train("unet", pairs, tmp_path, longer, model, device="cpu",
-                                 progress=False))["step"] == 8
+    longer = dataclasses.replace(other, iterations=8)  # extending a run resumes it
+    assert (
+        load_checkpoint(
+            train("unet", pairs, tmp_path, longer, model, device="cpu", progress=False)
+        )["step"]
+        == 8
+    )
     rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == [str(i) for i in range(1, 9)]
 
@@ -118,14 +150,19 @@ def test_diffcmr_train_step_uses_its_loss_weighting():
     losses = {}
     for weighting in ("eps", "v"):
         torch.manual_seed(0)
-        system = DiffusionSystem(dataclasses.replace(TINY, train_steps=1000, loss_weighting=weighting))
+        system = DiffusionSystem(
+            dataclasses.replace(TINY, train_steps=1000, loss_weighting=weighting)
+        )
         rand = system.randomness(torch.Generator().manual_seed(2), 3, (1, 16, 16))
         t = system.train_timesteps[rand["t_index"]]
         with torch.no_grad():
-            eps = system.model(schedule.q_sample(to_model_space(tgt), t, rand["noise"]), t,
-                               to_model_space(inp))
-        err = ((eps - rand["noise"]) ** 2).flatten(1).sum(1)      # Eq. 5's squared norm
-        weights = 1 / schedule.base_alphas_cumprod()[t].float() if weighting == "v" else torch.ones(3)
+            eps = system.model(
+                schedule.q_sample(to_model_space(tgt), t, rand["noise"]), t, to_model_space(inp)
+            )
+        err = ((eps - rand["noise"]) ** 2).flatten(1).sum(1)  # Eq. 5's squared norm
+        weights = (
+            1 / schedule.base_alphas_cumprod()[t].float() if weighting == "v" else torch.ones(3)
+        )
         opt = torch.optim.SGD(system.model.parameters(), lr=0.0)
         losses[weighting] = system.train_step(inp, tgt, rand, [opt], lambda m: None)["loss"]
         assert losses[weighting] == pytest.approx((weights * err).mean().item(), rel=1e-4)
@@ -137,13 +174,31 @@ def test_diffcmr_train_step_uses_its_loss_weighting():
 def test_checkpoint_keeps_the_model_config(pairs, tmp_path):
     from diffcmr_core.method.train import load_for_inference
 
-    model = dataclasses.replace(MODEL, loss_weighting="v", prediction="v", attention_resolutions=(8,))
-    ckpt = train("diffcmr", pairs, tmp_path, dataclasses.replace(CFG, iterations=2), model,
-                 device="cpu", progress=False)
+    model = dataclasses.replace(
+        MODEL, loss_weighting="v", prediction="v", attention_resolutions=(8,)
+    )
+    ckpt = train(
+        "diffcmr",
+        pairs,
+        tmp_path,
+        dataclasses.replace(CFG, iterations=2),
+        model,
+        device="cpu",
+        progress=False,
+    )
     system, _ = load_for_inference(ckpt)
-    assert system.cfg == model                  # tuples and all, without any repair
-    system, _ = load_for_inference(train("cgan", pairs, tmp_path / "gan", dataclasses.replace(CFG, iterations=1),
-                                         CGANConfig(SMALL_UNET, l1_weight=7.0), device="cpu", progress=False))
+    assert system.cfg == model  # tuples and all, without any repair
+    system, _ = load_for_inference(
+        train(
+            "cgan",
+            pairs,
+            tmp_path / "gan",
+            dataclasses.replace(CFG, iterations=1),
+            CGANConfig(SMALL_UNET, l1_weight=7.0),
+            device="cpu",
+            progress=False,
+        )
+    )
     assert system.cfg == CGANConfig(SMALL_UNET, l1_weight=7.0) and system.l1_weight == 7.0
 
 
@@ -164,10 +219,19 @@ def test_one_model_for_several_factors_trains_on_their_pairs_concatenated(tiny_r
     np.testing.assert_array_equal(inp[:, 0].numpy(), np.concatenate([r[0] for r in ref]))
     np.testing.assert_array_equal(tgt[:, 0].numpy(), np.concatenate([r[1] for r in ref]))
     cfg = TrainConfig(iterations=2, batch_size=2, log_every=1, checkpoint_every=2)
-    ckpt_path = train("unet", [files[4], files[8]], tmp_path / "m", cfg, UNetConfig(channels=4, depth=2),
-                      progress=False)
+    ckpt_path = train(
+        "unet",
+        [files[4], files[8]],
+        tmp_path / "m",
+        cfg,
+        UNetConfig(channels=4, depth=2),
+        progress=False,
+    )
     ckpt = load_checkpoint(ckpt_path)
-    assert [os.path.basename(p) for p in ckpt["pairs"]] == ["pairs_cine_acc04.h5", "pairs_cine_acc08.h5"]
+    assert [os.path.basename(p) for p in ckpt["pairs"]] == [
+        "pairs_cine_acc04.h5",
+        "pairs_cine_acc08.h5",
+    ]
     for acc in (4, 8):
         check_checkpoint(ckpt_path, ckpt, method="unet", task="cine", acc=acc)
     with pytest.raises(CheckpointError, match="trained on cine 4x, cine 8x, not on cine 10x"):
@@ -180,9 +244,15 @@ def test_shared_models_profile_has_one_model_per_task_and_method():
 
     quick, gpu = get_profile("quick"), get_profile("gpu")
     assert quick.shared_models and not gpu.shared_models
-    assert len(quick.methods) == 4                     # U-Net, cGAN, DiffCMR and PI-CS
+    assert len(quick.methods) == 4  # U-Net, cGAN, DiffCMR and PI-CS
     assert len(model_list(quick)) == len(quick.tasks) * len(quick.methods) == 8
     assert len(model_list(gpu)) == len(gpu.tasks) * len(gpu.accs) * len(gpu.methods) == 24
     p = paths_for(quick)
-    assert p.model_dir("cine", 4, "diffcmr") == p.model_dir("cine", 10, "diffcmr") != p.model_dir("mapping", 4, "diffcmr")
-    assert paths_for(gpu).model_dir("cine", 4, "unet") != paths_for(gpu).model_dir("cine", 8, "unet")
+    assert (
+        p.model_dir("cine", 4, "diffcmr")
+        == p.model_dir("cine", 10, "diffcmr")
+        != p.model_dir("mapping", 4, "diffcmr")
+    )
+    assert paths_for(gpu).model_dir("cine", 4, "unet") != paths_for(gpu).model_dir(
+        "cine", 8, "unet"
+    )

@@ -65,11 +65,11 @@ def ranking_crop(images: np.ndarray) -> np.ndarray:
     """The centre crop of ``run4Ranking`` of magnitude or complex images ``(t, z, ky, kx)`` (our
     order: already the kept frames and slices): float32 ``img4ranking`` in MATLAB order
     ``(round(kx/3), round(ky/2), z, t)``."""
-    mag = np.abs(np.asarray(images)).transpose(3, 2, 1, 0)          # (sx, sy, sz, t)
+    mag = np.abs(np.asarray(images)).transpose(3, 2, 1, 0)  # (sx, sy, sz, t)
     out = mag
     for axis, keep in ((0, matlab_round(mag.shape[0] / 3)), (1, matlab_round(mag.shape[1] / 2))):
         m = mag.shape[axis]
-        start = m // 2 - keep // 2          # crop.m's floor(m/2)+1+ceil(-s/2), 0-based
+        start = m // 2 - keep // 2  # crop.m's floor(m/2)+1+ceil(-s/2), 0-based
         out = np.take(out, np.arange(start, start + keep), axis=axis)
     return np.ascontiguousarray(out, np.float32)
 
@@ -87,7 +87,7 @@ def original_size_images(kspace: np.ndarray, multicoil: bool) -> np.ndarray:
     (the organisers' ``ifft2c`` + ``rss`` up to a constant factor, which the scoring's
     normalisation removes)."""
     img = ifft2c(np.asarray(kspace, np.complex64))
-    power = (img.real ** 2 + img.imag ** 2)
+    power = img.real**2 + img.imag**2
     return np.sqrt(power.sum(-3) if multicoil else power).astype(np.float32)
 
 
@@ -96,23 +96,34 @@ def reference_ranking(full_path: Path, coil: str, name: str) -> np.ndarray:
     key = io.kspace_key(coil, None)
     shape = io.kspace_shape(full_path, key)
     frames, slices = ranking_selection(name, shape[0], shape[1])
-    kspace = io.load_kspace(full_path, key, index=(slice(frames[0], frames[-1] + 1),
-                                                   slice(slices[0], slices[-1] + 1)))
+    kspace = io.load_kspace(
+        full_path, key, index=(slice(frames[0], frames[-1] + 1), slice(slices[0], slices[-1] + 1))
+    )
     return ranking_crop(original_size_images(kspace, coil == "MultiCoil"))
 
 
 # ----------------------------------------------------------------------------- files
-def submission_path(out: str | Path, coil: str, task: str, split: str, acc: int, case: str,
-                    name: str) -> Path:
-    return (Path(out) / coil / io.TASK_FOLDER[task] / split / f"AccFactor{acc:02d}" / case
-            / f"{name}.mat")
+def submission_path(
+    out: str | Path, coil: str, task: str, split: str, acc: int, case: str, name: str
+) -> Path:
+    return (
+        Path(out)
+        / coil
+        / io.TASK_FOLDER[task]
+        / split
+        / f"AccFactor{acc:02d}"
+        / case
+        / f"{name}.mat"
+    )
 
 
 def save_ranking(path: str | Path, img4ranking: np.ndarray) -> None:
     """Write ``img4ranking`` (float32, MATLAB order) as a MATLAB v5 file, atomically."""
     array = np.asarray(img4ranking)
     if array.dtype != np.float32 or array.ndim != 4:
-        raise ValueError(f"img4ranking must be float32 (sx, sy, sz, t), got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"img4ranking must be float32 (sx, sy, sz, t), got {array.dtype} {array.shape}"
+        )
     if not np.isfinite(array).all():
         raise ValueError(f"img4ranking for {path} has non-finite values")
     with atomic_path(path) as tmp:
@@ -128,13 +139,20 @@ def load_ranking(path: str | Path) -> np.ndarray:
     try:
         data = scipy.io.loadmat(path)
     except NotImplementedError:
-        raise CMRxReconError(path, "a MATLAB v7.3 (HDF5) file: the organisers read submissions "
-                                   "with scipy.io.loadmat, and their h5py fallback returns the axes "
-                                   "reversed; save it as MATLAB v5") from None
+        raise CMRxReconError(
+            path,
+            "a MATLAB v7.3 (HDF5) file: the organisers read submissions "
+            "with scipy.io.loadmat, and their h5py fallback returns the axes "
+            "reversed; save it as MATLAB v5",
+        ) from None
     except Exception as err:  # noqa: BLE001 - scipy raises many types for a short or garbage file
-        raise CMRxReconError(path, f"unreadable submission file ({type(err).__name__}: {err})") from None
+        raise CMRxReconError(
+            path, f"unreadable submission file ({type(err).__name__}: {err})"
+        ) from None
     if KEY not in data:
-        raise CMRxReconError(path, f"no variable {KEY!r} (found {sorted(k for k in data if not k.startswith('__'))})")
+        raise CMRxReconError(
+            path, f"no variable {KEY!r} (found {sorted(k for k in data if not k.startswith('__'))})"
+        )
     return np.asarray(data[KEY])
 
 
@@ -143,19 +161,33 @@ def score_file(pred: np.ndarray, gt: np.ndarray, path: Path | None = None) -> di
     """Mean PSNR / SSIM / NMSE over the 2D images ``[:, :, i, j]`` of two ``img4ranking``
     arrays (each image normalised by its own maximum)."""
     if pred.shape != gt.shape:
-        raise CMRxReconError(path, f"img4ranking has shape {pred.shape}; the reference's is {gt.shape}")
+        raise CMRxReconError(
+            path, f"img4ranking has shape {pred.shape}; the reference's is {gt.shape}"
+        )
     bad = int(np.size(pred) - np.isfinite(pred).sum())
     if bad:
-        raise CMRxReconError(path, f"{bad} NaN or infinite pixels: not scored (a NaN-aware mean "
-                                   "would silently drop them)")
-    flat = [(i, j) for i in range(pred.shape[2]) for j in range(pred.shape[3])
-            if not np.any(pred[:, :, i, j])]
+        raise CMRxReconError(
+            path,
+            f"{bad} NaN or infinite pixels: not scored (a NaN-aware mean would silently drop them)",
+        )
+    flat = [
+        (i, j)
+        for i in range(pred.shape[2])
+        for j in range(pred.shape[3])
+        if not np.any(pred[:, :, i, j])
+    ]
     if flat:
-        raise CMRxReconError(path, f"{len(flat)} all-zero images (slice, frame: "
-                                   f"{', '.join(f'{i + 1}, {j + 1}' for i, j in flat[:3])}"
-                                   f"{' ...' if len(flat) > 3 else ''}): not scored")
-    scores = [all_metrics(gt[:, :, i, j], pred[:, :, i, j])
-              for i in range(gt.shape[2]) for j in range(gt.shape[3])]
+        raise CMRxReconError(
+            path,
+            f"{len(flat)} all-zero images (slice, frame: "
+            f"{', '.join(f'{i + 1}, {j + 1}' for i, j in flat[:3])}"
+            f"{' ...' if len(flat) > 3 else ''}): not scored",
+        )
+    scores = [
+        all_metrics(gt[:, :, i, j], pred[:, :, i, j])
+        for i in range(gt.shape[2])
+        for j in range(gt.shape[3])
+    ]
     return {m: float(np.mean([s[m] for s in scores])) for m in METRICS}
 
 
@@ -169,7 +201,7 @@ class Scores:
     ranking: list[dict]
     missing: list[str]
     failed: list[str]
-    unmatched: list[str] = dataclasses.field(default_factory=list)   # submitted, no truth
+    unmatched: list[str] = dataclasses.field(default_factory=list)  # submitted, no truth
 
 
 def _nanmean(values) -> float:
@@ -177,9 +209,16 @@ def _nanmean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def score_submission(submission: str | Path, truth: str | Path, *, split: str = "ValidationSet",
-                     tasks: tuple[str, ...] = io.TASKS, accs: tuple[int, ...] = io.ACCS,
-                     cases: list[str] | None = None, progress: bool = False) -> Scores:
+def score_submission(
+    submission: str | Path,
+    truth: str | Path,
+    *,
+    split: str = "ValidationSet",
+    tasks: tuple[str, ...] = io.TASKS,
+    accs: tuple[int, ...] = io.ACCS,
+    cases: list[str] | None = None,
+    progress: bool = False,
+) -> Scores:
     """Score a submission folder against the fully sampled files of ``truth`` (a CMRxRecon tree
     holding ``<coil>/<Task>/<split>/FullSample``), the way the leaderboard does. ``cases``:
     only these (default: every case of the truth)."""
@@ -194,7 +233,11 @@ def score_submission(submission: str | Path, truth: str | Path, *, split: str = 
     for coil in io.COIL_TYPES:
         for task in tasks:
             full_dir = truth / coil / io.TASK_FOLDER[task] / split / "FullSample"
-            case_list = sorted(p.name for p in full_dir.iterdir() if p.is_dir()) if full_dir.is_dir() else []
+            case_list = (
+                sorted(p.name for p in full_dir.iterdir() if p.is_dir())
+                if full_dir.is_dir()
+                else []
+            )
             for case in case_list:
                 if cases is not None and case not in cases:
                     continue
@@ -222,26 +265,51 @@ def score_submission(submission: str | Path, truth: str | Path, *, split: str = 
             unscored[(coil, name, acc)] = unscored.get((coil, name, acc), 0) + 1
             continue
         files.append({"coil": coil, "task": task, "file": name, "acc": acc, "case": case, **row})
-    unmatched = sorted(str(p) for p in submission.rglob("*.mat")
-                       if split in p.parts and p not in expected and (cases is None or any(c in p.parts for c in cases)))
+    unmatched = sorted(
+        str(p)
+        for p in submission.rglob("*.mat")
+        if split in p.parts
+        and p not in expected
+        and (cases is None or any(c in p.parts for c in cases))
+    )
     if not files:
-        raise CMRxReconError(submission, f"no file could be scored: {len(missing)} missing, "
-                                         f"{len(failed)} unreadable or invalid"
-                                         + (f" (first: {(failed or missing)[0]})" if failed or missing else "")
-                                         + (f"; {len(unmatched)} submitted files have no fully "
-                                            f"sampled file in {truth}" if unmatched else ""))
+        raise CMRxReconError(
+            submission,
+            f"no file could be scored: {len(missing)} missing, "
+            f"{len(failed)} unreadable or invalid"
+            + (f" (first: {(failed or missing)[0]})" if failed or missing else "")
+            + (
+                f"; {len(unmatched)} submitted files have no fully sampled file in {truth}"
+                if unmatched
+                else ""
+            ),
+        )
     sets = []
     for coil in io.COIL_TYPES:
         for task in tasks:
             for name in io.TASK_FILES[task]:
                 for acc in accs:
-                    rows = [r for r in files if (r["coil"], r["file"], r["acc"]) == (coil, name, acc)]
+                    rows = [
+                        r for r in files if (r["coil"], r["file"], r["acc"]) == (coil, name, acc)
+                    ]
                     lost = unscored.get((coil, name, acc), 0)
-                    if rows or lost:                # a set none of whose files scored: a row of NaN
-                        sets.append({"coil": coil, "task": task, "file": name, "acc": acc,
-                                     "files": len(rows), "not scored": lost,
-                                     **{m: float(np.mean([r[m] for r in rows])) if rows else float("nan")
-                                        for m in METRICS}})
+                    if rows or lost:  # a set none of whose files scored: a row of NaN
+                        sets.append(
+                            {
+                                "coil": coil,
+                                "task": task,
+                                "file": name,
+                                "acc": acc,
+                                "files": len(rows),
+                                "not scored": lost,
+                                **{
+                                    m: float(np.mean([r[m] for r in rows]))
+                                    if rows
+                                    else float("nan")
+                                    for m in METRICS
+                                },
+                            }
+                        )
     ranking = []
     for task in tasks:
         per_acc = []
@@ -253,6 +321,7 @@ def score_submission(submission: str | Path, truth: str | Path, *, split: str = 
             row = {m: _nanmean(k[m] for k in kinds) for m in METRICS}
             per_acc.append(row)
             ranking.append({"task": task, "acc": acc, **row})
-        ranking.append({"task": task, "acc": "mean", **{m: _nanmean(r[m] for r in per_acc)
-                                                         for m in METRICS}})
+        ranking.append(
+            {"task": task, "acc": "mean", **{m: _nanmean(r[m] for r in per_acc) for m in METRICS}}
+        )
     return Scores(files, sets, ranking, missing, failed, unmatched)

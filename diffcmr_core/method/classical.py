@@ -50,13 +50,13 @@ class CSConfig:
     slices from the grids ``weights`` x ``iteration_grid`` (:func:`choose`); the study records
     the choice beside the models."""
 
-    regulariser: str = "wavelet"                       # L1 of db4 wavelets, or total variation
-    weights: tuple[float, ...] = (5e-3, 2e-2, 8e-2, 3e-1)     # log-spaced, x4
+    regulariser: str = "wavelet"  # L1 of db4 wavelets, or total variation
+    weights: tuple[float, ...] = (5e-3, 2e-2, 8e-2, 3e-1)  # log-spaced, x4
     iteration_grid: tuple[int, ...] = (5, 10, 20, 40)
-    tuning_slices: int = 4                             # training slices per task, factor, coil
-    espirit_iterations: int = 30                       # power iterations per pixel (sigpy: 100)
-    espirit_kernel: int | None = None                  # None: 3 to 6, a quarter of the ACS lines
-    espirit_crop: float = 0.95                         # sigpy's default eigenvalue threshold
+    tuning_slices: int = 4  # training slices per task, factor, coil
+    espirit_iterations: int = 30  # power iterations per pixel (sigpy: 100)
+    espirit_kernel: int | None = None  # None: 3 to 6, a quarter of the ACS lines
+    espirit_crop: float = 0.95  # sigpy's default eigenvalue threshold
 
     def __post_init__(self) -> None:
         if self.regulariser not in REGULARISERS:
@@ -83,7 +83,7 @@ def acs_width(lines: np.ndarray) -> int:
     return hi - lo + 1
 
 
-_MAPS: OrderedDict[str, np.ndarray] = OrderedDict()     # ESPIRiT maps by their calibration data
+_MAPS: OrderedDict[str, np.ndarray] = OrderedDict()  # ESPIRiT maps by their calibration data
 _MAPS_KEPT = 64
 
 
@@ -93,7 +93,8 @@ def coil_maps(kspace: np.ndarray, lines: np.ndarray, cfg: CSConfig = CSConfig())
     ``acs_width(lines)`` lines (at most 24, the real data's) of the frame with the most energy
     there (the coils do not move between frames; a mapping series' weightings differ in sign and
     size, so a mean over frames can cancel: on the quick profile's validation slices the
-    strongest frame gave 0.03-0.19 dB more than the mean, in all six settings tried). ESPIRiT's kernel needs a calibration region several kernels wide: a quarter of the
+    strongest frame gave 0.03-0.19 dB more than the mean, in all six settings tried). ESPIRiT's
+    kernel needs a calibration region several kernels wide: a quarter of the
     lines, from 3 to 6 (``espirit_kernel=None``): with the real data's 24 lines sigpy's default 6,
     with the quick phantom's 10 lines 3 (with 6 the maps are wrong: on one quick slice, combining
     the fully sampled coils with them left an NMSE of 0.85 against their RSS, with 3 0.012).
@@ -115,12 +116,19 @@ def coil_maps(kspace: np.ndarray, lines: np.ndarray, cfg: CSConfig = CSConfig())
     energy = (np.abs(kspace[:, :, rows]) ** 2).sum(axis=(1, 2, 3))
     mean = kspace[int(np.argmax(energy))]
     calib = np.ascontiguousarray(mean[:, rows])
-    key = hashlib.sha1(calib.tobytes() + repr((mean.shape, kernel, cfg.espirit_iterations,
-                                               cfg.espirit_crop)).encode()).hexdigest()
+    key = hashlib.sha1(
+        calib.tobytes()
+        + repr((mean.shape, kernel, cfg.espirit_iterations, cfg.espirit_crop)).encode()
+    ).hexdigest()
     if key not in _MAPS:
-        maps = sigpy.mri.app.EspiritCalib(mean, calib_width=width, kernel_width=kernel,
-                                          crop=cfg.espirit_crop, max_iter=cfg.espirit_iterations,
-                                          show_pbar=False).run()
+        maps = sigpy.mri.app.EspiritCalib(
+            mean,
+            calib_width=width,
+            kernel_width=kernel,
+            crop=cfg.espirit_crop,
+            max_iter=cfg.espirit_iterations,
+            show_pbar=False,
+        ).run()
         _MAPS[key] = np.asarray(maps, np.complex64)
         while len(_MAPS) > _MAPS_KEPT:
             _MAPS.popitem(last=False)
@@ -128,8 +136,14 @@ def coil_maps(kspace: np.ndarray, lines: np.ndarray, cfg: CSConfig = CSConfig())
     return _MAPS[key]
 
 
-def _sense_l1_wavelet(y: np.ndarray, maps: np.ndarray, lines: np.ndarray, weight: float,
-                      record: tuple[int, ...], axes: tuple[int, ...]) -> dict[int, np.ndarray]:
+def _sense_l1_wavelet(
+    y: np.ndarray,
+    maps: np.ndarray,
+    lines: np.ndarray,
+    weight: float,
+    record: tuple[int, ...],
+    axes: tuple[int, ...],
+) -> dict[int, np.ndarray]:
     """``argmin 1/2 ||P F S x - y||^2 + weight ||W x||_1`` for every frame of ``y``
     ``(F, C, ky, n)`` at once (FFT over ``axes``) by FISTA; ``x`` ``(F, ky, n)`` after each
     number of iterations in ``record`` (one run: a shorter run is the start of a longer one)."""
@@ -138,33 +152,55 @@ def _sense_l1_wavelet(y: np.ndarray, maps: np.ndarray, lines: np.ndarray, weight
     n_frames, n_coils, ny, nx = y.shape
     keep = np.broadcast_to(lines[:, None], (ny, nx)).astype(np.float32)
     S = sp.linop.Multiply((n_frames, 1, ny, nx), maps[None])
-    A = sp.linop.Multiply((n_frames, n_coils, ny, nx), keep) * sp.linop.FFT(
-        S.oshape, axes=axes, center=True) * S
+    A = (
+        sp.linop.Multiply((n_frames, n_coils, ny, nx), keep)
+        * sp.linop.FFT(S.oshape, axes=axes, center=True)
+        * S
+    )
     W = sp.linop.Wavelet((n_frames, 1, ny, nx), axes=(-2, -1), wave_name="db4")
     prox = sp.prox.UnitaryTransform(sp.prox.L1Reg(W.oshape, weight), W)
-    app = sp.app.LinearLeastSquares(A, y * keep, proxg=prox, max_iter=max(record), alpha=1.0,
-                                    show_pbar=False)
+    app = sp.app.LinearLeastSquares(
+        A, y * keep, proxg=prox, max_iter=max(record), alpha=1.0, show_pbar=False
+    )
     out = {}
-    while not app.alg.done():                  # sigpy's App.run, keeping the recorded iterates
+    while not app.alg.done():  # sigpy's App.run, keeping the recorded iterates
         app.alg.update()
         if app.alg.iter in record:
             out[app.alg.iter] = np.array(app.x[:, 0], np.complex64)
     return out
 
 
-def _tv(y: np.ndarray, maps: np.ndarray, lines: np.ndarray, weight: float,
-        record: tuple[int, ...]) -> dict[int, np.ndarray]:
+def _tv(
+    y: np.ndarray, maps: np.ndarray, lines: np.ndarray, weight: float, record: tuple[int, ...]
+) -> dict[int, np.ndarray]:
     import sigpy.mri
 
     keep = np.broadcast_to(lines[:, None], y.shape[-2:]).astype(np.float32)
-    return {it: np.stack([np.asarray(sigpy.mri.app.TotalVariationRecon(
-        f, maps, weight, weights=keep, max_iter=it, show_pbar=False).run(), np.complex64)
-        for f in y]) for it in record}
+    return {
+        it: np.stack(
+            [
+                np.asarray(
+                    sigpy.mri.app.TotalVariationRecon(
+                        f, maps, weight, weights=keep, max_iter=it, show_pbar=False
+                    ).run(),
+                    np.complex64,
+                )
+                for f in y
+            ]
+        )
+        for it in record
+    }
 
 
-def pics(kspace: np.ndarray, mask: np.ndarray, weight: float, iterations: int,
-         cfg: CSConfig = CSConfig(), *, columns: tuple[int, int] | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
+def pics(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    weight: float,
+    iterations: int,
+    cfg: CSConfig = CSConfig(),
+    *,
+    columns: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """PI-CS images of one slice's frames: k-space ``(F, C, ky, kx)`` complex (zeros where not
     acquired), mask ``(ky, kx)`` (or lines ``(ky,)``), relative ``weight``, FISTA
     ``iterations``. Returns ``(image (F, ky, kx) complex64, maps (C, ky, kx))``: the coil-combined
@@ -176,9 +212,15 @@ def pics(kspace: np.ndarray, mask: np.ndarray, weight: float, iterations: int,
     return images[iterations], maps
 
 
-def pics_path(kspace: np.ndarray, mask: np.ndarray, weight: float, record: tuple[int, ...],
-              cfg: CSConfig = CSConfig(), *, columns: tuple[int, int] | None = None
-              ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+def pics_path(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    weight: float,
+    record: tuple[int, ...],
+    cfg: CSConfig = CSConfig(),
+    *,
+    columns: tuple[int, int] | None = None,
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """:func:`pics` after each number of iterations in ``record`` (one solve): ``({iterations:
     image}, maps)``. The parameter choice uses it to score several iteration counts at once."""
     y = np.asarray(kspace, np.complex64)
@@ -202,9 +244,12 @@ def pics_path(kspace: np.ndarray, mask: np.ndarray, weight: float, record: tuple
         data, sub_maps, axes = y, maps, (-2, -1)
     else:
         x0, x1 = columns
-        hybrid = ifft1c(y, axis=-1)                    # (F, C, ky, x): image along the read-out
-        data, sub_maps, axes = (np.ascontiguousarray(hybrid[..., x0:x1]),
-                                np.ascontiguousarray(maps[..., x0:x1]), (-2,))
+        hybrid = ifft1c(y, axis=-1)  # (F, C, ky, x): image along the read-out
+        data, sub_maps, axes = (
+            np.ascontiguousarray(hybrid[..., x0:x1]),
+            np.ascontiguousarray(maps[..., x0:x1]),
+            (-2,),
+        )
     if cfg.regulariser == "wavelet":
         solved = _sense_l1_wavelet(data, sub_maps, lines, weight, record, axes)
     else:
@@ -217,7 +262,7 @@ def pics_path(kspace: np.ndarray, mask: np.ndarray, weight: float, record: tuple
             image = x
         else:
             image = zero_filled / scale
-            image[..., columns[0]:columns[1]] = x
+            image[..., columns[0] : columns[1]] = x
         out[it] = (image * scale).astype(np.complex64)
     return out, maps
 
@@ -238,8 +283,14 @@ def cost_per_image(ky: int, kx: int, coils: int, iterations: int) -> float:
     return float(iterations * per)
 
 
-def acquisition_consistency(acquisitions, n: int, size: int, scale: np.ndarray,
-                            cfg: CSConfig = CSConfig(), weight: float = 1.0):
+def acquisition_consistency(
+    acquisitions,
+    n: int,
+    size: int,
+    scale: np.ndarray,
+    cfg: CSConfig = CSConfig(),
+    weight: float = 1.0,
+):
     """The :class:`~diffcmr_core.data.kspace.CoilConsistency` of ``n`` images made by
     ``kspace_to_image(crop=True)`` at ``size`` from ``acquisitions``
     (:class:`~diffcmr_core.data.acquired.Acquired`, their ``index`` among the ``n`` images),
@@ -258,21 +309,26 @@ def acquisition_consistency(acquisitions, n: int, size: int, scale: np.ndarray,
     phase = np.zeros((n, size, size), np.float32)
     lines = np.zeros((n, size), bool)
     for acq in acquisitions:
-        k = _centre(center_crop(acq.kspace, size), size)             # (F, C, S, S)
+        k = _centre(center_crop(acq.kspace, size), size)  # (F, C, S, S)
         keep = crop_lines(acq.mask.any(axis=1), size)
         k = k * keep[:, None]
         m = coil_maps(k, keep, cfg)
         width = acs_width(keep)
         centre = np.zeros(size, bool)
-        centre[size // 2 - width // 2:size // 2 - width // 2 + width] = True
+        centre[size // 2 - width // 2 : size // 2 - width // 2 + width] = True
         low = (np.conj(m) * ifft2c(k * centre[:, None])).sum(axis=1)  # (F, S, S)
         c = k.shape[1]
         measured[acq.index, :c] = k / scale[acq.index][:, None, None, None]
         maps[acq.index, :c] = m
         phase[acq.index] = np.angle(low)
         lines[acq.index] = keep
-    return CoilConsistency(torch.from_numpy(measured), torch.from_numpy(lines),
-                           torch.from_numpy(maps), torch.from_numpy(phase), weight)
+    return CoilConsistency(
+        torch.from_numpy(measured),
+        torch.from_numpy(lines),
+        torch.from_numpy(maps),
+        torch.from_numpy(phase),
+        weight,
+    )
 
 
 def _centre(x: np.ndarray, size: int) -> np.ndarray:
@@ -283,5 +339,5 @@ def _centre(x: np.ndarray, size: int) -> np.ndarray:
         return x
     out = np.zeros(x.shape[:-2] + (size, size), x.dtype)
     y0, x0 = size // 2 - ny // 2, size // 2 - nx // 2
-    out[..., y0:y0 + ny, x0:x0 + nx] = x
+    out[..., y0 : y0 + ny, x0 : x0 + nx] = x
     return out

@@ -13,9 +13,16 @@ from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.tables import write_table
 
 
-def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, np.ndarray],
-             out_dir: str | Path, extra: dict[str, np.ndarray] | None = None, *,
-             write: bool = True) -> dict[str, float]:
+def evaluate(
+    name: str,
+    recon: np.ndarray,
+    target: np.ndarray,
+    meta: dict[str, np.ndarray],
+    out_dir: str | Path,
+    extra: dict[str, np.ndarray] | None = None,
+    *,
+    write: bool = True,
+) -> dict[str, float]:
     """Score ``recon`` ``[N, S, S]`` against ``target``; write ``<name>_slices.csv`` and
     ``<name>_recon.h5`` (reconstructions, and ``extra`` arrays such as uncertainty maps) into
     ``out_dir`` (unless not ``write``: a rank other than the one that writes); return the mean
@@ -23,8 +30,11 @@ def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, n
     out_dir = Path(out_dir)
     rows = []
     for i in range(len(recon)):
-        row = {k: (str(meta[k][i]) if meta[k].dtype.kind in "SU" else meta[k][i].item())
-               for k in ("coil", "case", "file", "slice", "frame", "index") if k in meta}
+        row = {
+            k: (str(meta[k][i]) if meta[k].dtype.kind in "SU" else meta[k][i].item())
+            for k in ("coil", "case", "file", "slice", "frame", "index")
+            if k in meta
+        }
         rows.append({**row, **all_metrics(target[i], recon[i])})
     if not write:
         return summarise(rows)
@@ -40,12 +50,13 @@ def evaluate(name: str, recon: np.ndarray, target: np.ndarray, meta: dict[str, n
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     values = {m: np.array([r[m] for r in rows], float) for m in METRICS}
-    return {**{m: float(v.mean()) for m, v in values.items()},
-            **{f"{m}_std": float(v.std()) for m, v in values.items()}}
+    return {
+        **{m: float(v.mean()) for m, v in values.items()},
+        **{f"{m}_std": float(v.std()) for m, v in values.items()},
+    }
 
 
 def read_recon(out_dir: str | Path, name: str, key: str = "recon") -> np.ndarray:
     """An array that :func:`evaluate` stored in ``<name>_recon.h5`` (``recon`` or an extra)."""
     with h5py.File(Path(out_dir) / f"{name}_recon.h5", "r") as f:
         return f[key][()]
-

@@ -41,20 +41,29 @@ def noise_seed(seed: int, round_index: int, slice_id: int) -> int:
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def slice_generators(seed: int, ids, rounds: int, device: str | torch.device = "cpu"
-                     ) -> list[list[torch.Generator]]:
+def slice_generators(
+    seed: int, ids, rounds: int, device: str | torch.device = "cpu"
+) -> list[list[torch.Generator]]:
     """``[round][slice]`` generators for the slices ``ids`` (non-negative integers, one per
     slice of a batch). Round r's generator of a slice depends on (seed, r, id) alone: not on
     the batch, not on how many rounds are run."""
     ids = [int(i) for i in np.asarray(ids).reshape(-1)]
     if any(i < 0 for i in ids):
         raise ValueError("slice ids must be non-negative")
-    return [[torch.Generator(device).manual_seed(noise_seed(seed, r, i)) for i in ids]
-            for r in range(rounds)]
+    return [
+        [torch.Generator(device).manual_seed(noise_seed(seed, r, i)) for i in ids]
+        for r in range(rounds)
+    ]
 
 
-def reconstruct_all(recon: Recon, inputs: np.ndarray, batch: int, *, progress: bool = False,
-                    desc: str = "reconstruct") -> dict[str, np.ndarray]:
+def reconstruct_all(
+    recon: Recon,
+    inputs: np.ndarray,
+    batch: int,
+    *,
+    progress: bool = False,
+    desc: str = "reconstruct",
+) -> dict[str, np.ndarray]:
     """Apply ``recon(batch_input (B,1,S,S), first_index)`` -> dict of ``(..., B, 1, S, S)``
     tensors over ``inputs`` ``[N, S, S]`` in batches; returns the dict of arrays concatenated
     along their batch axis (second to last of the leading axes) with the channel dropped.
@@ -63,27 +72,43 @@ def reconstruct_all(recon: Recon, inputs: np.ndarray, batch: int, *, progress: b
     parts: dict[str, list[np.ndarray]] = {}
     for i in tqdm(range(0, len(inputs), batch), desc=desc, disable=not progress):
         with torch.inference_mode():
-            out = recon(torch.from_numpy(inputs[i:i + batch])[:, None], i)
+            out = recon(torch.from_numpy(inputs[i : i + batch])[:, None], i)
         for k, v in out.items():
             parts.setdefault(k, []).append(v.squeeze(-3).cpu().numpy())
     return {k: np.concatenate(v, axis=v[0].ndim - 3) for k, v in parts.items()}
 
 
-def regress(system, model, inputs: np.ndarray, batch: int, *, progress: bool = False
-            ) -> np.ndarray:
+def regress(system, model, inputs: np.ndarray, batch: int, *, progress: bool = False) -> np.ndarray:
     """A regression baseline's (U-Net, cGAN) images of ``inputs`` ``[N, S, S]`` -> ``[N, S, S]``,
     in batches of ``batch`` on the model's device."""
     dev = next(model.parameters()).device
-    rec = reconstruct_all(lambda x, _: {"mean": system.reconstruct(model, x.to(dev))[0]},
-                          inputs, batch, progress=progress, desc=f"{system.method}")
+    rec = reconstruct_all(
+        lambda x, _: {"mean": system.reconstruct(model, x.to(dev))[0]},
+        inputs,
+        batch,
+        progress=progress,
+        desc=f"{system.method}",
+    )
     return rec["mean"]
 
 
-def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, batch: int,
-                seed: int, sampler: str = "ddpm", progress: bool = False,
-                x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None,
-                variance: str = "beta_tilde", clip: bool = True, precision: str = "bf16",
-                ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def reconstruct(
+    system,
+    model,
+    inputs: np.ndarray,
+    *,
+    steps: int,
+    rounds: int,
+    batch: int,
+    seed: int,
+    sampler: str = "ddpm",
+    progress: bool = False,
+    x0_hook_for: Callable[[torch.Tensor, int], Callable] | None = None,
+    variance: str = "beta_tilde",
+    clip: bool = True,
+    precision: str = "bf16",
+    ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """DiffCMR reconstructions of ``inputs`` ``[N, S, S]``: ``mean`` and ``std`` ``[N, S, S]``
     and ``rounds`` ``[R, N, S, S]``. ``ids`` ``[N]``: each slice's id, which seeds its noise
     (default ``0 .. N-1``; give the slices' own ids, e.g. their rows in the pairs file, when
@@ -101,18 +126,30 @@ def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, b
         raise ValueError(f"{len(ids)} slice ids for {len(inputs)} slices")
 
     # one bar over every sampling step of every batch, so that it moves from the first step
-    bar = tqdm(total=-(-len(inputs) // batch) * steps, disable=not progress, unit="step",
-               desc=f"{SAMPLER_LABEL.get(sampler, sampler)} T={steps} R={rounds}, {len(inputs)} slices")
+    bar = tqdm(
+        total=-(-len(inputs) // batch) * steps,
+        disable=not progress,
+        unit="step",
+        desc=f"{SAMPLER_LABEL.get(sampler, sampler)} T={steps} R={rounds}, {len(inputs)} slices",
+    )
 
     def recon(x: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
-        gens = slice_generators(seed, ids[first:first + len(x)], rounds, dev)
+        gens = slice_generators(seed, ids[first : first + len(x)], rounds, dev)
         x = x.to(dev)
         hook = x0_hook_for(x, first) if x0_hook_for is not None else None
-        with autocast(dev, precision):          # bf16 network on CUDA (the chain stays fp32)
-            mean, std, all_rounds = system.reconstruct(model, x, steps=steps, rounds=rounds,
-                                                       sampler=sampler, generator=gens, x0_hook=hook,
-                                                       variance=variance, clip=clip,
-                                                       progress=bar if progress else False)
+        with autocast(dev, precision):  # bf16 network on CUDA (the chain stays fp32)
+            mean, std, all_rounds = system.reconstruct(
+                model,
+                x,
+                steps=steps,
+                rounds=rounds,
+                sampler=sampler,
+                generator=gens,
+                x0_hook=hook,
+                variance=variance,
+                clip=clip,
+                progress=bar if progress else False,
+            )
         return {"mean": mean, "std": std, "rounds": all_rounds}
 
     with bar:
@@ -120,17 +157,36 @@ def reconstruct(system, model, inputs: np.ndarray, *, steps: int, rounds: int, b
 
 
 @torch.no_grad()
-def plain_reconstruct(system, model, inp: torch.Tensor, *, steps: int, rounds: int,
-                      generator: list, variance: str = "beta_tilde",
-                      clip: bool = True) -> torch.Tensor:
+def plain_reconstruct(
+    system,
+    model,
+    inp: torch.Tensor,
+    *,
+    steps: int,
+    rounds: int,
+    generator: list,
+    variance: str = "beta_tilde",
+    clip: bool = True,
+) -> torch.Tensor:
     """Rounds ``(R, B, 1, S, S)`` the slow way: full network per step, rounds in sequence
     (``generator``: one entry per round, as :func:`~diffcmr_core.method.samplers.round_noise`
     takes them)."""
     cond = system.to_model(inp)
-    eps_fn = system.eps_fn(model)                    # forward(x_t, t, I^u): G at every step
+    eps_fn = system.eps_fn(model)  # forward(x_t, t, I^u): G at every step
     hook = clip_hook() if clip else None
-    samples = [sample_rounds(eps_fn, cond, shape=tuple(inp.shape), steps=steps, rounds=1,
-                             generator=[g], x0_hook=hook, variance=variance)[0] for g in generator]
+    samples = [
+        sample_rounds(
+            eps_fn,
+            cond,
+            shape=tuple(inp.shape),
+            steps=steps,
+            rounds=1,
+            generator=[g],
+            x0_hook=hook,
+            variance=variance,
+        )[0]
+        for g in generator
+    ]
     return system.from_model(torch.stack(samples))
 
 
@@ -145,8 +201,9 @@ def prepare_for_speed(model: torch.nn.Module, compile_model: bool = True) -> tor
     return model
 
 
-def data_consistency_hook(inp: torch.Tensor, mask: torch.Tensor, rounds: int,
-                          value_range: str = "pm1"):
+def data_consistency_hook(
+    inp: torch.Tensor, mask: torch.Tensor, rounds: int, value_range: str = "pm1"
+):
     """An ``x0_hook`` for the samplers: in each x0 prediction (model space ``value_range``,
     ``(R*B, 1, S, S)``), replace the k-space lines sampled by ``mask`` (``(S, S)`` or per slice
     ``(B, 1, S, S)``) with those of ``inp`` ``(B, 1, S, S)`` and keep the magnitude."""
@@ -166,10 +223,13 @@ def data_consistency_hook(inp: torch.Tensor, mask: torch.Tensor, rounds: int,
 def mask_lines_hook_for(mask_lines: np.ndarray, rounds: int, value_range: str = "pm1"):
     """``x0_hook_for`` of :func:`reconstruct` from per-slice ky lines ``[N, S]`` (as a crop pairs
     file stores them): data consistency with each slice's own mask."""
+
     def hook_for(x: torch.Tensor, first: int):
-        lines = torch.from_numpy(mask_lines[first:first + len(x)]).to(x.device)
-        return data_consistency_hook(x, lines[:, None, :, None].expand(-1, 1, -1, x.shape[-1]), rounds,
-                                     value_range)
+        lines = torch.from_numpy(mask_lines[first : first + len(x)]).to(x.device)
+        return data_consistency_hook(
+            x, lines[:, None, :, None].expand(-1, 1, -1, x.shape[-1]), rounds, value_range
+        )
+
     return hook_for
 
 
@@ -179,20 +239,32 @@ def coil_consistency_hook_for(operator, rounds: int, value_range: str = "pm1"):
     predictions (model space, ``(R*B, 1, S, S)``) made consistent with the acquired coil data
     (magnitude -> coil k-space with the maps and the low-resolution phase -> measured lines ->
     RSS)."""
+
     def hook_for(x: torch.Tensor, first: int):
         op = operator.subset(first, len(x)).repeat(rounds).to(x.device)
 
         def hook(x0: torch.Tensor) -> torch.Tensor:
             mag = op(from_model_space(x0, value_range)[:, 0])
             return to_model_space(mag[:, None].to(x0.dtype), value_range)
+
         return hook
+
     return hook_for
 
 
 @torch.no_grad()
-def record_chain(system, model, inp: np.ndarray, *, steps: int, record: list[int], seed: int = 0,
-                 progress: bool = False, variance: str = "beta_tilde", clip: bool = True
-                 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def record_chain(
+    system,
+    model,
+    inp: np.ndarray,
+    *,
+    steps: int,
+    record: list[int],
+    seed: int = 0,
+    progress: bool = False,
+    variance: str = "beta_tilde",
+    clip: bool = True,
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One Alg. 2 chain for one slice ``inp`` ``[S, S]``, recording x_t at the base time-steps
     ``record`` (Figure 1's backward row); returns the final sample (model space) and the record."""
     dev = next(model.parameters()).device
@@ -208,7 +280,14 @@ def record_chain(system, model, inp: np.ndarray, *, steps: int, record: list[int
 
     gen = torch.Generator(dev).manual_seed(seed)
     x_T = torch.randn(x.shape, generator=gen, device=dev)
-    final = ddpm_sample(recording, x_T, cond, steps=steps, progress=progress, variance=variance,
-                        x0_hook=clip_hook() if clip else None,
-                        randn=lambda: torch.randn(x.shape, generator=gen, device=dev))
+    final = ddpm_sample(
+        recording,
+        x_T,
+        cond,
+        steps=steps,
+        progress=progress,
+        variance=variance,
+        x0_hook=clip_hook() if clip else None,
+        randn=lambda: torch.randn(x.shape, generator=gen, device=dev),
+    )
     return final[0, 0].cpu().numpy(), trace

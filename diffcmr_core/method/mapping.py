@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
-T1_STAR_GRID_MS = (5.0, 20_000.0, 240)     # apparent T1* searched (log-spaced): from, to, points
-T2_GRID_MS = (1.0, 5_000.0, 240)           # T2 searched (log-spaced)
-BACKGROUND = 0.05                          # fraction of the 99th percentile of the peak signal
+T1_STAR_GRID_MS = (5.0, 20_000.0, 240)  # apparent T1* searched (log-spaced): from, to, points
+T2_GRID_MS = (1.0, 5_000.0, 240)  # T2 searched (log-spaced)
+BACKGROUND = 0.05  # fraction of the 99th percentile of the peak signal
 GAUSS_NEWTON_STEPS = 4
-_BLOCK = 4096                              # pixels per block (memory: a few block x grid arrays)
+_BLOCK = 4096  # pixels per block (memory: a few block x grid arrays)
 
 
 def _checked(images, times, n_params: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -39,16 +39,21 @@ def _checked(images, times, n_params: int, what: str) -> tuple[np.ndarray, np.nd
         raise ValueError(f"{what}: the times must be one-dimensional, got shape {t.shape}")
     x = np.asarray(images)
     if x.ndim < 1 or x.shape[0] != len(t):
-        raise ValueError(f"{what}: {len(t)} times but images of shape {x.shape} (the first axis "
-                         "must be the weightings, one per time)")
+        raise ValueError(
+            f"{what}: {len(t)} times but images of shape {x.shape} (the first axis "
+            "must be the weightings, one per time)"
+        )
     if len(t) < n_params:
-        raise ValueError(f"{what}: {len(t)} weightings are fewer than the model's {n_params} "
-                         "parameters")
+        raise ValueError(
+            f"{what}: {len(t)} weightings are fewer than the model's {n_params} parameters"
+        )
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"{what}: the times must be finite and non-negative, got {t.tolist()}")
     if np.any(np.diff(t) <= 0):
-        raise ValueError(f"{what}: the times must be strictly increasing, got {t.tolist()} "
-                         "(sort the weightings and their times together)")
+        raise ValueError(
+            f"{what}: the times must be strictly increasing, got {t.tolist()} "
+            "(sort the weightings and their times together)"
+        )
     if np.iscomplexobj(x):
         raise ValueError(f"{what}: expects magnitude images, got complex ones (take np.abs)")
     x = x.astype(np.float64, copy=False).reshape(len(t), -1)
@@ -86,7 +91,9 @@ def _neighbours(best: np.ndarray, n_grid: int) -> np.ndarray:
     return np.clip(best[:, None] + np.arange(-1, 2)[None, :], 0, n_grid - 1)
 
 
-def _gauss_newton(y: np.ndarray, t: np.ndarray, params: np.ndarray, model, steps: int) -> np.ndarray:
+def _gauss_newton(
+    y: np.ndarray, t: np.ndarray, params: np.ndarray, model, steps: int
+) -> np.ndarray:
     """A few Gauss-Newton steps (no damping; the start is within a grid step of the optimum)
     on every row's parameters; ``model(params, t)`` -> ``(signal (P, n), jacobian (P, n, k))``."""
     for _ in range(steps):
@@ -104,35 +111,35 @@ def _gauss_newton(y: np.ndarray, t: np.ndarray, params: np.ndarray, model, steps
 def _t1_model(p: np.ndarray, t: np.ndarray):
     a, b, ts = p[:, :1], p[:, 1:2], p[:, 2:3]
     e = np.exp(-t / ts)
-    jac = np.stack([np.ones_like(e), -e, -b * e * t / ts ** 2], axis=-1)
+    jac = np.stack([np.ones_like(e), -e, -b * e * t / ts**2], axis=-1)
     return a - b * e, jac
 
 
 def _t2_model(p: np.ndarray, t: np.ndarray):
     s0, t2 = p[:, :1], p[:, 1:2]
     e = np.exp(-t / t2)
-    return s0 * e, np.stack([e, s0 * e * t / t2 ** 2], axis=-1)
+    return s0 * e, np.stack([e, s0 * e * t / t2**2], axis=-1)
 
 
 def _fit_t1_block(y: np.ndarray, t: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
     n, rows = len(t), np.arange(len(y))
-    e = np.exp(-t[:, None] / grid[None, :])                      # (n, G)
+    e = np.exp(-t[:, None] / grid[None, :])  # (n, G)
     # inverse of the Gram matrix of the columns [1, -e], per grid value
-    g01, g11 = -e.sum(0), (e ** 2).sum(0)
-    det = n * g11 - g01 ** 2
+    g01, g11 = -e.sum(0), (e**2).sum(0)
+    det = n * g11 - g01**2
     i00, i01, i11 = g11 / det, -g01 / det, n / det
 
-    def score(s0, s1, g):                                        # energy projected on [1, -e_g]
-        return i00[g] * s0 ** 2 + 2 * i01[g] * s0 * s1 + i11[g] * s1 ** 2
+    def score(s0, s1, g):  # energy projected on [1, -e_g]
+        return i00[g] * s0**2 + 2 * i01[g] * s0 * s1 + i11[g] * s1**2
 
     # every polarity restoration k (the first k points inverted), on the whole grid: the
     # projections of k follow from those of k - 1 by flipping point k - 1
-    s0, s1 = y.sum(1, keepdims=True), -(y @ e)                   # k = 0; (P, 1), (P, G)
+    s0, s1 = y.sum(1, keepdims=True), -(y @ e)  # k = 0; (P, 1), (P, G)
     top, arg = np.empty((n + 1, len(y))), np.empty((n + 1, len(y)), np.int64)
     for k in range(n + 1):
         if k:
-            s0 = s0 - 2 * y[:, k - 1:k]
-            s1 = s1 + 2 * y[:, k - 1:k] * e[k - 1][None, :]
+            s0 = s0 - 2 * y[:, k - 1 : k]
+            s1 = s1 + 2 * y[:, k - 1 : k] * e[k - 1][None, :]
         sc = score(s0, s1, slice(None))
         arg[k] = np.argmax(sc, axis=1)
         top[k] = sc[rows, arg[k]]
@@ -148,15 +155,20 @@ def _fit_t1_block(y: np.ndarray, t: np.ndarray, grid: np.ndarray) -> dict[str, n
         c0 = signed.sum(1)[:, None]
         c1 = -np.einsum("pn,npk->pk", signed, e[:, jj])
         ts = np.exp(_vertex(score(c0, c1, jj), j, log_grid))
-        ee = np.exp(-t[None, :] / ts[:, None])                   # (P, n)
+        ee = np.exp(-t[None, :] / ts[:, None])  # (P, n)
         c0, c1 = c0[:, 0], -(signed * ee).sum(1)
-        h01, h11 = -ee.sum(1), (ee ** 2).sum(1)
-        d = n * h11 - h01 ** 2
+        h01, h11 = -ee.sum(1), (ee**2).sum(1)
+        d = n * h11 - h01**2
         a, b = (h11 * c0 - h01 * c1) / d, (-h01 * c0 + n * c1) / d
         p = _gauss_newton(signed, t, np.stack([a, b, ts], 1), _t1_model, GAUSS_NEWTON_STEPS)
         s, _ = _t1_model(p, t)
-        cand = dict(a=p[:, 0], b=p[:, 1], t1_star=p[:, 2], edge=(j == 0) | (j == len(grid) - 1),
-                    residual=((signed - s) ** 2).sum(1))
+        cand = dict(
+            a=p[:, 0],
+            b=p[:, 1],
+            t1_star=p[:, 2],
+            edge=(j == 0) | (j == len(grid) - 1),
+            residual=((signed - s) ** 2).sum(1),
+        )
         if not best:
             best = cand
             continue
@@ -166,25 +178,28 @@ def _fit_t1_block(y: np.ndarray, t: np.ndarray, grid: np.ndarray) -> dict[str, n
 
 
 def _fit_t2_block(y: np.ndarray, t: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
-    e = np.exp(-t[:, None] / grid[None, :])                      # (n, G)
-    norm = (e ** 2).sum(0)
-    score = (y @ e) ** 2 / norm                                  # energy projected on e_g
+    e = np.exp(-t[:, None] / grid[None, :])  # (n, G)
+    norm = (e**2).sum(0)
+    score = (y @ e) ** 2 / norm  # energy projected on e_g
     j = np.argmax(score, axis=1)
     jj = _neighbours(j, len(grid))
     t2 = np.exp(_vertex(score[np.arange(len(j))[:, None], jj], j, np.log(grid)))
     ee = np.exp(-t[None, :] / t2[:, None])
-    s0 = (y * ee).sum(1) / (ee ** 2).sum(1)
+    s0 = (y * ee).sum(1) / (ee**2).sum(1)
     p = _gauss_newton(y, t, np.stack([s0, t2], 1), _t2_model, GAUSS_NEWTON_STEPS)
     s, _ = _t2_model(p, t)
-    return dict(s0=p[:, 0], t2=p[:, 1], edge=(j == 0) | (j == len(grid) - 1),
-                residual=((y - s) ** 2).sum(1))
+    return dict(
+        s0=p[:, 0], t2=p[:, 1], edge=(j == 0) | (j == len(grid) - 1), residual=((y - s) ** 2).sum(1)
+    )
 
 
-def _blocks(fit, y: np.ndarray, t: np.ndarray, grid: np.ndarray, fg: np.ndarray) -> dict[str, np.ndarray]:
+def _blocks(
+    fit, y: np.ndarray, t: np.ndarray, grid: np.ndarray, fg: np.ndarray
+) -> dict[str, np.ndarray]:
     idx = np.flatnonzero(fg)
     out: dict[str, np.ndarray] = {}
     for i in range(0, len(idx), _BLOCK):
-        part = idx[i:i + _BLOCK]
+        part = idx[i : i + _BLOCK]
         with np.errstate(all="ignore"):
             res = fit(y[part], t, grid)
         for k, v in res.items():
@@ -223,8 +238,14 @@ def fit_t1(images, inversion_times_ms, *, background: float = BACKGROUND, full: 
         res["edge"] = np.zeros(len(y), bool)
     with np.errstate(all="ignore"):
         t1 = res["t1_star"] * (res["b"] / res["a"] - 1.0)
-        ok = (fg & ~res["edge"] & (res["a"] > 0) & (res["b"] > res["a"]) & np.isfinite(t1)
-              & (res["t1_star"] > 0))
+        ok = (
+            fg
+            & ~res["edge"]
+            & (res["a"] > 0)
+            & (res["b"] > res["a"])
+            & np.isfinite(t1)
+            & (res["t1_star"] > 0)
+        )
     t1 = np.where(ok, t1, np.nan)
     if not full:
         return t1.reshape(shape).astype(np.float32)

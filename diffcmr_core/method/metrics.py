@@ -35,7 +35,7 @@ def ssim(gt: np.ndarray, pred: np.ndarray) -> float:
 def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
     """Normalised mean squared error."""
     gt, pred = _normalise(gt, pred)
-    return float(np.sum((gt - pred) ** 2) / np.sum(gt ** 2))
+    return float(np.sum((gt - pred) ** 2) / np.sum(gt**2))
 
 
 METRICS = ("psnr", "ssim", "nmse")

@@ -27,9 +27,11 @@ Randn = Callable[[], torch.Tensor]
 Generators = torch.Generator | Sequence[torch.Generator | Sequence[torch.Generator]] | None
 
 
-def _apply_x0_hook(eps: torch.Tensor, x: torch.Tensor, abar: torch.Tensor,
-                   hook: X0Hook | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """x0 predicted from eps (Eq. 4); if ``hook`` (e.g. data consistency) changes x0, eps follows."""
+def _apply_x0_hook(
+    eps: torch.Tensor, x: torch.Tensor, abar: torch.Tensor, hook: X0Hook | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x0 predicted from eps (Eq. 4); if ``hook`` (e.g. data consistency) changes x0, eps
+    follows."""
     x0 = x0_from_eps(eps, x, abar)
     if hook is not None:
         x0 = hook(x0)
@@ -58,6 +60,7 @@ def compose_hooks(*hooks: X0Hook | None) -> X0Hook | None:
         for h in hooks:
             x0 = h(x0)
         return x0
+
     return composed
 
 
@@ -77,10 +80,18 @@ def countdown(steps: int, progress: Progress, desc: str):
 
 
 @torch.no_grad()
-def ddpm_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = BASE_STEPS,
-                randn: Randn | None = None, x0_hook: X0Hook | None = None,
-                progress: Progress = False, desc: str = "DDPM",
-                variance: str = "beta_tilde") -> torch.Tensor:
+def ddpm_sample(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    cond: object,
+    *,
+    steps: int = BASE_STEPS,
+    randn: Randn | None = None,
+    x0_hook: X0Hook | None = None,
+    progress: Progress = False,
+    desc: str = "DDPM",
+    variance: str = "beta_tilde",
+) -> torch.Tensor:
     """Alg. 2: ancestral sampling, from x_T = ``x``.
 
     ``eps_fn(x_t, t, cond)`` predicts the noise (``t``: base time-steps ``(N,)``); ``steps`` is
@@ -120,15 +131,23 @@ def ddpm_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = BA
 
 
 @torch.no_grad()
-def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 50,
-                randn: Randn | None = None, x0_hook: X0Hook | None = None,
-                progress: Progress = False, desc: str = "DDIM") -> torch.Tensor:
+def ddim_sample(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    cond: object,
+    *,
+    steps: int = 50,
+    randn: Randn | None = None,
+    x0_hook: X0Hook | None = None,
+    progress: Progress = False,
+    desc: str = "DDIM",
+) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) [14] on the same trained network: only x_T is random, so
     rounds differ by their starting noise. Same arguments as :func:`ddpm_sample` (``randn`` is
     not used)."""
     tau, abar = chain(steps, x.device)
     abar32 = abar.float()
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])             # the last step lands on x_0
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])  # the last step lands on x_0
     c_x0, c_eps = abar_prev.sqrt().float(), (1 - abar_prev).sqrt().float()
     for i in countdown(steps, progress, desc):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
@@ -138,9 +157,17 @@ def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 50
 
 
 @torch.no_grad()
-def dpm_solver_pp_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps: int = 20,
-                         randn: Randn | None = None, x0_hook: X0Hook | None = None,
-                         progress: Progress = False, desc: str = "DPM-Solver++") -> torch.Tensor:
+def dpm_solver_pp_sample(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    cond: object,
+    *,
+    steps: int = 20,
+    randn: Randn | None = None,
+    x0_hook: X0Hook | None = None,
+    progress: Progress = False,
+    desc: str = "DPM-Solver++",
+) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in the data prediction, on the
     respaced chain's time-steps; ``steps`` network evaluations. The first step and the step into
     the last time-step are first order (the "lower order final" of the reference solver: that
@@ -149,11 +176,12 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps:
     tau, abar = chain(steps, x.device)
     alpha_s, sigma_s = abar.sqrt(), (1 - abar).sqrt()
     lam = torch.log(alpha_s / sigma_s)
-    # step i -> i-1: h = lambda_{i-1} - lambda_i, x <- (sigma_{i-1}/sigma_i) x - alpha_{i-1}(e^{-h} - 1) D
+    # step i -> i-1: h = lambda_{i-1} - lambda_i, x <- (sigma_{i-1}/sigma_i) x -
+    # alpha_{i-1}(e^{-h} - 1) D
     h = torch.cat([lam.new_zeros(1), lam[:-1] - lam[1:]])
     ratio = torch.cat([lam.new_zeros(1), sigma_s[:-1] / sigma_s[1:]]).float()
     coef = torch.cat([lam.new_zeros(1), alpha_s[:-1] * torch.expm1(-h[1:])]).float()
-    r = torch.ones_like(h)                          # r_i = h_prev / h: h_prev is h[i + 1]
+    r = torch.ones_like(h)  # r_i = h_prev / h: h_prev is h[i + 1]
     r[1:-1] = h[2:] / h[1:-1]
     w_now, w_prev = (1 + 1 / (2 * r)).float(), (1 / (2 * r)).float()
     abar32 = abar.float()
@@ -161,10 +189,10 @@ def dpm_solver_pp_sample(eps_fn: EpsFn, x: torch.Tensor, cond: object, *, steps:
     for i in countdown(steps, progress, desc):
         eps = eps_fn(x, tau[i].expand(x.shape[0]), cond).float()
         _, x0 = _apply_x0_hook(eps, x, abar32[i], x0_hook)
-        if i == 0:                                     # last step: to the clean image
+        if i == 0:  # last step: to the clean image
             return x0
         d = x0
-        if x0_prev is not None and i > 1:              # second order, but not into tau_1 = 0
+        if x0_prev is not None and i > 1:  # second order, but not into tau_1 = 0
             d = w_now[i] * x0 - w_prev[i] * x0_prev
         x = ratio[i] * x - coef[i] * d
         x0_prev = x0
@@ -176,8 +204,9 @@ SAMPLER_LABEL = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++"}
 
 
 # ----------------------------------------------------------------------------- rounds
-def round_noise(shape: tuple[int, ...], rounds: int, generator: Generators, device,
-                dtype=torch.float32) -> Randn:
+def round_noise(
+    shape: tuple[int, ...], rounds: int, generator: Generators, device, dtype=torch.float32
+) -> Randn:
     """A ``randn()`` for R rounds of one-round shape ``shape`` ``(B, ...)``: each call draws
     ``(R*B, ...)`` (round-major): in one draw from one generator; or from a list of R entries,
     one per round, each a generator (one ``(B, ...)`` draw: round r then equals a one-round run
@@ -197,13 +226,24 @@ def round_noise(shape: tuple[int, ...], rounds: int, generator: Generators, devi
         if isinstance(g, torch.Generator):
             return torch.randn(shape, generator=g, device=device, dtype=dtype)
         return torch.cat([torch.randn(one, generator=s, device=device, dtype=dtype) for s in g])
+
     return lambda: torch.cat([draw(g) for g in generator])
 
 
-def sample_rounds(eps_fn: EpsFn, cond: object, *, shape: tuple[int, ...], steps: int,
-                  rounds: int = 1, sampler: str = "ddpm", generator: Generators = None,
-                  x0_hook: X0Hook | None = None, progress: Progress = False,
-                  desc: str | None = None, variance: str = "beta_tilde") -> torch.Tensor:
+def sample_rounds(
+    eps_fn: EpsFn,
+    cond: object,
+    *,
+    shape: tuple[int, ...],
+    steps: int,
+    rounds: int = 1,
+    sampler: str = "ddpm",
+    generator: Generators = None,
+    x0_hook: X0Hook | None = None,
+    progress: Progress = False,
+    desc: str | None = None,
+    variance: str = "beta_tilde",
+) -> torch.Tensor:
     """R chains of ``sampler`` run together along the batch axis: returns ``(R, B, ...)``.
 
     ``cond`` is one round's condition (a tensor is repeated R times, round-major, once, before
@@ -217,8 +257,17 @@ def sample_rounds(eps_fn: EpsFn, cond: object, *, shape: tuple[int, ...], steps:
     if isinstance(cond, torch.Tensor):
         cond = cond.repeat(rounds, *[1] * (cond.dim() - 1))
     extra = {"variance": variance} if sampler == "ddpm" else {}
-    x0 = SAMPLERS[sampler](eps_fn, x_T, cond, steps=steps, randn=randn, x0_hook=x0_hook,
-                           progress=progress, desc=desc or SAMPLER_LABEL[sampler], **extra)
+    x0 = SAMPLERS[sampler](
+        eps_fn,
+        x_T,
+        cond,
+        steps=steps,
+        randn=randn,
+        x0_hook=x0_hook,
+        progress=progress,
+        desc=desc or SAMPLER_LABEL[sampler],
+        **extra,
+    )
     return x0.reshape(rounds, -1, *x0.shape[1:])
 
 

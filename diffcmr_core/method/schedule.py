@@ -82,8 +82,9 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Te
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
-def eps_from_output(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                    prediction: str = "eps") -> torch.Tensor:
+def eps_from_output(
+    output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str = "eps"
+) -> torch.Tensor:
     """The noise that a network's raw ``output`` stands for, at x_t and base time-steps ``t``.
 
     * ``"eps"``: the output is eps_theta (Eq. 3), returned as is.
@@ -115,8 +116,12 @@ def eps_from_x0(x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor) -> torc
 LOSS_REDUCTIONS = ("sum", "mean")
 
 
-def diffusion_loss(eps_pred: torch.Tensor, noise: torch.Tensor,
-                   weights: torch.Tensor | None = None, reduction: str = "sum") -> torch.Tensor:
+def diffusion_loss(
+    eps_pred: torch.Tensor,
+    noise: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    reduction: str = "sum",
+) -> torch.Tensor:
     """Eq. 5: the squared error of the noise, per sample, then the mean over the batch.
 
     ``reduction="sum"`` (default): each sample's error is the *sum* over its pixels, the squared

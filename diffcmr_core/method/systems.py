@@ -23,7 +23,13 @@ from torch import nn
 
 from diffcmr_core.config import from_dict
 from diffcmr_core.method import schedule
-from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.method.networks import (
+    DiffCMRConfig,
+    DiffCMRNet,
+    PatchDiscriminator,
+    UNet,
+    UNetConfig,
+)
 from diffcmr_core.method.samplers import clip_hook, compose_hooks, ensemble, sample_rounds
 
 METHODS = ("diffcmr", "unet", "cgan")
@@ -32,7 +38,8 @@ METHOD_LABEL = {"raw": "RAW", "unet": "U-Net", "cgan": "cGAN", "diffcmr": "DiffC
 
 @dataclass(frozen=True)
 class CGANConfig:
-    """The cGAN [3]: its U-Net generator and the weight of the L1 term beside the adversarial loss."""
+    """The cGAN [3]: its U-Net generator and the weight of the L1 term beside the adversarial
+    loss."""
 
     generator: UNetConfig = field(default_factory=UNetConfig)
     l1_weight: float = 100.0
@@ -68,14 +75,15 @@ class DiffusionSystem(nn.Module):
     """DiffCMR: Alg. 1 training (Eq. 4-5) and Alg. 2 inference."""
 
     method = "diffcmr"
-    precision = "bf16"                  # autocast on CUDA; the training loop sets its own
+    precision = "bf16"  # autocast on CUDA; the training loop sets its own
 
     def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.model = DiffCMRNet(cfg)
-        self.register_buffer("train_timesteps", schedule.respaced_timesteps(cfg.train_steps),
-                             persistent=False)
+        self.register_buffer(
+            "train_timesteps", schedule.respaced_timesteps(cfg.train_steps), persistent=False
+        )
 
     def to_model(self, img: torch.Tensor) -> torch.Tensor:
         return to_model_space(img, self.cfg.value_range)
@@ -93,7 +101,9 @@ class DiffusionSystem(nn.Module):
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         return [torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)]
 
-    def randomness(self, gen: torch.Generator, n: int, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    def randomness(
+        self, gen: torch.Generator, n: int, shape: tuple[int, ...]
+    ) -> dict[str, torch.Tensor]:
         """Alg. 1's draws for ``n`` samples: t uniform over the training chain, eps ~ N(0, I)."""
         idx = torch.randint(0, self.cfg.train_steps, (n,), generator=gen)
         return {"t_index": idx, "noise": torch.randn((n,) + shape, generator=gen)}
@@ -102,20 +112,31 @@ class DiffusionSystem(nn.Module):
         (opt,) = opts
         t = self.train_timesteps[rand["t_index"].to(inp.device)]
         noise = rand["noise"].to(inp.device)
-        x_t = schedule.q_sample(self.to_model(tgt), t, noise)                  # Eq. 4
+        x_t = schedule.q_sample(self.to_model(tgt), t, noise)  # Eq. 4
         with autocast(inp.device, self.precision):
-            out = self.model(x_t, t, self.to_model(inp))                       # Eq. 3
+            out = self.model(x_t, t, self.to_model(inp))  # Eq. 3
         eps = schedule.eps_from_output(out, x_t, t, self.cfg.prediction)
-        loss = schedule.diffusion_loss(eps, noise, schedule.loss_weights(t, self.cfg.loss_weighting),
-                                       self.cfg.loss_reduction)               # Eq. 5
+        loss = schedule.diffusion_loss(
+            eps, noise, schedule.loss_weights(t, self.cfg.loss_weighting), self.cfg.loss_reduction
+        )  # Eq. 5
         _update(opt, loss, self.model, sync)
         return {"loss": loss.item()}
 
     @torch.no_grad()
-    def reconstruct(self, model: DiffCMRNet, inp: torch.Tensor, *, steps: int = 1000,
-                    rounds: int = 4, sampler: str = "ddpm", generator=None, progress: bool = False,
-                    x0_hook=None, variance: str = "beta_tilde", clip: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def reconstruct(
+        self,
+        model: DiffCMRNet,
+        inp: torch.Tensor,
+        *,
+        steps: int = 1000,
+        rounds: int = 4,
+        sampler: str = "ddpm",
+        generator=None,
+        progress: bool = False,
+        x0_hook=None,
+        variance: str = "beta_tilde",
+        clip: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(mean, std, rounds)`` images: ensemble mean, std over rounds, and every round
         ``(R, B, 1, S, S)``. G(I^u) is encoded once and reused for every step and round.
 
@@ -124,10 +145,19 @@ class DiffusionSystem(nn.Module):
         code's ``clip_denoised=True``; with ``value_range="pm1"`` that is the data range)."""
         cond = model.encode_condition(self.to_model(inp))
         hook = compose_hooks(x0_hook, clip_hook() if clip else None)
-        samples = sample_rounds(self.eps_fn(model.denoise), cond, shape=tuple(inp.shape), steps=steps,
-                                rounds=rounds, sampler=sampler, generator=generator,
-                                x0_hook=hook, progress=progress,
-                                desc=f"{sampler} T={steps} R={rounds}", variance=variance)
+        samples = sample_rounds(
+            self.eps_fn(model.denoise),
+            cond,
+            shape=tuple(inp.shape),
+            steps=steps,
+            rounds=rounds,
+            sampler=sampler,
+            generator=generator,
+            x0_hook=hook,
+            progress=progress,
+            desc=f"{sampler} T={steps} R={rounds}",
+            variance=variance,
+        )
         images = self.from_model(samples)
         return (*ensemble(images), images)
 
@@ -175,8 +205,10 @@ class GANSystem(RegressionSystem):
         self.discriminator = PatchDiscriminator(channels=max(cfg.generator.channels, 16))
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999)),
-                torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))]
+        return [
+            torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999)),
+            torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)),
+        ]
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
         opt_g, opt_d = opts
@@ -187,7 +219,9 @@ class GANSystem(RegressionSystem):
         with autocast(inp.device, self.precision):
             d_real = self.discriminator(inp, tgt).float()
             d_fake = self.discriminator(inp, fake.detach()).float()
-        loss_d = 0.5 * (bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake)))
+        loss_d = 0.5 * (
+            bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        )
         _update(opt_d, loss_d, self.discriminator, sync)
         # generator: fool the discriminator and stay close to the target
         self.discriminator.requires_grad_(False)
@@ -222,7 +256,9 @@ def build_system(method: str, model_config: Any) -> nn.Module:
     if isinstance(cfg, dict):
         cfg = from_dict(MODEL_CONFIGS[method], cfg)
     if not isinstance(cfg, MODEL_CONFIGS[method]):
-        raise TypeError(f"{method} needs a {MODEL_CONFIGS[method].__name__}, got {type(cfg).__name__}")
+        raise TypeError(
+            f"{method} needs a {MODEL_CONFIGS[method].__name__}, got {type(cfg).__name__}"
+        )
     system = {"diffcmr": DiffusionSystem, "unet": RegressionSystem, "cgan": GANSystem}[method]
     return system(cfg)
 

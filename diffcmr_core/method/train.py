@@ -41,18 +41,18 @@ class TrainConfig:
     is (sizes, diffusion chain, loss weighting, the cGAN's L1 weight) lives in its own config."""
 
     iterations: int = 100_000
-    batch_size: int = 6               # per process
+    batch_size: int = 6  # per process
     lr: float = 1e-5
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
-    ema_warmup: bool = True           # decay min(ema_decay, (1 + step) / (10 + step)); the
-                                      # public code has none (False)
-    precision: str = "bf16"           # autocast on CUDA ("bf16") or none ("fp32", the public code)
-    flips: bool = True                # horizontal and vertical, p = 0.5 each, input and target
-    lr_schedule: str = "constant"     # or "cosine" (decay to 0 over the run; short runs)
-    warmup: int = 0                   # steps of linear learning-rate warm-up (0: none)
-    snapshot_every: int = 0           # keep the EMA weights every this many steps in
-                                      # snapshots/step<NNNNNN>.pt (0: none; compute curves)
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)); the
+    # public code has none (False)
+    precision: str = "bf16"  # autocast on CUDA ("bf16") or none ("fp32", the public code)
+    flips: bool = True  # horizontal and vertical, p = 0.5 each, input and target
+    lr_schedule: str = "constant"  # or "cosine" (decay to 0 over the run; short runs)
+    warmup: int = 0  # steps of linear learning-rate warm-up (0: none)
+    snapshot_every: int = 0  # keep the EMA weights every this many steps in
+    # snapshots/step<NNNNNN>.pt (0: none; compute curves)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -76,7 +76,7 @@ def _sync_grads(module: torch.nn.Module) -> None:
     flat /= world
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
@@ -109,7 +109,7 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     while len(out) < batch:
         epoch, offset = divmod(start + len(out), n)
         perm = np.random.default_rng([seed, epoch]).permutation(n)
-        out.extend(perm[offset:offset + batch - len(out)])
+        out.extend(perm[offset : offset + batch - len(out)])
     return np.asarray(out)
 
 
@@ -136,9 +136,12 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
-    except (OSError, RuntimeError) as err:           # torch reports a full disk as RuntimeError
-        raise CheckpointError(path, f"could not write the checkpoint ({err}); the previous "
-                                    "checkpoint is unchanged (disk full?)") from None
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError
+        raise CheckpointError(
+            path,
+            f"could not write the checkpoint ({err}); the previous "
+            "checkpoint is unchanged (disk full?)",
+        ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -152,9 +155,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         first = (str(err).splitlines() or [""])[0][:200]
         size = path.stat().st_size
-        raise CheckpointError(path, f"unreadable checkpoint ({type(err).__name__}"
-                                    f"{': ' + first if first else ''}; {size} bytes)") from None
-    missing = {"method", "step", "ema", "model_config"} - set(ckpt if isinstance(ckpt, dict) else ())
+        raise CheckpointError(
+            path,
+            f"unreadable checkpoint ({type(err).__name__}"
+            f"{': ' + first if first else ''}; {size} bytes)",
+        ) from None
+    missing = {"method", "step", "ema", "model_config"} - set(
+        ckpt if isinstance(ckpt, dict) else ()
+    )
     if missing:
         raise CheckpointError(path, f"not a checkpoint of this study (missing {sorted(missing)})")
     return ckpt
@@ -177,9 +185,16 @@ def trained_on(ckpt: dict[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
-def check_checkpoint(path: str | Path, ckpt: dict[str, Any], *, method: str | None = None,
-                     model_config: Any = None, train_config: TrainConfig | None = None,
-                     task: str | None = None, acc: int | None = None) -> None:
+def check_checkpoint(
+    path: str | Path,
+    ckpt: dict[str, Any],
+    *,
+    method: str | None = None,
+    model_config: Any = None,
+    train_config: TrainConfig | None = None,
+    task: str | None = None,
+    acc: int | None = None,
+) -> None:
     """That a checkpoint is what the caller means to use: its method, its model configuration,
     its training settings (finished: every iteration done), and that it was trained on ``task``
     at ``acc``. Each given expectation is checked; a mismatch is a :class:`CheckpointError`
@@ -189,15 +204,23 @@ def check_checkpoint(path: str | Path, ckpt: dict[str, Any], *, method: str | No
     if model_config is not None:
         want = json.dumps(config_dict(model_config), sort_keys=True, default=list)
         if json.dumps(ckpt["model_config"], sort_keys=True, default=list) != want:
-            raise CheckpointError(path, f"was made with another {ckpt['method']} configuration "
-                                        f"(another profile's model?): {ckpt['model_config']}")
+            raise CheckpointError(
+                path,
+                f"was made with another {ckpt['method']} configuration "
+                f"(another profile's model?): {ckpt['model_config']}",
+            )
     if train_config is not None:
         if _settings(ckpt.get("train_config", {})) != _settings(dataclasses.asdict(train_config)):
-            raise CheckpointError(path, "was trained with other settings than this profile's "
-                                        f"({ckpt.get('train_config')})")
+            raise CheckpointError(
+                path,
+                f"was trained with other settings than this profile's ({ckpt.get('train_config')})",
+            )
         if ckpt["step"] < train_config.iterations:
-            raise CheckpointError(path, f"training is not finished (step {ckpt['step']} of "
-                                        f"{train_config.iterations}); resume it first")
+            raise CheckpointError(
+                path,
+                f"training is not finished (step {ckpt['step']} of "
+                f"{train_config.iterations}); resume it first",
+            )
     if task is not None and acc is not None:
         seen = trained_on(ckpt)
         if (task, acc) not in seen:
@@ -205,8 +228,9 @@ def check_checkpoint(path: str | Path, ckpt: dict[str, Any], *, method: str | No
             raise CheckpointError(path, f"was trained on {made}, not on {task} {acc}x")
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu", weights: str = "ema",
-                       **expect: Any):
+def load_for_inference(
+    path: str | Path, device: str | torch.device = "cpu", weights: str = "ema", **expect: Any
+):
     """``(system, model)`` from a checkpoint: the system for its ``reconstruct`` method and the
     network in eval mode with the ``weights`` ``"ema"`` (default; the average the training loop
     keeps) or ``"raw"`` (the optimiser's last weights, what the public inference script loads:
@@ -240,14 +264,16 @@ def snapshots(out_dir: str | Path) -> dict[int, Path]:
 class _Run:
     """The state of one training run: the system, its EMA copy, the optimisers, the step."""
 
-    def __init__(self, method: str, cfg: TrainConfig, model_config: Any, device: torch.device) -> None:
-        torch.manual_seed(cfg.seed)                 # the initial weights are part of the run
+    def __init__(
+        self, method: str, cfg: TrainConfig, model_config: Any, device: torch.device
+    ) -> None:
+        torch.manual_seed(cfg.seed)  # the initial weights are part of the run
         self.system = build_system(method, model_config).to(device)
         self.system.precision = cfg.precision
         self.ema = copy.deepcopy(self.system.model).requires_grad_(False)
         self.opts = self.system.optimizers(cfg.lr, cfg.weight_decay)
         self.step = 0
-        self.cpu_seconds = 0.0                      # process CPU time of all steps so far
+        self.cpu_seconds = 0.0  # process CPU time of all steps so far
 
     def resume(self, ckpt: dict[str, Any]) -> None:
         self.system.load_state_dict(ckpt["system"])
@@ -259,11 +285,18 @@ class _Run:
         self.cpu_seconds = float(ckpt.get("cpu_seconds", 0.0))
 
     def state(self, method: str, cfg: TrainConfig, model_config: Any, pairs) -> dict[str, Any]:
-        return {"method": method, "step": self.step, "system": self.system.state_dict(),
-                "ema": self.ema.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
-                "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(cfg),
-                "model_config": config_dict(model_config), "cpu_seconds": self.cpu_seconds,
-                "pairs": str(pairs) if isinstance(pairs, (str, Path)) else [str(p) for p in pairs]}
+        return {
+            "method": method,
+            "step": self.step,
+            "system": self.system.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizers": [o.state_dict() for o in self.opts],
+            "rng": torch.get_rng_state(),
+            "train_config": dataclasses.asdict(cfg),
+            "model_config": config_dict(model_config),
+            "cpu_seconds": self.cpu_seconds,
+            "pairs": str(pairs) if isinstance(pairs, (str, Path)) else [str(p) for p in pairs],
+        }
 
     def snapshot(self, method: str, cfg: TrainConfig, model_config: Any, pairs) -> dict[str, Any]:
         """The EMA weights and what :func:`load_for_inference` needs (no optimiser state)."""
@@ -280,15 +313,19 @@ def _batch(inp_all, tgt_all, run: _Run, cfg: TrainConfig, step: int, device) -> 
     gen = _step_generator(cfg.seed, step)
     idx = batch_indices(len(inp_all), global_batch, step, cfg.seed)[lo:hi]
     flips = torch.rand((global_batch, 2), generator=gen)[lo:hi] < 0.5
-    rand = {k: v[lo:hi] for k, v in run.system.randomness(gen, global_batch, tuple(inp_all.shape[1:])).items()}
+    rand = {
+        k: v[lo:hi]
+        for k, v in run.system.randomness(gen, global_batch, tuple(inp_all.shape[1:])).items()
+    }
     inp, tgt = inp_all[idx], tgt_all[idx]
     if cfg.flips:
         inp, tgt = _flip(inp, flips), _flip(tgt, flips)
     return inp.to(device, non_blocking=True), tgt.to(device, non_blocking=True), rand
 
 
-def _start_or_resume(run: _Run, out_dir: Path, method: str, cfg: TrainConfig, model_config: Any,
-                     device) -> None:
+def _start_or_resume(
+    run: _Run, out_dir: Path, method: str, cfg: TrainConfig, model_config: Any, device
+) -> None:
     """Resume from ``out_dir/last.pt`` if it continues this run; a checkpoint made with another
     configuration is kept aside (``stale-<time>/``) with its log, never deleted."""
     ckpt_path, log_path = out_dir / "last.pt", out_dir / "loss.csv"
@@ -306,8 +343,9 @@ def _start_or_resume(run: _Run, out_dir: Path, method: str, cfg: TrainConfig, mo
     run.resume(ckpt)
 
 
-def train_pairs(pairs: str | Path | list[str | Path] | tuple[str | Path, ...]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def train_pairs(
+    pairs: str | Path | list[str | Path] | tuple[str | Path, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The training split of one pairs file, or of several concatenated in the order given
     (one model for several acceleration factors), as ``(input, target)`` ``[N, 1, S, S]``."""
     files = [pairs] if isinstance(pairs, (str, Path)) else list(pairs)
@@ -319,9 +357,16 @@ def train_pairs(pairs: str | Path | list[str | Path] | tuple[str | Path, ...]
     return torch.from_numpy(inp)[:, None], torch.from_numpy(tgt)[:, None]
 
 
-def train(method: str, pairs: str | Path | list[str | Path] | tuple[str | Path, ...],
-          out_dir: str | Path, cfg: TrainConfig, model_config: Any, *,
-          device: str | torch.device | None = None, progress: bool = True) -> Path:
+def train(
+    method: str,
+    pairs: str | Path | list[str | Path] | tuple[str | Path, ...],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    model_config: Any,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Path:
     """Train ``method`` (configured by ``model_config``) on the training split of a pairs file
     (or of several, concatenated: one model for several factors); returns the final checkpoint.
 
@@ -340,8 +385,13 @@ def train(method: str, pairs: str | Path | list[str | Path] | tuple[str | Path, 
     if run.step >= cfg.iterations:
         return ckpt_path
     log_rows = _read_log(log_path, run.step)
-    bar = tqdm(range(run.step, cfg.iterations), initial=run.step, total=cfg.iterations,
-               desc=f"train {method}", disable=not progress or rank != 0)
+    bar = tqdm(
+        range(run.step, cfg.iterations),
+        initial=run.step,
+        total=cfg.iterations,
+        desc=f"train {method}",
+        disable=not progress or rank != 0,
+    )
     wait, tic, cpu0 = 0.0, time.perf_counter(), time.process_time()
     cpu_base = run.cpu_seconds
     for step in bar:
@@ -359,13 +409,20 @@ def train(method: str, pairs: str | Path | list[str | Path] | tuple[str | Path, 
         run.cpu_seconds = cpu_base + time.process_time() - cpu0
         if run.step % cfg.log_every == 0 or run.step == cfg.iterations:
             elapsed = time.perf_counter() - tic
-            log_rows.append({"step": run.step, **{k: f"{v:.6f}" for k, v in losses.items()},
-                             "seconds": f"{elapsed:.3f}", "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}",
-                             "cpu_seconds": f"{run.cpu_seconds:.3f}"})
+            log_rows.append(
+                {
+                    "step": run.step,
+                    **{k: f"{v:.6f}" for k, v in losses.items()},
+                    "seconds": f"{elapsed:.3f}",
+                    "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}",
+                    "cpu_seconds": f"{run.cpu_seconds:.3f}",
+                }
+            )
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
         if rank == 0 and cfg.snapshot_every and run.step % cfg.snapshot_every == 0:
-            _save_checkpoint(snapshot_path(out_dir, run.step),
-                             run.snapshot(method, cfg, model_config, pairs))
+            _save_checkpoint(
+                snapshot_path(out_dir, run.step), run.snapshot(method, cfg, model_config, pairs)
+            )
         if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.iterations):
             _write_log(log_path, log_rows)
             _save_checkpoint(ckpt_path, run.state(method, cfg, model_config, pairs))
@@ -383,13 +440,19 @@ def _settings(train_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full.items() if k not in _EXTENDABLE}
 
 
-def _same_run(ckpt: dict[str, Any], method: str, cfg: TrainConfig, model_config: dict[str, Any]) -> bool:
+def _same_run(
+    ckpt: dict[str, Any], method: str, cfg: TrainConfig, model_config: dict[str, Any]
+) -> bool:
     """Whether a checkpoint continues this run: same method, model and training settings (a run
     may be extended to more iterations)."""
-    same_model = json.dumps(ckpt["model_config"], sort_keys=True, default=list) == \
-        json.dumps(dict(model_config), sort_keys=True, default=list)
-    return (ckpt["method"] == method and same_model
-            and _settings(ckpt["train_config"]) == _settings(dataclasses.asdict(cfg)))
+    same_model = json.dumps(ckpt["model_config"], sort_keys=True, default=list) == json.dumps(
+        dict(model_config), sort_keys=True, default=list
+    )
+    return (
+        ckpt["method"] == method
+        and same_model
+        and _settings(ckpt["train_config"]) == _settings(dataclasses.asdict(cfg))
+    )
 
 
 def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
@@ -411,8 +474,11 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
                 writer.writeheader()
                 writer.writerows(rows)
     except OSError as err:
-        raise CheckpointError(path, f"could not write the training log ({err.strerror or err}); "
-                                    "the previous log and checkpoint are unchanged (disk full?)") from None
+        raise CheckpointError(
+            path,
+            f"could not write the training log ({err.strerror or err}); "
+            "the previous log and checkpoint are unchanged (disk full?)",
+        ) from None
 
 
 # ----------------------------------------------------------------------------- torchrun entry
@@ -425,10 +491,16 @@ def read_train_spec(config: str | Path, method: str) -> dict[str, Any]:
     try:
         spec = json.loads(path.read_text())
     except OSError as err:
-        raise DiffCMRError(path, f"cannot read the training configuration ({err.strerror or err})") from None
+        raise DiffCMRError(
+            path, f"cannot read the training configuration ({err.strerror or err})"
+        ) from None
     except ValueError as err:
         raise DiffCMRError(path, f"not valid JSON ({err})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("train"), dict) or not isinstance(spec.get("model"), dict):
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("train"), dict)
+        or not isinstance(spec.get("model"), dict)
+    ):
         raise DiffCMRError(path, 'expected {"train": {...TrainConfig...}, "model": {...}}')
     try:
         from_dict(TrainConfig, spec["train"])
@@ -438,7 +510,9 @@ def read_train_spec(config: str | Path, method: str) -> dict[str, Any]:
     return spec
 
 
-def run_from_config(method: str, pairs: str | Path, out_dir: str | Path, config: str | Path) -> Path:
+def run_from_config(
+    method: str, pairs: str | Path, out_dir: str | Path, config: str | Path
+) -> Path:
     """Train from a JSON config file ``{"train": {...}, "model": {...}}``, in one process or
     under ``torchrun`` (``python -m diffcmr_core train ...``): each rank trains its slice of
     the global batch, gradients are all-reduced."""
@@ -452,8 +526,15 @@ def run_from_config(method: str, pairs: str | Path, out_dir: str | Path, config:
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
     try:
-        return train(method, pairs, out_dir, from_dict(TrainConfig, spec["train"]),
-                     build_system(method, spec["model"]).cfg, device=device, progress=True)
+        return train(
+            method,
+            pairs,
+            out_dir,
+            from_dict(TrainConfig, spec["train"]),
+            build_system(method, spec["model"]).cfg,
+            device=device,
+            progress=True,
+        )
     finally:
         if distributed:
             dist.destroy_process_group()

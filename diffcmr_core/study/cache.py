@@ -31,13 +31,24 @@ def read_entry(path: Path, profile: Profile) -> dict | None:
 def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
     """Cache ``result`` with the profile's stamp and the ``seconds`` of compute it took (read back
     by the report, so that a re-run that reuses the result still says what it cost)."""
-    write_text_atomic(path, json.dumps({"stamp": stamp(profile), "seconds": round(seconds, 3),
-                                        "result": result}, indent=1))
+    write_text_atomic(
+        path,
+        json.dumps(
+            {"stamp": stamp(profile), "seconds": round(seconds, 3), "result": result}, indent=1
+        ),
+    )
 
 
-def cached_step(path: Path, profile: Profile, compute: Callable[[], T], *, force: bool = False,
-                prepare: Callable[[], None] | None = None, name: str | None = None,
-                quiet: bool = False) -> T:
+def cached_step(
+    path: Path,
+    profile: Profile,
+    compute: Callable[[], T],
+    *,
+    force: bool = False,
+    prepare: Callable[[], None] | None = None,
+    name: str | None = None,
+    quiet: bool = False,
+) -> T:
     """The result of ``compute()``, from the cache at ``path`` when it was made with this profile's
     configuration (unless ``force``). ``prepare()`` runs first on a miss, untimed (e.g. training
     the models a step evaluates); ``compute()``'s time is stored with the result. A reuse is
@@ -47,6 +58,7 @@ def cached_step(path: Path, profile: Profile, compute: Callable[[], T], *, force
     :mod:`~diffcmr_core.study.shard`); rank 0 alone stores the result, and the others wait for
     it, so that no rank reads a step's files before they are written."""
     from diffcmr_core.study.shard import current
+
     entry = None if force else read_entry(path, profile)
     if entry is not None:
         if not quiet:

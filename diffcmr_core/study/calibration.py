@@ -20,7 +20,7 @@ from diffcmr_core.data.phantom import PhantomConfig, equispaced_mask, simulate
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.study.paper import TABLE2_3
 
-TOLERANCE = {"psnr": 1.0, "ssim": 0.04, "nmse": 1.5}   # +- dB, +- SSIM, factor (issue 12)
+TOLERANCE = {"psnr": 1.0, "ssim": 0.04, "nmse": 1.5}  # +- dB, +- SSIM, factor (issue 12)
 
 
 def paper_dynamic_range(task: str, acc: int) -> float:
@@ -29,9 +29,17 @@ def paper_dynamic_range(task: str, acc: int) -> float:
     return 10 ** (-p / 10) / n
 
 
-def raw_images(cfg: PhantomConfig, cases: range, *, pad_to: int, size: int,
-               roi: tuple[float, float] | None = None, split: str = "TrainingSet",
-               accs: tuple[int, ...] = io.ACCS, progress=None):
+def raw_images(
+    cfg: PhantomConfig,
+    cases: range,
+    *,
+    pad_to: int,
+    size: int,
+    roi: tuple[float, float] | None = None,
+    split: str = "TrainingSet",
+    accs: tuple[int, ...] = io.ACCS,
+    progress=None,
+):
     """Yield ``(task, acc, coil, target, zero_filled)`` image stacks ``(n, size, size)``."""
     for index in cases:
         for task, names in io.TASK_FILES.items():
@@ -48,20 +56,28 @@ def raw_images(cfg: PhantomConfig, cases: range, *, pad_to: int, size: int,
                     progress.update(1)
 
 
-def raw_table(cfg: PhantomConfig, cases: range, *, pad_to: int = 512, size: int = 128,
-              roi: tuple[float, float] | None = None, progress: bool = True) -> list[dict[str, object]]:
+def raw_table(
+    cfg: PhantomConfig,
+    cases: range,
+    *,
+    pad_to: int = 512,
+    size: int = 128,
+    roi: tuple[float, float] | None = None,
+    progress: bool = True,
+) -> list[dict[str, object]]:
     """The RAW row per task and factor (mean over every slice of ``cases``, both coil types),
     beside the paper's, with ``within`` telling whether each metric is inside ``TOLERANCE``."""
     from tqdm.auto import tqdm
 
     scores: dict[tuple[str, int], list[dict[str, float]]] = {}
     bar = tqdm(total=len(cases) * 4, desc="calibration files", disable=not progress)
-    for task, acc, _, gt, zf in raw_images(cfg, cases, pad_to=pad_to, size=size, roi=roi,
-                                           progress=bar):
+    for task, acc, _, gt, zf in raw_images(
+        cfg, cases, pad_to=pad_to, size=size, roi=roi, progress=bar
+    ):
         for g, z in zip(gt, zf):
             m = all_metrics(g, z)
             g = g / g.max()
-            m["range"] = float((g ** 2).mean())
+            m["range"] = float((g**2).mean())
             scores.setdefault((task, acc), []).append(m)
     bar.close()
     rows = []
@@ -80,10 +96,13 @@ def raw_table(cfg: PhantomConfig, cases: range, *, pad_to: int = 512, size: int 
     return rows
 
 
-def calibration_config(cfg: PhantomConfig, frames: int = 3, slices: int | None = None
-                       ) -> PhantomConfig:
+def calibration_config(
+    cfg: PhantomConfig, frames: int = 3, slices: int | None = None
+) -> PhantomConfig:
     """``cfg`` with fewer frames (spread over the cycle) and slices, for a faster estimate."""
     return dataclasses.replace(
-        cfg, cine_frames=min(cfg.cine_frames, frames),
+        cfg,
+        cine_frames=min(cfg.cine_frames, frames),
         sax_slices=min(cfg.sax_slices, slices or cfg.sax_slices),
-        mapping_slices=min(cfg.mapping_slices, slices or cfg.mapping_slices))
+        mapping_slices=min(cfg.mapping_slices, slices or cfg.mapping_slices),
+    )

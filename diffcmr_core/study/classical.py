@@ -29,7 +29,7 @@ from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method.classical import CSConfig, coil_kspace, pics_path
 from diffcmr_core.method.metrics import psnr
 
-READOUT_MARGIN = 8          # native columns solved beyond the region on each side
+READOUT_MARGIN = 8  # native columns solved beyond the region on each side
 CHOICE_FILE = "choice.json"  # beside the networks' checkpoints, in the method's model folder
 
 
@@ -48,8 +48,14 @@ def native_columns(pre: PreprocessConfig, nx: int) -> tuple[int, int] | None:
     return max(0, x0), min(nx, x1)
 
 
-def _images(acq: acquired.Acquired, weight: float, record: tuple[int, ...], cfg: CSConfig,
-            pre: PreprocessConfig, cache: Path | None = None) -> dict[int, np.ndarray]:
+def _images(
+    acq: acquired.Acquired,
+    weight: float,
+    record: tuple[int, ...],
+    cfg: CSConfig,
+    pre: PreprocessConfig,
+    cache: Path | None = None,
+) -> dict[int, np.ndarray]:
     """One slice's PI-CS frames through the preprocessing, after each number of iterations in
     ``record``: ``{iterations: (F, S, S)}`` at the data's scale.
 
@@ -61,19 +67,38 @@ def _images(acq: acquired.Acquired, weight: float, record: tuple[int, ...], cfg:
     if cache is not None:
         h = hashlib.sha256(np.ascontiguousarray(acq.kspace).tobytes())
         h.update(np.ascontiguousarray(acq.mask).tobytes())
-        h.update(json.dumps([weight, sorted(record), dataclasses.asdict(cfg), dataclasses.asdict(pre),
-                             list(acq.kspace.shape)], default=list).encode())
+        h.update(
+            json.dumps(
+                [
+                    weight,
+                    sorted(record),
+                    dataclasses.asdict(cfg),
+                    dataclasses.asdict(pre),
+                    list(acq.kspace.shape),
+                ],
+                default=list,
+            ).encode()
+        )
         key = cache / f"{h.hexdigest()[:40]}.npz"
         try:
             with np.load(key) as f:
                 return {it: f[str(it)] for it in record}
         except (OSError, KeyError, ValueError):
             pass
-    images, maps = pics_path(acq.kspace, acq.mask, weight, record, cfg,
-                             columns=native_columns(pre, acq.kspace.shape[-1]))
-    out = {it: kspace_to_image(coil_kspace(image, maps), multicoil=True, pad_to=pre.pad_to,
-                               size=pre.size, crop=pre.crop, roi=pre.roi)
-           for it, image in images.items()}
+    images, maps = pics_path(
+        acq.kspace, acq.mask, weight, record, cfg, columns=native_columns(pre, acq.kspace.shape[-1])
+    )
+    out = {
+        it: kspace_to_image(
+            coil_kspace(image, maps),
+            multicoil=True,
+            pad_to=pre.pad_to,
+            size=pre.size,
+            crop=pre.crop,
+            roi=pre.roi,
+        )
+        for it, image in images.items()
+    }
     if key is not None:
         try:
             key.parent.mkdir(parents=True, exist_ok=True)
@@ -81,12 +106,18 @@ def _images(acq: acquired.Acquired, weight: float, record: tuple[int, ...], cfg:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **{str(it): v for it, v in out.items()})
         except OSError:
-            pass                                        # a cache that cannot be written is skipped
+            pass  # a cache that cannot be written is skipped
     return out
 
 
-def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool = False,
-                cache: Path | None = None) -> np.ndarray:
+def pics_images(
+    batch,
+    choice: dict[str, dict],
+    cfg: CSConfig,
+    *,
+    progress: bool = False,
+    cache: Path | None = None,
+) -> np.ndarray:
     """PI-CS images of a :class:`~diffcmr_core.study.methods.Batch` ``[N, S, S]``, each divided
     by its input's maximum, with the chosen weight and iterations of its coil type (``cache``:
     see :func:`_images`). A coil type the choice has no entry for (a profile whose pairs hold one
@@ -101,7 +132,9 @@ def pics_images(batch, choice: dict[str, dict], cfg: CSConfig, *, progress: bool
     return out
 
 
-def _tuning_slices(meta: dict[str, np.ndarray], coil: str, n: int, part: int, parts: int) -> np.ndarray:
+def _tuning_slices(
+    meta: dict[str, np.ndarray], coil: str, n: int, part: int, parts: int
+) -> np.ndarray:
     """``n`` training images of ``coil`` spread through the split: at the fractions
     ``(j + (part + 0.5) / parts) / n`` of its images (by position), so that the ``parts``
     factors take ``n`` images each and no two take the same place."""
@@ -120,7 +153,9 @@ def _record(cfg: CSConfig, task: str, accs: tuple[int, ...], stamps: list[str]) 
     return {"config": dataclasses.asdict(cfg), "task": task, "accs": list(accs), "pairs": stamps}
 
 
-def choose(profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: bool = True) -> Path:
+def choose(
+    profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: bool = True
+) -> Path:
     """Choose the weight and iterations on training slices; write and return ``out``
     (``choice.json``), or reuse it when it was made with the same settings."""
     from diffcmr_core.study.profiles import paths_for
@@ -135,22 +170,26 @@ def choose(profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: 
             if {k: old.get(k) for k in want} == json.loads(json.dumps(want, default=list)):
                 return out
         except ValueError:
-            pass                                             # unreadable: redone
+            pass  # unreadable: redone
     rows = []
     jobs = []
     for part, a in enumerate(accs):
-        inp, tgt, meta = load_pairs(pairs_path(paths.pairs, task, a), "train",
-                                    expect=pairs_stamp(paths.data, task, pre))
+        inp, tgt, meta = load_pairs(
+            pairs_path(paths.pairs, task, a), "train", expect=pairs_stamp(paths.data, task, pre)
+        )
         for coil in pre.coils:
             idx = _tuning_slices(meta, coil, cfg.tuning_slices, part, len(accs))
             if len(idx):
                 jobs.append((a, coil, idx, inp, tgt, meta))
     if not jobs:
-        raise CMRxReconError(paths.pairs, f"no {task} training slices to choose the PI-CS "
-                                          "parameters on")
+        raise CMRxReconError(
+            paths.pairs, f"no {task} training slices to choose the PI-CS parameters on"
+        )
     grid = [(w, it) for w in cfg.weights for it in cfg.iteration_grid]
-    bar = tqdm(total=len(jobs) * len(cfg.weights), desc=f"PI-CS weights {task}", disable=not progress)
-    for a, coil, idx, inp, tgt, meta in jobs:
+    bar = tqdm(
+        total=len(jobs) * len(cfg.weights), desc=f"PI-CS weights {task}", disable=not progress
+    )
+    for a, coil, idx, _inp, tgt, meta in jobs:
         sub = _subset(meta, idx)
         acqs = acquired.of_pairs(paths.data, task, a, sub)
         for weight in cfg.weights:
@@ -159,20 +198,38 @@ def choose(profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: 
                 for iterations, images in by_iterations.items():
                     for j, pos in enumerate(acq.index):
                         rec = images[j] / sub["scale"][pos]
-                        rows.append({"acc": a, "coil": coil, "weight": weight, "iterations": iterations,
-                                     "slice": int(idx[pos]), "psnr": psnr(tgt[idx[pos]], rec)})
+                        rows.append(
+                            {
+                                "acc": a,
+                                "coil": coil,
+                                "weight": weight,
+                                "iterations": iterations,
+                                "slice": int(idx[pos]),
+                                "psnr": psnr(tgt[idx[pos]], rec),
+                            }
+                        )
             bar.update()
     bar.close()
     choice = {}
     for coil in pre.coils:
-        scores = {(w, it): np.mean([r["psnr"] for r in rows if r["coil"] == coil and r["weight"] == w
-                                    and r["iterations"] == it]) for w, it in grid}
+        scores = {
+            (w, it): np.mean(
+                [
+                    r["psnr"]
+                    for r in rows
+                    if r["coil"] == coil and r["weight"] == w and r["iterations"] == it
+                ]
+            )
+            for w, it in grid
+        }
         scores = {k: v for k, v in scores.items() if np.isfinite(v)}
         if scores:
             (w, it), best = max(scores.items(), key=lambda kv: kv[1])
             choice[coil] = {"weight": w, "iterations": it, "training_psnr": float(best)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps({**want, "choice": choice, "grid": rows}, indent=1, default=list))
+    write_text_atomic(
+        out, json.dumps({**want, "choice": choice, "grid": rows}, indent=1, default=list)
+    )
     return out
 
 
@@ -180,22 +237,29 @@ def load_choice(path: Path, cfg: CSConfig, task: str, acc: int, profile) -> dict
     """The chosen ``{coil: {weight, iterations}}`` of ``choice.json``, checked to be this
     configuration's, for this task and factor; a missing or foreign file is an error naming it."""
     if not path.is_file():
-        raise CheckpointError(path, f"no PI-CS parameters for {task} at {acc}x in profile "
-                                    f"{profile.name}; choose them with `python -m diffcmr_core study "
-                                    f"--profile {profile.name} --only 03_training`")
+        raise CheckpointError(
+            path,
+            f"no PI-CS parameters for {task} at {acc}x in profile "
+            f"{profile.name}; choose them with `python -m diffcmr_core study "
+            f"--profile {profile.name} --only 03_training`",
+        )
     try:
         record = json.loads(path.read_text())
         choice, config, accs = record["choice"], record["config"], record["accs"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(path, f"unreadable PI-CS choice ({err}); delete it and rerun "
-                                    "03_training") from None
+        raise CheckpointError(
+            path, f"unreadable PI-CS choice ({err}); delete it and rerun 03_training"
+        ) from None
     if not isinstance(choice, dict) or not choice:
-        raise CheckpointError(path, "holds no PI-CS choice for any coil type; delete it and rerun "
-                                    "03_training")
+        raise CheckpointError(
+            path, "holds no PI-CS choice for any coil type; delete it and rerun 03_training"
+        )
     if config != json.loads(json.dumps(dataclasses.asdict(cfg), default=list)):
         raise CheckpointError(path, f"was chosen with other PI-CS settings ({config})")
     if record.get("task") != task or acc not in accs:
-        raise CheckpointError(path, f"was chosen for {record.get('task')} at {accs}, not {task} {acc}x")
+        raise CheckpointError(
+            path, f"was chosen for {record.get('task')} at {accs}, not {task} {acc}x"
+        )
     return choice
 
 
@@ -214,8 +278,15 @@ def choice_table(profile, tasks=None, name: str = "cs") -> list[dict[str, object
                 if r["coil"] == coil:
                     grid.setdefault((r["weight"], r["iterations"]), []).append(r["psnr"])
             means = [float(np.mean(v)) for v in grid.values()]
-            rows.append({"task": task, "coil": coil, "weight": pick["weight"],
-                         "iterations": pick["iterations"], "training psnr": pick["training_psnr"],
-                         "grid": f"{len(grid)} settings, {len(next(iter(grid.values())))} slices each",
-                         "grid psnr range": f"{min(means):.2f}-{max(means):.2f}"})
+            rows.append(
+                {
+                    "task": task,
+                    "coil": coil,
+                    "weight": pick["weight"],
+                    "iterations": pick["iterations"],
+                    "training psnr": pick["training_psnr"],
+                    "grid": f"{len(grid)} settings, {len(next(iter(grid.values())))} slices each",
+                    "grid psnr range": f"{min(means):.2f}-{max(means):.2f}",
+                }
+            )
     return rows

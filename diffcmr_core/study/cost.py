@@ -32,7 +32,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from diffcmr_core.data.pairs import split_cases
 from diffcmr_core.data.phantom import T1_INVERSION_TIMES, T2_ECHO_TIMES, case_name
 from diffcmr_core.method.challenge import ranking_selection
-from diffcmr_core.method.networks import DiffCMRConfig, DiffCMRNet, PatchDiscriminator, UNet, UNetConfig
+from diffcmr_core.method.networks import (
+    DiffCMRConfig,
+    DiffCMRNet,
+    PatchDiscriminator,
+    UNet,
+    UNetConfig,
+)
 from diffcmr_core.study import methods
 from diffcmr_core.study.profiles import Profile, get_profile
 
@@ -70,7 +76,7 @@ def unit_costs(diffcmr: DiffCMRConfig, unet: UNetConfig, size: int) -> UnitCosts
         def unet_step():
             F.l1_loss(gen(x), x).backward()
 
-        def cgan_step():                       # as GANSystem.train_step: D update, then G update
+        def cgan_step():  # as GANSystem.train_step: D update, then G update
             fake = gen(x)
             real_logit, fake_logit = disc(x, x), disc(x, fake.detach())
             (real_logit.mean() + fake_logit.mean()).backward()
@@ -78,9 +84,13 @@ def unit_costs(diffcmr: DiffCMRConfig, unet: UNetConfig, size: int) -> UnitCosts
 
         cond = net.encode_condition(x)
         return UnitCosts(
-            diffcmr_train=_count(diffcmr_step), unet_train=_count(unet_step),
-            cgan_train=_count(cgan_step), condition=_count(lambda: net.encode_condition(x)),
-            denoise_step=_count(lambda: net.denoise(x, t, cond)), unet_forward=_count(lambda: gen(x)))
+            diffcmr_train=_count(diffcmr_step),
+            unet_train=_count(unet_step),
+            cgan_train=_count(cgan_step),
+            condition=_count(lambda: net.encode_condition(x)),
+            denoise_step=_count(lambda: net.denoise(x, t, cond)),
+            unet_forward=_count(lambda: gen(x)),
+        )
 
 
 def validation_images(profile: Profile) -> dict[str, dict[str, int]]:
@@ -92,17 +102,27 @@ def validation_images(profile: Profile) -> dict[str, dict[str, int]]:
     _, val = split_cases([case_name(i) for i in range(ph.n_cases)], pre.val_fraction)
     coils = len(set(ph.coils) & set(pre.coils))
     weightings = len(T1_INVERSION_TIMES) + len(T2_ECHO_TIMES)
-    files = {"cine": [("cine_sax", ph.cine_frames, ph.sax_slices),
-                      ("cine_lax", ph.cine_frames, ph.lax_slices)],
-             "mapping": [("T1map", len(T1_INVERSION_TIMES), ph.mapping_slices),
-                         ("T2map", len(T2_ECHO_TIMES), ph.mapping_slices)]}
+    files = {
+        "cine": [
+            ("cine_sax", ph.cine_frames, ph.sax_slices),
+            ("cine_lax", ph.cine_frames, ph.lax_slices),
+        ],
+        "mapping": [
+            ("T1map", len(T1_INVERSION_TIMES), ph.mapping_slices),
+            ("T2map", len(T2_ECHO_TIMES), ph.mapping_slices),
+        ],
+    }
 
     def kept(name: str, frames: int, slices: int) -> int:
         keep_frames, keep_slices = ranking_selection(name, frames, slices)
         return len(keep_frames) * len(keep_slices)
 
-    challenge = {task: len(val) * coils * sum(kept(*f) for f in files[task]) for task in profile.tasks}
-    maps = {"mapping": len(val) * weightings * ph.mapping_slices} if "mapping" in profile.tasks else {}
+    challenge = {
+        task: len(val) * coils * sum(kept(*f) for f in files[task]) for task in profile.tasks
+    }
+    maps = (
+        {"mapping": len(val) * weightings * ph.mapping_slices} if "mapping" in profile.tasks else {}
+    )
     return {"challenge": challenge, "maps": maps}
 
 
@@ -142,18 +162,27 @@ def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
     n_ablation = ev.ablation_n_val or profile.preprocess.n_val_subset
     images = validation_images(profile)
     accs = len(profile.accs)
-    evaluation = (factors * protocol(n_val)
-                  + accs * sum(protocol(n) for n in images["challenge"].values()))
+    evaluation = factors * protocol(n_val) + accs * sum(
+        protocol(n) for n in images["challenge"].values()
+    )
     t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
-    table4 = sampling(n_ablation, [(t_max, r_max)] + [(s, min(ev.rounds, r_max))
-                                                      for s in ev.ablation_steps if s != t_max])
-    public = sampling(n_ablation, [(ev.steps, ev.rounds)] * 4)     # the public choices
+    table4 = sampling(
+        n_ablation,
+        [(t_max, r_max)] + [(s, min(ev.rounds, r_max)) for s in ev.ablation_steps if s != t_max],
+    )
+    public = sampling(n_ablation, [(ev.steps, ev.rounds)] * 4)  # the public choices
     t = profile.fast_train_config()
-    fast = (u.diffcmr_train * t.iterations * t.batch_size        # the model on crop pairs
-            + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 3))  # x (none, magnitude, coil DC)
-    cost = {"03_training": (0.0, train), "04_evaluation": (evaluation, 0.0),
-            "05_ablation": (table4, public), "08_fast_sampling": (0.0, fast)}
-    if images["maps"] and not profile.real_data:          # 09 runs on the phantom only
+    fast = (
+        u.diffcmr_train * t.iterations * t.batch_size  # the model on crop pairs
+        + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 3)
+    )  # x (none, magnitude, coil DC)
+    cost = {
+        "03_training": (0.0, train),
+        "04_evaluation": (evaluation, 0.0),
+        "05_ablation": (table4, public),
+        "08_fast_sampling": (0.0, fast),
+    }
+    if images["maps"] and not profile.real_data:  # 09 runs on the phantom only
         cost["09_mapping"] = (0.0, accs * protocol(images["maps"]["mapping"]))
     return cost
 
@@ -169,21 +198,35 @@ def print_cost(args: argparse.Namespace) -> None:
     if ranks == 1:
         print(f"profile {args.profile}: {total / 1e15:.2f} PFLOP")
     else:
-        print(f"profile {args.profile}: {sum(study_cost(profile).values()) / 1e15:.2f} PFLOP; "
-              f"{total / 1e15:.2f} PFLOP per rank with {ranks} ranks (`torchrun --nproc-per-node "
-              f"{ranks} -m diffcmr_core evaluate`: 04 and Table 4 split, the rest in one process; "
-              "times below are per rank)")
+        print(
+            f"profile {args.profile}: {sum(study_cost(profile).values()) / 1e15:.2f} PFLOP; "
+            f"{total / 1e15:.2f} PFLOP per rank with {ranks} ranks (`torchrun --nproc-per-node "
+            f"{ranks} -m diffcmr_core evaluate`: 04 and Table 4 split, the rest in one process; "
+            "times below are per rank)"
+        )
     head = "".join(f" | {r:g} TFLOP/s" for r in args.tflops)
-    print(f"| notebook | PFLOP{head} |" + (" measured s | sustained TFLOP/s |" if args.measured else ""))
+    print(
+        f"| notebook | PFLOP{head} |"
+        + (" measured s | sustained TFLOP/s |" if args.measured else "")
+    )
     print("|---|---|" + "---|" * len(args.tflops) + ("---|---|" if args.measured else ""))
     for i, (name, flops) in enumerate(cost.items()):
-        row = f"| {name} | {flops / 1e15:.3f}" + "".join(f" | {flops / (r * 1e12) / 60:.1f} min" for r in args.tflops)
+        row = f"| {name} | {flops / 1e15:.3f}" + "".join(
+            f" | {flops / (r * 1e12) / 60:.1f} min" for r in args.tflops
+        )
         if args.measured:
             row += f" | {args.measured[i]:.0f} | {flops / args.measured[i] / 1e12:.3f}"
         print(row + " |")
-    print(f"| total | {total / 1e15:.3f}" + "".join(f" | {total / (r * 1e12) / 60:.1f} min" for r in args.tflops)
-          + (f" | {sum(args.measured):.0f} | {total / sum(args.measured) / 1e12:.3f}" if args.measured else "")
-          + " |")
+    print(
+        f"| total | {total / 1e15:.3f}"
+        + "".join(f" | {total / (r * 1e12) / 60:.1f} min" for r in args.tflops)
+        + (
+            f" | {sum(args.measured):.0f} | {total / sum(args.measured) / 1e12:.3f}"
+            if args.measured
+            else ""
+        )
+        + " |"
+    )
 
 
 def measured_rate(profile: Profile, device: torch.device | str = "cpu", repeats: int = 3) -> float:
@@ -206,7 +249,7 @@ def measured_rate(profile: Profile, device: torch.device | str = "cpu", repeats:
         F.mse_loss(net(x, t, x), x).backward()
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
-        if i:                                    # the first is the warm-up
+        if i:  # the first is the warm-up
             best = min(best, time.perf_counter() - tic)
         net.zero_grad(set_to_none=True)
     return per_image * batch / best
@@ -219,6 +262,9 @@ def expected_line(profile: Profile, notebook: str, device: torch.device | str = 
     if flops is None:
         return f"{notebook}: not in the cost model"
     rate = measured_rate(profile, device)
-    return (f"expected compute of {notebook}: {flops / 1e15:.3g} PFLOP, about {flops / rate / 60:.1f} min "
-            f"at the {rate / 1e12:.3g} TFLOP/s this machine sustains on a training step "
-            "(nothing for steps reused from runs/)")
+    return (
+        f"expected compute of {notebook}: {flops / 1e15:.3g} PFLOP, about "
+        f"{flops / rate / 60:.1f} min "
+        f"at the {rate / 1e12:.3g} TFLOP/s this machine sustains on a training step "
+        "(nothing for steps reused from runs/)"
+    )

@@ -51,9 +51,17 @@ def _mean_metrics(rec: np.ndarray, tgt: np.ndarray) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
 
 
-def score_model(profile: Profile, path: Path, method: str, inp: np.ndarray, tgt: np.ndarray,
-                setting: tuple[str, int, int] | None = None, *, device=None,
-                ids: np.ndarray | None = None) -> dict[str, float]:
+def score_model(
+    profile: Profile,
+    path: Path,
+    method: str,
+    inp: np.ndarray,
+    tgt: np.ndarray,
+    setting: tuple[str, int, int] | None = None,
+    *,
+    device=None,
+    ids: np.ndarray | None = None,
+) -> dict[str, float]:
     """Validation metrics of one checkpoint or snapshot: its EMA weights on ``inp`` against
     ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
     at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
@@ -66,8 +74,18 @@ def score_model(profile: Profile, path: Path, method: str, inp: np.ndarray, tgt:
     if method != "diffcmr":
         return _mean_metrics(regress(system, model, inp, ev.batch), tgt)
     sampler, steps, rounds = setting
-    rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch, seed=ev.seed,
-                      sampler=sampler, ids=ids, **ev.sampling())
+    rec = reconstruct(
+        system,
+        model,
+        inp,
+        steps=steps,
+        rounds=rounds,
+        batch=ev.batch,
+        seed=ev.seed,
+        sampler=sampler,
+        ids=ids,
+        **ev.sampling(),
+    )
     one = {f"{k}_r1": v for k, v in _mean_metrics(rec["rounds"][0], tgt).items()}
     return {**_mean_metrics(rec["mean"], tgt), **one}
 
@@ -104,8 +122,9 @@ def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | No
     return None if stopped is None else int(stopped["step"])
 
 
-def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
-                          progress: bool = True) -> Path:
+def train_until_converged(
+    profile: Profile, task: str, acc: int, method: str, *, progress: bool = True
+) -> Path:
     """Train ``method`` for ``task`` at ``acc`` chunk by chunk until its validation PSNR stops
     improving (see the module); returns the final checkpoint. Resumable: the record
     (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
@@ -116,13 +135,18 @@ def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
 
     evc, cfg = profile.evidence, profile.train_config(method)
     if cfg.lr_schedule != "constant" or not cfg.snapshot_every:
-        raise ValueError(f"profile {profile.name}: training to convergence needs a constant "
-                         f"learning rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
-                         f"{cfg.snapshot_every})")
+        raise ValueError(
+            f"profile {profile.name}: training to convergence needs a constant "
+            f"learning rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
+            f"{cfg.snapshot_every})"
+        )
     paths = paths_for(profile)
     out = paths.model_dir(task, acc, method)
-    pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
-             else pairs_path(paths.pairs, task, acc))
+    pairs = (
+        [pairs_path(paths.pairs, task, a) for a in profile.accs]
+        if profile.shared_models
+        else pairs_path(paths.pairs, task, acc)
+    )
     record = _record(out, profile)
     if record["stopped"] is not None and (out / "last.pt").is_file():
         return out / "last.pt"
@@ -130,21 +154,39 @@ def train_until_converged(profile: Profile, task: str, acc: int, method: str, *,
     rows = record["rows"]
     while True:
         step = min(cfg.iterations, (max((r["step"] for r in rows), default=0)) + cfg.snapshot_every)
-        ckpt = train(method, pairs, out, dataclasses.replace(cfg, iterations=step),
-                     profile.model_config(method), device=default_device(), progress=progress)
+        ckpt = train(
+            method,
+            pairs,
+            out,
+            dataclasses.replace(cfg, iterations=step),
+            profile.model_config(method),
+            device=default_device(),
+            progress=progress,
+        )
         snap = snapshot_path(out, step)
         cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
         setting = evc.validation_sampler if method == "diffcmr" else None
-        rows.append({"step": step, "cpu_seconds": cpu,
-                     **score_model(profile, snap, method, inp, tgt, setting, ids=meta["index"])})
+        rows.append(
+            {
+                "step": step,
+                "cpu_seconds": cpu,
+                **score_model(profile, snap, method, inp, tgt, setting, ids=meta["index"]),
+            }
+        )
         done = converged(rows, evc.tolerance_db, evc.min_snapshots)
         if done or step >= cfg.iterations:
             record["stopped"] = {"step": step, "converged": done}
         write_text_atomic(out / RECORD, json.dumps(record, indent=1))
         if progress:
-            print(f"[{method} {task} {acc}x] step {step}: validation PSNR {rows[-1]['psnr']:.2f} dB"
-                  + (f" -> {'converged' if done else 'stopped at the cap, not converged'}"
-                     if record["stopped"] else ""), flush=True)
+            print(
+                f"[{method} {task} {acc}x] step {step}: validation PSNR {rows[-1]['psnr']:.2f} dB"
+                + (
+                    f" -> {'converged' if done else 'stopped at the cap, not converged'}"
+                    if record["stopped"]
+                    else ""
+                ),
+                flush=True,
+            )
         if record["stopped"] is not None:
             return ckpt
 
@@ -159,19 +201,33 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
         if not curve or record["stopped"] is None:
             continue
         last = curve[-1]["step"]
-        early = max(r["psnr"] for r in curve if r["step"] <= 0.75 * last) if len(curve) > 1 else float("nan")
+        early = (
+            max(r["psnr"] for r in curve if r["step"] <= 0.75 * last)
+            if len(curve) > 1
+            else float("nan")
+        )
         late = max(r["psnr"] for r in curve if r["step"] > 0.75 * last)
-        rows.append({"task": task, "acc": acc, "method": methods.label(method),
-                     "seed": profile.train_config(method).seed, "steps": last,
-                     "cap": profile.train_config(method).iterations,
-                     "converged": record["stopped"]["converged"], "last_quarter_gain_db": late - early,
-                     "cpu_minutes": curve[-1]["cpu_seconds"] / 60, "validation_psnr": curve[-1]["psnr"]})
+        rows.append(
+            {
+                "task": task,
+                "acc": acc,
+                "method": methods.label(method),
+                "seed": profile.train_config(method).seed,
+                "steps": last,
+                "cap": profile.train_config(method).iterations,
+                "converged": record["stopped"]["converged"],
+                "last_quarter_gain_db": late - early,
+                "cpu_minutes": curve[-1]["cpu_seconds"] / 60,
+                "validation_psnr": curve[-1]["psnr"],
+            }
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- the curve's sampler
-def choose_sampler(profile: Profile, task: str, acc: int, *, progress: bool = True,
-                   force: bool = False) -> dict[str, object]:
+def choose_sampler(
+    profile: Profile, task: str, acc: int, *, progress: bool = True, force: bool = False
+) -> dict[str, object]:
     """The fastest of ``EvidenceConfig.candidates`` within ``within_db`` of the reference on the
     ablation's slices and model (paired per slice), with every candidate's row (mean PSNR
     difference, its 95 % interval, seconds per slice). The reference's per-slice scores come
@@ -190,7 +246,9 @@ def choose_sampler(profile: Profile, task: str, acc: int, *, progress: bool = Tr
     out = paths.runs / "evidence" / f"{task}_acc{acc:02d}"
     ckpt: list[Path] = []
     ref_s, ref_t, ref_r = evc.reference
-    from_ablation = (ref_s == "ddpm" and ref_t == max(ev.ablation_steps) and ref_r in ev.ablation_rounds)
+    from_ablation = (
+        ref_s == "ddpm" and ref_t == max(ev.ablation_steps) and ref_r in ev.ablation_rounds
+    )
 
     def prepare() -> None:
         ckpt.append(ensure_trained(profile, task, acc, "diffcmr", progress=progress))
@@ -206,45 +264,87 @@ def choose_sampler(profile: Profile, task: str, acc: int, *, progress: bool = Tr
             sampler, steps, rounds = setting
             x = inp if n is None else inp[:n]
             t0 = time.perf_counter()
-            rec = reconstruct(system, model, x, steps=steps, rounds=rounds, batch=ev.batch,
-                              seed=ev.seed, ids=meta["index"][:len(x)], sampler=sampler, progress=progress, **ev.sampling())
+            rec = reconstruct(
+                system,
+                model,
+                x,
+                steps=steps,
+                rounds=rounds,
+                batch=ev.batch,
+                seed=ev.seed,
+                ids=meta["index"][: len(x)],
+                sampler=sampler,
+                progress=progress,
+                **ev.sampling(),
+            )
             return rec["mean"], (time.perf_counter() - t0) / len(x)
 
         if from_ablation:
             abl = paths.runs / "ablation" / f"{task}_acc{acc:02d}"
             ref = np.array([float(r["psnr"]) for r in read_csv(abl / f"rounds{ref_r}_slices.csv")])
-            _, ref_seconds = run(evc.reference, n=min(2, len(inp)))     # timed on two slices
+            _, ref_seconds = run(evc.reference, n=min(2, len(inp)))  # timed on two slices
         else:
             rec, ref_seconds = run(evc.reference)
             evaluate("reference", rec, tgt, meta, out)
             ref = np.array([float(r["psnr"]) for r in read_csv(out / "reference_slices.csv")])
-        rows = [{"sampler": ref_s, "steps": ref_t, "rounds": ref_r, "nfe": ref_t * ref_r,
-                 "psnr": float(ref.mean()), "d_psnr": 0.0, "ci_low": 0.0, "ci_high": 0.0,
-                 "seconds_per_slice": ref_seconds, "reference": True, "within": True}]
+        rows = [
+            {
+                "sampler": ref_s,
+                "steps": ref_t,
+                "rounds": ref_r,
+                "nfe": ref_t * ref_r,
+                "psnr": float(ref.mean()),
+                "d_psnr": 0.0,
+                "ci_low": 0.0,
+                "ci_high": 0.0,
+                "seconds_per_slice": ref_seconds,
+                "reference": True,
+                "within": True,
+            }
+        ]
         for setting in sorted(evc.candidates, key=lambda s: s[1] * s[2]):
             rec, seconds = run(setting)
             name = f"{setting[0]}{setting[1]}r{setting[2]}"
             evaluate(name, rec, tgt, meta, out)
             psnr = np.array([float(r["psnr"]) for r in read_csv(out / f"{name}_slices.csv")])
             d = psnr - ref
-            half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-            rows.append({"sampler": setting[0], "steps": setting[1], "rounds": setting[2],
-                         "nfe": setting[1] * setting[2], "psnr": float(psnr.mean()),
-                         "d_psnr": float(d.mean()), "ci_low": float(d.mean()) - half,
-                         "ci_high": float(d.mean()) + half, "seconds_per_slice": seconds,
-                         "reference": False, "within": bool(d.mean() >= -evc.within_db)})
+            half = (
+                float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+                if len(d) > 1
+                else 0.0
+            )
+            rows.append(
+                {
+                    "sampler": setting[0],
+                    "steps": setting[1],
+                    "rounds": setting[2],
+                    "nfe": setting[1] * setting[2],
+                    "psnr": float(psnr.mean()),
+                    "d_psnr": float(d.mean()),
+                    "ci_low": float(d.mean()) - half,
+                    "ci_high": float(d.mean()) + half,
+                    "seconds_per_slice": seconds,
+                    "reference": False,
+                    "within": bool(d.mean() >= -evc.within_db),
+                }
+            )
         within = [r for r in rows[1:] if r["within"]]
         pick = within[0] if within else max(rows[1:], key=lambda r: r["d_psnr"])
-        return {"rows": rows, "chosen": [pick["sampler"], pick["steps"], pick["rounds"]],
-                "within": bool(within)}
+        return {
+            "rows": rows,
+            "chosen": [pick["sampler"], pick["steps"], pick["rounds"]],
+            "within": bool(within),
+        }
 
-    return cached_step(out / "sampler.json", profile, compute, force=force, prepare=prepare,
-                       name="curve sampler")
+    return cached_step(
+        out / "sampler.json", profile, compute, force=force, prepare=prepare, name="curve sampler"
+    )
 
 
 # ----------------------------------------------------------------------------- the compute curve
-def _curve_scores(profile: Profile, task: str, acc: int, method: str,
-                  setting: tuple[str, int, int] | None) -> list[dict]:
+def _curve_scores(
+    profile: Profile, task: str, acc: int, method: str, setting: tuple[str, int, int] | None
+) -> list[dict]:
     """Every snapshot's validation scores (DiffCMR at ``setting``): the training record's when
     it was scored with that setting, else scored here and kept beside it."""
     from diffcmr_core.method.train import snapshots
@@ -259,22 +359,30 @@ def _curve_scores(profile: Profile, task: str, acc: int, method: str,
     kept = {}
     if path.is_file():
         data = json.loads(path.read_text())
-        kept = {int(k): v for k, v in data["rows"].items()} if data.get("stamp") == stamp(profile) else {}
+        kept = (
+            {int(k): v for k, v in data["rows"].items()}
+            if data.get("stamp") == stamp(profile)
+            else {}
+        )
     snaps = snapshots(out)
     inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)
     result = []
     for r in rows:
         if r["step"] not in kept:
-            kept[r["step"]] = score_model(profile, snaps[r["step"]], method, inp, tgt, tuple(setting),
-                                          ids=meta["index"])
-            write_text_atomic(path, json.dumps({"stamp": stamp(profile),
-                                                "rows": {str(k): v for k, v in kept.items()}}))
+            kept[r["step"]] = score_model(
+                profile, snaps[r["step"]], method, inp, tgt, tuple(setting), ids=meta["index"]
+            )
+            write_text_atomic(
+                path,
+                json.dumps({"stamp": stamp(profile), "rows": {str(k): v for k, v in kept.items()}}),
+            )
         result.append({"step": r["step"], "cpu_seconds": r["cpu_seconds"], **kept[r["step"]]})
     return result
 
 
-def compute_curve(profile: Profile, task: str, acc: int, setting: tuple[str, int, int],
-                  seeds: tuple[int, ...]) -> list[dict[str, object]]:
+def compute_curve(
+    profile: Profile, task: str, acc: int, setting: tuple[str, int, int], seeds: tuple[int, ...]
+) -> list[dict[str, object]]:
     """Rows ``method, seed, step, training FLOPs, CPU minutes, psnr, ssim, nmse``: every snapshot
     of every network and seed (DiffCMR twice: R = 1 and R = ``setting``'s R), and RAW and PI-CS
     (no network training; one row each per seed at 0 FLOPs, drawn as lines)."""
@@ -290,20 +398,38 @@ def compute_curve(profile: Profile, task: str, acc: int, setting: tuple[str, int
         res = evaluate_factor(sp, task, acc, progress=False, quiet=True)
         for name in ("raw", "cs"):
             if name == "raw" or name in sp.methods:
-                rows.append({"method": methods.label(name), "seed": seed, "step": 0, "train_flops": 0.0,
-                             "cpu_minutes": 0.0, **{m: res[methods.label(name)][m] for m in METRICS}})
+                rows.append(
+                    {
+                        "method": methods.label(name),
+                        "seed": seed,
+                        "step": 0,
+                        "train_flops": 0.0,
+                        "cpu_minutes": 0.0,
+                        **{m: res[methods.label(name)][m] for m in METRICS},
+                    }
+                )
         for method in (m for m in sp.methods if m in NETWORKS):
             cfg = sp.train_config(method)
             per_step = getattr(units, f"{method}_train") * cfg.batch_size
             for r in _curve_scores(sp, task, acc, method, setting):
-                base = {"seed": seed, "step": r["step"], "train_flops": float(per_step * r["step"]),
-                        "cpu_minutes": r["cpu_seconds"] / 60}
+                base = {
+                    "seed": seed,
+                    "step": r["step"],
+                    "train_flops": float(per_step * r["step"]),
+                    "cpu_minutes": r["cpu_seconds"] / 60,
+                }
                 if method == "diffcmr":
                     lab = f"DiffCMR ({sampler} T={steps})"
-                    rows.append({"method": f"{lab} R=1", **base, **{m: r[f"{m}_r1"] for m in METRICS}})
-                    rows.append({"method": f"{lab} R={rounds}", **base, **{m: r[m] for m in METRICS}})
+                    rows.append(
+                        {"method": f"{lab} R=1", **base, **{m: r[f"{m}_r1"] for m in METRICS}}
+                    )
+                    rows.append(
+                        {"method": f"{lab} R={rounds}", **base, **{m: r[m] for m in METRICS}}
+                    )
                 else:
-                    rows.append({"method": methods.label(method), **base, **{m: r[m] for m in METRICS}})
+                    rows.append(
+                        {"method": methods.label(method), **base, **{m: r[m] for m in METRICS}}
+                    )
     return rows
 
 
@@ -339,9 +465,16 @@ def crossings(rows: list[dict]) -> list[dict[str, object]]:
             d = ya - level
             for k in _changes(d):
                 x = xa[k] - d[k] * (xa[k + 1] - xa[k]) / (d[k + 1] - d[k])
-                out.append({"curve": a, "crosses": level_name, "train_flops": float(10 ** x),
-                            "psnr": float(level), "direction": "rises above" if d[k] < 0 else "falls below"})
-        for b in names[i + 1:]:
+                out.append(
+                    {
+                        "curve": a,
+                        "crosses": level_name,
+                        "train_flops": float(10**x),
+                        "psnr": float(level),
+                        "direction": "rises above" if d[k] < 0 else "falls below",
+                    }
+                )
+        for b in names[i + 1 :]:
             xb, yb = np.log10([p[0] for p in curves[b]]), np.array([p[1] for p in curves[b]])
             lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
             if lo >= hi:
@@ -349,9 +482,15 @@ def crossings(rows: list[dict]) -> list[dict[str, object]]:
             grid = np.linspace(lo, hi, 200)
             d = np.interp(grid, xa, ya) - np.interp(grid, xb, yb)
             for k in _changes(d):
-                out.append({"curve": a, "crosses": b, "train_flops": float(10 ** grid[k]),
-                            "psnr": float(np.interp(grid[k], xa, ya)),
-                            "direction": "rises above" if d[k] < 0 else "falls below"})
+                out.append(
+                    {
+                        "curve": a,
+                        "crosses": b,
+                        "train_flops": float(10 ** grid[k]),
+                        "psnr": float(np.interp(grid[k], xa, ya)),
+                        "direction": "rises above" if d[k] < 0 else "falls below",
+                    }
+                )
     return out
 
 
@@ -367,7 +506,9 @@ def seed_evaluations(profile: Profile, *, progress: bool = True) -> dict:
     results, abl = {}, {}
     for seed in evc.seeds:
         sp = seed_profile(profile, seed)
-        results[seed] = {(t, a): evaluate_factor(sp, t, a, progress=progress) for t, a in evc.factors}
+        results[seed] = {
+            (t, a): evaluate_factor(sp, t, a, progress=progress) for t, a in evc.factors
+        }
         task, acc = evc.factors[0]
         abl[seed] = ablation(sp, task, acc, progress=progress)
     return {"results": results, "ablation": abl}
@@ -388,8 +529,14 @@ def ablation_seed_table(abl: dict[int, tuple[list[dict], list[dict]]], key: str)
     return rows
 
 
-def paired_over_seeds(profile: Profile, task: str, acc: int, reference: str = "diffcmr",
-                      metric: str = "psnr", level: float = 0.95) -> list[dict[str, object]]:
+def paired_over_seeds(
+    profile: Profile,
+    task: str,
+    acc: int,
+    reference: str = "diffcmr",
+    metric: str = "psnr",
+    level: float = 0.95,
+) -> list[dict[str, object]]:
     """Every method against ``reference`` on the same validation slices, over the seeds: the
     mean difference (per slice, averaged over seeds, then over slices), its ``level`` interval
     over the slices (Student's t), the per-seed mean differences' standard deviation, and
@@ -411,23 +558,42 @@ def paired_over_seeds(profile: Profile, task: str, acc: int, reference: str = "d
         for seed in seeds:
             out = paths_for(seed_profile(profile, seed)).eval_dir(task, acc)
             base = {r["index"]: float(r[metric]) for r in read_csv(out / f"{ref_label}_slices.csv")}
-            per_seed.append([float(r[metric]) - base[r["index"]] for r in read_csv(out / f"{lab}_slices.csv")])
-        d = np.array(per_seed)                              # [seeds, slices]
+            per_seed.append(
+                [float(r[metric]) - base[r["index"]] for r in read_csv(out / f"{lab}_slices.csv")]
+            )
+        d = np.array(per_seed)  # [seeds, slices]
         per_slice, n = d.mean(0), d.shape[1]
         mean = float(per_slice.mean())
-        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * per_slice.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        half = (
+            float(stats.t.ppf(0.5 + level / 2, n - 1) * per_slice.std(ddof=1) / np.sqrt(n))
+            if n > 1
+            else float("nan")
+        )
         seed_sd = float(d.mean(1).std(ddof=1)) if len(seeds) > 1 else float("nan")
         ci_excludes = bool(n > 1 and (mean - half > 0 or mean + half < 0))
-        rows.append({"task": task, "acc": acc, "method": lab, "reference": ref_label, "seeds": len(seeds),
-                     "slices": n, f"d_{metric}": mean, "ci_low": mean - half, "ci_high": mean + half,
-                     "seed_sd": seed_sd, "per_seed": " / ".join(f"{v:.2f}" for v in d.mean(1)),
-                     "holds": bool(len(seeds) > 1 and ci_excludes and abs(mean) > 2 * seed_sd)})
+        rows.append(
+            {
+                "task": task,
+                "acc": acc,
+                "method": lab,
+                "reference": ref_label,
+                "seeds": len(seeds),
+                "slices": n,
+                f"d_{metric}": mean,
+                "ci_low": mean - half,
+                "ci_high": mean + half,
+                "seed_sd": seed_sd,
+                "per_seed": " / ".join(f"{v:.2f}" for v in d.mean(1)),
+                "holds": bool(len(seeds) > 1 and ci_excludes and abs(mean) > 2 * seed_sd),
+            }
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- inference cost
-def inference_seconds(profile: Profile, task: str, acc: int, sampler_rows: list[dict], *,
-                      n: int = 8) -> list[dict[str, object]]:
+def inference_seconds(
+    profile: Profile, task: str, acc: int, sampler_rows: list[dict], *, n: int = 8
+) -> list[dict[str, object]]:
     """Seconds per slice on this machine for every method at the tables' settings (measured
     on ``n`` validation slices; PI-CS without its image cache, ESPIRiT calibration included),
     and DiffCMR at every sampler setting of :func:`choose_sampler` (measured there)."""
@@ -440,7 +606,9 @@ def inference_seconds(profile: Profile, task: str, acc: int, sampler_rows: list[
     for name in ("raw", *profile.methods):
         if name == "cs":
             cfg = methods.options(profile, "cs")
-            choice = load_choice(methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile)
+            choice = load_choice(
+                methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile
+            )
             t0 = time.perf_counter()
             pics_images(batch, choice, cfg, cache=None)
         else:
@@ -448,10 +616,20 @@ def inference_seconds(profile: Profile, task: str, acc: int, sampler_rows: list[
             t0 = time.perf_counter()
             rec(batch)
         setting = f"DDPM T={ev.steps} R={ev.rounds} (tables)" if name == "diffcmr" else ""
-        rows.append({"method": methods.label(name), "setting": setting,
-                     "seconds_per_slice": (time.perf_counter() - t0) / len(batch.inputs)})
+        rows.append(
+            {
+                "method": methods.label(name),
+                "setting": setting,
+                "seconds_per_slice": (time.perf_counter() - t0) / len(batch.inputs),
+            }
+        )
     for r in sampler_rows:
-        rows.append({"method": "DiffCMR", "setting": f"{r['sampler']} T={r['steps']} R={r['rounds']}"
-                     + (" (reference)" if r["reference"] else ""),
-                     "seconds_per_slice": r["seconds_per_slice"]})
+        rows.append(
+            {
+                "method": "DiffCMR",
+                "setting": f"{r['sampler']} T={r['steps']} R={r['rounds']}"
+                + (" (reference)" if r["reference"] else ""),
+                "seconds_per_slice": r["seconds_per_slice"],
+            }
+        )
     return rows

@@ -41,9 +41,11 @@ class Explorer:
         self._recons: dict[tuple, dict] = {}
 
     def _load_model(self, acc: int):
-        return load_for_inference(ensure_trained(self.profile, self.task, acc, "diffcmr",
-                                                 progress=False), default_device(),
-                                  self.profile.evaluation.weights)
+        return load_for_inference(
+            ensure_trained(self.profile, self.task, acc, "diffcmr", progress=False),
+            default_device(),
+            self.profile.evaluation.weights,
+        )
 
     def _load_data(self, acc: int):
         return val_pairs(self.profile, self.task, acc, self.profile.evaluation.n_val)
@@ -51,8 +53,9 @@ class Explorer:
     def n_slices(self, acc: int) -> int:
         return len(self._data(acc)[0])
 
-    def reconstruct(self, index: int, acc: int, steps: int, rounds: int, seed: int = 0,
-                    progress: bool = False) -> dict:
+    def reconstruct(
+        self, index: int, acc: int, steps: int, rounds: int, seed: int = 0, progress: bool = False
+    ) -> dict:
         """Input, ground truth, reconstruction, |error|, std map and metrics of one slice (kept:
         asking again for the same slice and settings does not sample again)."""
         key = (index, acc, steps, rounds, seed)
@@ -60,13 +63,31 @@ class Explorer:
             return self._recons[key]
         inp, tgt, meta = self._data(acc)
         system, model = self._model(acc)
-        rec = reconstruct(system, model, inp[index:index + 1], steps=steps, rounds=rounds,
-                          batch=1, seed=seed, progress=progress, ids=meta["index"][index:index + 1],
-                          **self.profile.evaluation.sampling())
-        out = {"input": inp[index], "target": tgt[index], "recon": rec["mean"][0], "std": rec["std"][0]}
-        out["error"] = np.abs(out["recon"] / out["recon"].max() - out["target"] / out["target"].max())
-        out["metrics"] = {"RAW": all_metrics(out["target"], out["input"]),
-                          "DiffCMR": all_metrics(out["target"], out["recon"])}
+        rec = reconstruct(
+            system,
+            model,
+            inp[index : index + 1],
+            steps=steps,
+            rounds=rounds,
+            batch=1,
+            seed=seed,
+            progress=progress,
+            ids=meta["index"][index : index + 1],
+            **self.profile.evaluation.sampling(),
+        )
+        out = {
+            "input": inp[index],
+            "target": tgt[index],
+            "recon": rec["mean"][0],
+            "std": rec["std"][0],
+        }
+        out["error"] = np.abs(
+            out["recon"] / out["recon"].max() - out["target"] / out["target"].max()
+        )
+        out["metrics"] = {
+            "RAW": all_metrics(out["target"], out["input"]),
+            "DiffCMR": all_metrics(out["target"], out["recon"]),
+        }
         out["title"] = self.title(index, acc)
         self._recons[key] = out
         return out
@@ -76,8 +97,10 @@ class Explorer:
 
     def title(self, index: int, acc: int) -> str:
         meta = self._data(acc)[2]
-        return (f"{meta['case'][index]} {meta['coil'][index]} {meta['file'][index]} slice "
-                f"{meta['slice'][index]} frame {meta['frame'][index]}")
+        return (
+            f"{meta['case'][index]} {meta['coil'][index]} {meta['file'][index]} slice "
+            f"{meta['slice'][index]} frame {meta['frame'][index]}"
+        )
 
     def acquired_kspace(self, index: int, acc: int) -> np.ndarray:
         """The slice's k-space ``(ky, kx)`` as acquired: read from its under-sampled file (the
@@ -85,8 +108,11 @@ class Explorer:
         meta = self._data(acc)[2]
         coil, case, name = meta["coil"][index], meta["case"][index], meta["file"][index]
         path = io.file_path(self.paths.data, coil, self.task, case, name, acc=acc)
-        k = io.load_kspace(path, io.kspace_key(coil, acc),
-                           index=(int(meta["frame"][index]), int(meta["slice"][index])))
+        k = io.load_kspace(
+            path,
+            io.kspace_key(coil, acc),
+            index=(int(meta["frame"][index]), int(meta["slice"][index])),
+        )
         return np.sqrt((np.abs(k) ** 2).sum(0)) if k.ndim == 3 else np.abs(k)
 
     def data_figure(self, index: int = 0, acc: int = 4) -> plt.Figure:
@@ -97,43 +123,64 @@ class Explorer:
         fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.0))
         plots._show(axes[0], inp[index], f"input {acc}x (zero-filled)")
         plots._show(axes[1], tgt[index], "ground truth")
-        plots._show(axes[2], plots.kspace_log(k), f"k-space as acquired: {sampled.sum()} of "
-                    f"{len(sampled)} ky lines")
+        plots._show(
+            axes[2],
+            plots.kspace_log(k),
+            f"k-space as acquired: {sampled.sum()} of {len(sampled)} ky lines",
+        )
         axes[2].set_aspect("auto")
         fig.suptitle(self.title(index, acc), fontsize=10)
         fig.tight_layout()
         return fig
 
-    def reconstruction_figure(self, index: int = 0, acc: int = 4, steps: int = 100,
-                              rounds: int = 4, progress: bool = False) -> plt.Figure:
+    def reconstruction_figure(
+        self,
+        index: int = 0,
+        acc: int = 4,
+        steps: int = 100,
+        rounds: int = 4,
+        progress: bool = False,
+    ) -> plt.Figure:
         r = self.reconstruct(index, acc, steps, rounds, progress=progress)
         kspace = fft2c(torch.from_numpy(r["recon"]).to(torch.complex64)).numpy()
         m = r["metrics"]
         fig, axes = plt.subplots(1, 4, figsize=(11.5, 3.0))
-        plots._show(axes[0], r["recon"], f"DiffCMR T={steps} R={rounds}\n{m['DiffCMR']['psnr']:.2f} dB "
-                    f"(input {m['RAW']['psnr']:.2f} dB)")
+        plots._show(
+            axes[0],
+            r["recon"],
+            f"DiffCMR T={steps} R={rounds}\n{m['DiffCMR']['psnr']:.2f} dB "
+            f"(input {m['RAW']['psnr']:.2f} dB)",
+        )
         err = axes[1].imshow(r["error"], cmap="inferno", vmin=0, interpolation="nearest")
         std = axes[2].imshow(r["std"], cmap="viridis", vmin=0, interpolation="nearest")
-        for ax, im, title, label in ((axes[1], err, "|error| (each image / its max)", "|error|"),
-                                     (axes[2], std, f"uncertainty: std over {rounds} rounds", "std")):
+        for ax, im, title, label in (
+            (axes[1], err, "|error| (each image / its max)", "|error|"),
+            (axes[2], std, f"uncertainty: std over {rounds} rounds", "std"),
+        ):
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(title, fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(label, fontsize=8)
-        plots._show(axes[3], plots.kspace_log(kspace), "k-space of the reconstruction\n(network grid)")
+        plots._show(
+            axes[3], plots.kspace_log(kspace), "k-space of the reconstruction\n(network grid)"
+        )
         fig.suptitle(r["title"], fontsize=10)
         fig.tight_layout()
         return fig
 
-    def forward_figure(self, index: int = 0, acc: int = 4, t: int = 500, seed: int = 0) -> plt.Figure:
+    def forward_figure(
+        self, index: int = 0, acc: int = 4, t: int = 500, seed: int = 0
+    ) -> plt.Figure:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for the slice's ground truth (Eq. 4)."""
         _, tgt, _ = self._data(acc)
         value_range = self.profile.diffcmr.value_range
-        x0 = to_model_space(torch.from_numpy(tgt[index:index + 1])[:, None], value_range)
+        x0 = to_model_space(torch.from_numpy(tgt[index : index + 1])[:, None], value_range)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
         x_t = schedule.q_sample(x0, torch.tensor([t]), noise)
         abar = schedule.base_alphas_cumprod()[t].item()
-        return plots.image_grid([tgt[index], x_t[0, 0].numpy(), from_model_space(x_t, value_range)[0, 0].numpy()],
-                                ["x_0", f"x_t, t = {t} (abar = {abar:.3g})", "x_t as an image"])
+        return plots.image_grid(
+            [tgt[index], x_t[0, 0].numpy(), from_model_space(x_t, value_range)[0, 0].numpy()],
+            ["x_0", f"x_t, t = {t} (abar = {abar:.3g})", "x_t as an image"],
+        )
 
     def widget(self):
         """The ipywidgets UI (JupyterLab): every control redraws what it affects."""
@@ -165,7 +212,7 @@ class Explorer:
             try:
                 with out_recon:
                     out_recon.clear_output(wait=True)
-                    fig = self.reconstruction_figure(*settings(), progress=True)   # bar shown here
+                    fig = self.reconstruction_figure(*settings(), progress=True)  # bar shown here
                 show(out_recon, fig)
                 status.value = ""
             finally:
@@ -190,4 +237,6 @@ class Explorer:
             control.observe(on_slice, names="value")
         t.observe(on_forward, names="value")
         on_slice()
-        return w.VBox([w.HBox([index, acc, steps, rounds, run]), status, out_data, out_recon, t, out_fwd])
+        return w.VBox(
+            [w.HBox([index, acc, steps, rounds, run]), status, out_data, out_recon, t, out_fwd]
+        )

@@ -38,30 +38,39 @@ from diffcmr_core.study import methods
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
 
-MAP_COIL = "MultiCoil"                       # the challenge's main track
+MAP_COIL = "MultiCoil"  # the challenge's main track
 FITS = {"T1map": ("T1", fit_t1), "T2map": ("T2", fit_t2)}
 REGIONS = {"myo": "myocardium", "blood": "blood"}
-REGION_FRACTION = 0.5                        # a pixel belongs to the tissue covering most of it
+REGION_FRACTION = 0.5  # a pixel belongs to the tissue covering most of it
 REFERENCES = ("full", "truth")
 SCALINGS = ("common", "own")
 FULL = "Fully sampled"
-UNCERTAINTY_METHOD = "diffcmr"               # whose std over rounds the uncertainty rows test
+UNCERTAINTY_METHOD = "diffcmr"  # whose std over rounds the uncertainty rows test
 
 
 def maps_dir(profile: Profile, acc: int) -> Path:
     return paths_for(profile).runs / "maps" / f"acc{acc:02d}"
 
 
-def truth_on_grid(truth: dict[str, np.ndarray], z: int, pre: PreprocessConfig) -> dict[str, np.ndarray]:
+def truth_on_grid(
+    truth: dict[str, np.ndarray], z: int, pre: PreprocessConfig
+) -> dict[str, np.ndarray]:
     """The phantom's truth of slice ``z`` on the pairs' grid: ``t1`` and ``t2`` [ms] and, per
     region of :data:`REGIONS`, a mask of the pixels that tissue covers for more than
     :data:`REGION_FRACTION`. Each map goes through the preprocessing's own geometry (its
     k-space, then :func:`~diffcmr_core.data.kspace.kspace_to_image` with the profile's padding,
     region and size, divided by what that does to a constant map), so it lands where the
     images' pixels are, in ms."""
+
     def image(m: np.ndarray) -> np.ndarray:
-        return kspace_to_image(fft2c(m.astype(np.complex64)), multicoil=False, pad_to=pre.pad_to,
-                               size=pre.size, crop=pre.crop, roi=pre.roi)
+        return kspace_to_image(
+            fft2c(m.astype(np.complex64)),
+            multicoil=False,
+            pad_to=pre.pad_to,
+            size=pre.size,
+            crop=pre.crop,
+            roi=pre.roi,
+        )
 
     # the orthonormal FFTs scale by sqrt(acquired / padded size): a constant map gives the factor
     gain = image(np.ones(truth["t1"].shape[1:], np.float32))
@@ -80,12 +89,15 @@ def _groups(meta: dict[str, np.ndarray]) -> list[tuple[str, str, int, np.ndarray
     groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
     for i in np.flatnonzero(meta["coil"] == MAP_COIL):
         groups[(meta["case"][i], meta["file"][i], int(meta["slice"][i]))].append(int(i))
-    return [(c, f, z, np.array(sorted(idx, key=lambda i: meta["frame"][i])))
-            for (c, f, z), idx in sorted(groups.items())]
+    return [
+        (c, f, z, np.array(sorted(idx, key=lambda i: meta["frame"][i])))
+        for (c, f, z), idx in sorted(groups.items())
+    ]
 
 
-def _reconstructions(profile: Profile, batch: methods.Batch, acc: int, progress: bool
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
+def _reconstructions(
+    profile: Profile, batch: methods.Batch, acc: int, progress: bool
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
     """Every method's images of ``batch`` (RAW first; a sampling method with one round and with
     R rounds); DiffCMR's std and rounds (for the uncertainty)."""
     from diffcmr_core.method.train import default_device
@@ -93,8 +105,9 @@ def _reconstructions(profile: Profile, batch: methods.Batch, acc: int, progress:
     recs: dict[str, np.ndarray] = {}
     std = rounds = None
     for name in ("raw", *profile.methods):
-        rec = methods.reconstruct(profile, "mapping", acc, name, batch, device=default_device(),
-                                  progress=progress)
+        rec = methods.reconstruct(
+            profile, "mapping", acc, name, batch, device=default_device(), progress=progress
+        )
         recs.update(methods.figure_recons(name, rec, profile.evaluation.rounds))
         if name == UNCERTAINTY_METHOD:
             std, rounds = rec["std"], rec["rounds"]
@@ -103,9 +116,12 @@ def _reconstructions(profile: Profile, batch: methods.Batch, acc: int, progress:
 
 def _summary(diffs: list[np.ndarray], failed: int, total: int) -> dict[str, float]:
     d = np.concatenate(diffs) if diffs else np.zeros(0)
-    return {"mae": float(np.abs(d).mean()) if len(d) else float("nan"),
-            "bias": float(d.mean()) if len(d) else float("nan"),
-            "n": int(len(d)), "unfitted": failed / total if total else float("nan")}
+    return {
+        "mae": float(np.abs(d).mean()) if len(d) else float("nan"),
+        "bias": float(d.mean()) if len(d) else float("nan"),
+        "n": int(len(d)),
+        "unfitted": failed / total if total else float("nan"),
+    }
 
 
 def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool = False) -> dict:
@@ -132,24 +148,39 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
 
     def compute() -> dict:
         if not paths.is_synthetic:
-            raise DiffCMRError(paths.data, "the maps' evaluation needs the phantom's tissue labels "
-                                           "and truth maps (fit_t1 / fit_t2 work on any images)")
+            raise DiffCMRError(
+                paths.data,
+                "the maps' evaluation needs the phantom's tissue labels "
+                "and truth maps (fit_t1 / fit_t2 work on any images)",
+            )
         if pre.normalise != "input":
-            raise DiffCMRError(paths.pairs, "the maps need every target on its input's scale "
-                                            "(PreprocessConfig.normalise='input'); with 'each' "
-                                            "the weightings' common scale is lost")
-        inp, tgt, meta = load_pairs(pairs_path(paths.pairs, "mapping", acc), "val",
-                                    expect=pairs_stamp(paths.data, "mapping", pre))
+            raise DiffCMRError(
+                paths.pairs,
+                "the maps need every target on its input's scale "
+                "(PreprocessConfig.normalise='input'); with 'each' "
+                "the weightings' common scale is lost",
+            )
+        inp, tgt, meta = load_pairs(
+            pairs_path(paths.pairs, "mapping", acc),
+            "val",
+            expect=pairs_stamp(paths.data, "mapping", pre),
+        )
         groups = _groups(meta)
         if not groups:
-            raise ValueError(f"no {MAP_COIL} mapping slices in the validation split of "
-                             f"{pairs_path(paths.pairs, 'mapping', acc)}")
+            raise ValueError(
+                f"no {MAP_COIL} mapping slices in the validation split of "
+                f"{pairs_path(paths.pairs, 'mapping', acc)}"
+            )
         order = np.concatenate([idx for *_, idx in groups])
         at = {int(i): k for k, i in enumerate(order)}
         sub = {k: v[order] for k, v in meta.items()}
-        batch = methods.Batch(np.ascontiguousarray(inp[order]), sub["scale"].astype(np.float32), pre,
-                              lambda: acquired.of_pairs(paths.data, "mapping", acc, sub),
-                              sub["index"])
+        batch = methods.Batch(
+            np.ascontiguousarray(inp[order]),
+            sub["scale"].astype(np.float32),
+            pre,
+            lambda: acquired.of_pairs(paths.data, "mapping", acc, sub),
+            sub["index"],
+        )
         recs, std, rounds = _reconstructions(profile, batch, acc, progress)
         names = [FULL, *recs]
         diffs: dict[tuple, list[np.ndarray]] = defaultdict(list)
@@ -159,17 +190,20 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
         unc = {"std_map": [], "round_t1_std": [], "t1_error": []}
         for case, name, z, idx in groups:
             key, fit = FITS[name]
-            times = io.load_times(io.file_path(paths.data, MAP_COIL, "mapping", case, name, acc=acc,
-                                               kind="times"))
+            times = io.load_times(
+                io.file_path(paths.data, MAP_COIL, "mapping", case, name, acc=acc, kind="times")
+            )
             pos = np.array([at[int(i)] for i in idx])
             scale = meta["scale"][idx][:, None, None]
             maps = {FULL: fit(tgt[idx] * scale, times)}
             own = {}
             for m, r in recs.items():
-                r = np.maximum(r[pos], 0)          # magnitudes (a regression may dip below 0)
+                r = np.maximum(r[pos], 0)  # magnitudes (a regression may dip below 0)
                 maps[m] = fit(r * scale, times)
                 own[m] = fit(r, times)
-            truth = truth_on_grid(load_truth(truth_path(paths.data, "TrainingSet", case, name)), z, pre)
+            truth = truth_on_grid(
+                load_truth(truth_path(paths.data, "TrainingSet", case, name)), z, pre
+            )
             tag = f"{case}/{name}/{z}"
             for m, v in maps.items():
                 saved[f"{tag}/{m}"] = v
@@ -193,9 +227,11 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
                 heart = (truth["myo"] | truth["blood"]) & np.isfinite(maps[FULL])
                 best = f"DiffCMR R={profile.evaluation.rounds}"
                 err = np.abs(maps[best] - maps[FULL])
-                per_round = np.stack([fit(rounds[k][pos] * scale, times) for k in range(len(rounds))])
+                per_round = np.stack(
+                    [fit(rounds[k][pos] * scale, times) for k in range(len(rounds))]
+                )
                 with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)     # all rounds unfitted
+                    warnings.simplefilter("ignore", RuntimeWarning)  # all rounds unfitted
                     round_std = np.nanstd(per_round, axis=0)
                 ok = heart & np.isfinite(err) & np.isfinite(round_std)
                 unc["std_map"].append(std[pos].mean(0)[ok])
@@ -203,9 +239,18 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
                 unc["t1_error"].append(err[ok])
                 saved[f"{tag}/uncertainty"] = std[pos].mean(0)
                 saved[f"{tag}/round_t1_std"] = round_std
-        rows = [{"method": m, "map": key, "region": region, "reference": ref, "scaling": scaling,
-                 **_summary(diffs[k], failed[k], totals[k])}
-                for k in diffs for (m, key, region, ref, scaling) in [k]]
+        rows = [
+            {
+                "method": m,
+                "map": key,
+                "region": region,
+                "reference": ref,
+                "scaling": scaling,
+                **_summary(diffs[k], failed[k], totals[k]),
+            }
+            for k in diffs
+            for (m, key, region, ref, scaling) in [k]
+        ]
         uncertainty = {}
         err = np.concatenate(unc["t1_error"]) if unc["t1_error"] else np.zeros(0)
         for name in ("std_map", "round_t1_std"):
@@ -219,11 +264,11 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
         with atomic_path(out / "maps.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **saved)
-        return {"rows": rows, "uncertainty": uncertainty, "slices": len(groups),
-                "methods": names}
+        return {"rows": rows, "uncertainty": uncertainty, "slices": len(groups), "methods": names}
 
-    return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
-                       name=f"maps {acc}x")
+    return cached_step(
+        out / "summary.json", profile, compute, force=force, prepare=prepare, name=f"maps {acc}x"
+    )
 
 
 def load_maps(profile: Profile, acc: int) -> dict[str, np.ndarray]:
@@ -235,8 +280,11 @@ def load_maps(profile: Profile, acc: int) -> dict[str, np.ndarray]:
 def _wide(results: dict[int, dict], reference: str, scaling: str, methods: list[str]) -> list[dict]:
     rows = []
     for acc, res in results.items():
-        index = {(r["method"], r["map"], r["region"]): r for r in res["rows"]
-                 if r["reference"] == reference and r["scaling"] == scaling}
+        index = {
+            (r["method"], r["map"], r["region"]): r
+            for r in res["rows"]
+            if r["reference"] == reference and r["scaling"] == scaling
+        }
         for m in methods:
             if not any(k[0] == m for k in index):
                 continue
@@ -265,8 +313,11 @@ def scale_table(results: dict[int, dict]) -> list[dict]:
     of the myocardium left unfitted without it."""
     rows = []
     for acc, res in results.items():
-        index = {(r["method"], r["map"], r["scaling"]): r for r in res["rows"]
-                 if r["reference"] == "full" and r["region"] == "myo"}
+        index = {
+            (r["method"], r["map"], r["scaling"]): r
+            for r in res["rows"]
+            if r["reference"] == "full" and r["region"] == "myo"
+        }
         for m in res["methods"]:
             if m == FULL:
                 continue
@@ -275,8 +326,9 @@ def scale_table(results: dict[int, dict]) -> list[dict]:
                 for scaling in SCALINGS:
                     r = index.get((m, key, scaling))
                     row[f"{key} myo MAE ({scaling} scale)"] = r["mae"] if r else float("nan")
-                row[f"{key} myo unfitted (own scale)"] = (index[(m, key, "own")]["unfitted"]
-                                                          if (m, key, "own") in index else float("nan"))
+                row[f"{key} myo unfitted (own scale)"] = (
+                    index[(m, key, "own")]["unfitted"] if (m, key, "own") in index else float("nan")
+                )
             rows.append(row)
     return rows
 
@@ -286,30 +338,45 @@ def uncertainty_table(results: dict[int, dict]) -> list[dict]:
     rows = []
     for acc, res in results.items():
         u = res["uncertainty"]
-        rows.append({"acc": acc, "pixels": u["std_map"]["n"],
-                     "rho (std map)": u["std_map"]["rho"], "p (std map)": u["std_map"]["p"],
-                     "rho (T1 std over rounds)": u["round_t1_std"]["rho"],
-                     "p (T1 std over rounds)": u["round_t1_std"]["p"]})
+        rows.append(
+            {
+                "acc": acc,
+                "pixels": u["std_map"]["n"],
+                "rho (std map)": u["std_map"]["rho"],
+                "p (std map)": u["std_map"]["p"],
+                "rho (T1 std over rounds)": u["round_t1_std"]["rho"],
+                "p (T1 std over rounds)": u["round_t1_std"]["p"],
+            }
+        )
     return rows
 
 
-def example_slice(profile: Profile, acc: int, name: str = "T1map", which: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def example_slice(
+    profile: Profile, acc: int, name: str = "T1map", which: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One validation slice of the mapping task: its times [ms], its fully sampled weighted
-    images on their common scale ``(n, S, S)`` and its truth on that grid (:func:`truth_on_grid`)."""
+    images on their common scale ``(n, S, S)`` and its truth on that grid
+    (:func:`truth_on_grid`)."""
     paths, pre = paths_for(profile), profile.preprocess
-    _, tgt, meta = load_pairs(pairs_path(paths.pairs, "mapping", acc), "val",
-                              expect=pairs_stamp(paths.data, "mapping", pre))
+    _, tgt, meta = load_pairs(
+        pairs_path(paths.pairs, "mapping", acc),
+        "val",
+        expect=pairs_stamp(paths.data, "mapping", pre),
+    )
     chosen = [g for g in _groups(meta) if g[1] == name]
     if not chosen:
         raise ValueError(f"no {MAP_COIL} {name} slice in the validation split")
     case, _, z, idx = chosen[which % len(chosen)]
-    times = io.load_times(io.file_path(paths.data, MAP_COIL, "mapping", case, name, acc=acc, kind="times"))
+    times = io.load_times(
+        io.file_path(paths.data, MAP_COIL, "mapping", case, name, acc=acc, kind="times")
+    )
     truth = truth_on_grid(load_truth(truth_path(paths.data, "TrainingSet", case, name)), z, pre)
     return times, tgt[idx] * meta["scale"][idx][:, None, None], truth
 
 
-def panels(profile: Profile, acc: int, labels: list[str]) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+def panels(
+    profile: Profile, acc: int, labels: list[str]
+) -> tuple[list[dict[str, np.ndarray]], list[str]]:
     """The first T1 and the first T2 slice's maps for :func:`~diffcmr_core.study.plots.maps_figure`
     (``labels`` among the methods, ``truth``)."""
     saved = load_maps(profile, acc)
@@ -323,41 +390,64 @@ def panels(profile: Profile, acc: int, labels: list[str]) -> tuple[list[dict[str
 
 
 def findings(results: dict[int, dict], rounds: int) -> str:
-    """The maps' results in sentences, generated from ``results`` (:func:`map_errors` per factor)."""
+    """The maps' results in sentences, generated from ``results`` (:func:`map_errors` per
+    factor)."""
     best = f"DiffCMR R={rounds}"
     lines = []
     for acc, res in results.items():
-        idx = {(r["method"], r["map"], r["region"], r["reference"], r["scaling"]): r for r in res["rows"]}
+        idx = {
+            (r["method"], r["map"], r["region"], r["reference"], r["scaling"]): r
+            for r in res["rows"]
+        }
         parts = []
         for key in ("T1", "T2"):
-            mae = {m: idx[(m, key, "myo", "full", "common")]["mae"] for m in res["methods"]
-                   if (m, key, "myo", "full", "common") in idx}
+            mae = {
+                m: idx[(m, key, "myo", "full", "common")]["mae"]
+                for m in res["methods"]
+                if (m, key, "myo", "full", "common") in idx
+            }
             mae = {m: v for m, v in mae.items() if np.isfinite(v)}
             if not mae:
                 continue
             order = sorted(mae, key=mae.get)
-            parts.append(f"myocardial {key} error {', '.join(f'{m} {mae[m]:.0f}' for m in order)} ms "
-                         f"(best: {order[0]})")
+            parts.append(
+                f"myocardial {key} error {', '.join(f'{m} {mae[m]:.0f}' for m in order)} ms "
+                f"(best: {order[0]})"
+            )
         if parts:
             lines.append(f"* **{acc}x** against the fully sampled maps: " + "; ".join(parts) + ".")
         for key in ("T1",):
-            c, o = idx.get((best, key, "myo", "full", "common")), idx.get((best, key, "myo", "full", "own"))
+            c, o = (
+                idx.get((best, key, "myo", "full", "common")),
+                idx.get((best, key, "myo", "full", "own")),
+            )
             if c and o:
-                lines.append(f"  Without the common scale, {best}'s myocardial {key} error is "
-                             f"{o['mae']:.0f} ms instead of {c['mae']:.0f} ms, with "
-                             f"{100 * o['unfitted']:.0f} % of the myocardium unfitted "
-                             f"({100 * c['unfitted']:.0f} % with it).")
+                lines.append(
+                    f"  Without the common scale, {best}'s myocardial {key} error is "
+                    f"{o['mae']:.0f} ms instead of {c['mae']:.0f} ms, with "
+                    f"{100 * o['unfitted']:.0f} % of the myocardium unfitted "
+                    f"({100 * c['unfitted']:.0f} % with it)."
+                )
         u = res["uncertainty"]
-        for name, what in (("std_map", "the paper's uncertainty map"),
-                           ("round_t1_std", "the spread of T1 over rounds")):
+        for name, what in (
+            ("std_map", "the paper's uncertainty map"),
+            ("round_t1_std", "the spread of T1 over rounds"),
+        ):
             rho, p, n = u[name]["rho"], u[name]["p"], u[name]["n"]
             if not np.isfinite(rho):
                 lines.append(f"  {what.capitalize()}: too few pixels ({n}) to correlate.")
                 continue
-            verdict = ("does not predict the T1 error" if p >= 0.05 else
-                       "ranks the error inversely, weakly" if rho < 0 else
-                       "follows the T1 error only weakly" if rho < 0.3 else
-                       "predicts where the T1 error is large")
-            lines.append(f"  {what[0].upper() + what[1:]} {verdict} (Spearman rho = {rho:.2f}, "
-                         f"p = {p:.2g}, {n} pixels).")
+            verdict = (
+                "does not predict the T1 error"
+                if p >= 0.05
+                else "ranks the error inversely, weakly"
+                if rho < 0
+                else "follows the T1 error only weakly"
+                if rho < 0.3
+                else "predicts where the T1 error is large"
+            )
+            lines.append(
+                f"  {what[0].upper() + what[1:]} {verdict} (Spearman rho = {rho:.2f}, "
+                f"p = {p:.2g}, {n} pixels)."
+            )
     return "\n".join(lines)

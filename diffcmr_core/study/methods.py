@@ -38,11 +38,11 @@ Reconstruction = dict[str, np.ndarray]
 class Batch:
     """Slices of one task and factor to reconstruct (see the module's docstring)."""
 
-    inputs: np.ndarray                                    # [N, S, S] float32, input-normalised
-    scale: np.ndarray                                     # [N] each input's maximum
+    inputs: np.ndarray  # [N, S, S] float32, input-normalised
+    scale: np.ndarray  # [N] each input's maximum
     preprocess: PreprocessConfig
     read_acquired: Callable[[], list[Acquired]] | None = None
-    ids: np.ndarray | None = None                         # [N] slice ids (seed the noise)
+    ids: np.ndarray | None = None  # [N] slice ids (seed the noise)
 
     @property
     def slice_ids(self) -> np.ndarray:
@@ -50,18 +50,24 @@ class Batch:
         ``0 .. N-1``): a sampling method's noise for a slice is seeded by it."""
         return np.arange(len(self.inputs)) if self.ids is None else np.asarray(self.ids)
 
-    def subset(self, lo: int, hi: int) -> "Batch":
+    def subset(self, lo: int, hi: int) -> Batch:
         """Slices ``lo:hi`` (their ids and, read when asked for, their acquisitions)."""
         parent = self
-        return Batch(self.inputs[lo:hi], self.scale[lo:hi], self.preprocess,
-                     None if self.read_acquired is None else lambda: parent.acquired[lo:hi],
-                     self.slice_ids[lo:hi])
+        return Batch(
+            self.inputs[lo:hi],
+            self.scale[lo:hi],
+            self.preprocess,
+            None if self.read_acquired is None else lambda: parent.acquired[lo:hi],
+            self.slice_ids[lo:hi],
+        )
 
     @cached_property
     def acquired(self) -> list[Acquired]:
         if self.read_acquired is None:
-            raise ValueError("this batch carries no acquisitions (k-space); a method that "
-                             "needs them cannot reconstruct it")
+            raise ValueError(
+                "this batch carries no acquisitions (k-space); a method that "
+                "needs them cannot reconstruct it"
+            )
         return self.read_acquired()
 
 
@@ -71,21 +77,23 @@ class Method:
 
     name: str = ""
     label: str = ""
-    fitted: bool = False             # fitted on the training cases (notebook 03)
-    network: bool = False            # a network with a checkpoint (the ``train`` command)
-    sampling: bool = False           # several rounds: their mean, spread and each round
-    default_options: Any = None      # its settings when a profile names none
+    fitted: bool = False  # fitted on the training cases (notebook 03)
+    network: bool = False  # a network with a checkpoint (the ``train`` command)
+    sampling: bool = False  # several rounds: their mean, spread and each round
+    default_options: Any = None  # its settings when a profile names none
 
     def artefact(self, profile, task: str, acc: int) -> Path | None:
         """The file the fit leaves (a checkpoint, a choice of parameters); ``None`` if none."""
         return None
 
     def fit(self, profile, task: str, acc: int, *, progress: bool = True) -> Path | None:
-        """Fit (or resume, or reuse) the method for ``task`` at ``acc``; returns :meth:`artefact`."""
+        """Fit (or resume, or reuse) the method for ``task`` at ``acc``; returns
+        :meth:`artefact`."""
         return None
 
-    def reconstructor(self, profile, task: str, acc: int, *, device=None,
-                      progress: bool = False) -> Callable[[Batch], Reconstruction]:
+    def reconstructor(
+        self, profile, task: str, acc: int, *, device=None, progress: bool = False
+    ) -> Callable[[Batch], Reconstruction]:
         raise NotImplementedError
 
     def train_flops(self, profile, units) -> float:
@@ -136,8 +144,9 @@ def options(profile, name: str) -> Any:
     return profile.method_options.get(name, get(name).default_options)
 
 
-def reconstruct(profile, task: str, acc: int, name: str, batch: Batch, *, device=None,
-                progress: bool = False) -> Reconstruction:
+def reconstruct(
+    profile, task: str, acc: int, name: str, batch: Batch, *, device=None, progress: bool = False
+) -> Reconstruction:
     """``name``'s reconstruction of ``batch`` with the profile's fitted model for ``task`` at
     ``acc`` (the one function every table, figure and the submission call)."""
     return get(name).reconstructor(profile, task, acc, device=device, progress=progress)(batch)
@@ -151,10 +160,18 @@ def recipe(profile, task: str, acc: int, method: str) -> str:
     import hashlib
 
     opts = options(profile, method)
-    h = hashlib.sha256(json.dumps({"method": method, "preprocess": dataclasses.asdict(profile.preprocess),
-                                   "evaluation": dataclasses.asdict(profile.evaluation),
-                                   "options": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts)
-                                   else None}, sort_keys=True, default=list).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            {
+                "method": method,
+                "preprocess": dataclasses.asdict(profile.preprocess),
+                "evaluation": dataclasses.asdict(profile.evaluation),
+                "options": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else None,
+            },
+            sort_keys=True,
+            default=list,
+        ).encode()
+    )
     artefact = get(method).artefact(profile, task, acc)
     if artefact is not None:
         with artefact.open("rb") as fh:
@@ -206,16 +223,25 @@ class Network(Method):
         from diffcmr_core.method.train import default_device, train
         from diffcmr_core.study.profiles import paths_for
 
-        if profile.evidence is not None:                 # trained until it stops improving
+        if profile.evidence is not None:  # trained until it stops improving
             from diffcmr_core.study.evidence import train_until_converged
 
             return train_until_converged(profile, task, acc, self.name, progress=progress)
         paths = paths_for(profile)
-        pairs = ([pairs_path(paths.pairs, task, a) for a in profile.accs] if profile.shared_models
-                 else pairs_path(paths.pairs, task, acc))
-        return train(self.name, pairs, self.artefact(profile, task, acc).parent,
-                     self.train_config(profile), self.model_config(profile),
-                     device=default_device(), progress=progress)
+        pairs = (
+            [pairs_path(paths.pairs, task, a) for a in profile.accs]
+            if profile.shared_models
+            else pairs_path(paths.pairs, task, acc)
+        )
+        return train(
+            self.name,
+            pairs,
+            self.artefact(profile, task, acc).parent,
+            self.train_config(profile),
+            self.model_config(profile),
+            device=default_device(),
+            progress=progress,
+        )
 
     def expected(self, profile, task, acc) -> dict:
         """What the checkpoint must be (:func:`~diffcmr_core.method.train.check_checkpoint`); in
@@ -224,10 +250,16 @@ class Network(Method):
         if profile.evidence is not None:
             from diffcmr_core.study.evidence import stopped_step
 
-            cfg = dataclasses.replace(cfg, iterations=stopped_step(profile, task, acc, self.name)
-                                      or cfg.iterations)
-        return {"method": self.name, "model_config": self.model_config(profile),
-                "train_config": cfg, "task": task, "acc": acc}
+            cfg = dataclasses.replace(
+                cfg, iterations=stopped_step(profile, task, acc, self.name) or cfg.iterations
+            )
+        return {
+            "method": self.name,
+            "model_config": self.model_config(profile),
+            "train_config": cfg,
+            "task": task,
+            "acc": acc,
+        }
 
     def load(self, profile, task, acc, device=None):
         from diffcmr_core.errors import CheckpointError
@@ -235,12 +267,19 @@ class Network(Method):
 
         ckpt = self.artefact(profile, task, acc)
         if not ckpt.is_file():
-            raise CheckpointError(ckpt, f"no trained {self.name} model for {task} at {acc}x in "
-                                        f"profile {profile.name}; train it with `python -m "
-                                        f"diffcmr_core study --profile {profile.name} --only "
-                                        f"03_training` (or `make study PROFILE={profile.name}`)")
-        return load_for_inference(ckpt, device or default_device(), profile.evaluation.weights,
-                                  **self.expected(profile, task, acc))
+            raise CheckpointError(
+                ckpt,
+                f"no trained {self.name} model for {task} at {acc}x in "
+                f"profile {profile.name}; train it with `python -m "
+                f"diffcmr_core study --profile {profile.name} --only "
+                f"03_training` (or `make study PROFILE={profile.name}`)",
+            )
+        return load_for_inference(
+            ckpt,
+            device or default_device(),
+            profile.evaluation.weights,
+            **self.expected(profile, task, acc),
+        )
 
     def train_flops(self, profile, units):
         t = self.train_config(profile)
@@ -255,8 +294,15 @@ class Regression(Network):
 
         system, model = self.load(profile, task, acc, device)
         batch_size = profile.evaluation.batch
-        return lambda b: {"mean": regress(system, model, np.ascontiguousarray(b.inputs, np.float32),
-                                          batch_size, progress=progress)}
+        return lambda b: {
+            "mean": regress(
+                system,
+                model,
+                np.ascontiguousarray(b.inputs, np.float32),
+                batch_size,
+                progress=progress,
+            )
+        }
 
     def image_flops(self, profile, units):
         return units.unet_forward
@@ -284,9 +330,18 @@ class DiffCMRMethod(Network):
 
         system, model = self.load(profile, task, acc, device)
         ev = profile.evaluation
-        return lambda b: reconstruct(system, model, np.ascontiguousarray(b.inputs, np.float32),
-                                     steps=ev.steps, rounds=ev.rounds, batch=ev.batch, seed=ev.seed,
-                                     progress=progress, ids=b.slice_ids, **ev.sampling())
+        return lambda b: reconstruct(
+            system,
+            model,
+            np.ascontiguousarray(b.inputs, np.float32),
+            steps=ev.steps,
+            rounds=ev.rounds,
+            batch=ev.batch,
+            seed=ev.seed,
+            progress=progress,
+            ids=b.slice_ids,
+            **ev.sampling(),
+        )
 
     def image_flops(self, profile, units):
         ev = profile.evaluation
@@ -319,8 +374,14 @@ class PICSMethod(Method):
     def fit(self, profile, task, acc, *, progress=True):
         from diffcmr_core.study.classical import choose
 
-        return choose(profile, task, acc, self.artefact(profile, task, acc), options(profile, self.name),
-                      progress=progress)
+        return choose(
+            profile,
+            task,
+            acc,
+            self.artefact(profile, task, acc),
+            options(profile, self.name),
+            progress=progress,
+        )
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         from diffcmr_core.study.classical import load_choice, pics_images
@@ -332,21 +393,22 @@ class PICSMethod(Method):
 
         def run(batch: Batch) -> Reconstruction:
             return {"mean": pics_images(batch, choice, cfg, progress=progress, cache=cache)}
+
         return run
 
     def image_flops(self, profile, units):
         from diffcmr_core.method.classical import cost_per_image
 
         pre, cfg = profile.preprocess, options(profile, self.name)
-        ky, kx = pre.pad_to // 2, pre.pad_to           # about half the padded lines are acquired
+        ky, kx = pre.pad_to // 2, pre.pad_to  # about half the padded lines are acquired
         if pre.roi is not None:
-            kx = int(kx * min(1.0, pre.roi[1] + 0.1))   # the region's columns and their margin
+            kx = int(kx * min(1.0, pre.roi[1] + 0.1))  # the region's columns and their margin
         return cost_per_image(ky, kx, profile.phantom.n_coils, max(cfg.iteration_grid))
 
     def train_flops(self, profile, units):
         cfg = options(profile, self.name)
         grid = len(cfg.weights) * sum(cfg.iteration_grid) / max(cfg.iteration_grid)
-        per_task = cfg.tuning_slices * 2 * len(profile.accs)     # two coil types
+        per_task = cfg.tuning_slices * 2 * len(profile.accs)  # two coil types
         return grid * per_task * self.image_flops(profile, units)
 
 
@@ -359,7 +421,15 @@ def describe(profile) -> list[dict[str, object]]:
     rows = []
     for name in ("raw", *profile.methods):
         m, opts = get(name), options(profile, name)
-        rows.append({"method": name, "label": m.label, "fitted": m.fitted, "sampling": m.sampling,
-                     "options": json.dumps(dataclasses.asdict(opts), default=list)
-                     if dataclasses.is_dataclass(opts) else ""})
+        rows.append(
+            {
+                "method": name,
+                "label": m.label,
+                "fitted": m.fitted,
+                "sampling": m.sampling,
+                "options": json.dumps(dataclasses.asdict(opts), default=list)
+                if dataclasses.is_dataclass(opts)
+                else "",
+            }
+        )
     return rows

@@ -10,7 +10,7 @@ import sys
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.study.profiles import Paths, Profile, get_profile, paths_for
 
-_UNKNOWN = object()          # a default that is not a literal (``os.environ.get(...)``)
+_UNKNOWN = object()  # a default that is not a literal (``os.environ.get(...)``)
 
 
 def _assignments(source: str) -> dict[str, object]:
@@ -37,15 +37,20 @@ def check_parameters(cells: list[str]) -> None:
     parameters cell, in IPython's input history ``cells``) when a name is not one of the
     notebook's parameters (a misspelt ``profil`` would otherwise run the default profile), or a
     value's type differs from the default's (``force="no"`` would count as true)."""
-    injected = [i for i, c in enumerate(cells) if i > 0 and str(c).lstrip().startswith("# Parameters")]
+    injected = [
+        i for i, c in enumerate(cells) if i > 0 and str(c).lstrip().startswith("# Parameters")
+    ]
     if not injected:
         return
     i = injected[-1]
     defaults, given = _assignments(str(cells[i - 1])), _assignments(str(cells[i]))
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise DiffCMRError(None, f"unknown notebook parameter(s) {', '.join(unknown)}; this "
-                                 f"notebook takes {', '.join(defaults)}")
+        raise DiffCMRError(
+            None,
+            f"unknown notebook parameter(s) {', '.join(unknown)}; this "
+            f"notebook takes {', '.join(defaults)}",
+        )
     for name, value in given.items():
         default = defaults[name]
         if name == "profile" and not isinstance(value, str):
@@ -59,8 +64,11 @@ def check_parameters(cells: list[str]) -> None:
         else:
             ok = isinstance(value, type(default))
         if not ok:
-            raise DiffCMRError(None, f"parameter {name} must be {type(default).__name__} like its "
-                                     f"default {default!r}, got {value!r}")
+            raise DiffCMRError(
+                None,
+                f"parameter {name} must be {type(default).__name__} like its "
+                f"default {default!r}, got {value!r}",
+            )
 
 
 def scratch_figures(paths: Paths, notebook: str, params: dict[str, object]) -> Paths:
@@ -72,8 +80,9 @@ def scratch_figures(paths: Paths, notebook: str, params: dict[str, object]) -> P
     return dataclasses.replace(paths, figures_dir=paths.runs / "figures" / notebook / tag)
 
 
-def start(profile: str, publish: bool = False, notebook: str = "notebook",
-          **params: object) -> tuple[Profile, Paths]:
+def start(
+    profile: str, publish: bool = False, notebook: str = "notebook", **params: object
+) -> tuple[Profile, Paths]:
     """The profile and its folders for a notebook's parameters; makes the figures folder and
     says which data the notebook reads and where its figures go.
 
@@ -91,6 +100,8 @@ def start(profile: str, publish: bool = False, notebook: str = "notebook",
         paths = scratch_figures(paths, notebook, params)
     paths.figures.mkdir(parents=True, exist_ok=True)
     print(paths.describe())
-    print(f"figures and tables of this run: {paths.figures}"
-          + ("" if publish else f" (only `make study` writes {paths_for(P).figures})"))
+    print(
+        f"figures and tables of this run: {paths.figures}"
+        + ("" if publish else f" (only `make study` writes {paths_for(P).figures})")
+    )
     return P, paths

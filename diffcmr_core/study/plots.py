@@ -50,13 +50,20 @@ def _show(ax, img, title=None, cmap="gray", vmin=None, vmax=None):
         ax.set_title(title, fontsize=9)
 
 
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, ncols: int | None = None,
-               cmap: str = "gray", suptitle: str | None = None, size: float = 2.2) -> plt.Figure:
+def image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    *,
+    ncols: int | None = None,
+    cmap: str = "gray",
+    suptitle: str | None = None,
+    size: float = 2.2,
+) -> plt.Figure:
     """Images side by side, each scaled to its own range."""
     ncols = ncols or len(images)
     nrows = int(np.ceil(len(images) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for ax in axes.flat[len(images):]:
+    for ax in axes.flat[len(images) :]:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
         _show(ax, img, title, cmap)
@@ -76,7 +83,7 @@ def loss_curves(histories: dict[str, Sequence[dict[str, str]]], ncols: int) -> p
     """Training loss against iteration (log scale), one panel per run, ``ncols`` per row."""
     nrows = int(np.ceil(len(histories) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.4 * nrows), squeeze=False)
-    for ax in axes.flat[len(histories):]:
+    for ax in axes.flat[len(histories) :]:
         ax.axis("off")
     for ax, (title, rows) in zip(axes.flat, histories.items()):
         ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=1)
@@ -88,24 +95,38 @@ def loss_curves(histories: dict[str, Sequence[dict[str, str]]], ncols: int) -> p
     return fig
 
 
-def fig1_diffusion(forward: Sequence[tuple[int, np.ndarray]],
-                   backward: Sequence[tuple[int, np.ndarray]]) -> plt.Figure:
+def fig1_diffusion(
+    forward: Sequence[tuple[int, np.ndarray]], backward: Sequence[tuple[int, np.ndarray]]
+) -> plt.Figure:
     """Figure 1: the forward process x_0 -> x_T (top) and the backward chain (bottom)."""
     n = max(len(forward), len(backward))
     fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.4), squeeze=False)
-    for row, (label, seq) in enumerate((("forward q(x_t | x_0)", forward),
-                                        ("backward p(x_{t-1} | x_t, I^u)", backward))):
+    for row, (label, seq) in enumerate(
+        (("forward q(x_t | x_0)", forward), ("backward p(x_{t-1} | x_t, I^u)", backward))
+    ):
         for ax in axes[row]:
             ax.axis("off")
         for ax, (t, img) in zip(axes[row], seq):
             _show(ax, img, f"t = {t}")
-        axes[row, 0].text(-0.15, 0.5, label, transform=axes[row, 0].transAxes, rotation=90,
-                          va="center", ha="right", fontsize=9)
+        axes[row, 0].text(
+            -0.15,
+            0.5,
+            label,
+            transform=axes[row, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=9,
+        )
     fig.tight_layout()
     return fig
 
 
-OUTPUT_LABEL = {"eps": ("eps_theta", "noise"), "x0": ("x0_theta", "image"), "v": ("v_theta", "velocity")}
+OUTPUT_LABEL = {
+    "eps": ("eps_theta", "noise"),
+    "x0": ("x0_theta", "image"),
+    "v": ("v_theta", "velocity"),
+}
 
 
 def fig2_pipeline(counts: dict[str, int], config_text: str, prediction: str = "eps") -> plt.Figure:
@@ -135,7 +156,14 @@ def fig2_pipeline(counts: dict[str, int], config_text: str, prediction: str = "e
     box(2.2, 0.3, 2.0, 0.8, f"H: time embedding\n{count('H (time embedding)')}", "#fff2cc")
     ax.add_patch(plt.Circle((5.0, 3.0), 0.25, fc="white", ec="k"))
     ax.text(5.0, 3.0, "+", ha="center", va="center", fontsize=14)
-    box(5.8, 1.9, 2.2, 2.2, f"E: U-Net\n(res. blocks +\nself-attention)\n{count('E (U-Net)')}", "#f4cccc")
+    box(
+        5.8,
+        1.9,
+        2.2,
+        2.2,
+        f"E: U-Net\n(res. blocks +\nself-attention)\n{count('E (U-Net)')}",
+        "#f4cccc",
+    )
     name, what = OUTPUT_LABEL[prediction]
     box(8.6, 2.6, 1.3, 0.8, f"{name}\n({what})", "#eeeeee")
     arrow((1.5, 4.0), (2.2, 4.0))
@@ -146,16 +174,24 @@ def fig2_pipeline(counts: dict[str, int], config_text: str, prediction: str = "e
     arrow((5.25, 3.0), (5.8, 3.0))
     arrow((4.2, 0.7), (6.9, 1.9))
     arrow((8.0, 3.0), (8.6, 3.0))
-    ax.text(5.0, 0.1, f"total {counts['total'] / 1e6:.2f} M parameters;  {config_text}",
-            ha="center", fontsize=8)
+    ax.text(
+        5.0,
+        0.1,
+        f"total {counts['total'] / 1e6:.2f} M parameters;  {config_text}",
+        ha="center",
+        fontsize=8,
+    )
     title = f"DiffCMR: {name}(x_t, I^u, t) = E(F(x_t) + G(I^u), H(t))   (Eq. 3"
-    ax.set_title(title + (")" if prediction == "eps" else f", predicting {prediction} instead of eps)"),
-                 fontsize=10)
+    ax.set_title(
+        title + (")" if prediction == "eps" else f", predicting {prediction} instead of eps)"),
+        fontsize=10,
+    )
     return fig
 
 
-def fig3_qualitative(rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
-                     row_titles: Sequence[str]) -> plt.Figure:
+def fig3_qualitative(
+    rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str], row_titles: Sequence[str]
+) -> plt.Figure:
     """Figure 3: per row, the images named by ``labels`` (last = ground truth) and, below each,
     its absolute error to the ground truth on one shared scale."""
     n = len(labels)
@@ -163,9 +199,11 @@ def fig3_qualitative(rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str
     for r, (images, row_title) in enumerate(zip(rows, row_titles)):
         gt = images[labels[-1]]
         vmax = gt.max()
-        emax = max(np.abs(images[k] / images[k].max() * vmax - gt).max() for k in labels[:-1]) or 1.0
+        emax = (
+            max(np.abs(images[k] / images[k].max() * vmax - gt).max() for k in labels[:-1]) or 1.0
+        )
         for c, key in enumerate(labels):
-            img = images[key] / images[key].max() * vmax      # the challenge's max-normalisation
+            img = images[key] / images[key].max() * vmax  # the challenge's max-normalisation
             _show(axes[2 * r, c], img, key if r == 0 else None, vmin=0, vmax=vmax)
             if c < n - 1:
                 _show(axes[2 * r + 1, c], np.abs(img - gt), None, cmap="inferno", vmin=0, vmax=emax)
@@ -180,12 +218,18 @@ def fig3_qualitative(rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str
     return fig
 
 
-def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
-                  paper_steps: dict[int, float], paper_rounds: dict[int, float]) -> plt.Figure:
+def ablation_plot(
+    steps_rows: Sequence[dict],
+    rounds_rows: Sequence[dict],
+    paper_steps: dict[int, float],
+    paper_rounds: dict[int, float],
+) -> plt.Figure:
     """PSNR against T (R fixed) and against R (T fixed), ours beside the paper's."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    panels = ((axes[0], steps_rows, "steps", paper_steps, "inference steps T"),
-              (axes[1], rounds_rows, "rounds", paper_rounds, "ensembling rounds R"))
+    panels = (
+        (axes[0], steps_rows, "steps", paper_steps, "inference steps T"),
+        (axes[1], rounds_rows, "rounds", paper_rounds, "ensembling rounds R"),
+    )
     for ax, rows, key, paper, xlabel in panels:
         pts = [(int(r[key]), float(r["psnr"])) for r in rows if str(r[key]) != "Raw"]
         raw = next(float(r["psnr"]) for r in rows if str(r[key]) == "Raw")
@@ -207,7 +251,11 @@ def ablation_plot(steps_rows: Sequence[dict], rounds_rows: Sequence[dict],
 def kspace_error_figure(errors: dict[str, np.ndarray], lines: np.ndarray, title: str) -> plt.Figure:
     """``log10 |F(recon) - F(target)|`` of each data-consistency variant side by side (one colour
     scale), the acquired ky lines marked at the left edge."""
-    labels = {"none": "no DC", "magnitude": "DC on the magnitude image", "coil": "DC on the coil data"}
+    labels = {
+        "none": "no DC",
+        "magnitude": "DC on the magnitude image",
+        "coil": "DC on the coil data",
+    }
     logs = {k: np.log10(np.maximum(v, 1e-6)) for k, v in errors.items()}
     lo = min(np.percentile(v, 1) for v in logs.values())
     hi = max(v.max() for v in logs.values())
@@ -233,19 +281,37 @@ def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
-    style = {"none": ("o-", None, ""), "magnitude": ("s:", "white", " + DC (magnitude)"),
-             "coil": ("^--", "white", " + DC (coil data)")}
+    style = {
+        "none": ("o-", None, ""),
+        "magnitude": ("s:", "white", " + DC (magnitude)"),
+        "coil": ("^--", "white", " + DC (coil data)"),
+    }
     for sampler, dc in dict.fromkeys((r["sampler"], str(r["dc"])) for r in rows):
         colour = colours[samplers.index(sampler) % len(colours)]
-        pts = sorted((float(r["nfe"]), float(r["psnr"])) for r in rows
-                     if r["sampler"] == sampler and str(r["dc"]) == dc)
+        pts = sorted(
+            (float(r["nfe"]), float(r["psnr"]))
+            for r in rows
+            if r["sampler"] == sampler and str(r["dc"]) == dc
+        )
         marker, face, suffix = style[dc]
-        ax.plot(*zip(*pts), marker, color=colour, mfc=face or colour,
-                label=f"{SAMPLER_LABEL.get(sampler, sampler)}{suffix}")
+        ax.plot(
+            *zip(*pts),
+            marker,
+            color=colour,
+            mfc=face or colour,
+            label=f"{SAMPLER_LABEL.get(sampler, sampler)}{suffix}",
+        )
     for r in rows:
         if r.get("reference"):
-            ax.plot(float(r["nfe"]), float(r["psnr"]), "*", ms=14, color="k", zorder=5,
-                    label=f"reference: {r['label']}")
+            ax.plot(
+                float(r["nfe"]),
+                float(r["psnr"]),
+                "*",
+                ms=14,
+                color="k",
+                zorder=5,
+                label=f"reference: {r['label']}",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations per slice (T x R)")
     ax.set_ylabel("PSNR (dB)")
@@ -256,28 +322,49 @@ def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
     return fig
 
 
-def maps_figure(panels: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
-                row_titles: Sequence[str], *, error_max: Sequence[float] | None = None) -> plt.Figure:
+def maps_figure(
+    panels: Sequence[dict[str, np.ndarray]],
+    labels: Sequence[str],
+    row_titles: Sequence[str],
+    *,
+    error_max: Sequence[float] | None = None,
+) -> plt.Figure:
     """T1 / T2 maps: per panel (one slice, one map), a row of maps [ms] named by ``labels``
     (the first is the reference) on one scale, and below it each map's error against the
     reference [ms], signed, on one symmetric scale; a colour bar in ms closes each row.
     Unfitted pixels (NaN) are shown in grey."""
     n = len(labels)
-    fig, axes = plt.subplots(2 * len(panels), n + 1, figsize=(1.75 * n + 0.6, 3.7 * len(panels)),
-                             squeeze=False, gridspec_kw={"width_ratios": [1] * n + [0.08]})
+    fig, axes = plt.subplots(
+        2 * len(panels),
+        n + 1,
+        figsize=(1.75 * n + 0.6, 3.7 * len(panels)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * n + [0.08]},
+    )
     for r, (maps, title) in enumerate(zip(panels, row_titles)):
         ref = maps[labels[0]]
         lo, hi = np.nanpercentile(ref, [1, 99]) if np.isfinite(ref).any() else (0.0, 1.0)
-        emax = (error_max[r] if error_max is not None else
-                np.nanpercentile(np.abs(np.concatenate([(maps[k] - ref).ravel() for k in labels[1:]])), 95)
-                if n > 1 else 1.0)
+        emax = (
+            error_max[r]
+            if error_max is not None
+            else np.nanpercentile(
+                np.abs(np.concatenate([(maps[k] - ref).ravel() for k in labels[1:]])), 95
+            )
+            if n > 1
+            else 1.0
+        )
         emax = float(emax) if np.isfinite(emax) and emax > 0 else 1.0
         for c, key in enumerate(labels):
             cmap = plt.get_cmap("magma").copy()
             cmap.set_bad("0.6")
             ax = axes[2 * r, c]
-            im = ax.imshow(np.ma.masked_invalid(maps[key]), cmap=cmap, vmin=lo, vmax=hi,
-                           interpolation="nearest")
+            im = ax.imshow(
+                np.ma.masked_invalid(maps[key]),
+                cmap=cmap,
+                vmin=lo,
+                vmax=hi,
+                interpolation="nearest",
+            )
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(key, fontsize=8)
             ax = axes[2 * r + 1, c]
@@ -286,8 +373,13 @@ def maps_figure(panels: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
             if c == 0:
                 ax.axis("off")
                 continue
-            em = ax.imshow(np.ma.masked_invalid(maps[key] - ref), cmap=ecmap, vmin=-emax, vmax=emax,
-                           interpolation="nearest")
+            em = ax.imshow(
+                np.ma.masked_invalid(maps[key] - ref),
+                cmap=ecmap,
+                vmin=-emax,
+                vmax=emax,
+                interpolation="nearest",
+            )
             ax.set_xticks([]), ax.set_yticks([])
         fig.colorbar(im, cax=axes[2 * r, n]).set_label(f"{title.split()[0]} [ms]", fontsize=8)
         if n > 1:
@@ -300,12 +392,19 @@ def maps_figure(panels: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
     return fig
 
 
-def fit_curves(times: np.ndarray, signals: dict[str, np.ndarray], model: dict[str, np.ndarray],
-               title: str, xlabel: str) -> plt.Figure:
+def fit_curves(
+    times: np.ndarray,
+    signals: dict[str, np.ndarray],
+    model: dict[str, np.ndarray],
+    title: str,
+    xlabel: str,
+) -> plt.Figure:
     """Measured magnitudes (points) and fitted model magnitudes (lines) of a few pixels."""
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     fine = np.linspace(0, times.max() * 1.05, 200)
-    for (name, y), colour in zip(signals.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+    for (name, y), colour in zip(
+        signals.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ):
         ax.plot(times, y, "o", color=colour, label=name)
         ax.plot(fine, model[name], "-", color=colour, lw=1)
     ax.set_xlabel(xlabel)
@@ -324,11 +423,15 @@ def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(str(r["method"]) for r in rows))
-    levels = [n for n in names if all(float(r["train_flops"]) == 0 for r in rows if r["method"] == n)]
+    levels = [
+        n for n in names if all(float(r["train_flops"]) == 0 for r in rows if r["method"] == n)
+    ]
     curves = [n for n in names if n not in levels]
-    panels = (("train_flops", "psnr", "training FLOPs", "validation PSNR (dB)"),
-              ("train_flops", "ssim", "training FLOPs", "validation SSIM"),
-              ("cpu_minutes", "psnr", "CPU minutes of training (process time)", "validation PSNR (dB)"))
+    panels = (
+        ("train_flops", "psnr", "training FLOPs", "validation PSNR (dB)"),
+        ("train_flops", "ssim", "training FLOPs", "validation SSIM"),
+        ("cpu_minutes", "psnr", "CPU minutes of training (process time)", "validation PSNR (dB)"),
+    )
     for ax, (xkey, ykey, xlabel, ylabel) in zip(axes, panels):
         for i, name in enumerate(curves):
             colour = colours[i % len(colours)]
@@ -338,14 +441,30 @@ def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str
                 pts = sorted((float(r[xkey]), float(r[ykey])) for r in mine if int(r["seed"]) == s)
                 ax.plot(*zip(*pts), "-", color=colour, lw=0.8, alpha=0.45)
             steps = sorted({int(r["step"]) for r in mine})
-            mean = [(np.mean([float(r[xkey]) for r in mine if int(r["step"]) == st]),
-                     np.mean([float(r[ykey]) for r in mine if int(r["step"]) == st])) for st in steps]
-            ax.plot(*zip(*mean), "o-", color=colour, lw=2, ms=3,
-                    label=f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+            mean = [
+                (
+                    np.mean([float(r[xkey]) for r in mine if int(r["step"]) == st]),
+                    np.mean([float(r[ykey]) for r in mine if int(r["step"]) == st]),
+                )
+                for st in steps
+            ]
+            ax.plot(
+                *zip(*mean),
+                "o-",
+                color=colour,
+                lw=2,
+                ms=3,
+                label=f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})",
+            )
         for j, name in enumerate(levels):
             value = np.mean([float(r[ykey]) for r in rows if r["method"] == name])
-            ax.axhline(value, color="0.3" if name == "RAW" else colours[(len(curves) + j) % len(colours)],
-                       ls="--" if name == "RAW" else ":", lw=1.5, label=f"{name} (no training)")
+            ax.axhline(
+                value,
+                color="0.3" if name == "RAW" else colours[(len(curves) + j) % len(colours)],
+                ls="--" if name == "RAW" else ":",
+                lw=1.5,
+                label=f"{name} (no training)",
+            )
         if xkey == "train_flops" and ykey == "psnr":
             for c in cross:
                 ax.plot(float(c["train_flops"]), float(c["psnr"]), "kx", ms=8, mew=2, zorder=6)

@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from diffcmr_core.data.cmrxrecon import ACCS, TASKS
+from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.data.phantom import PhantomConfig
 from diffcmr_core.method.classical import CSConfig
-from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
 from diffcmr_core.method.systems import CGANConfig
 from diffcmr_core.method.train import TrainConfig
@@ -67,19 +67,25 @@ from diffcmr_core.method.train import TrainConfig
 class EvalConfig:
     """Inference protocol for the tables, the figures and the ablation."""
 
-    n_val: int | None = None                  # None: the whole validation subset of the pairs
-                                              # files (PreprocessConfig.n_val_subset, 240)
-    steps: int = 1000                         # T
-    rounds: int = 4                           # R
-    batch: int = 60                           # slices per sampling batch (x R in the network)
+    n_val: int | None = None  # None: the whole validation subset of the pairs
+    # files (PreprocessConfig.n_val_subset, 240)
+    steps: int = 1000  # T
+    rounds: int = 4  # R
+    batch: int = 60  # slices per sampling batch (x R in the network)
     ablation_steps: tuple[int, ...] = (20, 100, 500, 1000)
     ablation_rounds: tuple[int, ...] = (1, 2, 4, 8)
     ablation_n_val: int | None = None
     # notebook 08: (sampler, T, R); the first is the paper protocol, the reference;
     # "ddpm" with a smaller T is Alg. 2 on a respaced chain
     fast_settings: tuple[tuple[str, int, int], ...] = (
-        ("ddpm", 1000, 4), ("ddpm", 25, 4), ("ddim", 25, 4), ("ddim", 50, 2), ("dpm++", 10, 4), ("dpm++", 25, 4),
-        ("dpm++", 50, 2))
+        ("ddpm", 1000, 4),
+        ("ddpm", 25, 4),
+        ("ddim", 25, 4),
+        ("ddim", 50, 2),
+        ("dpm++", 10, 4),
+        ("dpm++", 25, 4),
+        ("dpm++", 50, 2),
+    )
     seed: int = 0
     # DiffCMR trained on the crop pairs of notebook 08 (data consistency): its iterations (None:
     # the profile's DiffCMR iterations); the comparison is of samplers on one model
@@ -118,17 +124,22 @@ class EvidenceConfig:
     extended run then equals one planned that long)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    factors: tuple[tuple[str, int], ...] = (("cine", 4),)      # where the seeds are repeated
+    factors: tuple[tuple[str, int], ...] = (("cine", 4),)  # where the seeds are repeated
     tolerance_db: float = 0.1
     min_snapshots: int = 4
-    n_val: int | None = None                  # validation slices of the curves (None: all)
+    n_val: int | None = None  # validation slices of the curves (None: all)
     validation_sampler: tuple[str, int, int] = ("dpm++", 10, 4)
     # the fastest of these (by T x R) within ``within_db`` of the reference on the ablation's
     # slices is DiffCMR's setting for the compute curve (none within: the closest, said so)
     reference: tuple[str, int, int] = ("ddpm", 1000, 4)
     # (at most 100 evaluations: every snapshot of every seed is scored with the chosen one)
     candidates: tuple[tuple[str, int, int], ...] = (
-        ("dpm++", 10, 4), ("dpm++", 20, 2), ("ddim", 20, 4), ("dpm++", 20, 4), ("ddim", 50, 2))
+        ("dpm++", 10, 4),
+        ("dpm++", 20, 2),
+        ("ddim", 20, 4),
+        ("dpm++", 20, 4),
+        ("ddim", 50, 2),
+    )
     within_db: float = 0.2
 
 
@@ -145,30 +156,36 @@ class Profile:
     evaluation: EvalConfig
     tasks: tuple[str, ...] = TASKS
     accs: tuple[int, ...] = ACCS
-    methods: tuple[str, ...] = ("unet", "cgan", "diffcmr", "cs")   # names in study.methods
-    cgan_l1_weight: float = 100.0             # pix2pix's weight of L1 beside the adversarial loss
-    real_data: bool = False                   # use $CMRXRECON_ROOT / data/CMRxRecon when present
-    data_name: str | None = None              # share another profile's data and pairs (seeds)
-    shared_models: bool = False               # one model per task and method, trained on the
-                                              # pairs of all its factors (the paper: one per factor)
+    methods: tuple[str, ...] = ("unet", "cgan", "diffcmr", "cs")  # names in study.methods
+    cgan_l1_weight: float = 100.0  # pix2pix's weight of L1 beside the adversarial loss
+    real_data: bool = False  # use $CMRXRECON_ROOT / data/CMRxRecon when present
+    data_name: str | None = None  # share another profile's data and pairs (seeds)
+    shared_models: bool = False  # one model per task and method, trained on the
+    # pairs of all its factors (the paper: one per factor)
     budget_minutes: float = 15.0
     # a registered method's settings where they differ from its default (study.methods.options)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    evidence: EvidenceConfig | None = None    # notebook 10's study (None: skipped)
+    evidence: EvidenceConfig | None = None  # notebook 10's study (None: skipped)
     notebooks: tuple[str, ...] | None = None  # the notebooks ``make study`` runs (None: all)
 
     def train_config(self, method: str) -> TrainConfig:
-        return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[method]
+        return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[
+            method
+        ]
 
     def fast_train_config(self) -> TrainConfig:
         """The training settings of notebook 08's DiffCMR on crop pairs: the profile's, with
         ``EvalConfig.fast_model_iterations`` when set."""
         n, t = self.evaluation.fast_model_iterations, self.train_diffcmr
-        return t if n is None else dataclasses.replace(t, iterations=n,
-                                                       checkpoint_every=min(t.checkpoint_every, n))
+        return (
+            t
+            if n is None
+            else dataclasses.replace(t, iterations=n, checkpoint_every=min(t.checkpoint_every, n))
+        )
 
     def model_config(self, method: str) -> DiffCMRConfig | UNetConfig | CGANConfig:
-        """The method's configuration (what :func:`~diffcmr_core.method.systems.build_system` takes)."""
+        """The method's configuration (what :func:`~diffcmr_core.method.systems.build_system`
+        takes)."""
         if method == "diffcmr":
             return self.diffcmr
         if method == "unet":
@@ -178,15 +195,33 @@ class Profile:
 
 # the real data's anatomy, coils and noise on a 3 mm grid (read-out 256 samples, 81-123 lines);
 # 10 central lines keep the mask's sampled fraction close to the real data's (24 of ~204)
-_QUICK_PHANTOM = PhantomConfig(n_cases=6, n_val_cases=2, pixel_mm=3.0, acs_lines=10,
-                               cine_frames=4, sax_slices=4, lax_slices=2, mapping_slices=3)
+_QUICK_PHANTOM = PhantomConfig(
+    n_cases=6,
+    n_val_cases=2,
+    pixel_mm=3.0,
+    acs_lines=10,
+    cine_frames=4,
+    sax_slices=4,
+    lax_slices=2,
+    mapping_slices=3,
+)
 # the whole phase field of view (81-123 lines of 3 mm) and the central 5/16 of the oversampled
 # read-out (240 mm, the smallest phase field of view): 7.5-11.5 x 7.5 mm per pixel at 32 x 32
 _QUICK_PRE = PreprocessConfig(pad_to=256, size=32, roi=(1.0, 0.3125))
-_QUICK_NET = DiffCMRConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
-                           attention_resolutions=(8,), num_heads=2, rrdb_blocks=1,
-                           rrdb_channels=16, rrdb_growth=8, prediction="v", train_steps=1000,
-                           loss_weighting="v")
+_QUICK_NET = DiffCMRConfig(
+    image_size=32,
+    channels=16,
+    channel_mult=(1, 2, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    num_heads=2,
+    rrdb_blocks=1,
+    rrdb_channels=16,
+    rrdb_growth=8,
+    prediction="v",
+    train_steps=1000,
+    loss_weighting="v",
+)
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -195,27 +230,51 @@ PROFILES: dict[str, Profile] = {
         preprocess=PreprocessConfig(pad_to=512, size=128),
         diffcmr=DiffCMRConfig.paper(),
         unet=UNetConfig(channels=32, depth=4),
-        train_diffcmr=TrainConfig(iterations=120_000, batch_size=6, lr=1e-5, ema_decay=0.9999,
-                                  ema_warmup=False, precision="fp32", checkpoint_every=2000,
-                                  log_every=50),
-        train_unet=TrainConfig(iterations=50_000, batch_size=6, lr=1e-4, log_every=50,
-                               checkpoint_every=2000),
-        train_cgan=TrainConfig(iterations=50_000, batch_size=6, lr=2e-4, log_every=50,
-                               checkpoint_every=2000),
+        train_diffcmr=TrainConfig(
+            iterations=120_000,
+            batch_size=6,
+            lr=1e-5,
+            ema_decay=0.9999,
+            ema_warmup=False,
+            precision="fp32",
+            checkpoint_every=2000,
+            log_every=50,
+        ),
+        train_unet=TrainConfig(
+            iterations=50_000, batch_size=6, lr=1e-4, log_every=50, checkpoint_every=2000
+        ),
+        train_cgan=TrainConfig(
+            iterations=50_000, batch_size=6, lr=2e-4, log_every=50, checkpoint_every=2000
+        ),
         evaluation=EvalConfig(precision="fp32"),
         real_data=True,
         budget_minutes=6 * 24 * 60,
     ),
     "gpu": Profile(
         name="gpu",
-        phantom=PhantomConfig(n_cases=24, pixel_mm=3.0, acs_lines=10, cine_frames=8,
-                              sax_slices=6, lax_slices=3, mapping_slices=3),
+        phantom=PhantomConfig(
+            n_cases=24,
+            pixel_mm=3.0,
+            acs_lines=10,
+            cine_frames=8,
+            sax_slices=6,
+            lax_slices=3,
+            mapping_slices=3,
+        ),
         preprocess=PreprocessConfig(pad_to=256, size=128),
-        diffcmr=dataclasses.replace(DiffCMRConfig.paper(), prediction="v", train_steps=1000,
-                                    loss_weighting="v"),
+        diffcmr=dataclasses.replace(
+            DiffCMRConfig.paper(), prediction="v", train_steps=1000, loss_weighting="v"
+        ),
         unet=UNetConfig(channels=32, depth=4),
-        train_diffcmr=TrainConfig(iterations=2000, batch_size=6, lr=1e-4, ema_decay=0.999,
-                                  lr_schedule="cosine", checkpoint_every=1000, log_every=20),
+        train_diffcmr=TrainConfig(
+            iterations=2000,
+            batch_size=6,
+            lr=1e-4,
+            ema_decay=0.999,
+            lr_schedule="cosine",
+            checkpoint_every=1000,
+            log_every=20,
+        ),
         train_unet=TrainConfig(iterations=2000, batch_size=6, lr=3e-4, log_every=20),
         train_cgan=TrainConfig(iterations=2000, batch_size=6, lr=2e-4, log_every=20),
         evaluation=EvalConfig(n_val=48, steps=200, rounds=4, batch=48, ablation_n_val=16),
@@ -228,17 +287,38 @@ PROFILES: dict[str, Profile] = {
         diffcmr=_QUICK_NET,
         unet=UNetConfig(channels=16, depth=3),
         shared_models=True,
-        train_diffcmr=TrainConfig(iterations=500, batch_size=8, lr=1e-3, ema_decay=0.99,
-                                  lr_schedule="cosine", log_every=10, checkpoint_every=100),
-        train_unet=TrainConfig(iterations=300, batch_size=8, lr=2e-3, log_every=10,
-                               checkpoint_every=100),
-        train_cgan=TrainConfig(iterations=300, batch_size=8, lr=1e-3, log_every=10,
-                               checkpoint_every=100),
+        train_diffcmr=TrainConfig(
+            iterations=500,
+            batch_size=8,
+            lr=1e-3,
+            ema_decay=0.99,
+            lr_schedule="cosine",
+            log_every=10,
+            checkpoint_every=100,
+        ),
+        train_unet=TrainConfig(
+            iterations=300, batch_size=8, lr=2e-3, log_every=10, checkpoint_every=100
+        ),
+        train_cgan=TrainConfig(
+            iterations=300, batch_size=8, lr=1e-3, log_every=10, checkpoint_every=100
+        ),
         method_options={"cs": CSConfig(tuning_slices=2)},
-        evaluation=EvalConfig(n_val=16, steps=20, rounds=4, batch=16, ablation_steps=(10, 20, 50, 100),
-                              ablation_n_val=8, fast_model_iterations=300,
-                              fast_settings=(("ddpm", 100, 4), ("ddpm", 20, 4), ("ddim", 20, 4),
-                                             ("dpm++", 10, 4), ("dpm++", 20, 4))),
+        evaluation=EvalConfig(
+            n_val=16,
+            steps=20,
+            rounds=4,
+            batch=16,
+            ablation_steps=(10, 20, 50, 100),
+            ablation_n_val=8,
+            fast_model_iterations=300,
+            fast_settings=(
+                ("ddpm", 100, 4),
+                ("ddpm", 20, 4),
+                ("ddim", 20, 4),
+                ("dpm++", 10, 4),
+                ("dpm++", 20, 4),
+            ),
+        ),
     ),
     # the evidence study: the quick profile's networks, trained to convergence on more cases,
     # cine 4x, three seeds; about 1.5 h on a 2-core CPU
@@ -250,42 +330,102 @@ PROFILES: dict[str, Profile] = {
         unet=UNetConfig(channels=16, depth=3),
         tasks=("cine",),
         accs=(4,),
-        train_diffcmr=TrainConfig(iterations=4000, batch_size=8, lr=1e-3, ema_decay=0.999,
-                                  warmup=100, log_every=20, checkpoint_every=400,
-                                  snapshot_every=400),
-        train_unet=TrainConfig(iterations=3000, batch_size=8, lr=2e-3, ema_decay=0.999, warmup=100,
-                               log_every=20, checkpoint_every=300, snapshot_every=300),
-        train_cgan=TrainConfig(iterations=3000, batch_size=8, lr=1e-3, ema_decay=0.999, warmup=100,
-                               log_every=20, checkpoint_every=300, snapshot_every=300),
-        evaluation=EvalConfig(n_val=None, steps=100, rounds=4, batch=24,
-                              ablation_steps=(20, 100, 250, 1000), ablation_rounds=(1, 2, 4),
-                              ablation_n_val=16),
+        train_diffcmr=TrainConfig(
+            iterations=4000,
+            batch_size=8,
+            lr=1e-3,
+            ema_decay=0.999,
+            warmup=100,
+            log_every=20,
+            checkpoint_every=400,
+            snapshot_every=400,
+        ),
+        train_unet=TrainConfig(
+            iterations=3000,
+            batch_size=8,
+            lr=2e-3,
+            ema_decay=0.999,
+            warmup=100,
+            log_every=20,
+            checkpoint_every=300,
+            snapshot_every=300,
+        ),
+        train_cgan=TrainConfig(
+            iterations=3000,
+            batch_size=8,
+            lr=1e-3,
+            ema_decay=0.999,
+            warmup=100,
+            log_every=20,
+            checkpoint_every=300,
+            snapshot_every=300,
+        ),
+        evaluation=EvalConfig(
+            n_val=None,
+            steps=100,
+            rounds=4,
+            batch=24,
+            ablation_steps=(20, 100, 250, 1000),
+            ablation_rounds=(1, 2, 4),
+            ablation_n_val=16,
+        ),
         evidence=EvidenceConfig(),
-        notebooks=("01_data_exploration", "02_preprocessing", "03_training", "04_evaluation", "05_ablation",
-                   "10_evidence"),
+        notebooks=(
+            "01_data_exploration",
+            "02_preprocessing",
+            "03_training",
+            "04_evaluation",
+            "05_ablation",
+            "10_evidence",
+        ),
         budget_minutes=120.0,
     ),
     "smoke": Profile(
         name="smoke",
-        phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=3, n_val_cases=1, n_coils=4, cine_frames=2,
-                                    sax_slices=2, lax_slices=1, mapping_slices=1),
+        phantom=dataclasses.replace(
+            _QUICK_PHANTOM,
+            n_cases=3,
+            n_val_cases=1,
+            n_coils=4,
+            cine_frames=2,
+            sax_slices=2,
+            lax_slices=1,
+            mapping_slices=1,
+        ),
         preprocess=_QUICK_PRE,
         diffcmr=dataclasses.replace(_QUICK_NET, channels=8, num_heads=1),
         unet=UNetConfig(channels=8, depth=2),
         shared_models=True,
-        train_diffcmr=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2,
-                                  checkpoint_every=8, snapshot_every=4),
-        train_unet=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8,
-                               snapshot_every=4),
-        train_cgan=TrainConfig(iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8,
-                               snapshot_every=4),
-        method_options={"cs": CSConfig(weights=(1e-2, 1e-1), iteration_grid=(5, 10), tuning_slices=1)},
-        evidence=EvidenceConfig(seeds=(0, 1), min_snapshots=2, n_val=4, validation_sampler=("ddim", 3, 2),
-                                reference=("ddpm", 10, 2), candidates=(("ddim", 3, 2), ("dpm++", 5, 2))),
-        evaluation=EvalConfig(n_val=4, steps=10, rounds=2, batch=4, ablation_steps=(5, 10),
-                              ablation_rounds=(1, 2), ablation_n_val=2,
-                              fast_settings=(("ddpm", 20, 2), ("ddpm", 5, 2), ("ddim", 5, 2),
-                                             ("dpm++", 5, 2))),
+        train_diffcmr=TrainConfig(
+            iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
+        ),
+        train_unet=TrainConfig(
+            iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
+        ),
+        train_cgan=TrainConfig(
+            iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
+        ),
+        method_options={
+            "cs": CSConfig(weights=(1e-2, 1e-1), iteration_grid=(5, 10), tuning_slices=1)
+        },
+        evidence=EvidenceConfig(
+            seeds=(0, 1),
+            min_snapshots=2,
+            n_val=4,
+            validation_sampler=("ddim", 3, 2),
+            reference=("ddpm", 10, 2),
+            candidates=(("ddim", 3, 2), ("dpm++", 5, 2)),
+        ),
+        evaluation=EvalConfig(
+            n_val=4,
+            steps=10,
+            rounds=2,
+            batch=4,
+            ablation_steps=(5, 10),
+            ablation_rounds=(1, 2),
+            ablation_n_val=2,
+            fast_settings=(("ddpm", 20, 2), ("ddpm", 5, 2), ("ddim", 5, 2), ("dpm++", 5, 2)),
+        ),
         budget_minutes=5.0,
     ),
 }
@@ -301,36 +441,71 @@ def dry_run(profile: Profile) -> Profile:
     memory or configuration error of the profile shows on a CPU in minutes (CI runs
     ``gpu-dry``). Its results mean nothing."""
     ev = profile.evaluation
-    curves = profile.evidence is not None        # two chunks of one step: the convergence test runs
-    few = dict(iterations=2 if curves else 1, batch_size=1, log_every=1, checkpoint_every=1,
-               snapshot_every=1 if curves else 0)
+    curves = profile.evidence is not None  # two chunks of one step: the convergence test runs
+    few = dict(
+        iterations=2 if curves else 1,
+        batch_size=1,
+        log_every=1,
+        checkpoint_every=1,
+        snapshot_every=1 if curves else 0,
+    )
     settings = tuple(dict.fromkeys((s, min(t, 3), min(r, 2)) for s, t, r in ev.fast_settings))
     size = max(32, profile.preprocess.size // 2)
     return dataclasses.replace(
-        profile, name=profile.name + DRY, real_data=False, budget_minutes=30.0, accs=(4,),
+        profile,
+        name=profile.name + DRY,
+        real_data=False,
+        budget_minutes=30.0,
+        accs=(4,),
         preprocess=dataclasses.replace(profile.preprocess, size=size, coils=("MultiCoil",)),
         diffcmr=dataclasses.replace(profile.diffcmr, image_size=size),
-        phantom=dataclasses.replace(profile.phantom, n_cases=3, n_val_cases=0, cine_frames=1, sax_slices=2,
-                                    lax_slices=1, mapping_slices=1),
+        phantom=dataclasses.replace(
+            profile.phantom,
+            n_cases=3,
+            n_val_cases=0,
+            cine_frames=1,
+            sax_slices=2,
+            lax_slices=1,
+            mapping_slices=1,
+        ),
         train_diffcmr=dataclasses.replace(profile.train_diffcmr, **few),
         train_unet=dataclasses.replace(profile.train_unet, **few),
         train_cgan=dataclasses.replace(profile.train_cgan, **few),
-        evidence=None if profile.evidence is None else dataclasses.replace(
-            profile.evidence, seeds=profile.evidence.seeds[:2], min_snapshots=2, n_val=1,
-            reference=("ddpm", 3, 2), candidates=(("ddim", 2, 2), ("dpm++", 2, 2)),
-            validation_sampler=("ddim", 2, 2)),
-        evaluation=dataclasses.replace(ev, n_val=1, steps=2, rounds=2, batch=1, ablation_steps=(2, 3),
-                                       ablation_rounds=(1, 2), ablation_n_val=1, fast_settings=settings))
+        evidence=None
+        if profile.evidence is None
+        else dataclasses.replace(
+            profile.evidence,
+            seeds=profile.evidence.seeds[:2],
+            min_snapshots=2,
+            n_val=1,
+            reference=("ddpm", 3, 2),
+            candidates=(("ddim", 2, 2), ("dpm++", 2, 2)),
+            validation_sampler=("ddim", 2, 2),
+        ),
+        evaluation=dataclasses.replace(
+            ev,
+            n_val=1,
+            steps=2,
+            rounds=2,
+            batch=1,
+            ablation_steps=(2, 3),
+            ablation_rounds=(1, 2),
+            ablation_n_val=1,
+            fast_settings=settings,
+        ),
+    )
 
 
 def get_profile(name: str | None = None) -> Profile:
     """A profile by name; ``None`` reads ``$DIFFCMR_PROFILE`` (default ``quick``). A name ending
     in ``-dry`` (e.g. ``gpu-dry``) is that profile's :func:`dry_run`."""
     name = name or os.environ.get("DIFFCMR_PROFILE", "quick")
-    base = name[:-len(DRY)] if name.endswith(DRY) else name
+    base = name[: -len(DRY)] if name.endswith(DRY) else name
     if base not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
-                         f"(or <name>{DRY} for a dry run)")
+        raise ValueError(
+            f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
+            f"(or <name>{DRY} for a dry run)"
+        )
     return dry_run(PROFILES[base]) if base != name else PROFILES[base]
 
 
@@ -343,7 +518,7 @@ def repo_root() -> Path:
     """The study's folder: ``$DIFFCMR_HOME``, else the checkout holding this package."""
     if "DIFFCMR_HOME" in os.environ:
         return Path(os.environ["DIFFCMR_HOME"])
-    here = Path(__file__).resolve().parents[2]              # diffcmr_core/study/profiles.py
+    here = Path(__file__).resolve().parents[2]  # diffcmr_core/study/profiles.py
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
@@ -366,9 +541,9 @@ class Paths:
     profile: str
     root: Path
     uses_real_data: bool = False
-    data_profile: str | None = None           # whose synthetic data and pairs (default: own)
-    figures_dir: Path | None = None           # default: figures/<profile> (see notebook.start)
-    shared_models: bool = False               # one model per task for every factor
+    data_profile: str | None = None  # whose synthetic data and pairs (default: own)
+    figures_dir: Path | None = None  # default: figures/<profile> (see notebook.start)
+    shared_models: bool = False  # one model per task for every factor
 
     @property
     def real_data(self) -> Path | None:
@@ -380,15 +555,19 @@ class Paths:
             line = f"profile {self.profile}: synthetic phantom at {self.data}"
             ignored = real_data_root(self.root)
             if ignored is not None:
-                line += (f" (the real tree at {ignored} is used only by profiles with real_data, "
-                         "e.g. paper)")
+                line += (
+                    f" (the real tree at {ignored} is used only by profiles with real_data, "
+                    "e.g. paper)"
+                )
             return line
         return f"profile {self.profile}: real CMRxRecon data at {self.data}"
 
     @property
     def data(self) -> Path:
         """The CMRxRecon tree used: the real one when configured, else the synthetic one."""
-        return self.real_data or self.root / "data" / "synthetic" / (self.data_profile or self.profile)
+        return self.real_data or self.root / "data" / "synthetic" / (
+            self.data_profile or self.profile
+        )
 
     @property
     def is_synthetic(self) -> bool:
@@ -408,9 +587,14 @@ class Paths:
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
         """The checkpoint folder of the model that reconstructs ``task`` at ``acc``: its own
-        (``<task>_accNN_<method>``), or the task's model for every factor (``<task>_accall_<method>``)
+        (``<task>_accNN_<method>``), or the task's model for every factor
+        (``<task>_accall_<method>``)
         when the profile has ``shared_models``."""
-        return self.runs / "models" / f"{task}_acc{'all' if self.shared_models else f'{acc:02d}'}_{method}"
+        return (
+            self.runs
+            / "models"
+            / f"{task}_acc{'all' if self.shared_models else f'{acc:02d}'}_{method}"
+        )
 
     def eval_dir(self, task: str, acc: int) -> Path:
         return self.runs / "eval" / f"{task}_acc{acc:02d}"
@@ -419,5 +603,10 @@ class Paths:
 def paths_for(profile: Profile | str) -> Paths:
     """The folders of a profile (by name or instance)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    return Paths(profile.name, repo_root(), profile.real_data, profile.data_name,
-                 shared_models=profile.shared_models)
+    return Paths(
+        profile.name,
+        repo_root(),
+        profile.real_data,
+        profile.data_name,
+        shared_models=profile.shared_models,
+    )

@@ -24,19 +24,30 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
     (both protocols), ablation (with the public code's choices), fast sampling and maps. Steps
     cached for another configuration are left out."""
     runs = paths_for(profile).runs
-    totals = {"training": 0.0, "evaluation": 0.0, "ablation": 0.0, "fast sampling": 0.0, "maps": 0.0}
+    totals = {
+        "training": 0.0,
+        "evaluation": 0.0,
+        "ablation": 0.0,
+        "fast sampling": 0.0,
+        "maps": 0.0,
+    }
     for log in sorted((runs / "models").glob("*/loss.csv")):
         session_max, last = 0.0, 0.0
         for row in read_csv(log):
             sec = float(row.get("seconds") or 0.0)
-            if sec < last:                       # the elapsed clock restarts when a run resumes
+            if sec < last:  # the elapsed clock restarts when a run resumes
                 totals["training"] += session_max
                 session_max = 0.0
             session_max, last = max(session_max, sec), sec
         totals["training"] += session_max
-    for key, pattern in (("evaluation", "eval/*/summary.json"), ("evaluation", "challenge/scores.json"),
-                         ("ablation", "ablation/*/ablation.json"), ("ablation", "public/*/choices.json"),
-                         ("fast sampling", "fast/*/comparison.json"), ("maps", "maps/*/summary.json")):
+    for key, pattern in (
+        ("evaluation", "eval/*/summary.json"),
+        ("evaluation", "challenge/scores.json"),
+        ("ablation", "ablation/*/ablation.json"),
+        ("ablation", "public/*/choices.json"),
+        ("fast sampling", "fast/*/comparison.json"),
+        ("maps", "maps/*/summary.json"),
+    ):
         for cache in sorted(runs.glob(pattern)):
             entry = read_entry(cache, profile)
             if entry is not None:
@@ -50,7 +61,9 @@ def notebook_seconds(profile: Profile) -> dict[str, float]:
     out = {}
     for marker in sorted((paths_for(profile).runs / "notebooks").glob("*.done.json")):
         try:
-            out[marker.name[:-len(".done.json")]] = float(json.loads(marker.read_text())["seconds"])
+            out[marker.name[: -len(".done.json")]] = float(
+                json.loads(marker.read_text())["seconds"]
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out
@@ -60,18 +73,36 @@ def _notebook_line(seconds: dict[str, float]) -> str:
     if not seconds:
         return "- notebook times: none recorded"
     parts = ", ".join(f"{k[:2]} {v:.0f} s" for k, v in seconds.items())
-    return (f"- notebook times (the `make study` runs that executed them): {parts}; "
-            f"{sum(seconds.values()) / 60:.1f} min in all, data generation included")
+    return (
+        f"- notebook times (the `make study` runs that executed them): {parts}; "
+        f"{sum(seconds.values()) / 60:.1f} min in all, data generation included"
+    )
 
 
 def _commit(root: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         # the study itself rewrites figures/, so only changes elsewhere make the commit inexact
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
-                                "--", ".", ":(exclude)figures"],
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)figures",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return out + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -103,11 +134,19 @@ def _results_section(task: str, rows: list[dict[str, str]]) -> list[str]:
     table = []
     for r in rows:
         acc, method = int(r["acc"]), r["method"]
-        p = paper.TABLE2_3[task].get(method, {}).get(acc)         # None: not in the paper
-        table.append({"method": method, "acc": acc, "PSNR": _f(r["psnr"]),
-                      "paper PSNR": _f(p[0]) if p else "-",
-                      "SSIM": _f(r["ssim"], 4), "paper SSIM": _f(p[1], 4) if p else "-",
-                      "NMSE": _f(r["nmse"], 4), "paper NMSE": _f(p[2], 4) if p else "-"})
+        p = paper.TABLE2_3[task].get(method, {}).get(acc)  # None: not in the paper
+        table.append(
+            {
+                "method": method,
+                "acc": acc,
+                "PSNR": _f(r["psnr"]),
+                "paper PSNR": _f(p[0]) if p else "-",
+                "SSIM": _f(r["ssim"], 4),
+                "paper SSIM": _f(p[1], 4) if p else "-",
+                "NMSE": _f(r["nmse"], 4),
+                "paper NMSE": _f(p[2], 4) if p else "-",
+            }
+        )
     out.append(to_markdown(table))
     for acc in sorted({int(r["acc"]) for r in rows}):
         by = {r["method"]: r for r in rows if int(r["acc"]) == acc}
@@ -118,93 +157,181 @@ def _results_section(task: str, rows: list[dict[str, str]]) -> list[str]:
         verdicts.append(
             f"- {acc}x: DiffCMR {'beats' if beats_raw else 'does NOT beat'} RAW in PSNR and NMSE "
             f"({_f(d['psnr'])} vs {_f(raw['psnr'])} dB); best PSNR here: {best} "
-            f"(paper: {paper_best}){' - agrees' if best == paper_best else ' - differs'}.")
+            f"(paper: {paper_best}){' - agrees' if best == paper_best else ' - differs'}."
+        )
     return out + verdicts
 
 
 def _paired_section(rows: list[dict[str, str]]) -> list[str]:
     """Every method against DiffCMR on the same slices (notebook 04's ``paired_psnr``)."""
-    table = [{"task": r["task"], "acc": r["acc"], "method": r["method"],
-              "d PSNR vs " + r["reference"]: _f(r["d_psnr"]),
-              "95 % CI": f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", "slices": r["slices"],
-              "beyond": "yes" if r["beyond"] == "True" else "no"} for r in rows]
+    table = [
+        {
+            "task": r["task"],
+            "acc": r["acc"],
+            "method": r["method"],
+            "d PSNR vs " + r["reference"]: _f(r["d_psnr"]),
+            "95 % CI": f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+            "slices": r["slices"],
+            "beyond": "yes" if r["beyond"] == "True" else "no",
+        }
+        for r in rows
+    ]
     held = [r for r in rows if r["beyond"] == "True"]
-    words = "; ".join(f"{r['method']} {'above' if float(r['d_psnr']) > 0 else 'below'} "
-                      f"{r['reference']} at {r['task']} {r['acc']}x ({float(r['d_psnr']):+.2f} dB)"
-                      for r in held) or "none"
-    return ["## Paired comparisons on the same slices (seed 0)", "",
-            "Per-slice PSNR differences against DiffCMR, with the 95 % confidence interval of their "
-            "mean over the slices (the slice-to-slice spread; the seed spread is in the Seeds section).",
-            "", to_markdown(table), "", f"Intervals that exclude 0: {words}.", ""]
+    words = (
+        "; ".join(
+            f"{r['method']} {'above' if float(r['d_psnr']) > 0 else 'below'} "
+            f"{r['reference']} at {r['task']} {r['acc']}x ({float(r['d_psnr']):+.2f} dB)"
+            for r in held
+        )
+        or "none"
+    )
+    return [
+        "## Paired comparisons on the same slices (seed 0)",
+        "",
+        "Per-slice PSNR differences against DiffCMR, with the 95 % confidence interval of their "
+        "mean over the slices (the slice-to-slice spread; the seed spread is in the Seeds "
+        "section).",
+        "",
+        to_markdown(table),
+        "",
+        f"Intervals that exclude 0: {words}.",
+        "",
+    ]
 
 
 def _compute_line(seconds: dict[str, float]) -> str:
     parts = " + ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
-    return (f"- compute behind these results: {sum(seconds.values()) / 60:.1f} min ({parts}; data "
-            "generation not included), from the training logs and the step caches, whichever runs made them")
+    return (
+        f"- compute behind these results: {sum(seconds.values()) / 60:.1f} min ({parts}; data "
+        "generation not included), from the training logs and the step caches, whichever runs "
+        "made them"
+    )
 
 
 def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) -> Path:
     """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote."""
     paths = paths_for(profile)
     fig = paths.figures
-    lines = [f"# DiffCMR study report: profile `{profile.name}`", "",
-             "## Provenance", "",
-             f"- profile: `{profile.name}` (see `diffcmr_core/study/profiles.py`)",
-             f"- data: {'synthetic phantom (diffcmr_core.data.phantom)' if paths.is_synthetic else f'real CMRxRecon at {paths.data}'}",
-             f"- device: {device_description()}; torch {torch.__version__}",
-             f"- commit: {_commit(paths.root)}",
-             f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-             _compute_line(compute_seconds(profile)),
-             _notebook_line(notebook_seconds(profile)),
-             f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: {', '.join(notebooks) or 'none, all reused'}; "
-             "finished steps are reused from the run folder unless forced)",
-             f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
-             + (f"{profile.evaluation.n_val} validation slices" if profile.evaluation.n_val else
-                f"the whole validation subset (at most {profile.preprocess.n_val_subset} slices)")
-             + f" per task and factor; image size {profile.preprocess.size}; DiffCMR output "
-             f"`{profile.diffcmr.prediction}`, loss weighting `{profile.diffcmr.loss_weighting}`, "
-             f"{profile.train_diffcmr.iterations} iterations",
-             "", "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
-             "what can be compared is the ordering of methods and the trends.", ""]
+    lines = [
+        f"# DiffCMR study report: profile `{profile.name}`",
+        "",
+        "## Provenance",
+        "",
+        f"- profile: `{profile.name}` (see `diffcmr_core/study/profiles.py`)",
+        "- data: "
+        + (
+            "synthetic phantom (diffcmr_core.data.phantom)"
+            if paths.is_synthetic
+            else f"real CMRxRecon at {paths.data}"
+        ),
+        f"- device: {device_description()}; torch {torch.__version__}",
+        f"- commit: {_commit(paths.root)}",
+        f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        _compute_line(compute_seconds(profile)),
+        _notebook_line(notebook_seconds(profile)),
+        f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: "
+        f"{', '.join(notebooks) or 'none, all reused'}; "
+        "finished steps are reused from the run folder unless forced)",
+        f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
+        + (
+            f"{profile.evaluation.n_val} validation slices"
+            if profile.evaluation.n_val
+            else f"the whole validation subset (at most {profile.preprocess.n_val_subset} slices)"
+        )
+        + f" per task and factor; image size {profile.preprocess.size}; DiffCMR output "
+        f"`{profile.diffcmr.prediction}`, loss weighting `{profile.diffcmr.loss_weighting}`, "
+        f"{profile.train_diffcmr.iterations} iterations",
+        "",
+        "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
+        "what can be compared is the ordering of methods and the trends.",
+        "",
+    ]
     lines += _evidence_section(fig)
     lines += _calibration_section(profile, fig, paths.root)
     t1 = read_csv(fig / "table1.csv")
-    lines += ["## Table 1: pairs", "", to_markdown(t1), "",
-              "Paper (real data), under the task each row counts:", "",
-              to_markdown(table1(paper.TABLE1_BY_TASK)), "", paper.table1_note(), ""]
-    for task, name, title in (("cine", "table2_cine", "Table 2: cine"),
-                              ("mapping", "table3_mapping", "Table 3: T1/T2 mapping")):
+    lines += [
+        "## Table 1: pairs",
+        "",
+        to_markdown(t1),
+        "",
+        "Paper (real data), under the task each row counts:",
+        "",
+        to_markdown(table1(paper.TABLE1_BY_TASK)),
+        "",
+        paper.table1_note(),
+        "",
+    ]
+    for task, name, title in (
+        ("cine", "table2_cine", "Table 2: cine"),
+        ("mapping", "table3_mapping", "Table 3: T1/T2 mapping"),
+    ):
         if (fig / f"{name}.csv").is_file():
-            lines += [f"## {title}", ""] + _results_section(task, read_csv(fig / f"{name}.csv")) + [""]
+            lines += (
+                [f"## {title}", ""] + _results_section(task, read_csv(fig / f"{name}.csv")) + [""]
+            )
         if (fig / f"{name}_protocols.csv").is_file():
             lines += _protocols_section(read_csv(fig / f"{name}_protocols.csv"))
     ev = profile.evaluation
     t_max, r_fixed = max(ev.ablation_steps), min(ev.rounds, max(ev.ablation_rounds))
-    for name, key, ref, title in (("table4a_steps", "steps", paper.TABLE4A,
-                                   f"Table 4(a): steps T (R = {r_fixed}; the paper's R = 4)"),
-                                  ("table4b_rounds", "rounds", paper.TABLE4B,
-                                   f"Table 4(b): rounds R (T = {t_max}; the paper's T = 1000)")):
+    for name, key, ref, title in (
+        (
+            "table4a_steps",
+            "steps",
+            paper.TABLE4A,
+            f"Table 4(a): steps T (R = {r_fixed}; the paper's R = 4)",
+        ),
+        (
+            "table4b_rounds",
+            "rounds",
+            paper.TABLE4B,
+            f"Table 4(b): rounds R (T = {t_max}; the paper's T = 1000)",
+        ),
+    ):
         if (fig / f"{name}.csv").is_file():
             rows = read_csv(fig / f"{name}.csv")
             table = []
             for r in rows:
                 k = r[key] if r[key] == "Raw" else int(r[key])
                 p = ref.get(k)
-                table.append({key: r[key], "PSNR": _f(r["psnr"]), "paper PSNR": _f(p[0]) if p else "-",
-                              "SSIM": _f(r["ssim"], 4), "paper SSIM": _f(p[1], 4) if p else "-",
-                              "NMSE": _f(r["nmse"], 4), "paper NMSE": _f(p[2], 4) if p else "-"})
+                table.append(
+                    {
+                        key: r[key],
+                        "PSNR": _f(r["psnr"]),
+                        "paper PSNR": _f(p[0]) if p else "-",
+                        "SSIM": _f(r["ssim"], 4),
+                        "paper SSIM": _f(p[1], 4) if p else "-",
+                        "NMSE": _f(r["nmse"], 4),
+                        "paper NMSE": _f(p[2], 4) if p else "-",
+                    }
+                )
             psnrs = [float(r["psnr"]) for r in rows if r[key] != "Raw"]
-            trend = "rises" if all(b >= a - 0.05 for a, b in zip(psnrs, psnrs[1:])) else "does not rise monotonically"
-            lines += [f"## {title}", "", to_markdown(table),
-                      f"Ours: PSNR {trend} with {key} (paper: rises).", ""]
+            trend = (
+                "rises"
+                if all(b >= a - 0.05 for a, b in zip(psnrs, psnrs[1:]))
+                else "does not rise monotonically"
+            )
+            lines += [
+                f"## {title}",
+                "",
+                to_markdown(table),
+                f"Ours: PSNR {trend} with {key} (paper: rises).",
+                "",
+            ]
     if (fig / "paired_psnr.csv").is_file():
         lines += _paired_section(read_csv(fig / "paired_psnr.csv"))
     if (fig / "table5_fast_sampling.csv").is_file():
         rows = read_csv(fig / "table5_fast_sampling.csv")
-        shown = [{k: (_f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)
-                      if k in ("psnr", "ssim", "nmse", "seconds_per_slice") else v) for k, v in r.items()}
-                 for r in rows]
+        shown = [
+            {
+                k: (
+                    _f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)
+                    if k in ("psnr", "ssim", "nmse", "seconds_per_slice")
+                    else v
+                )
+                for k, v in r.items()
+            }
+            for r in rows
+        ]
         lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(shown)]
     lines += _maps_section(fig)
     lines += _seeds_section(fig)
@@ -216,17 +343,26 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
 
 def _protocols_section(rows: list[dict[str, str]]) -> list[str]:
     """One task's methods scored by the paper's protocol and the challenge's, side by side."""
-    table = [{"method": r["method"], "acc": r["acc"],
-              "PSNR paper / challenge": f"{_f(r['paper psnr'])} / {_f(r['challenge psnr'])}",
-              "SSIM paper / challenge": f"{_f(r['paper ssim'], 4)} / {_f(r['challenge ssim'], 4)}",
-              "NMSE paper / challenge": f"{_f(r['paper nmse'], 4)} / {_f(r['challenge nmse'], 4)}"}
-             for r in rows]
-    return ["Both protocols: the paper's (each network-size image whole, the validation subset) and "
-            "the challenge's (every file of the validation cases at its original matrix size, "
-            "`run4Ranking`'s central two slices, first three cine frames, central third of the "
-            "read-out by half of the phase encoding, per-file then per-set means, the larger "
-            "MultiCoil / SingleCoil mean kept for each metric as the organisers' code does).", "",
-            to_markdown(table), ""]
+    table = [
+        {
+            "method": r["method"],
+            "acc": r["acc"],
+            "PSNR paper / challenge": f"{_f(r['paper psnr'])} / {_f(r['challenge psnr'])}",
+            "SSIM paper / challenge": f"{_f(r['paper ssim'], 4)} / {_f(r['challenge ssim'], 4)}",
+            "NMSE paper / challenge": f"{_f(r['paper nmse'], 4)} / {_f(r['challenge nmse'], 4)}",
+        }
+        for r in rows
+    ]
+    return [
+        "Both protocols: the paper's (each network-size image whole, the validation subset) and "
+        "the challenge's (every file of the validation cases at its original matrix size, "
+        "`run4Ranking`'s central two slices, first three cine frames, central third of the "
+        "read-out by half of the phase encoding, per-file then per-set means, the larger "
+        "MultiCoil / SingleCoil mean kept for each metric as the organisers' code does).",
+        "",
+        to_markdown(table),
+        "",
+    ]
 
 
 def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
@@ -236,17 +372,28 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
     if (fig / "calibration.csv").is_file():
         rows = read_csv(fig / "calibration.csv")
         ok = sum(r[k] == "True" for r in rows for k in ("psnr_ok", "ssim_ok", "nmse_ok"))
-        lines += [f"RAW (zero-filled input against the reference) of this profile's phantom at this "
-                  f"profile's preprocessing, beside the paper's; tolerances PSNR +-1 dB, SSIM "
-                  f"+-0.04, NMSE within x1.5 ({ok} of {3 * len(rows)} cells within); `range` = "
-                  "mean(gt^2) / max^2.", "", to_markdown(rows)]
+        lines += [
+            f"RAW (zero-filled input against the reference) of this profile's phantom at this "
+            f"profile's preprocessing, beside the paper's; tolerances PSNR +-1 dB, SSIM "
+            f"+-0.04, NMSE within x1.5 ({ok} of {3 * len(rows)} cells within); `range` = "
+            "mean(gt^2) / max^2.",
+            "",
+            to_markdown(rows),
+        ]
     if (fig / "sampling.csv").is_file():
-        lines += ["What each factor samples (its mask files; the central lines make the effective "
-                  "factor smaller than the nominal one):", "", to_markdown(read_csv(fig / "sampling.csv"))]
+        lines += [
+            "What each factor samples (its mask files; the central lines make the effective "
+            "factor smaller than the nominal one):",
+            "",
+            to_markdown(read_csv(fig / "sampling.csv")),
+        ]
     doc = root / "docs" / "calibration.md"
     if doc.is_file():
-        lines += ["At the paper's own preprocessing (512 -> 128, the `paper` profile's phantom): "
-                  "[docs/calibration.md](../../docs/calibration.md).", ""]
+        lines += [
+            "At the paper's own preprocessing (512 -> 128, the `paper` profile's phantom): "
+            "[docs/calibration.md](../../docs/calibration.md).",
+            "",
+        ]
     return lines
 
 
@@ -257,22 +404,44 @@ def _maps_section(fig: Path) -> list[str]:
         return []
 
     def rounded(rows: list[dict[str, str]], digits: int = 1) -> list[dict[str, str]]:
-        return [{k: (_f(v, digits) if k not in ("method", "acc", "pixels") else v) for k, v in r.items()}
-                for r in rows]
+        return [
+            {
+                k: (_f(v, digits) if k not in ("method", "acc", "pixels") else v)
+                for k, v in r.items()
+            }
+            for r in rows
+        ]
 
-    lines = ["## Table 6 (beyond the paper): T1 and T2 maps", "",
-             "Every method's reconstructions of the mapping validation slices (multi-coil) on their "
-             "common scale, fitted voxel by voxel (MOLLI three-parameter with polarity restoration and "
-             "the Look-Locker correction; T2-prep mono-exponential); mean absolute error and bias [ms] "
-             "in the myocardium and the blood pool, against the fully sampled images' maps:", "",
-             to_markdown(rounded(read_csv(fig / "table6_maps.csv")))]
+    lines = [
+        "## Table 6 (beyond the paper): T1 and T2 maps",
+        "",
+        "Every method's reconstructions of the mapping validation slices (multi-coil) on their "
+        "common scale, fitted voxel by voxel (MOLLI three-parameter with polarity restoration and "
+        "the Look-Locker correction; T2-prep mono-exponential); mean absolute error and bias [ms] "
+        "in the myocardium and the blood pool, against the fully sampled images' maps:",
+        "",
+        to_markdown(rounded(read_csv(fig / "table6_maps.csv"))),
+    ]
     for name, text, digits in (
-            ("table6_maps_truth", "Against the phantom's truth (the fully sampled maps' own error is the "
-                                  "floor: noise and partial volume):", 1),
-            ("table6_maps_scale", "Without the common scale (each weighted image at its own input's "
-                                  "maximum, as the network outputs it), myocardium:", 2),
-            ("table6_maps_uncertainty", "DiffCMR's uncertainty against its |T1 error| (Spearman, heart "
-                                        "pixels of the T1 slices):", 3)):
+        (
+            "table6_maps_truth",
+            "Against the phantom's truth (the fully sampled maps' own error is the "
+            "floor: noise and partial volume):",
+            1,
+        ),
+        (
+            "table6_maps_scale",
+            "Without the common scale (each weighted image at its own input's "
+            "maximum, as the network outputs it), myocardium:",
+            2,
+        ),
+        (
+            "table6_maps_uncertainty",
+            "DiffCMR's uncertainty against its |T1 error| (Spearman, heart "
+            "pixels of the T1 slices):",
+            3,
+        ),
+    ):
         if (fig / f"{name}.csv").is_file():
             lines += [text, "", to_markdown(rounded(read_csv(fig / f"{name}.csv"), digits))]
     return lines + _maps_discussion(fig) + [""]
@@ -287,32 +456,54 @@ def _maps_discussion(fig: Path) -> list[str]:
         parts = []
         for key in ("T1", "T2"):
             col = f"{key} myo MAE"
-            ranked = sorted((float(r[col]), r["method"]) for r in rows
-                            if r["acc"] == acc and r[col] not in ("", "nan"))
+            ranked = sorted(
+                (float(r[col]), r["method"])
+                for r in rows
+                if r["acc"] == acc and r[col] not in ("", "nan")
+            )
             if ranked:
-                parts.append(f"{key} best {ranked[0][1]} ({ranked[0][0]:.0f} ms), worst "
-                             f"{ranked[-1][1]} ({ranked[-1][0]:.0f} ms)")
-        out.append(f"- {acc}x, myocardium against the fully sampled maps: " + "; ".join(parts) + ".")
+                parts.append(
+                    f"{key} best {ranked[0][1]} ({ranked[0][0]:.0f} ms), worst "
+                    f"{ranked[-1][1]} ({ranked[-1][0]:.0f} ms)"
+                )
+        out.append(
+            f"- {acc}x, myocardium against the fully sampled maps: " + "; ".join(parts) + "."
+        )
     if (fig / "table6_maps_truth.csv").is_file():
-        floor = [r for r in read_csv(fig / "table6_maps_truth.csv") if r["method"] == "Fully sampled"]
+        floor = [
+            r for r in read_csv(fig / "table6_maps_truth.csv") if r["method"] == "Fully sampled"
+        ]
         if floor:
-            out.append(f"- The fully sampled maps themselves are {float(floor[0]['T1 myo MAE']):.0f} ms (T1) "
-                       f"and {float(floor[0]['T2 myo MAE']):.0f} ms (T2) from the truth in the myocardium: "
-                       "the floor.")
+            out.append(
+                f"- The fully sampled maps themselves are {float(floor[0]['T1 myo MAE']):.0f} "
+                f"ms (T1) "
+                f"and {float(floor[0]['T2 myo MAE']):.0f} ms (T2) from the truth in the "
+                f"myocardium: "
+                "the floor."
+            )
     if (fig / "table6_maps_scale.csv").is_file():
         sc = read_csv(fig / "table6_maps_scale.csv")
         own = [float(r["T1 myo MAE (own scale)"]) for r in sc]
         common = [float(r["T1 myo MAE (common scale)"]) for r in sc]
-        out.append(f"- Without the common scale the myocardial T1 error is {min(own):.0f}-{max(own):.0f} ms "
-                   f"(with it {min(common):.0f}-{max(common):.0f} ms).")
+        out.append(
+            f"- Without the common scale the myocardial T1 error is "
+            f"{min(own):.0f}-{max(own):.0f} ms "
+            f"(with it {min(common):.0f}-{max(common):.0f} ms)."
+        )
     if (fig / "table6_maps_uncertainty.csv").is_file():
         unc = read_csv(fig / "table6_maps_uncertainty.csv")
-        rhos = [float(r[k]) for r in unc for k in ("rho (std map)", "rho (T1 std over rounds)")
-                if r[k] not in ("", "nan")]
+        rhos = [
+            float(r[k])
+            for r in unc
+            for k in ("rho (std map)", "rho (T1 std over rounds)")
+            if r[k] not in ("", "nan")
+        ]
         if rhos:
-            out.append(f"- DiffCMR's uncertainty against its |T1 error|: Spearman rho "
-                       f"{min(rhos):.2f} to {max(rhos):.2f}" +
-                       (" (no useful prediction)." if max(abs(x) for x in rhos) < 0.3 else "."))
+            out.append(
+                f"- DiffCMR's uncertainty against its |T1 error|: Spearman rho "
+                f"{min(rhos):.2f} to {max(rhos):.2f}"
+                + (" (no useful prediction)." if max(abs(x) for x in rhos) < 0.3 else ".")
+            )
     return ["", *out]
 
 
@@ -322,20 +513,39 @@ def _seeds_section(fig: Path) -> list[str]:
     if not (fig / "seeds.csv").is_file():
         return []
     rows = read_csv(fig / "seeds.csv")
-    table = [{"task": r["task"], "acc": r["acc"], "method": r["method"], "seeds": r["seeds"],
-              "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
-              "SSIM": f"{float(r['ssim']):.4f} +- {float(r['ssim_sd']):.4f}",
-              "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}"} for r in rows]
+    table = [
+        {
+            "task": r["task"],
+            "acc": r["acc"],
+            "method": r["method"],
+            "seeds": r["seeds"],
+            "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
+            "SSIM": f"{float(r['ssim']):.4f} +- {float(r['ssim_sd']):.4f}",
+            "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}",
+        }
+        for r in rows
+    ]
     lines = ["## Seeds: mean +- standard deviation over retrained models", "", to_markdown(table)]
     if (fig / "seeds_orderings.csv").is_file():
         order = read_csv(fig / "seeds_orderings.csv")
-        holds = [f"{o['better']} > {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
-                 for o in order if o["holds"] == "True"]
-        within = [f"{o['better']} vs {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
-                  for o in order if o["holds"] != "True"]
-        lines += ["PSNR orderings beyond twice the larger standard deviation: "
-                  + ("; ".join(holds) or "none") + ".", "",
-                  "Within the spread (not established): " + ("; ".join(within) or "none") + ".", ""]
+        holds = [
+            f"{o['better']} > {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
+            for o in order
+            if o["holds"] == "True"
+        ]
+        within = [
+            f"{o['better']} vs {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
+            for o in order
+            if o["holds"] != "True"
+        ]
+        lines += [
+            "PSNR orderings beyond twice the larger standard deviation: "
+            + ("; ".join(holds) or "none")
+            + ".",
+            "",
+            "Within the spread (not established): " + ("; ".join(within) or "none") + ".",
+            "",
+        ]
     return lines
 
 
@@ -345,23 +555,37 @@ def _evidence_section(fig: Path) -> list[str]:
     if not (fig / "paired_seeds.csv").is_file():
         return []
     lines = ["## Evidence at convergence (notebook 10)", "", evidence_findings(fig), ""]
-    for name, title in (("convergence", "Convergence (validation PSNR; the rule in `study/evidence.py`)"),
-                        ("paired_seeds", "Paired over the same slices and over seeds"),
-                        ("seeds", "Seeds: mean and standard deviation"),
-                        ("seeds_table4a", "Table 4(a) over seeds"), ("seeds_table4b", "Table 4(b) over seeds"),
-                        ("curve_sampler", "The compute curve's sampler (paired with the reference)"),
-                        ("compute_crossings", "Where the compute curves cross"),
-                        ("inference_cost", "Inference cost on this machine")):
+    for name, title in (
+        ("convergence", "Convergence (validation PSNR; the rule in `study/evidence.py`)"),
+        ("paired_seeds", "Paired over the same slices and over seeds"),
+        ("seeds", "Seeds: mean and standard deviation"),
+        ("seeds_table4a", "Table 4(a) over seeds"),
+        ("seeds_table4b", "Table 4(b) over seeds"),
+        ("curve_sampler", "The compute curve's sampler (paired with the reference)"),
+        ("compute_crossings", "Where the compute curves cross"),
+        ("inference_cost", "Inference cost on this machine"),
+    ):
         if (fig / f"{name}.csv").is_file():
             rows = read_csv(fig / f"{name}.csv")
-            shown = [{k: (_f(v, 4 if "ssim" in k or "nmse" in k else 3 if "seconds" in k else 2)
-                          if _numeric(v) and "." in v else v) for k, v in r.items()} for r in rows]
+            shown = [
+                {
+                    k: (
+                        _f(v, 4 if "ssim" in k or "nmse" in k else 3 if "seconds" in k else 2)
+                        if _numeric(v) and "." in v
+                        else v
+                    )
+                    for k, v in r.items()
+                }
+                for r in rows
+            ]
             lines += [f"### {title}", "", to_markdown(shown) if shown else "none", ""]
     lines += ["Compute curve: `compute_curve.csv`, `fig_compute_curve.png`.", ""]
     return lines
 
 
-README_BEGIN = "<!-- evidence: generated from figures/cpu by `python -m diffcmr_core readme`; do not edit -->"
+README_BEGIN = (
+    "<!-- evidence: generated from figures/cpu by `python -m diffcmr_core readme`; do not edit -->"
+)
 README_END = "<!-- evidence: end -->"
 
 
@@ -371,18 +595,35 @@ def readme_evidence(fig: Path) -> str:
     rows = read_csv(fig / "seeds.csv")
     conv = read_csv(fig / "convergence.csv")
     cpu = sum(float(r["cpu_minutes"]) for r in conv)
-    table = [{"method": r["method"], "seeds": r["seeds"],
-              "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
-              "SSIM": f"{float(r['ssim']):.3f} +- {float(r['ssim_sd']):.3f}",
-              "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}"} for r in rows]
+    table = [
+        {
+            "method": r["method"],
+            "seeds": r["seeds"],
+            "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
+            "SSIM": f"{float(r['ssim']):.3f} +- {float(r['ssim_sd']):.3f}",
+            "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}",
+        }
+        for r in rows
+    ]
     first = rows[0]
-    return "\n".join([
-        README_BEGIN, "",
-        f"{first['task']} {first['acc']}x, {len({r['seed'] for r in conv})} training seeds, every "
-        f"network trained until its validation PSNR stopped improving ({cpu:.0f} CPU minutes of "
-        "training in all); mean +- standard deviation over the seeds "
-        "([`seeds.md`](figures/cpu/seeds.md), [`REPORT.md`](figures/cpu/REPORT.md)):", "",
-        to_markdown(table), "", evidence_findings(fig), "", README_END])
+    return "\n".join(
+        [
+            README_BEGIN,
+            "",
+            f"{first['task']} {first['acc']}x, {len({r['seed'] for r in conv})} training seeds, "
+            f"every "
+            f"network trained until its validation PSNR stopped improving ({cpu:.0f} CPU "
+            f"minutes of "
+            "training in all); mean +- standard deviation over the seeds "
+            "([`seeds.md`](figures/cpu/seeds.md), [`REPORT.md`](figures/cpu/REPORT.md)):",
+            "",
+            to_markdown(table),
+            "",
+            evidence_findings(fig),
+            "",
+            README_END,
+        ]
+    )
 
 
 def refresh_readme(readme: Path, fig: Path) -> bool:
@@ -415,19 +656,26 @@ def evidence_findings(fig: Path) -> str:
     if conv:
         ok = [r for r in conv if r["converged"] == "True"]
         bad = [f"{r['method']} seed {r['seed']}" for r in conv if r["converged"] != "True"]
-        parts.append(f"{len(ok)} of {len(conv)} networks converged (the last quarter of training "
-                     f"raised the best validation PSNR by less than 0.1 dB)"
-                     + (f"; not converged at the cap: {', '.join(bad)}" if bad else "") + ".")
+        parts.append(
+            f"{len(ok)} of {len(conv)} networks converged (the last quarter of training "
+            f"raised the best validation PSNR by less than 0.1 dB)"
+            + (f"; not converged at the cap: {', '.join(bad)}" if bad else "")
+            + "."
+        )
     order = []
     for r in paired:
         d, lo, hi, sd = (float(r[k]) for k in ("d_psnr", "ci_low", "ci_high", "seed_sd"))
         verdict = "beyond both spreads" if r["holds"] == "True" else "not established"
-        order.append(f"{r['method']} - DiffCMR {d:+.2f} dB (95 % CI over {r['slices']} slices "
-                     f"[{lo:.2f}, {hi:.2f}], seed sd {sd:.2f}; {verdict})")
+        order.append(
+            f"{r['method']} - DiffCMR {d:+.2f} dB (95 % CI over {r['slices']} slices "
+            f"[{lo:.2f}, {hi:.2f}], seed sd {sd:.2f}; {verdict})"
+        )
     head = paired[0]
-    parts.append(f"**Method ordering** ({head['task']} {head['acc']}x, {head['seeds']} seeds, "
-                 "paired over the same validation slices): " + "; ".join(order) + ". The paper "
-                 "claims DiffCMR beats U-Net and cGAN by a significant margin.")
+    parts.append(
+        f"**Method ordering** ({head['task']} {head['acc']}x, {head['seeds']} seeds, "
+        "paired over the same validation slices): " + "; ".join(order) + ". The paper "
+        "claims DiffCMR beats U-Net and cGAN by a significant margin."
+    )
     for name, key in (("seeds_table4a", "T"), ("seeds_table4b", "R")):
         if not (fig / f"{name}.csv").is_file():
             continue
@@ -440,13 +688,17 @@ def evidence_findings(fig: Path) -> str:
         gain = last[1] - first[1]
         beyond = abs(gain) > 2 * max(first[2], last[2])
         above = [k for k, m, _ in pts if raw is not None and m > float(raw["psnr"])]
-        parts.append(f"**{key}** ({listing} dB over seeds"
-                     + (f"; RAW {float(raw['psnr']):.2f}" if raw else "") + f"): from {key} = {first[0]} "
-                     f"to {last[0]} PSNR {'rises' if gain > 0 else 'falls'} by {abs(gain):.2f} dB, "
-                     f"{'beyond' if beyond else 'within'} twice the seed spread"
-                     + (f"; above RAW from {key} = {above[0]}" if key == "T" and above else "")
-                     + f" (the paper: rises with {key}"
-                     + (", above RAW from about T = 100" if key == "T" else "") + ").")
+        parts.append(
+            f"**{key}** ({listing} dB over seeds"
+            + (f"; RAW {float(raw['psnr']):.2f}" if raw else "")
+            + f"): from {key} = {first[0]} "
+            f"to {last[0]} PSNR {'rises' if gain > 0 else 'falls'} by {abs(gain):.2f} dB, "
+            f"{'beyond' if beyond else 'within'} twice the seed spread"
+            + (f"; above RAW from {key} = {above[0]}" if key == "T" and above else "")
+            + f" (the paper: rises with {key}"
+            + (", above RAW from about T = 100" if key == "T" else "")
+            + ")."
+        )
     return " ".join(parts)
 
 
@@ -456,24 +708,34 @@ def ablation_findings(steps_rows: list[dict], rounds_rows: list[dict]) -> str:
     paper's trend: PSNR rises with T and with R)."""
     raw = float(steps_rows[0]["psnr"])
     steps = [(int(r["steps"]), float(r["psnr"])) for r in steps_rows if str(r["steps"]) != "Raw"]
-    rounds = [(int(r["rounds"]), float(r["psnr"])) for r in rounds_rows if str(r["rounds"]) != "Raw"]
+    rounds = [
+        (int(r["rounds"]), float(r["psnr"])) for r in rounds_rows if str(r["rounds"]) != "Raw"
+    ]
 
     def listing(points, key):
-        return ", ".join(f"{p:.2f}" for _, p in points) + " dB for " + key + " = " + \
-            ", ".join(str(k) for k, _ in points)
+        return (
+            ", ".join(f"{p:.2f}" for _, p in points)
+            + " dB for "
+            + key
+            + " = "
+            + ", ".join(str(k) for k, _ in points)
+        )
 
     def rises(points):
         return all(b >= a - 0.05 for (_, a), (_, b) in zip(points, points[1:]))
 
     best_t = max(steps, key=lambda kp: kp[1])
-    out = [f"- **R**: PSNR {'rises' if rises(rounds) else 'does not rise monotonically'} with the "
-           f"number of rounds ({listing(rounds, 'R')}; RAW {raw:.2f} dB); the paper: rises.",
-           f"- **T**: PSNR {'rises' if rises(steps) else 'does not rise monotonically'} with the chain "
-           f"length ({listing(steps, 'T')}); best at T = {best_t[0]}; the paper: rises, with its "
-           f"T = 20 and T = 100 rows below RAW. The public code cannot have made those two rows "
-           f"as shipped: it builds an N-step chain by scaling the 1000-step betas by 1000 / N, so "
-           f"at N = 20 beta reaches 1, abar_T = 0 and sampling returns NaN, and N = 100 is its "
-           f"training chain itself; ours respace one 1000-step chain (notebook 05)."]
+    out = [
+        f"- **R**: PSNR {'rises' if rises(rounds) else 'does not rise monotonically'} with the "
+        f"number of rounds ({listing(rounds, 'R')}; RAW {raw:.2f} dB); the paper: rises.",
+        f"- **T**: PSNR {'rises' if rises(steps) else 'does not rise monotonically'} with the "
+        f"chain "
+        f"length ({listing(steps, 'T')}); best at T = {best_t[0]}; the paper: rises, with its "
+        f"T = 20 and T = 100 rows below RAW. The public code cannot have made those two rows "
+        f"as shipped: it builds an N-step chain by scaling the 1000-step betas by 1000 / N, so "
+        f"at N = 20 beta reaches 1, abar_T = 0 and sampling returns NaN, and N = 100 is its "
+        f"training chain itself; ours respace one 1000-step chain (notebook 05).",
+    ]
     return "\n".join(out)
 
 
@@ -481,29 +743,51 @@ def fast_sampling_findings(rows: list[dict]) -> str:
     """What Table 5 shows, in Markdown sentences generated from its rows."""
     ref = next(r for r in rows if r.get("reference"))
     plain = [r for r in rows if r["nfe"] and _dc(r) == "none" and not r.get("reference")]
-    out = [f"- Paper protocol ({ref['label']}): {float(ref['psnr']):.2f} dB, SSIM {float(ref['ssim']):.3f}, "
-           f"{ref['nfe']} network evaluations per slice."]
+    out = [
+        f"- Paper protocol ({ref['label']}): {float(ref['psnr']):.2f} dB, SSIM "
+        f"{float(ref['ssim']):.3f}, "
+        f"{ref['nfe']} network evaluations per slice."
+    ]
     if plain:
         best = max(plain, key=lambda r: float(r["psnr"]))
-        out.append(f"- Best without data consistency: {best['label']}, {float(best['psnr']):.2f} dB "
-                   f"({float(best['psnr']) - float(ref['psnr']):+.2f} dB) at {best['nfe']} evaluations "
-                   f"({ref['nfe'] / best['nfe']:.0f}x fewer), {float(best['seconds_per_slice']):.3f} s "
-                   f"per slice against {float(ref['seconds_per_slice']):.3f} s.")
-    none = {(r["sampler"], r["steps"], r["rounds"]): r for r in rows if r["nfe"] and _dc(r) == "none"}
-    what = {"magnitude": "on the magnitude images (the acquired lines of the zero-filled magnitude "
-                         "image's k-space, which is not the acquisition)",
-            "coil": "on the acquired coil data (ESPIRiT maps, the low-resolution phase, the "
-                    "measured lines, RSS)"}
+        out.append(
+            f"- Best without data consistency: {best['label']}, {float(best['psnr']):.2f} dB "
+            f"({float(best['psnr']) - float(ref['psnr']):+.2f} dB) at {best['nfe']} evaluations "
+            f"({ref['nfe'] / best['nfe']:.0f}x fewer), {float(best['seconds_per_slice']):.3f} s "
+            f"per slice against {float(ref['seconds_per_slice']):.3f} s."
+        )
+    none = {
+        (r["sampler"], r["steps"], r["rounds"]): r for r in rows if r["nfe"] and _dc(r) == "none"
+    }
+    what = {
+        "magnitude": "on the magnitude images (the acquired lines of the zero-filled magnitude "
+        "image's k-space, which is not the acquisition)",
+        "coil": "on the acquired coil data (ESPIRiT maps, the low-resolution phase, the "
+        "measured lines, RSS)",
+    }
     for variant, words in what.items():
         dc = [r for r in rows if _dc(r) == variant]
         if not dc:
             continue
-        gains = [float(r["psnr"]) - float(none[(r["sampler"], r["steps"], r["rounds"])]["psnr"]) for r in dc]
-        at_ref = next((g for r, g in zip(dc, gains) if (r["sampler"], r["steps"], r["rounds"])
-                       == (ref["sampler"], ref["steps"], ref["rounds"])), None)
-        out.append(f"- Data consistency {words} changes PSNR by {min(gains):+.2f} to {max(gains):+.2f} dB"
-                   + (f" ({at_ref:+.2f} dB at the paper protocol)" if at_ref is not None else "")
-                   + f"; SSIM {min(float(r['ssim']) for r in dc):.3f}-{max(float(r['ssim']) for r in dc):.3f}.")
+        gains = [
+            float(r["psnr"]) - float(none[(r["sampler"], r["steps"], r["rounds"])]["psnr"])
+            for r in dc
+        ]
+        at_ref = next(
+            (
+                g
+                for r, g in zip(dc, gains)
+                if (r["sampler"], r["steps"], r["rounds"])
+                == (ref["sampler"], ref["steps"], ref["rounds"])
+            ),
+            None,
+        )
+        ssims = [float(r["ssim"]) for r in dc]
+        out.append(
+            f"- Data consistency {words} changes PSNR by {min(gains):+.2f} to {max(gains):+.2f} dB"
+            + (f" ({at_ref:+.2f} dB at the paper protocol)" if at_ref is not None else "")
+            + f"; SSIM {min(ssims):.3f}-{max(ssims):.3f}."
+        )
     return "\n".join(out)
 
 
@@ -515,8 +799,9 @@ def _dc(row: dict) -> str:
     return str(v)
 
 
-def evaluation_findings(tables: dict[str, list[dict]], protocols: dict[str, list[dict]] | None = None
-                        ) -> str:
+def evaluation_findings(
+    tables: dict[str, list[dict]], protocols: dict[str, list[dict]] | None = None
+) -> str:
     """Tables 2 and 3 in sentences (notebook 04): per task and factor, the best method by PSNR and
     by SSIM on the paper's protocol, DiffCMR's gain over RAW, and, when given, the best method by
     the challenge's protocol."""
@@ -526,15 +811,21 @@ def evaluation_findings(tables: dict[str, list[dict]], protocols: dict[str, list
             here = {r["method"]: r for r in rows if r["acc"] == acc}
             best_psnr = max(here, key=lambda m: here[m]["psnr"])
             best_ssim = max(here, key=lambda m: here[m]["ssim"])
-            line = (f"* **{task} {acc}x**: best PSNR {best_psnr} ({here[best_psnr]['psnr']:.2f} dB), "
-                    f"best SSIM {best_ssim} ({here[best_ssim]['ssim']:.3f})")
+            line = (
+                f"* **{task} {acc}x**: best PSNR {best_psnr} ({here[best_psnr]['psnr']:.2f} dB), "
+                f"best SSIM {best_ssim} ({here[best_ssim]['ssim']:.3f})"
+            )
             if "DiffCMR" in here and "RAW" in here:
-                line += (f"; DiffCMR {here['DiffCMR']['psnr']:.2f} dB, "
-                         f"{here['DiffCMR']['psnr'] - here['RAW']['psnr']:+.2f} dB over RAW")
+                line += (
+                    f"; DiffCMR {here['DiffCMR']['psnr']:.2f} dB, "
+                    f"{here['DiffCMR']['psnr'] - here['RAW']['psnr']:+.2f} dB over RAW"
+                )
             if protocols and task in protocols:
                 ch = {r["method"]: r for r in protocols[task] if r["acc"] == acc}
                 if ch:
                     top = max(ch, key=lambda m: ch[m]["challenge psnr"])
-                    line += f"; by the challenge's protocol {top} ({ch[top]['challenge psnr']:.2f} dB)"
+                    line += (
+                        f"; by the challenge's protocol {top} ({ch[top]['challenge psnr']:.2f} dB)"
+                    )
             lines.append(line + ".")
     return "\n".join(lines)

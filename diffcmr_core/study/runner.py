@@ -23,8 +23,10 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 
 # notebooks whose evaluation needs the phantom's truth: skipped, with this reason, on real data
-NEEDS_PHANTOM = {"09_mapping": "the maps' errors need the phantom's tissue labels and truth maps "
-                               "(diffcmr_core.fit_t1 / fit_t2 fit maps of any images)"}
+NEEDS_PHANTOM = {
+    "09_mapping": "the maps' errors need the phantom's tissue labels and truth maps "
+    "(diffcmr_core.fit_t1 / fit_t2 fit maps of any images)"
+}
 
 
 EVIDENCE = "10_evidence"
@@ -39,8 +41,10 @@ def skip_reason(notebook: str, paths, profile=None) -> str | None:
     if profile is not None and profile.notebooks is not None and notebook not in profile.notebooks:
         return f"not in profile {profile.name}'s notebooks ({', '.join(profile.notebooks)})"
     if profile is not None and notebook == EVIDENCE and profile.evidence is None:
-        return (f"profile {profile.name} has no evidence settings (the evidence study is "
-                "`make study PROFILE=cpu`)")
+        return (
+            f"profile {profile.name} has no evidence settings (the evidence study is "
+            "`make study PROFILE=cpu`)"
+        )
     return None
 
 
@@ -68,12 +72,16 @@ def is_done(run_dir: Path, notebook: Path, parameters: dict) -> bool:
     if not marker.is_file() or not (run_dir / notebook.name).is_file():
         return False
     try:
-        return json.loads(marker.read_text()).get("fingerprint") == _fingerprint(notebook, parameters)
+        return json.loads(marker.read_text()).get("fingerprint") == _fingerprint(
+            notebook, parameters
+        )
     except (OSError, ValueError):
         return False
 
 
-def run_study(profile_name: str = "quick", *, force: bool = False, only: list[str] | None = None) -> Path:
+def run_study(
+    profile_name: str = "quick", *, force: bool = False, only: list[str] | None = None
+) -> Path:
     """Execute the notebooks in order with papermill for a profile; write REPORT.md.
 
     ``force`` runs every notebook and makes each recompute its own step. A failing notebook
@@ -86,8 +94,10 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
     names = [nb.stem for nb in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
-        raise DiffCMRError(None, f"--only: no notebook named {', '.join(unknown)}; the notebooks "
-                                 f"are {', '.join(names)}")
+        raise DiffCMRError(
+            None,
+            f"--only: no notebook named {', '.join(unknown)}; the notebooks are {', '.join(names)}",
+        )
     if profile.evidence is not None:
         # CPU minutes are measured: OpenMP's idle threads must not spin (spinning counts as CPU
         # time when another process shares the cores); the kernels inherit this
@@ -112,14 +122,29 @@ def run_study(profile_name: str = "quick", *, force: bool = False, only: list[st
         print(f"[study] {nb.name} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent),
-                                progress_bar=False, kernel_name="python3")
+            pm.execute_notebook(
+                str(nb),
+                str(out),
+                parameters=params,
+                cwd=str(nb.parent),
+                progress_bar=False,
+                kernel_name="python3",
+            )
         except pm.PapermillExecutionError as err:
-            raise SystemExit(f"[study] {nb.name} failed in cell {err.exec_count}: {err.ename}: "
-                             f"{err.evalue}\n(executed copy: {out})") from None
+            raise SystemExit(
+                f"[study] {nb.name} failed in cell {err.exec_count}: {err.ename}: "
+                f"{err.evalue}\n(executed copy: {out})"
+            ) from None
         seconds = time.perf_counter() - t0
-        write_text_atomic(_marker(run_dir, nb), json.dumps(
-            {"fingerprint": _fingerprint(nb, {**params, "force": False}), "seconds": round(seconds, 1)}))
+        write_text_atomic(
+            _marker(run_dir, nb),
+            json.dumps(
+                {
+                    "fingerprint": _fingerprint(nb, {**params, "force": False}),
+                    "seconds": round(seconds, 1),
+                }
+            ),
+        )
         ran.append(nb.stem)
         print(f"[study] {nb.name} done in {seconds:.0f} s", flush=True)
     report = write_report(profile, time.perf_counter() - start, ran)

@@ -25,33 +25,53 @@ def seed_profile(profile: Profile, seed: int, threads: int | None = None) -> Pro
         return profile
     name = profile.name + (f"-t{threads}" if threads else "") + (f"-seed{seed}" if seed else "")
     return dataclasses.replace(
-        profile, name=name, data_name=profile.data_name or profile.name,
+        profile,
+        name=name,
+        data_name=profile.data_name or profile.name,
         train_diffcmr=dataclasses.replace(profile.train_diffcmr, seed=seed),
         train_unet=dataclasses.replace(profile.train_unet, seed=seed),
         train_cgan=dataclasses.replace(profile.train_cgan, seed=seed),
-        evaluation=dataclasses.replace(profile.evaluation, seed=seed))
+        evaluation=dataclasses.replace(profile.evaluation, seed=seed),
+    )
 
 
-def seed_results(profile: Profile, seeds: tuple[int, ...], *, threads: int | None = None,
-                 factors: tuple[tuple[str, int], ...] | None = None, progress: bool = True
-                 ) -> dict[int, dict[tuple[str, int], dict[str, dict[str, float]]]]:
+def seed_results(
+    profile: Profile,
+    seeds: tuple[int, ...],
+    *,
+    threads: int | None = None,
+    factors: tuple[tuple[str, int], ...] | None = None,
+    progress: bool = True,
+) -> dict[int, dict[tuple[str, int], dict[str, dict[str, float]]]]:
     """Train and evaluate every method for each seed: ``[seed][(task, acc)][method] -> metrics``."""
     from diffcmr_core.study.steps import evaluate_factor
 
     factors = factors or tuple(itertools.product(profile.tasks, profile.accs))
-    return {s: {(task, acc): evaluate_factor(seed_profile(profile, s, threads), task, acc,
-                                             progress=progress)
-                for task, acc in factors} for s in seeds}
+    return {
+        s: {
+            (task, acc): evaluate_factor(
+                seed_profile(profile, s, threads), task, acc, progress=progress
+            )
+            for task, acc in factors
+        }
+        for s in seeds
+    }
 
 
-def seed_table(results: dict[int, dict[tuple[str, int], dict[str, dict[str, float]]]]
-               ) -> list[dict[str, object]]:
+def seed_table(
+    results: dict[int, dict[tuple[str, int], dict[str, dict[str, float]]]],
+) -> list[dict[str, object]]:
     """Mean and (sample) standard deviation over seeds per task, factor and method."""
     seeds = sorted(results)
     rows = []
     for task, acc in results[seeds[0]]:
         for method in results[seeds[0]][(task, acc)]:
-            row: dict[str, object] = {"task": task, "acc": acc, "method": method, "seeds": len(seeds)}
+            row: dict[str, object] = {
+                "task": task,
+                "acc": acc,
+                "method": method,
+                "seeds": len(seeds),
+            }
             for m in METRICS:
                 values = np.array([results[s][(task, acc)][method][m] for s in seeds])
                 row[m] = float(values.mean())
@@ -72,8 +92,15 @@ def orderings(rows: list[dict[str, object]], metric: str = "psnr") -> list[dict[
             diff = float(a[metric]) - float(b[metric])
             spread = 2 * max(float(a[f"{metric}_sd"]), float(b[f"{metric}_sd"]))
             better, worse = (a, b) if diff >= 0 else (b, a)
-            out.append({"task": task, "acc": acc, "better": better["method"],
-                        "worse": worse["method"], f"d_{metric}": abs(diff),
-                        "two_sd": spread,
-                        "holds": int(a["seeds"]) > 1 and abs(diff) > spread})
+            out.append(
+                {
+                    "task": task,
+                    "acc": acc,
+                    "better": better["method"],
+                    "worse": worse["method"],
+                    f"d_{metric}": abs(diff),
+                    "two_sd": spread,
+                    "holds": int(a["seeds"]) > 1 and abs(diff) > spread,
+                }
+            )
     return out

@@ -98,8 +98,9 @@ def launched(timeout_hours: float = 6.0) -> Iterator[Ranks]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo",
-                            timeout=datetime.timedelta(hours=timeout_hours))
+    dist.init_process_group(
+        "nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=timeout_hours)
+    )
     try:
         yield current()
     finally:
@@ -138,9 +139,16 @@ def chunk_path(folder: Path, lo: int, hi: int) -> Path:
     return Path(folder) / f"slices_{lo:06d}-{hi:06d}.npz"
 
 
-def map_chunks(n: int, chunk: int, work: Callable[[int, int], Arrays], folder: str | Path, *,
-               ranks: Ranks | None = None, progress: bool = False, desc: str = "chunks"
-               ) -> Arrays:
+def map_chunks(
+    n: int,
+    chunk: int,
+    work: Callable[[int, int], Arrays],
+    folder: str | Path,
+    *,
+    ranks: Ranks | None = None,
+    progress: bool = False,
+    desc: str = "chunks",
+) -> Arrays:
     """``work(lo, hi)`` -> arrays whose slice axis is the third from last (``[..., N, S, S]``,
     as :func:`~diffcmr_core.method.inference.reconstruct_all` returns them) for every chunk
     ``lo:hi`` of ``range(n)`` in steps of ``chunk``, split over ``ranks``; each chunk saved in

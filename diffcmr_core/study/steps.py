@@ -11,9 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcmr_core.data.pairs import build_pairs, load_pairs, pair_counts, pairs_path, pairs_stamp, table1
 from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.pairs import (
+    build_pairs,
+    load_pairs,
+    pair_counts,
+    pairs_path,
+    pairs_stamp,
+    table1,
+)
 from diffcmr_core.data.phantom import effective_acceleration, expected_pair_counts, make_phantom
 from diffcmr_core.method.evaluate import evaluate, read_recon
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
@@ -27,13 +34,21 @@ from diffcmr_core.tables import read_csv
 
 # ----------------------------------------------------------------------------- data and training
 def ensure_data(profile: Profile, *, progress: bool = True, force: bool = False) -> Path:
-    """The CMRxRecon tree (synthetic unless the profile reads the real one) and the paired slices."""
+    """The CMRxRecon tree (synthetic unless the profile reads the real one) and the paired
+    slices."""
     paths = paths_for(profile)
     if paths.is_synthetic:
         make_phantom(paths.data, profile.phantom, progress=progress)
     for task in profile.tasks:
-        build_pairs(paths.data, paths.pairs, task, profile.preprocess, accs=profile.accs,
-                    progress=progress, force=force)
+        build_pairs(
+            paths.data,
+            paths.pairs,
+            task,
+            profile.preprocess,
+            accs=profile.accs,
+            progress=progress,
+            force=force,
+        )
     return paths.pairs
 
 
@@ -43,18 +58,31 @@ def crop_preprocess(profile: Profile):
     return dataclasses.replace(profile.preprocess, crop=True, roi=None)
 
 
-def val_pairs(profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None):
+def val_pairs(
+    profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None
+):
     """``(input, target, meta)`` of the first ``n`` slices of the validation subset (all if
     None), checked to come from this profile's preprocessing."""
     paths = paths_for(profile)
     pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
     folder = paths.pairs if crop_dir is None else crop_dir
-    return load_pairs(pairs_path(folder, task, acc), "val_subset", subset=n,
-                      expect=pairs_stamp(paths.data, task, pre))
+    return load_pairs(
+        pairs_path(folder, task, acc),
+        "val_subset",
+        subset=n,
+        expect=pairs_stamp(paths.data, task, pre),
+    )
 
 
-def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
-                   progress: bool = True, force: bool = False) -> Path | None:
+def ensure_trained(
+    profile: Profile,
+    task: str,
+    acc: int,
+    method: str,
+    *,
+    progress: bool = True,
+    force: bool = False,
+) -> Path | None:
     """Fit (train, resume or reuse) ``method``'s model that reconstructs ``task`` at ``acc``
     (:meth:`~diffcmr_core.study.methods.Method.fit`); returns its artefact (a checkpoint, a
     choice of parameters; ``None`` for a method fitted on nothing). With the profile's
@@ -73,7 +101,9 @@ def ensure_trained(profile: Profile, task: str, acc: int, method: str, *,
     return entry.fit(profile, task, acc, progress=progress)
 
 
-def model_list(profile: Profile, tasks=None, accs=None, methods=None) -> list[tuple[str, int, str, str]]:
+def model_list(
+    profile: Profile, tasks=None, accs=None, methods=None
+) -> list[tuple[str, int, str, str]]:
     """The distinct models behind ``tasks x accs x methods`` (default: the profile's), as
     ``(task, acc, method, label)``: one per task, factor and method, or, with the profile's
     ``shared_models``, one per task and method (``acc`` is then the first factor; the label says
@@ -85,7 +115,10 @@ def model_list(profile: Profile, tasks=None, accs=None, methods=None) -> list[tu
         for task in tasks:
             for acc in accs:
                 where = "all factors" if profile.shared_models else f"{acc}x"
-                out.setdefault(paths.model_dir(task, acc, method), (task, acc, method, f"{method} {task} {where}"))
+                out.setdefault(
+                    paths.model_dir(task, acc, method),
+                    (task, acc, method, f"{method} {task} {where}"),
+                )
     return list(out.values())
 
 
@@ -100,11 +133,18 @@ def table1_rows(profile: Profile) -> list[dict[str, object]]:
 
 def expected_table1(profile: Profile) -> list[dict[str, object]]:
     """Table 1 predicted from the phantom's configuration alone (an independent check)."""
-    return table1(expected_pair_counts(profile.phantom, profile.preprocess.coils,
-                                       profile.preprocess.val_fraction, profile.tasks, profile.accs))
+    return table1(
+        expected_pair_counts(
+            profile.phantom,
+            profile.preprocess.coils,
+            profile.preprocess.val_fraction,
+            profile.tasks,
+            profile.accs,
+        )
+    )
 
 
-REAL_LINES, REAL_ACS = 204, 24          # a typical real short-axis file: ~204 ky lines, 24 ACS
+REAL_LINES, REAL_ACS = 204, 24  # a typical real short-axis file: ~204 ky lines, 24 ACS
 
 
 def sampling_fractions(profile: Profile) -> list[dict[str, object]]:
@@ -116,32 +156,56 @@ def sampling_fractions(profile: Profile) -> list[dict[str, object]]:
     rows = []
     for acc in profile.accs:
         fractions = []
-        for path in sorted(data.glob(f"MultiCoil/*/TrainingSet/{io.split_folder(acc)}/*/*_mask.mat")):
+        for path in sorted(
+            data.glob(f"MultiCoil/*/TrainingSet/{io.split_folder(acc)}/*/*_mask.mat")
+        ):
             fractions.append(float(io.load_mask(path).any(axis=1).mean()))
         if not fractions:
             continue
         f = np.array(fractions)
-        rows.append({"acc": acc, "files": len(f), "lines sampled": round(float(f.mean()), 3),
-                     "range": f"{f.min():.3f}-{f.max():.3f}", "effective acceleration": round(1 / float(f.mean()), 2),
-                     "real data (204 lines, 24 ACS)": round(effective_acceleration(REAL_LINES, acc, REAL_ACS), 2)})
+        rows.append(
+            {
+                "acc": acc,
+                "files": len(f),
+                "lines sampled": round(float(f.mean()), 3),
+                "range": f"{f.min():.3f}-{f.max():.3f}",
+                "effective acceleration": round(1 / float(f.mean()), 2),
+                "real data (204 lines, 24 ACS)": round(
+                    effective_acceleration(REAL_LINES, acc, REAL_ACS), 2
+                ),
+            }
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- evaluation
-def val_batch(profile: Profile, task: str, acc: int, n: int | None, *,
-              crop_dir: Path | None = None) -> tuple[methods.Batch, np.ndarray, dict]:
+def val_batch(
+    profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None
+) -> tuple[methods.Batch, np.ndarray, dict]:
     """The first ``n`` validation slices as a :class:`~diffcmr_core.study.methods.Batch` (their
     acquisitions read on demand), with their targets and metadata."""
     inp, tgt, meta = val_pairs(profile, task, acc, n, crop_dir=crop_dir)
     pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
     data = paths_for(profile).data
-    batch = methods.Batch(inp, meta["scale"].astype(np.float32), pre,
-                          lambda: acquired.of_pairs(data, task, acc, meta), meta["index"])
+    batch = methods.Batch(
+        inp,
+        meta["scale"].astype(np.float32),
+        pre,
+        lambda: acquired.of_pairs(data, task, acc, meta),
+        meta["index"],
+    )
     return batch, tgt, meta
 
 
-def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = True,
-                    force: bool = False, quiet: bool = False) -> dict[str, dict[str, float]]:
+def evaluate_factor(
+    profile: Profile,
+    task: str,
+    acc: int,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    quiet: bool = False,
+) -> dict[str, dict[str, float]]:
     """RAW and every method of the profile on the validation subset of one task and factor.
 
     Cached in ``runs/<profile>/eval/<task>_accNN/summary.json``; the reconstructions are in the
@@ -163,34 +227,58 @@ def evaluate_factor(profile: Profile, task: str, acc: int, *, progress: bool = T
         results = {}
         for name in ("raw", *profile.methods):
             entry = methods.get(name)
-            rec = sharded_recon(profile, task, acc, name, batch, out / "parts", ranks,
-                                progress=progress)
+            rec = sharded_recon(
+                profile, task, acc, name, batch, out / "parts", ranks, progress=progress
+            )
             extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
-            results[entry.label] = evaluate(entry.label, rec["mean"], tgt, meta, out, extra=extra,
-                                            write=ranks.main)
+            results[entry.label] = evaluate(
+                entry.label, rec["mean"], tgt, meta, out, extra=extra, write=ranks.main
+            )
         _drop_parts(out / "parts", ranks)
         return results
 
-    return cached_step(out / "summary.json", profile, compute, force=force, prepare=prepare,
-                       name=f"evaluation {task} {acc}x", quiet=quiet)
+    return cached_step(
+        out / "summary.json",
+        profile,
+        compute,
+        force=force,
+        prepare=prepare,
+        name=f"evaluation {task} {acc}x",
+        quiet=quiet,
+    )
 
 
-def sharded_recon(profile: Profile, task: str, acc: int, name: str, batch: methods.Batch,
-                  parts: Path, ranks: shard.Ranks, *, progress: bool = False
-                  ) -> methods.Reconstruction:
+def sharded_recon(
+    profile: Profile,
+    task: str,
+    acc: int,
+    name: str,
+    batch: methods.Batch,
+    parts: Path,
+    ranks: shard.Ranks,
+    *,
+    progress: bool = False,
+) -> methods.Reconstruction:
     """``name``'s reconstruction of ``batch``, split over ``ranks`` in chunks of the evaluation's
     batch, each chunk saved under ``parts/<name>-<key>`` (the key: the method's
     :func:`~diffcmr_core.study.methods.recipe`, the slices' ids) and reused by a rerun."""
     import hashlib
 
-    run = methods.get(name).reconstructor(profile, task, acc, device=shard.device_for(ranks),
-                                          progress=progress)
-    key = hashlib.sha256((methods.recipe(profile, task, acc, name)
-                          + batch.slice_ids.tobytes().hex()).encode()).hexdigest()[:16]
-    return shard.map_chunks(len(batch.inputs), profile.evaluation.batch,
-                            lambda lo, hi: run(batch.subset(lo, hi)), parts / f"{name}-{key}",
-                            ranks=ranks, progress=progress and ranks.world > 1,
-                            desc=f"{methods.label(name)} chunks (rank {ranks.rank})")
+    run = methods.get(name).reconstructor(
+        profile, task, acc, device=shard.device_for(ranks), progress=progress
+    )
+    key = hashlib.sha256(
+        (methods.recipe(profile, task, acc, name) + batch.slice_ids.tobytes().hex()).encode()
+    ).hexdigest()[:16]
+    return shard.map_chunks(
+        len(batch.inputs),
+        profile.evaluation.batch,
+        lambda lo, hi: run(batch.subset(lo, hi)),
+        parts / f"{name}-{key}",
+        ranks=ranks,
+        progress=progress and ranks.world > 1,
+        desc=f"{methods.label(name)} chunks (rank {ranks.rank})",
+    )
 
 
 def _drop_parts(parts: Path, ranks: shard.Ranks) -> None:
@@ -212,8 +300,13 @@ def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
     return rows
 
 
-def paired_table(profile: Profile, task: str, reference: str = "diffcmr", metric: str = "psnr",
-                 level: float = 0.95) -> list[dict[str, object]]:
+def paired_table(
+    profile: Profile,
+    task: str,
+    reference: str = "diffcmr",
+    metric: str = "psnr",
+    level: float = 0.95,
+) -> list[dict[str, object]]:
     """Every method against ``reference`` on the same validation slices (the paper's protocol):
     per factor, the mean per-slice difference ``method - reference`` of ``metric``, its standard
     deviation over slices, and the ``level`` confidence interval of the mean (Student's t over
@@ -232,19 +325,36 @@ def paired_table(profile: Profile, task: str, reference: str = "diffcmr", metric
             if name == reference:
                 continue
             lab = methods.label(name)
-            diffs = np.array([float(r[metric]) - base[r["index"]]
-                              for r in read_csv(out / f"{lab}_slices.csv")])
+            diffs = np.array(
+                [float(r[metric]) - base[r["index"]] for r in read_csv(out / f"{lab}_slices.csv")]
+            )
             n, mean = len(diffs), float(diffs.mean())
             sd = float(diffs.std(ddof=1)) if n > 1 else float("nan")
-            half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
-            rows.append({"task": task, "acc": acc, "method": lab, "reference": ref_label,
-                         f"d_{metric}": mean, "sd": sd, "slices": n,
-                         "ci_low": mean - half, "ci_high": mean + half,
-                         "beyond": bool(n > 1 and (mean - half > 0 or mean + half < 0))})
+            half = (
+                float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
+                if n > 1
+                else float("nan")
+            )
+            rows.append(
+                {
+                    "task": task,
+                    "acc": acc,
+                    "method": lab,
+                    "reference": ref_label,
+                    f"d_{metric}": mean,
+                    "sd": sd,
+                    "slices": n,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
+                    "beyond": bool(n > 1 and (mean - half > 0 or mean + half < 0)),
+                }
+            )
     return rows
 
 
-def figure3_images(profile: Profile, task: str, acc: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def figure3_images(
+    profile: Profile, task: str, acc: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Figure 3's reconstructions of the evaluated slices (RAW and every method; a sampling
     method with one round and with R rounds) and their ground truth ``[N, S, S]``."""
     out, rounds = paths_for(profile).eval_dir(task, acc), profile.evaluation.rounds
@@ -260,8 +370,14 @@ def figure3_images(profile: Profile, task: str, acc: int) -> tuple[dict[str, np.
 
 
 # ----------------------------------------------------------------------------- ablation
-def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
-             force: bool = False) -> tuple[list[dict], list[dict]]:
+def ablation(
+    profile: Profile,
+    task: str = "cine",
+    acc: int = 4,
+    *,
+    progress: bool = True,
+    force: bool = False,
+) -> tuple[list[dict], list[dict]]:
     """Table 4: (a) steps T with R = 4, (b) rounds R with T = 1000 (the largest T).
 
     (b) comes from one run with max(R) rounds: with one generator per round, the first R rounds
@@ -280,11 +396,24 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
 
         def rounds_of(steps: int, rounds: int) -> np.ndarray:
             def work(lo: int, hi: int) -> dict[str, np.ndarray]:
-                return {"rounds": reconstruct(system, model, inp[lo:hi], steps=steps, rounds=rounds,
-                                              batch=ev.batch, seed=ev.seed, ids=meta["index"][lo:hi],
-                                              progress=progress, **ev.sampling())["rounds"]}
-            return shard.map_chunks(len(inp), ev.batch, work, out / "parts" / f"T{steps}R{rounds}-{key}",
-                                    ranks=ranks)["rounds"]
+                return {
+                    "rounds": reconstruct(
+                        system,
+                        model,
+                        inp[lo:hi],
+                        steps=steps,
+                        rounds=rounds,
+                        batch=ev.batch,
+                        seed=ev.seed,
+                        ids=meta["index"][lo:hi],
+                        progress=progress,
+                        **ev.sampling(),
+                    )["rounds"]
+                }
+
+            return shard.map_chunks(
+                len(inp), ev.batch, work, out / "parts" / f"T{steps}R{rounds}-{key}", ranks=ranks
+            )["rounds"]
 
         def score(name: str, rec: np.ndarray) -> dict[str, float]:
             return evaluate(name, rec, tgt, meta, out, write=ranks.main)
@@ -303,9 +432,16 @@ def ablation(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bo
         _drop_parts(out / "parts", ranks)
         return {"steps": steps_rows, "rounds": rounds_rows}
 
-    result = cached_step(out / "ablation.json", profile, compute, force=force, name="ablation",
-                         prepare=lambda: ckpt.append(ensure_trained(profile, task, acc, "diffcmr",
-                                                                    progress=progress)))
+    result = cached_step(
+        out / "ablation.json",
+        profile,
+        compute,
+        force=force,
+        name="ablation",
+        prepare=lambda: ckpt.append(
+            ensure_trained(profile, task, acc, "diffcmr", progress=progress)
+        ),
+    )
     return result["steps"], result["rounds"]
 
 
@@ -314,8 +450,14 @@ DC_VARIANTS = ("none", "magnitude", "coil")
 DC_LABEL = {"none": "", "magnitude": " + DC (magnitude)", "coil": " + DC (coil data)"}
 
 
-def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
-                       force: bool = False) -> list[dict]:
+def sampler_comparison(
+    profile: Profile,
+    task: str = "cine",
+    acc: int = 4,
+    *,
+    progress: bool = True,
+    force: bool = False,
+) -> list[dict]:
     """Paper protocol against DDIM and DPM-Solver++, each without data consistency, with the
     magnitude images' consistency and with consistency on the acquired coil data, on one model and
     one set of validation slices: PSNR/SSIM/NMSE, network evaluations (T x R) and seconds per
@@ -324,7 +466,8 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
     The first of the profile's ``fast_settings`` is the paper protocol (Alg. 2, T = 1000, R = 4)
     and its row without DC the reference; "DDPM" rows are Alg. 2 on a shorter respaced chain.
     ``dc``: ``"none"``; ``"magnitude"``, every step's x0 prediction takes the acquired lines of
-    the zero-filled magnitude image's k-space (:func:`~diffcmr_core.method.inference.data_consistency_hook`,
+    the zero-filled magnitude image's k-space
+    (:func:`~diffcmr_core.method.inference.data_consistency_hook`,
     which is not the acquisition); ``"coil"``, every x0 prediction is made consistent with the
     measured multi-coil k-space (:class:`~diffcmr_core.data.kspace.CoilConsistency`: ESPIRiT maps,
     the low-resolution phase, the measured lines, RSS). Data consistency needs images whose
@@ -343,48 +486,96 @@ def sampler_comparison(profile: Profile, task: str = "cine", acc: int = 4, *, pr
 
     def prepare() -> None:
         ensure_data(profile, progress=progress)
-        build_pairs(paths.data, crop_dir, task, crop_preprocess(profile), accs=(acc,),
-                    progress=progress)
-        ckpt.append(train("diffcmr", pairs_path(crop_dir, task, acc),
-                          paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
-                          profile.fast_train_config(), profile.model_config("diffcmr"),
-                          device=default_device(), progress=progress))
+        build_pairs(
+            paths.data, crop_dir, task, crop_preprocess(profile), accs=(acc,), progress=progress
+        )
+        ckpt.append(
+            train(
+                "diffcmr",
+                pairs_path(crop_dir, task, acc),
+                paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
+                profile.fast_train_config(),
+                profile.model_config("diffcmr"),
+                device=default_device(),
+                progress=progress,
+            )
+        )
 
     def compute() -> list[dict]:
         system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
         batch, tgt, meta = val_batch(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
         inp, vr = batch.inputs, system.cfg.value_range
         operator = acquisition_consistency(batch.acquired, len(inp), inp.shape[-1], batch.scale)
-        rows = [{"label": "RAW", "sampler": "-", "steps": 0, "rounds": 0, "nfe": 0, "dc": "none",
-                 "seconds_per_slice": 0.0, **evaluate("RAW", inp, tgt, meta, out)}]
+        rows = [
+            {
+                "label": "RAW",
+                "sampler": "-",
+                "steps": 0,
+                "rounds": 0,
+                "nfe": 0,
+                "dc": "none",
+                "seconds_per_slice": 0.0,
+                **evaluate("RAW", inp, tgt, meta, out),
+            }
+        ]
         for k, (sampler, steps, rounds) in enumerate(ev.fast_settings):
-            hooks = {"none": None, "magnitude": mask_lines_hook_for(meta["mask_lines"], rounds, vr),
-                     "coil": coil_consistency_hook_for(operator, rounds, vr)}
+            hooks = {
+                "none": None,
+                "magnitude": mask_lines_hook_for(meta["mask_lines"], rounds, vr),
+                "coil": coil_consistency_hook_for(operator, rounds, vr),
+            }
             for dc in DC_VARIANTS:
                 t0 = time.perf_counter()
-                rec = reconstruct(system, model, inp, steps=steps, rounds=rounds, batch=ev.batch,
-                                  seed=ev.seed, sampler=sampler, progress=progress, **ev.sampling(),
-                                  ids=batch.slice_ids,
-                                  x0_hook_for=hooks[dc])
+                rec = reconstruct(
+                    system,
+                    model,
+                    inp,
+                    steps=steps,
+                    rounds=rounds,
+                    batch=ev.batch,
+                    seed=ev.seed,
+                    sampler=sampler,
+                    progress=progress,
+                    **ev.sampling(),
+                    ids=batch.slice_ids,
+                    x0_hook_for=hooks[dc],
+                )
                 seconds = (time.perf_counter() - t0) / len(inp)
                 name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
-                rows.append({"label": f"{name} T={steps} R={rounds}{DC_LABEL[dc]}",
-                             "sampler": sampler, "steps": steps, "rounds": rounds,
-                             "reference": k == 0 and dc == "none", "nfe": steps * rounds, "dc": dc,
-                             "seconds_per_slice": seconds,
-                             **evaluate(_fast_name(sampler, steps, rounds, dc), rec["mean"], tgt, meta, out)})
+                rows.append(
+                    {
+                        "label": f"{name} T={steps} R={rounds}{DC_LABEL[dc]}",
+                        "sampler": sampler,
+                        "steps": steps,
+                        "rounds": rounds,
+                        "reference": k == 0 and dc == "none",
+                        "nfe": steps * rounds,
+                        "dc": dc,
+                        "seconds_per_slice": seconds,
+                        **evaluate(
+                            _fast_name(sampler, steps, rounds, dc), rec["mean"], tgt, meta, out
+                        ),
+                    }
+                )
         return rows
 
-    return cached_step(out / "comparison.json", profile, compute, force=force, prepare=prepare,
-                       name="fast sampling")
+    return cached_step(
+        out / "comparison.json",
+        profile,
+        compute,
+        force=force,
+        prepare=prepare,
+        name="fast sampling",
+    )
 
 
 def _fast_name(sampler: str, steps: int, rounds: int, dc: str) -> str:
     return f"{sampler}{steps}r{rounds}" + ("" if dc == "none" else f"dc-{dc}")
 
 
-def kspace_errors(profile: Profile, task: str = "cine", acc: int = 4, slice_index: int = 0
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def kspace_errors(
+    profile: Profile, task: str = "cine", acc: int = 4, slice_index: int = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """For one slice of :func:`sampler_comparison`, at the paper protocol's setting: the k-space
     error ``|F(recon) - F(target)|`` of each DC variant (``{variant: (S, S)}``, on the magnitude
     images' k-space) and the slice's acquired ky lines ``(S,)``."""
@@ -392,18 +583,39 @@ def kspace_errors(profile: Profile, task: str = "cine", acc: int = 4, slice_inde
 
     paths = paths_for(profile)
     out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
-    _, tgt, meta = val_pairs(profile, task, acc, profile.evaluation.ablation_n_val,
-                             crop_dir=paths.pairs.parent / f"{profile.name}_crop")
+    _, tgt, meta = val_pairs(
+        profile,
+        task,
+        acc,
+        profile.evaluation.ablation_n_val,
+        crop_dir=paths.pairs.parent / f"{profile.name}_crop",
+    )
     sampler, steps, rounds = profile.evaluation.fast_settings[0]
     truth = fft2c(tgt[slice_index].astype(np.complex64))
-    errors = {dc: np.abs(fft2c(read_recon(out, _fast_name(sampler, steps, rounds, dc))[slice_index]
-                               .astype(np.complex64)) - truth) for dc in DC_VARIANTS}
+    errors = {
+        dc: np.abs(
+            fft2c(
+                read_recon(out, _fast_name(sampler, steps, rounds, dc))[slice_index].astype(
+                    np.complex64
+                )
+            )
+            - truth
+        )
+        for dc in DC_VARIANTS
+    }
     return errors, meta["mask_lines"][slice_index]
 
 
 # ----------------------------------------------------------------------------- Figure 1
-def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int, *,
-                         show_t: tuple[int, ...] = (0, 100, 250, 500, 750, 999), progress: bool = True):
+def forward_and_backward(
+    profile: Profile,
+    task: str,
+    acc: int,
+    slice_index: int,
+    *,
+    show_t: tuple[int, ...] = (0, 100, 250, 500, 750, 999),
+    progress: bool = True,
+):
     """Figure 1's two rows for one validation slice: the forward process at ``show_t`` (Eq. 4,
     one noise draw) and one Alg. 2 chain of the trained model (the longest chain of the
     ablation, 1000 steps but in a dry run), recorded at the same time-steps."""
@@ -412,23 +624,35 @@ def forward_and_backward(profile: Profile, task: str, acc: int, slice_index: int
     from diffcmr_core.method.systems import to_model_space
 
     inp, tgt, _ = val_pairs(profile, task, acc, slice_index + 1)
-    x0 = to_model_space(torch.from_numpy(tgt[slice_index:slice_index + 1])[:, None],
-                        profile.diffcmr.value_range)
+    x0 = to_model_space(
+        torch.from_numpy(tgt[slice_index : slice_index + 1])[:, None], profile.diffcmr.value_range
+    )
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     forward = [(t, q_sample(x0, torch.tensor([t]), noise)[0, 0].numpy()) for t in show_t]
     ev = profile.evaluation
-    system, model = load_for_inference(ensure_trained(profile, task, acc, "diffcmr", progress=progress),
-                                       default_device(), ev.weights)
-    final, trace = record_chain(system, model, inp[slice_index], steps=max(ev.ablation_steps),
-                                record=list(show_t), progress=progress, variance=ev.variance,
-                                clip=ev.clip)
+    system, model = load_for_inference(
+        ensure_trained(profile, task, acc, "diffcmr", progress=progress),
+        default_device(),
+        ev.weights,
+    )
+    final, trace = record_chain(
+        system,
+        model,
+        inp[slice_index],
+        steps=max(ev.ablation_steps),
+        record=list(show_t),
+        progress=progress,
+        variance=ev.variance,
+        clip=ev.clip,
+    )
     backward = [(t, trace[t]) for t in sorted(trace, reverse=True)] + [("0 (output)", final)]
     return forward, backward
 
 
-# ----------------------------------------------------------------------------- the challenge's protocol
-def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = False,
-                     quiet: bool = False) -> dict[str, list[dict]]:
+# ----------------------------------------------------------------------- the challenge's protocol
+def challenge_scores(
+    profile: Profile, *, progress: bool = True, force: bool = False, quiet: bool = False
+) -> dict[str, list[dict]]:
     """Every method (and RAW) scored the challenge's way on the profile's validation cases:
     each under-sampled file reconstructed (the frames and slices ``run4Ranking`` keeps), brought
     back to its original matrix size, cropped, scored per file and set, the better coil type
@@ -456,11 +680,20 @@ def challenge_scores(profile: Profile, *, progress: bool = True, force: bool = F
             for name in names:
                 shutil.rmtree(runs / name, ignore_errors=True)
         ranks.barrier()
-        return {methods.label(name): local_split_scores(profile, name, progress=progress)
-                for name in names}
+        return {
+            methods.label(name): local_split_scores(profile, name, progress=progress)
+            for name in names
+        }
 
-    return cached_step(runs / "scores.json", profile, compute, force=force, prepare=prepare,
-                       name="challenge protocol", quiet=quiet)
+    return cached_step(
+        runs / "scores.json",
+        profile,
+        compute,
+        force=force,
+        prepare=prepare,
+        name="challenge protocol",
+        quiet=quiet,
+    )
 
 
 def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
@@ -473,10 +706,18 @@ def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
     rows = []
     for r in paper_rows:
         c = next(x for x in challenge[r["method"]] if x["task"] == task and x["acc"] == r["acc"])
-        rows.append({"method": r["method"], "acc": r["acc"],
-                     "paper psnr": r["psnr"], "paper ssim": r["ssim"], "paper nmse": r["nmse"],
-                     "challenge psnr": c["psnr"], "challenge ssim": c["ssim"],
-                     "challenge nmse": c["nmse"]})
+        rows.append(
+            {
+                "method": r["method"],
+                "acc": r["acc"],
+                "paper psnr": r["psnr"],
+                "paper ssim": r["ssim"],
+                "paper nmse": r["nmse"],
+                "challenge psnr": c["psnr"],
+                "challenge ssim": c["ssim"],
+                "challenge nmse": c["nmse"],
+            }
+        )
     return rows
 
 
@@ -491,8 +732,9 @@ def missing_models(profile: Profile) -> list[Path]:
     return missing
 
 
-def evaluation_steps(profile: Profile, *, ablation_too: bool = True, progress: bool = True,
-                     force: bool = False) -> None:
+def evaluation_steps(
+    profile: Profile, *, ablation_too: bool = True, progress: bool = True, force: bool = False
+) -> None:
     """The sampling-heavy steps of notebooks 04 and 05 (Tables 2-3 on the paper's protocol and
     the challenge's, Table 4), in one process or split over ``torchrun`` ranks (the ``evaluate``
     command); the notebooks then read their results from the cache. The models must be fitted
@@ -501,9 +743,12 @@ def evaluation_steps(profile: Profile, *, ablation_too: bool = True, progress: b
 
     missing = missing_models(profile)
     if missing:
-        raise CheckpointError(missing[0], f"{len(missing)} fitted models of profile {profile.name} "
-                                          "are missing; fit them first with `python -m diffcmr_core "
-                                          f"study --profile {profile.name} --only 03_training`")
+        raise CheckpointError(
+            missing[0],
+            f"{len(missing)} fitted models of profile {profile.name} "
+            "are missing; fit them first with `python -m diffcmr_core "
+            f"study --profile {profile.name} --only 03_training`",
+        )
     ranks = shard.current()
     if ranks.main:
         ensure_data(profile, progress=False)
@@ -516,9 +761,15 @@ def evaluation_steps(profile: Profile, *, ablation_too: bool = True, progress: b
         ablation(profile, "cine", 4, progress=progress, force=force)
 
 
-# ----------------------------------------------------------------------------- the public code's choices
-def public_choices(profile: Profile, task: str = "cine", acc: int = 4, *, progress: bool = True,
-                   force: bool = False) -> list[dict]:
+# ---------------------------------------------------------------------- the public code's choices
+def public_choices(
+    profile: Profile,
+    task: str = "cine",
+    acc: int = 4,
+    *,
+    progress: bool = True,
+    force: bool = False,
+) -> list[dict]:
     """What the public code's sampling choices change, on one trained model and the ablation's
     slices at the profile's T and R: sampler variance beta-tilde (Alg. 2) or beta (public), and
     x0 clipped to [-1, 1] at each step (public) or not (Alg. 2 as printed); one row each, with
@@ -530,20 +781,52 @@ def public_choices(profile: Profile, task: str = "cine", acc: int = 4, *, progre
     def compute() -> list[dict]:
         inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
         system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
-        rows = [{"variance": "-", "clip": "-", "label": "RAW", **evaluate("RAW", inp, tgt, meta, out)}]
+        rows = [
+            {"variance": "-", "clip": "-", "label": "RAW", **evaluate("RAW", inp, tgt, meta, out)}
+        ]
         for variance in ("beta_tilde", "beta"):
             for clip in (False, True):
-                rec = reconstruct(system, model, inp, steps=ev.steps, rounds=ev.rounds, batch=ev.batch,
-                                  seed=ev.seed, progress=progress, variance=variance, clip=clip,
-                                  ids=meta["index"],
-                                  precision=ev.precision)
-                label = f"{'beta-tilde (Alg. 2)' if variance == 'beta_tilde' else 'beta (public)'}, " \
-                        f"{'clip' if clip else 'no clip'}"
-                rows.append({"variance": variance, "clip": clip, "label": label,
-                             **evaluate(f"{variance}_{'clip' if clip else 'noclip'}", rec["mean"], tgt,
-                                        meta, out)})
+                rec = reconstruct(
+                    system,
+                    model,
+                    inp,
+                    steps=ev.steps,
+                    rounds=ev.rounds,
+                    batch=ev.batch,
+                    seed=ev.seed,
+                    progress=progress,
+                    variance=variance,
+                    clip=clip,
+                    ids=meta["index"],
+                    precision=ev.precision,
+                )
+                label = (
+                    f"{'beta-tilde (Alg. 2)' if variance == 'beta_tilde' else 'beta (public)'}, "
+                    f"{'clip' if clip else 'no clip'}"
+                )
+                rows.append(
+                    {
+                        "variance": variance,
+                        "clip": clip,
+                        "label": label,
+                        **evaluate(
+                            f"{variance}_{'clip' if clip else 'noclip'}",
+                            rec["mean"],
+                            tgt,
+                            meta,
+                            out,
+                        ),
+                    }
+                )
         return rows
 
-    return cached_step(out / "choices.json", profile, compute, force=force, name="public-code choices",
-                       prepare=lambda: ckpt.append(ensure_trained(profile, task, acc, "diffcmr",
-                                                                  progress=progress)))
+    return cached_step(
+        out / "choices.json",
+        profile,
+        compute,
+        force=force,
+        name="public-code choices",
+        prepare=lambda: ckpt.append(
+            ensure_trained(profile, task, acc, "diffcmr", progress=progress)
+        ),
+    )

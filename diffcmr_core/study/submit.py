@@ -42,13 +42,18 @@ from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import kspace_to_image, resize_to, roi_box
 from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.errors import CMRxReconError, DiffCMRError
-from diffcmr_core.method.challenge import (load_ranking, ranking_crop, ranking_selection,
-                                           submission_path, save_ranking)
+from diffcmr_core.method.challenge import (
+    load_ranking,
+    ranking_crop,
+    ranking_selection,
+    save_ranking,
+    submission_path,
+)
 from diffcmr_core.study import methods
 from diffcmr_core.study.methods import Batch, recipe
 from diffcmr_core.study.profiles import Profile, paths_for
 
-Recon = Callable[[Batch], np.ndarray]               # a batch of slices -> [N, S, S] reconstructions
+Recon = Callable[[Batch], np.ndarray]  # a batch of slices -> [N, S, S] reconstructions
 
 
 @dataclass
@@ -62,14 +67,21 @@ class Submission:
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"submission in {self.out}: {len(self.written)} files written, {len(self.kept)} "
-                 f"already there (kept), {len(self.skipped)} skipped"]
+        lines = [
+            f"submission in {self.out}: {len(self.written)} files written, {len(self.kept)} "
+            f"already there (kept), {len(self.skipped)} skipped"
+        ]
         lines += [f"  skipped: {s}" for s in self.skipped]
         return "\n".join(lines)
 
 
-def back_to_original(recon: np.ndarray, scale: np.ndarray, zero_filled: np.ndarray | None,
-                     pre: PreprocessConfig, shape: tuple[int, int]) -> np.ndarray:
+def back_to_original(
+    recon: np.ndarray,
+    scale: np.ndarray,
+    zero_filled: np.ndarray | None,
+    pre: PreprocessConfig,
+    shape: tuple[int, int],
+) -> np.ndarray:
     """Reconstructions ``[N, S, S]`` (input-normalised) at the original ``shape`` = (ky, kx).
 
     ``scale`` ``[N]``: each input's maximum. Without ``pre.roi``: a resize. With it: pasted
@@ -79,7 +91,10 @@ def back_to_original(recon: np.ndarray, scale: np.ndarray, zero_filled: np.ndarr
     if pre.roi is None:
         return resize_to(values, shape)
     canvas = np.array(zero_filled, np.float32, copy=True)
-    (y0, y1), (x0, x1) = (roi_box(canvas.shape[-2], pre.roi[0]), roi_box(canvas.shape[-1], pre.roi[1]))
+    (y0, y1), (x0, x1) = (
+        roi_box(canvas.shape[-2], pre.roi[0]),
+        roi_box(canvas.shape[-1], pre.roi[1]),
+    )
     canvas[:, y0:y1, x0:x1] = resize_to(values, (y1 - y0, x1 - x0))
     return resize_to(canvas, shape)
 
@@ -91,8 +106,10 @@ def _mask_of(path: Path, acc: int, kspace: np.ndarray) -> np.ndarray:
     if mask_path.is_file():
         mask = io.load_mask(mask_path, io.mask_key(acc))
         if mask.shape != kspace.shape[-2:]:
-            raise CMRxReconError(mask_path, f"mask {mask.shape} does not fit the k-space "
-                                            f"{kspace.shape[-2:]} of {path.name}")
+            raise CMRxReconError(
+                mask_path,
+                f"mask {mask.shape} does not fit the k-space {kspace.shape[-2:]} of {path.name}",
+            )
         return mask
     lines = np.abs(kspace).reshape(-1, *kspace.shape[-2:]).max(0).any(axis=1)
     return np.broadcast_to(lines[:, None], kspace.shape[-2:]).copy()
@@ -107,8 +124,15 @@ def file_ids(rel: str, n: int) -> np.ndarray:
     return (np.int64(zlib.crc32(rel.encode())) << np.int64(24)) + np.arange(n, dtype=np.int64)
 
 
-def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: PreprocessConfig,
-                     recon: Recon, rel: str | None = None) -> np.ndarray:
+def reconstruct_file(
+    path: Path,
+    coil: str,
+    name: str,
+    acc: int,
+    pre: PreprocessConfig,
+    recon: Recon,
+    rel: str | None = None,
+) -> np.ndarray:
     """``img4ranking`` of one under-sampled file: read the kept frames and slices, make the
     network's inputs (and, for the methods that need it, hand over the acquisition itself),
     reconstruct, go back to the original size, crop. ``rel``: the file's path in the
@@ -118,29 +142,40 @@ def reconstruct_file(path: Path, coil: str, name: str, acc: int, pre: Preprocess
     key = io.kspace_key(coil, acc)
     shape = io.kspace_shape(path, key)
     frames, slices = ranking_selection(name, shape[0], shape[1])
-    kspace = io.load_kspace(path, key, index=(slice(frames[0], frames[-1] + 1),
-                                              slice(slices[0], slices[-1] + 1)))
+    kspace = io.load_kspace(
+        path, key, index=(slice(frames[0], frames[-1] + 1), slice(slices[0], slices[-1] + 1))
+    )
     multicoil = coil == "MultiCoil"
     lead = kspace.shape[:2]
-    inputs = kspace_to_image(kspace, multicoil=multicoil, pad_to=pre.pad_to, size=pre.size,
-                             roi=pre.roi).reshape(-1, pre.size, pre.size)
+    inputs = kspace_to_image(
+        kspace, multicoil=multicoil, pad_to=pre.pad_to, size=pre.size, roi=pre.roi
+    ).reshape(-1, pre.size, pre.size)
     zero_filled = None
     if pre.roi is not None:
-        zero_filled = kspace_to_image(kspace, multicoil=multicoil, pad_to=pre.pad_to,
-                                      size=None).reshape(-1, pre.pad_to, pre.pad_to)
+        zero_filled = kspace_to_image(
+            kspace, multicoil=multicoil, pad_to=pre.pad_to, size=None
+        ).reshape(-1, pre.pad_to, pre.pad_to)
     if not np.isfinite(inputs).all():
-        raise CMRxReconError(path, "its images overflow float32 (k-space values too large, or "
-                                   "NaN / infinite samples)")
+        raise CMRxReconError(
+            path,
+            "its images overflow float32 (k-space values too large, or NaN / infinite samples)",
+        )
     scale = inputs.reshape(len(inputs), -1).max(1).astype(np.float32)
     if np.any(scale <= 0):
         raise CMRxReconError(path, "an under-sampled image is all zeros")
-    batch = Batch(np.ascontiguousarray(inputs / scale[:, None, None], np.float32), scale, pre,
-                  lambda: acquired.of_block(kspace, _mask_of(path, acc, kspace), coil, path),
-                  file_ids(rel or path.name, len(inputs)))
+    batch = Batch(
+        np.ascontiguousarray(inputs / scale[:, None, None], np.float32),
+        scale,
+        pre,
+        lambda: acquired.of_block(kspace, _mask_of(path, acc, kspace), coil, path),
+        file_ids(rel or path.name, len(inputs)),
+    )
     out = recon(batch)
     if not np.isfinite(out).all():
         raise CMRxReconError(path, "the reconstruction has NaN or infinite pixels")
-    images = ranking_crop(back_to_original(out, scale, zero_filled, pre, shape[-2:]).reshape(*lead, *shape[-2:]))
+    images = ranking_crop(
+        back_to_original(out, scale, zero_filled, pre, shape[-2:]).reshape(*lead, *shape[-2:])
+    )
     if not np.isfinite(images).all():
         raise CMRxReconError(path, "its reconstruction overflows float32 at the original scale")
     return images
@@ -152,8 +187,15 @@ def expected_model(profile: Profile, task: str, acc: int, method: str) -> dict:
     return methods.get(method).expected(profile, task, acc)
 
 
-def model_recon(profile: Profile, task: str, acc: int, method: str, *,
-                device: torch.device | None = None, progress: bool = False) -> Recon:
+def model_recon(
+    profile: Profile,
+    task: str,
+    acc: int,
+    method: str,
+    *,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> Recon:
     """A reconstruction function with the profile's fitted ``method`` for ``task`` and ``acc``
     (``raw``: the zero-filled input itself). A missing model is an error naming the task, the
     factor and the command that fits it."""
@@ -163,7 +205,9 @@ def model_recon(profile: Profile, task: str, acc: int, method: str, *,
     return lambda batch: run(batch)["mean"]
 
 
-def _split_files(data: Path, split: str, tasks, accs, cases) -> list[tuple[str, str, int, str, str, Path]]:
+def _split_files(
+    data: Path, split: str, tasks, accs, cases
+) -> list[tuple[str, str, int, str, str, Path]]:
     jobs = []
     for coil in io.COIL_TYPES:
         for task in tasks:
@@ -175,7 +219,9 @@ def _split_files(data: Path, split: str, tasks, accs, cases) -> list[tuple[str, 
                     if cases is not None and case_dir.name not in cases:
                         continue
                     for name in io.TASK_FILES[task]:
-                        path = io.file_path(data, coil, task, case_dir.name, name, acc=acc, split=split)
+                        path = io.file_path(
+                            data, coil, task, case_dir.name, name, acc=acc, split=split
+                        )
                         if path.is_file():
                             jobs.append((coil, task, acc, case_dir.name, name, path))
     return jobs
@@ -189,9 +235,16 @@ def _finished(path: Path) -> bool:
         return False
 
 
-def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | None = None,
-           data: str | Path | None = None, method: str = "diffcmr", cases: list[str] | None = None,
-           progress: bool = True) -> Submission:
+def submit(
+    profile: Profile,
+    *,
+    split: str = "ValidationSet",
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    method: str = "diffcmr",
+    cases: list[str] | None = None,
+    progress: bool = True,
+) -> Submission:
     """Reconstruct every under-sampled file of ``split`` in ``data`` (default: the profile's
     tree) with the profile's trained models and write the submission under ``out`` (default
     ``runs/<profile>/submission/<method>/<split>``).
@@ -209,19 +262,27 @@ def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | 
     out = Path(out) if out is not None else paths.runs / "submission" / method / split
     jobs = _split_files(data, split, profile.tasks, profile.accs, cases)
     if not jobs:
-        raise CMRxReconError(data, f"no under-sampled {split} files (expected <coil>/<Cine|Mapping>/"
-                                   f"{split}/AccFactorXX/PNNN/*.mat)")
+        raise CMRxReconError(
+            data,
+            f"no under-sampled {split} files (expected <coil>/<Cine|Mapping>/"
+            f"{split}/AccFactorXX/PNNN/*.mat)",
+        )
     factors = list(dict.fromkeys((j[1], j[2]) for j in jobs))
     device = shard.device_for(ranks)
-    recons = {(task, acc): model_recon(profile, task, acc, method, device=device) for task, acc in factors}
+    recons = {
+        (task, acc): model_recon(profile, task, acc, method, device=device) for task, acc in factors
+    }
     recipes = {(task, acc): recipe(profile, task, acc, method) for task, acc in factors}
     record_path = _record_path(out, ranks.rank)
     made_by = _read_records(out)
     record = {k: v for k, v in _read_record(record_path).items()}
     report = Submission(out)
     mine = [job for k, job in enumerate(jobs) if ranks.owns(k)]
-    bar = tqdm(mine, desc=f"submit {method} {split}" + (f" (rank {ranks.rank})" if ranks.world > 1 else ""),
-               disable=not progress)
+    bar = tqdm(
+        mine,
+        desc=f"submit {method} {split}" + (f" (rank {ranks.rank})" if ranks.world > 1 else ""),
+        disable=not progress,
+    )
     for coil, task, acc, case, name, path in bar:
         target = submission_path(out, coil, task, split, acc, case, name)
         rel = str(target.relative_to(out))
@@ -230,7 +291,9 @@ def submit(profile: Profile, *, split: str = "ValidationSet", out: str | Path | 
             report.kept.append(target)
             continue
         try:
-            img = reconstruct_file(path, coil, name, acc, profile.preprocess, recons[(task, acc)], rel)
+            img = reconstruct_file(
+                path, coil, name, acc, profile.preprocess, recons[(task, acc)], rel
+            )
         except CMRxReconError as err:
             report.skipped.append(str(err))
             continue
@@ -257,7 +320,9 @@ def _merged(report: Submission, ranks) -> Submission:
 
 def _record_path(out: Path, rank: int) -> Path:
     """Rank ``rank``'s record of the files it wrote in ``out``."""
-    return out.parent / (f".{out.name}.made_by.json" if rank == 0 else f".{out.name}.made_by.rank{rank}.json")
+    return out.parent / (
+        f".{out.name}.made_by.json" if rank == 0 else f".{out.name}.made_by.rank{rank}.json"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -304,7 +369,10 @@ def _read_record(path: Path) -> dict[str, dict[str, str]]:
         if isinstance(v, str):
             out[str(k)] = {"recipe": v}
         elif isinstance(v, dict) and isinstance(v.get("recipe"), str):
-            out[str(k)] = {"recipe": v["recipe"], **({"sha256": str(v["sha256"])} if "sha256" in v else {})}
+            out[str(k)] = {
+                "recipe": v["recipe"],
+                **({"sha256": str(v["sha256"])} if "sha256" in v else {}),
+            }
     return out
 
 
@@ -316,8 +384,10 @@ def _write_record(path: Path, record: dict[str, dict[str, str]]) -> None:
     try:
         write_text_atomic(path, json.dumps(record, indent=0, sort_keys=True))
     except OSError as err:
-        raise DiffCMRError(path, f"could not write the submission's record ({err}); the files "
-                                 "written so far are kept") from None
+        raise DiffCMRError(
+            path,
+            f"could not write the submission's record ({err}); the files written so far are kept",
+        ) from None
 
 
 def _write_file(target: Path, img: np.ndarray, out: Path) -> None:
@@ -326,8 +396,11 @@ def _write_file(target: Path, img: np.ndarray, out: Path) -> None:
     try:
         save_ranking(target, img)
     except OSError as err:
-        raise DiffCMRError(target, f"could not write the submission file ({err}); the files "
-                                   "written before it are kept and a rerun continues") from None
+        raise DiffCMRError(
+            target,
+            f"could not write the submission file ({err}); the files "
+            "written before it are kept and a rerun continues",
+        ) from None
 
 
 def _inside(target: Path, out: Path) -> None:
@@ -335,8 +408,11 @@ def _inside(target: Path, out: Path) -> None:
     probe = target
     while probe != out and probe != probe.parent:
         if probe.is_symlink():
-            raise DiffCMRError(probe, "is a symbolic link inside the output folder; refusing to "
-                                      "write through it (remove it)")
+            raise DiffCMRError(
+                probe,
+                "is a symbolic link inside the output folder; refusing to "
+                "write through it (remove it)",
+            )
         probe = probe.parent
 
 
@@ -353,11 +429,20 @@ def local_split_scores(profile: Profile, method: str, *, progress: bool = False)
     _, val_cases = split_cases(cases, profile.preprocess.val_fraction, paths.data)
     out = paths.runs / "challenge" / method
     submit(profile, split="TrainingSet", out=out, method=method, cases=val_cases, progress=progress)
-    scores = score_submission(out, paths.data, split="TrainingSet", tasks=profile.tasks,
-                              accs=profile.accs, cases=val_cases)
+    scores = score_submission(
+        out,
+        paths.data,
+        split="TrainingSet",
+        tasks=profile.tasks,
+        accs=profile.accs,
+        cases=val_cases,
+    )
     return scores.ranking
 
 
 def _full_cases(data: Path, task: str) -> list[str]:
-    return [e.case for e in io.walk(data) if e.task == task and e.acc is None and e.split == "TrainingSet"]
-
+    return [
+        e.case
+        for e in io.walk(data)
+        if e.task == task and e.acc is None and e.split == "TrainingSet"
+    ]

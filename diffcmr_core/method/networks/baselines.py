@@ -19,10 +19,15 @@ class UNetConfig:
 
 def _conv_block(cin: int, cout: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm2d(cout),
-        nn.LeakyReLU(0.2), nn.Dropout2d(dropout),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.InstanceNorm2d(cout),
-        nn.LeakyReLU(0.2), nn.Dropout2d(dropout))
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm2d(cout),
+        nn.LeakyReLU(0.2),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm2d(cout),
+        nn.LeakyReLU(0.2),
+        nn.Dropout2d(dropout),
+    )
 
 
 class UNet(nn.Module):
@@ -69,8 +74,11 @@ class PatchDiscriminator(nn.Module):
         ch = channels
         for i in range(1, layers + 1):
             stride = 2 if i < layers else 1
-            mods += [nn.Conv2d(ch, 2 * ch, 4, stride=stride, padding=1, bias=False),
-                     nn.InstanceNorm2d(2 * ch), nn.LeakyReLU(0.2)]
+            mods += [
+                nn.Conv2d(ch, 2 * ch, 4, stride=stride, padding=1, bias=False),
+                nn.InstanceNorm2d(2 * ch),
+                nn.LeakyReLU(0.2),
+            ]
             ch *= 2
         mods.append(nn.Conv2d(ch, 1, 4, padding=1))
         self.net = nn.Sequential(*mods)

@@ -36,7 +36,7 @@ class DiffCMRConfig:
     """
 
     image_size: int = 128
-    channels: int = 128                                 # C
+    channels: int = 128  # C
     channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4)  # depth six
     num_res_blocks: int = 2
     attention_resolutions: tuple[int, ...] = (16, 8)
@@ -45,30 +45,32 @@ class DiffCMRConfig:
     rrdb_blocks: int = 10
     rrdb_channels: int = 64
     rrdb_growth: int = 32
-    time_embedding: str = "sinusoidal"                  # or "table" (the paper's look-up table)
-    prediction: str = "eps"                             # E's output: "eps" (Eq. 3), "x0" or "v"
-    train_steps: int = 100                              # Alg. 1's chain in training (respaced)
-    loss_weighting: str = "eps"                         # Eq. 5 ("eps") or 1/abar-weighted ("v")
-    loss_reduction: str = "sum"                         # Eq. 5's squared norm per sample ("sum",
-                                                        # the public code) or the pixel mean
-    value_range: str = "pm1"                            # images enter the chain in [-1, 1]
-                                                        # ("pm1", DDPM's convention) or [0, 1]
-                                                        # ("unit", the public code)
+    time_embedding: str = "sinusoidal"  # or "table" (the paper's look-up table)
+    prediction: str = "eps"  # E's output: "eps" (Eq. 3), "x0" or "v"
+    train_steps: int = 100  # Alg. 1's chain in training (respaced)
+    loss_weighting: str = "eps"  # Eq. 5 ("eps") or 1/abar-weighted ("v")
+    loss_reduction: str = "sum"  # Eq. 5's squared norm per sample ("sum",
+    # the public code) or the pixel mean
+    value_range: str = "pm1"  # images enter the chain in [-1, 1]
+    # ("pm1", DDPM's convention) or [0, 1]
+    # ("unit", the public code)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, "
-                             f"got {self.loss_reduction!r}")
+            raise ValueError(
+                f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}"
+            )
         if self.value_range not in VALUE_RANGES:
             raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {self.value_range!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
-                             f"got {self.loss_weighting!r}")
+            raise ValueError(
+                f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}"
+            )
 
     @classmethod
-    def paper(cls) -> "DiffCMRConfig":
+    def paper(cls) -> DiffCMRConfig:
         return cls()
 
 
@@ -81,7 +83,8 @@ def norm(ch: int) -> nn.GroupNorm:
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Transformer-style embedding of (integer or float) time-steps ``t`` ``(B,)`` -> ``(B, dim)``."""
+    """Transformer-style embedding of (integer or float) time-steps ``t`` ``(B,)`` -> ``(B,
+    dim)``."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
@@ -103,11 +106,16 @@ class TimeEmbedding(nn.Module):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'table', got {kind!r}")
         self.kind, self.channels = kind, channels
         self.table = nn.Embedding(BASE_STEPS, channels) if kind == "table" else None
-        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.SiLU(),
-                                 nn.Linear(4 * channels, 4 * channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, 4 * channels)
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        code = self.table(t.long()) if self.table is not None else sinusoidal_embedding(t, self.channels)
+        code = (
+            self.table(t.long())
+            if self.table is not None
+            else sinusoidal_embedding(t, self.channels)
+        )
         return self.mlp(code)
 
 
@@ -119,8 +127,9 @@ class ResBlock(nn.Module):
         self.in_layers = nn.Sequential(norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb, 2 * cout))
         self.out_norm = norm(cout)
-        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout),
-                                        nn.Conv2d(cout, cout, 3, padding=1))
+        self.out_layers = nn.Sequential(
+            nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(cout, cout, 3, padding=1)
+        )
         nn.init.zeros_(self.out_layers[-1].weight)
         nn.init.zeros_(self.out_layers[-1].bias)
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
@@ -147,8 +156,9 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2),
-                                             v.transpose(-1, -2))
+        out = F.scaled_dot_product_attention(
+            q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
+        )
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
@@ -157,8 +167,9 @@ class ResidualDenseBlock(nn.Module):
 
     def __init__(self, nf: int, gc: int) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(nf + i * gc, gc if i < 4 else nf, 3, padding=1)
-                                   for i in range(5))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(nf + i * gc, gc if i < 4 else nf, 3, padding=1) for i in range(5)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
@@ -219,9 +230,13 @@ class DenoisingUNet(nn.Module):
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 skips.append(ch)
                 res //= 2
-        self.middle = nn.ModuleList([ResBlock(ch, ch, emb, cfg.dropout),
-                                     AttentionBlock(ch, cfg.num_heads),
-                                     ResBlock(ch, ch, emb, cfg.dropout)])
+        self.middle = nn.ModuleList(
+            [
+                ResBlock(ch, ch, emb, cfg.dropout),
+                AttentionBlock(ch, cfg.num_heads),
+                ResBlock(ch, ch, emb, cfg.dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
@@ -274,24 +289,29 @@ class DiffCMRNet(nn.Module):
     def __init__(self, cfg: DiffCMRConfig) -> None:
         super().__init__()
         if cfg.image_size % 2 ** (len(cfg.channel_mult) - 1):
-            raise ValueError(f"image_size {cfg.image_size} must be divisible by "
-                             f"2^{len(cfg.channel_mult) - 1}")
+            raise ValueError(
+                f"image_size {cfg.image_size} must be divisible by 2^{len(cfg.channel_mult) - 1}"
+            )
         self.cfg = cfg
-        self.stem = nn.Conv2d(1, cfg.channels, 3, padding=1)            # F
-        self.condition = ConditionEncoder(cfg)                          # G
-        self.time = TimeEmbedding(cfg.channels, cfg.time_embedding)     # H
-        self.unet = DenoisingUNet(cfg)                                  # E
+        self.stem = nn.Conv2d(1, cfg.channels, 3, padding=1)  # F
+        self.condition = ConditionEncoder(cfg)  # G
+        self.time = TimeEmbedding(cfg.channels, cfg.time_embedding)  # H
+        self.unet = DenoisingUNet(cfg)  # E
 
     def encode_condition(self, undersampled: torch.Tensor) -> torch.Tensor:
         """G(I^u) ``(B, C, H, W)``: compute once per slice, reuse for every step and round."""
         return self.condition(undersampled)
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond_features: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond_features: torch.Tensor
+    ) -> torch.Tensor:
         """E's output ``(B, 1, H, W)`` from x_t ``(B, 1, H, W)``, base time-steps ``t`` ``(B,)``
         in [0, 1000) and cached condition features G(I^u)."""
         return self.unet(self.stem(x_t) + cond_features, self.time(t))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, undersampled: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, undersampled: torch.Tensor
+    ) -> torch.Tensor:
         return self.denoise(x_t, t, self.encode_condition(undersampled))
 
 
@@ -301,6 +321,10 @@ def count_parameters(module: nn.Module) -> int:
 
 def parameter_counts(net: DiffCMRNet) -> dict[str, int]:
     """Parameters of F, G, H, E and in total."""
-    return {"F (stem)": count_parameters(net.stem), "G (RRDB encoder)": count_parameters(net.condition),
-            "H (time embedding)": count_parameters(net.time), "E (U-Net)": count_parameters(net.unet),
-            "total": count_parameters(net)}
+    return {
+        "F (stem)": count_parameters(net.stem),
+        "G (RRDB encoder)": count_parameters(net.condition),
+        "H (time embedding)": count_parameters(net.time),
+        "E (U-Net)": count_parameters(net.unet),
+        "total": count_parameters(net),
+    }
