@@ -19,6 +19,7 @@ def _fmt(value: object) -> str:
 
 
 def to_csv_text(rows: Sequence[Row]) -> str:
+    """Rows (dicts with the same keys) as CSV text."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -27,6 +28,7 @@ def to_csv_text(rows: Sequence[Row]) -> str:
 
 
 def to_markdown(rows: Sequence[Row]) -> str:
+    """Rows as a Markdown table (numbers rounded for reading)."""
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
@@ -42,6 +44,7 @@ def write_table(rows: Sequence[Row], path: str | Path) -> tuple[Path, Path]:
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """A CSV file's rows, as dicts of strings."""
     with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
 

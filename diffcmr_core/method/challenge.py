@@ -106,6 +106,8 @@ def reference_ranking(full_path: Path, coil: str, name: str) -> np.ndarray:
 def submission_path(
     out: str | Path, coil: str, task: str, split: str, acc: int, case: str, name: str
 ) -> Path:
+    """Where the submission file of one case's file ``name`` goes under ``out`` (the organisers'
+    layout)."""
     return (
         Path(out)
         / coil

@@ -49,6 +49,8 @@ def evaluate(
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and standard deviation (``<metric>_std``, over the rows) of each metric of per-slice
+    rows."""
     values = {m: np.array([r[m] for r in rows], float) for m in METRICS}
     return {
         **{m: float(v.mean()) for m, v in values.items()},

@@ -42,4 +42,5 @@ METRICS = ("psnr", "ssim", "nmse")
 
 
 def all_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """PSNR, SSIM and NMSE of ``pred`` against ``gt`` (2D images), as the paper scores them."""
     return {"psnr": psnr(gt, pred), "ssim": ssim(gt, pred), "nmse": nmse(gt, pred)}

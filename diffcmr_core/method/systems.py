@@ -86,9 +86,11 @@ class DiffusionSystem(nn.Module):
         )
 
     def to_model(self, img: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the network's value range."""
         return to_model_space(img, self.cfg.value_range)
 
     def from_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's value range -> images in [0, 1]."""
         return from_model_space(x, self.cfg.value_range)
 
     def eps_fn(self, denoise):
@@ -99,6 +101,7 @@ class DiffusionSystem(nn.Module):
         return lambda x, t, cond: schedule.eps_from_output(denoise(x, t, cond), x, t, prediction)
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+        """AdamW over the whole network (the paper, §3.2)."""
         return [torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)]
 
     def randomness(
@@ -109,6 +112,8 @@ class DiffusionSystem(nn.Module):
         return {"t_index": idx, "noise": torch.randn((n,) + shape, generator=gen)}
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
+        """One step of Alg. 1: noise the targets (Eq. 4), predict eps (Eq. 3), the loss (Eq. 5),
+        update."""
         (opt,) = opts
         t = self.train_timesteps[rand["t_index"].to(inp.device)]
         noise = rand["noise"].to(inp.device)
@@ -174,12 +179,15 @@ class RegressionSystem(nn.Module):
         self.model = UNet(cfg)
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+        """AdamW over the U-Net."""
         return [torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)]
 
     def randomness(self, gen, n, shape):
+        """Nothing: an L1 regression draws no random numbers per step."""
         return {}
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
+        """One L1 step: predict the fully sampled image, update."""
         (opt,) = opts
         with autocast(inp.device, self.precision):
             pred = self.model(inp)
@@ -189,6 +197,8 @@ class RegressionSystem(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, model: UNet, inp: torch.Tensor, **_: Any):
+        """``(image, zeros, image[None])``: one forward pass, clamped at 0, in the shape of
+        DiffCMR's ``(mean, std, rounds)``."""
         out = model(inp).clamp_min(0.0)
         return out, torch.zeros_like(out), out[None]
 
@@ -205,12 +215,15 @@ class GANSystem(RegressionSystem):
         self.discriminator = PatchDiscriminator(channels=max(cfg.generator.channels, 16))
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+        """Adam (beta1 = 0.5, as pix2pix) for the generator and for the discriminator."""
         return [
             torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999)),
             torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)),
         ]
 
     def train_step(self, inp, tgt, rand, opts, sync) -> dict[str, float]:
+        """One discriminator update on real and generated pairs, then one generator update
+        (adversarial + L1)."""
         opt_g, opt_d = opts
         bce = F.binary_cross_entropy_with_logits
         with autocast(inp.device, self.precision):

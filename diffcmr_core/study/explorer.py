@@ -51,6 +51,7 @@ class Explorer:
         return val_pairs(self.profile, self.task, acc, self.profile.evaluation.n_val)
 
     def n_slices(self, acc: int) -> int:
+        """Number of validation slices at ``acc``."""
         return len(self._data(acc)[0])
 
     def reconstruct(
@@ -93,9 +94,11 @@ class Explorer:
         return out
 
     def cached(self, index: int, acc: int, steps: int, rounds: int, seed: int = 0) -> bool:
+        """Whether this slice and these settings were reconstructed already (no sampling needed)."""
         return (index, acc, steps, rounds, seed) in self._recons
 
     def title(self, index: int, acc: int) -> str:
+        """Case, coil, file, slice and frame of validation slice ``index`` at ``acc``."""
         meta = self._data(acc)[2]
         return (
             f"{meta['case'][index]} {meta['coil'][index]} {meta['file'][index]} slice "
@@ -141,6 +144,8 @@ class Explorer:
         rounds: int = 4,
         progress: bool = False,
     ) -> plt.Figure:
+        """The explorer's figure for one slice and setting: the reconstruction, its |error|,
+        the std over the rounds, and its k-space."""
         r = self.reconstruct(index, acc, steps, rounds, progress=progress)
         kspace = fft2c(torch.from_numpy(r["recon"]).to(torch.complex64)).numpy()
         m = r["metrics"]

@@ -63,6 +63,7 @@ class Batch:
 
     @cached_property
     def acquired(self) -> list[Acquired]:
+        """The slices' acquisitions (k-space, mask, coil type), read on first use."""
         if self.read_acquired is None:
             raise ValueError(
                 "this batch carries no acquisitions (k-space); a method that "
@@ -94,6 +95,8 @@ class Method:
     def reconstructor(
         self, profile, task: str, acc: int, *, device=None, progress: bool = False
     ) -> Callable[[Batch], Reconstruction]:
+        """A function that reconstructs a :class:`Batch` with the fitted method for ``task`` at
+        ``acc``."""
         raise NotImplementedError
 
     def train_flops(self, profile, units) -> float:
@@ -125,6 +128,7 @@ def unregister(name: str) -> None:
 
 
 def get(name: str) -> Method:
+    """The registered method called ``name``."""
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; expected one of {tuple(REGISTRY)}")
     return REGISTRY[name]
@@ -136,6 +140,7 @@ def names(*, network: bool | None = None) -> tuple[str, ...]:
 
 
 def label(name: str) -> str:
+    """The method's name in tables and figures (``U-Net``, ``DiffCMR`` ...)."""
     return get(name).label
 
 
@@ -196,6 +201,7 @@ class ZeroFilled(Method):
     name, label = "raw", "RAW"
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        """The inputs themselves."""
         return lambda batch: {"mean": batch.inputs}
 
 
@@ -208,17 +214,21 @@ class Network(Method):
     fitted = network = True
 
     def model_config(self, profile):
+        """The network's configuration in ``profile``."""
         return profile.model_config(self.name)
 
     def train_config(self, profile):
+        """The training settings in ``profile``."""
         return profile.train_config(self.name)
 
     def artefact(self, profile, task, acc):
+        """The final checkpoint ``last.pt`` of the model for ``task`` at ``acc``."""
         from diffcmr_core.study.profiles import paths_for
 
         return paths_for(profile).model_dir(task, acc, self.name) / "last.pt"
 
     def fit(self, profile, task, acc, *, progress=True):
+        """Train (or resume, or reuse) the network; in an evidence profile, until it converges."""
         from diffcmr_core.data.pairs import pairs_path
         from diffcmr_core.method.train import default_device, train
         from diffcmr_core.study.profiles import paths_for
@@ -262,6 +272,8 @@ class Network(Method):
         }
 
     def load(self, profile, task, acc, device=None):
+        """``(system, model)`` of the checked checkpoint, on ``device``, with the profile's
+        weights."""
         from diffcmr_core.errors import CheckpointError
         from diffcmr_core.method.train import default_device, load_for_inference
 
@@ -282,6 +294,7 @@ class Network(Method):
         )
 
     def train_flops(self, profile, units):
+        """Per-sample training FLOPs x iterations x batch."""
         t = self.train_config(profile)
         return getattr(units, f"{self.name}_train") * t.iterations * t.batch_size
 
@@ -290,6 +303,7 @@ class Regression(Network):
     """A regression network: one forward pass per image."""
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        """One forward pass per slice, in batches of the evaluation's batch."""
         from diffcmr_core.method.inference import regress
 
         system, model = self.load(profile, task, acc, device)
@@ -305,6 +319,7 @@ class Regression(Network):
         }
 
     def image_flops(self, profile, units):
+        """One U-Net forward pass."""
         return units.unet_forward
 
 
@@ -326,6 +341,8 @@ class DiffCMRMethod(Network):
     name, label, sampling = "diffcmr", "DiffCMR", True
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        """Alg. 2 (or the profile's sampler) with the evaluation's T, R and seed; each slice's
+        noise seeded by its id."""
         from diffcmr_core.method.inference import reconstruct
 
         system, model = self.load(profile, task, acc, device)
@@ -344,6 +361,7 @@ class DiffCMRMethod(Network):
         )
 
     def image_flops(self, profile, units):
+        """G(I^u) once, and T x R evaluations of E."""
         ev = profile.evaluation
         return units.condition + ev.steps * ev.rounds * units.denoise_step
 
@@ -361,17 +379,20 @@ class PICSMethod(Method):
 
     @property
     def default_options(self):
+        """The PI-CS settings of :class:`~diffcmr_core.method.classical.CSConfig`."""
         from diffcmr_core.method.classical import CSConfig
 
         return CSConfig()
 
     def artefact(self, profile, task, acc):
+        """The file holding the chosen weight and iterations."""
         from diffcmr_core.study.classical import CHOICE_FILE
         from diffcmr_core.study.profiles import paths_for
 
         return paths_for(profile).model_dir(task, acc, self.name) / CHOICE_FILE
 
     def fit(self, profile, task, acc, *, progress=True):
+        """Choose the weight and iterations on training slices (reused when already chosen)."""
         from diffcmr_core.study.classical import choose
 
         return choose(
@@ -384,6 +405,7 @@ class PICSMethod(Method):
         )
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
+        """PI-CS from each slice's acquisition with the chosen parameters (cached per slice)."""
         from diffcmr_core.study.classical import load_choice, pics_images
         from diffcmr_core.study.profiles import paths_for
 
@@ -397,6 +419,7 @@ class PICSMethod(Method):
         return run
 
     def image_flops(self, profile, units):
+        """FFTs and wavelet transforms of the largest iteration count, on the acquired matrix."""
         from diffcmr_core.method.classical import cost_per_image
 
         pre, cfg = profile.preprocess, options(profile, self.name)
@@ -406,6 +429,7 @@ class PICSMethod(Method):
         return cost_per_image(ky, kx, profile.phantom.n_coils, max(cfg.iteration_grid))
 
     def train_flops(self, profile, units):
+        """Every candidate weight and iteration count on the tuning slices."""
         cfg = options(profile, self.name)
         grid = len(cfg.weights) * sum(cfg.iteration_grid) / max(cfg.iteration_grid)
         per_task = cfg.tuning_slices * 2 * len(profile.accs)  # two coil types

@@ -107,6 +107,7 @@ TABLE4B = {
 
 
 def paper_row(task: str, method: str, acc: int) -> dict[str, float]:
+    """The paper's PSNR, SSIM and NMSE for ``method`` at ``acc`` (NaN where it reports none)."""
     if method not in TABLE2_3[task]:  # a method the paper does not report
         return {"paper_psnr": float("nan"), "paper_ssim": float("nan"), "paper_nmse": float("nan")}
     psnr, ssim, nmse = TABLE2_3[task][method][acc]

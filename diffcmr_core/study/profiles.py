@@ -145,6 +145,9 @@ class EvidenceConfig:
 
 @dataclass(frozen=True)
 class Profile:
+    """Everything one run of the study is: its data, preprocessing, networks, training,
+    evaluation and, for the evidence study, its convergence settings (see the module)."""
+
     name: str
     phantom: PhantomConfig
     preprocess: PreprocessConfig
@@ -169,6 +172,7 @@ class Profile:
     notebooks: tuple[str, ...] | None = None  # the notebooks ``make study`` runs (None: all)
 
     def train_config(self, method: str) -> TrainConfig:
+        """The training settings of ``method`` (``diffcmr``, ``unet`` or ``cgan``)."""
         return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[
             method
         ]
@@ -547,6 +551,7 @@ class Paths:
 
     @property
     def real_data(self) -> Path | None:
+        """The real CMRxRecon tree, when this profile reads it and one is configured."""
         return real_data_root(self.root) if self.uses_real_data else None
 
     def describe(self) -> str:
@@ -571,18 +576,22 @@ class Paths:
 
     @property
     def is_synthetic(self) -> bool:
+        """Whether the profile runs on its phantom."""
         return self.real_data is None
 
     @property
     def pairs(self) -> Path:
+        """The folder of the paired slices (``pairs_<task>_accNN.h5``)."""
         return self.root / "data" / "pairs" / (self.data_profile or self.profile)
 
     @property
     def runs(self) -> Path:
+        """The folder of checkpoints, caches and executed notebooks."""
         return self.root / "runs" / self.profile
 
     @property
     def figures(self) -> Path:
+        """The folder of the committed figures and tables."""
         return self.figures_dir or self.root / "figures" / self.profile
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
@@ -597,6 +606,7 @@ class Paths:
         )
 
     def eval_dir(self, task: str, acc: int) -> Path:
+        """The evaluation folder of ``task`` at ``acc`` (per-slice tables, reconstructions)."""
         return self.runs / "eval" / f"{task}_acc{acc:02d}"
 
 

@@ -123,6 +123,7 @@ def model_list(
 
 
 def loss_history(profile: Profile, task: str, acc: int, method: str) -> list[dict[str, str]]:
+    """The training log (``loss.csv``) of a model, as rows."""
     return read_csv(paths_for(profile).model_dir(task, acc, method) / "loss.csv")
 
 

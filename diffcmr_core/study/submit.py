@@ -67,6 +67,7 @@ class Submission:
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """What was written, kept and skipped, in lines."""
         lines = [
             f"submission in {self.out}: {len(self.written)} files written, {len(self.kept)} "
             f"already there (kept), {len(self.skipped)} skipped"

@@ -53,6 +53,7 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(2 * ch, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image ``(B, 1, S, S)`` -> reconstruction ``(B, 1, S, S)``."""
         skips, h = [], x
         for block in self.down:
             h = block(h)
@@ -84,4 +85,6 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*mods)
 
     def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Logits per patch ``(B, 1, h, w)`` of (input ``(B, 1, S, S)``, image ``(B, 1, S, S)``)
+        pairs."""
         return self.net(torch.cat([condition, image], 1))

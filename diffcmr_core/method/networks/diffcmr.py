@@ -71,6 +71,7 @@ class DiffCMRConfig:
 
     @classmethod
     def paper(cls) -> DiffCMRConfig:
+        """The paper's configuration (§3.2): the defaults."""
         return cls()
 
 
@@ -79,6 +80,7 @@ def _groups(ch: int) -> int:
 
 
 def norm(ch: int) -> nn.GroupNorm:
+    """GroupNorm with gcd(32, ``ch``) groups."""
     return nn.GroupNorm(_groups(ch), ch)
 
 
@@ -111,6 +113,7 @@ class TimeEmbedding(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """Time-steps ``t`` ``(B,)`` -> embeddings ``(B, 4 C)``."""
         code = (
             self.table(t.long())
             if self.table is not None
@@ -135,6 +138,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, cin, H, W)`` and time embedding ``(B, emb)`` -> ``(B, cout, H, W)``."""
         h = self.in_layers(x)
         scale, shift = self.emb(emb).to(h.dtype)[..., None, None].chunk(2, dim=1)
         h = self.out_layers(self.out_norm(h) * (1 + scale) + shift)
@@ -154,6 +158,7 @@ class AttentionBlock(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Self-attention over the pixels: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
         out = F.scaled_dot_product_attention(
@@ -172,6 +177,7 @@ class ResidualDenseBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Five densely connected convs, scaled residual: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
         feats = [x]
         for i, conv in enumerate(self.convs):
             out = conv(torch.cat(feats, 1))
@@ -188,6 +194,7 @@ class RRDB(nn.Module):
         self.body = nn.Sequential(*(ResidualDenseBlock(nf, gc) for _ in range(3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Three dense blocks, scaled residual: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
         return x + 0.2 * self.body(x)
 
 
@@ -207,6 +214,7 @@ class ConditionEncoder(nn.Module):
         self.tail = nn.Conv2d(nf, cfg.channels, 3, padding=1)
 
     def forward(self, undersampled: torch.Tensor) -> torch.Tensor:
+        """G(I^u): under-sampled image ``(B, 1, S, S)`` -> features ``(B, C, S, S)``."""
         features = self.head(undersampled)
         features = features + self.trunk(self.body(features))
         return self.tail(F.leaky_relu(self.hr(features), 0.2))
@@ -264,6 +272,8 @@ class DenoisingUNet(nn.Module):
         return h
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """E: features ``(B, C, S, S)`` and time embedding ``(B, 4 C)`` -> output ``(B, 1, S,
+        S)``."""
         hs = [h]
         for layers in self.down:
             h = self._run(layers, h, emb)
@@ -312,10 +322,13 @@ class DiffCMRNet(nn.Module):
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, undersampled: torch.Tensor
     ) -> torch.Tensor:
+        """Eq. 3: x_t ``(B, 1, S, S)``, time-steps ``(B,)``, I^u ``(B, 1, S, S)`` -> ``(B, 1, S,
+        S)``."""
         return self.denoise(x_t, t, self.encode_condition(undersampled))
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of ``module``."""
     return sum(p.numel() for p in module.parameters())
 
 
