@@ -219,17 +219,17 @@ def _readme(args) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    from diffcmr_core.study import methods
-
     top = argparse.ArgumentParser(prog="diffcmr", description=__doc__.split("\n\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
+    _add_study_commands(sub)
+    _add_phantom_command(sub)
+    _add_challenge_commands(sub)
+    _add_other_commands(sub)
+    return top
 
-    p = sub.add_parser("study", help="run the study (all notebooks) for a profile")
-    p.add_argument("--profile", default="quick", help="quick | cpu | gpu | paper | smoke")
-    p.add_argument("--force", action="store_true", help="recompute every step")
-    p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
-    p.set_defaults(run=_study)
 
+def _add_phantom_command(sub) -> None:
+    """``phantom``: a profile's synthetic tree written anywhere."""
     p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
     p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
     p.add_argument("--profile", default="quick")
@@ -255,6 +255,15 @@ def parser() -> argparse.ArgumentParser:
         "(same-named files are replaced; by default such a folder is refused)",
     )
     p.set_defaults(run=_phantom)
+
+
+def _add_study_commands(sub) -> None:
+    """``study``, ``seeds``, ``cost``."""
+    p = sub.add_parser("study", help="run the study (all notebooks) for a profile")
+    p.add_argument("--profile", default="quick", help="quick | cpu | gpu | paper | smoke")
+    p.add_argument("--force", action="store_true", help="recompute every step")
+    p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
+    p.set_defaults(run=_study)
 
     p = sub.add_parser(
         "seeds",
@@ -293,6 +302,11 @@ def parser() -> argparse.ArgumentParser:
         "(torchrun): the time each takes",
     )
     p.set_defaults(run=_cost)
+
+
+def _add_challenge_commands(sub) -> None:
+    """``submit``, ``evaluate``, ``score``: the ones that run under ``torchrun`` and score."""
+    from diffcmr_core.study import methods
 
     p = sub.add_parser(
         "submit",
@@ -334,6 +348,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_score)
 
+
+def _add_other_commands(sub) -> None:
+    """``readme``, ``train``."""
+    from diffcmr_core.study import methods
+
     p = sub.add_parser("readme", help="regenerate the README's evidence block from figures/cpu")
     p.set_defaults(run=_readme)
 
@@ -347,7 +366,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("config", help='JSON: {"train": {...TrainConfig...}, "model": {...}}')
     p.set_defaults(run=_train)
-    return top
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ class Acquired:
 
     @property
     def multicoil(self) -> bool:
+        """Whether the acquisition has several coils."""
         return self.coil == "MultiCoil"
 
 
@@ -45,8 +46,10 @@ def of_block(kspace: np.ndarray, mask: np.ndarray, coil: str, source: Path) -> l
     if coil == "SingleCoil":
         block = block[:, :, None]
     n_t, n_z = block.shape[:2]
-    return [Acquired(np.ascontiguousarray(block[:, z]), mask, np.arange(n_t) * n_z + z, source, coil)
-            for z in range(n_z)]
+    return [
+        Acquired(np.ascontiguousarray(block[:, z]), mask, np.arange(n_t) * n_z + z, source, coil)
+        for z in range(n_z)
+    ]
 
 
 def of_pairs(root: str | Path, task: str, acc: int, meta: dict[str, np.ndarray]) -> list[Acquired]:
@@ -55,8 +58,14 @@ def of_pairs(root: str | Path, task: str, acc: int, meta: dict[str, np.ndarray])
     ``root``, one :class:`Acquired` per slice of a file, holding the frames the images need."""
     groups: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
     for i in range(len(meta["coil"])):
-        groups[(str(meta["coil"][i]), str(meta["case"][i]), str(meta["file"][i]),
-                int(meta["slice"][i]))].append(i)
+        groups[
+            (
+                str(meta["coil"][i]),
+                str(meta["case"][i]),
+                str(meta["file"][i]),
+                int(meta["slice"][i]),
+            )
+        ].append(i)
     out = []
     for (coil, case, name, z), positions in sorted(groups.items()):
         path = io.file_path(root, coil, task, case, name, acc=acc)
@@ -66,11 +75,16 @@ def of_pairs(root: str | Path, task: str, acc: int, meta: dict[str, np.ndarray])
         block = io.load_kspace(path, io.kspace_key(coil, acc), index=(slice(lo, hi + 1), z))
         mask = io.load_mask(mask_path, io.mask_key(acc))
         if mask.shape != block.shape[-2:]:
-            raise CMRxReconError(mask_path, f"mask {mask.shape} does not fit the k-space "
-                                            f"{block.shape[-2:]} of {path.name}")
+            raise CMRxReconError(
+                mask_path,
+                f"mask {mask.shape} does not fit the k-space {block.shape[-2:]} of {path.name}",
+            )
         block = block[frames - lo]
         if coil == "SingleCoil":
             block = block[:, None]
-        out.append(Acquired(np.ascontiguousarray(block, np.complex64), mask,
-                            np.asarray(positions), path, coil))
+        out.append(
+            Acquired(
+                np.ascontiguousarray(block, np.complex64), mask, np.asarray(positions), path, coil
+            )
+        )
     return out

@@ -68,17 +68,19 @@ class Field:
     """A smooth random 3D field, a sum of ``k`` plane waves of wavelength around ``scale`` mm;
     zero mean, unit standard deviation."""
 
-    k: np.ndarray       # (n, 3) wave vectors [rad/mm]
-    phase: np.ndarray   # (n,)
+    k: np.ndarray  # (n, 3) wave vectors [rad/mm]
+    phase: np.ndarray  # (n,)
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, scale: float, n: int = 24) -> "Field":
+    def draw(cls, rng: np.random.Generator, scale: float, n: int = 24) -> Field:
+        """A field of ``n`` random plane waves of wavelength around ``scale`` mm."""
         direction = rng.standard_normal((n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         length = 2 * np.pi / (scale * rng.uniform(0.7, 1.4, n))
         return cls(direction * length[:, None], rng.uniform(0, 2 * np.pi, n))
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
+        """The field at points ``p`` ``(n, 3)`` [mm] -> ``(n,)``."""
         return np.cos(p @ self.k.T + self.phase).sum(-1) * np.sqrt(2.0 / len(self.phase))
 
 
@@ -86,7 +88,7 @@ class Field:
 def ellipsoid(p: np.ndarray, centre, axes: np.ndarray, semi) -> np.ndarray:
     """Approximate signed distance (mm) to an ellipsoid with orthonormal ``axes`` (rows)."""
     q = (p - centre) @ axes.T / np.asarray(semi)
-    n = np.sqrt((q ** 2).sum(-1)) + 1e-9
+    n = np.sqrt((q**2).sum(-1)) + 1e-9
     grad = np.sqrt(((q / np.asarray(semi)) ** 2).sum(-1)) / n + 1e-9
     return (n - 1.0) / grad
 
@@ -111,30 +113,30 @@ def vertical(p: np.ndarray, x: float, y: float, rx: float, ry: float) -> np.ndar
 class Body:
     """One subject: sizes, positions and orientation of every structure, and tissue values."""
 
-    torso: tuple[float, float, float, float]     # centre x, y; semi-axes A (left-right), B (AP)
-    fat: float                                   # subcutaneous fat thickness [mm]
-    muscle: float                                # chest-wall muscle thickness [mm]
-    diaphragm: float                             # z of the right dome's top [mm]
-    spine: tuple[float, float]                   # vertebral body centre x, y
-    axis: np.ndarray                             # unit long axis of the LV, base -> apex
-    rv_dir: np.ndarray                           # unit, perpendicular to axis, towards the RV
-    lv_length: float                             # base-apex length of the cavity at ED [mm]
-    lv_radius: float                             # cavity radius at the base at ED [mm]
-    wall: float                                  # LV wall thickness at ED [mm]
-    ef: float                                    # LV ejection fraction
-    base_descent: float                          # base-to-apex shortening at ES [mm]
-    systole: float                               # fraction of the cycle to end-systole
-    epi_fat: float                               # epicardial fat in the grooves [mm]
+    torso: tuple[float, float, float, float]  # centre x, y; semi-axes A (left-right), B (AP)
+    fat: float  # subcutaneous fat thickness [mm]
+    muscle: float  # chest-wall muscle thickness [mm]
+    diaphragm: float  # z of the right dome's top [mm]
+    spine: tuple[float, float]  # vertebral body centre x, y
+    axis: np.ndarray  # unit long axis of the LV, base -> apex
+    rv_dir: np.ndarray  # unit, perpendicular to axis, towards the RV
+    lv_length: float  # base-apex length of the cavity at ED [mm]
+    lv_radius: float  # cavity radius at the base at ED [mm]
+    wall: float  # LV wall thickness at ED [mm]
+    ef: float  # LV ejection fraction
+    base_descent: float  # base-to-apex shortening at ES [mm]
+    systole: float  # fraction of the cycle to end-systole
+    epi_fat: float  # epicardial fat in the grooves [mm]
     tissues: dict[str, tuple[float, float, float]]
-    texture: Field                               # tissue texture (few % of PD)
-    fine_texture: Field                          # fine structure (septa, fibres), a few mm
-    b0: Field                                    # smooth B0 inhomogeneity (shim residual)
-    vessels: tuple[Field, Field]                 # lung vessels: where both fields are near 0
-    trabeculae: np.ndarray                       # (n, 3): angular number, phase, amplitude
+    texture: Field  # tissue texture (few % of PD)
+    fine_texture: Field  # fine structure (septa, fibres), a few mm
+    b0: Field  # smooth B0 inhomogeneity (shim residual)
+    vessels: tuple[Field, Field]  # lung vessels: where both fields are near 0
+    trabeculae: np.ndarray  # (n, 3): angular number, phase, amplitude
     background_phase: tuple[float, ...]
     vessel_width: float = 0.3
-    fine: float = 0.15                           # std of the fine texture
-    inflow: float = 0.35                         # share of fresh blood in a slice (cine)
+    fine: float = 0.15  # std of the fine texture
+    inflow: float = 0.35  # share of fresh blood in a slice (cine)
     rib_phase: float = 0.0
     arm_offset: float = 40.0
     heart_tissues: tuple[str, ...] = field(default=("myocardium", "blood"), repr=False)
@@ -146,6 +148,7 @@ class Body:
 
     @property
     def lv_dir2(self) -> np.ndarray:
+        """The third axis of the heart's frame, orthogonal to the long axis and the RV direction."""
         return np.cross(self.axis, self.rv_dir)
 
 
@@ -153,31 +156,58 @@ def draw_body(rng: np.random.Generator) -> Body:
     """A subject with per-case size, shape, position, orientation, contrast and texture."""
     size = rng.uniform(0.88, 1.12)
     a_t, b_t = 165.0 * size * rng.uniform(0.95, 1.05), 112.0 * size * rng.uniform(0.93, 1.07)
-    axis = _unit([0.55 + rng.uniform(-0.1, 0.1), -0.45 + rng.uniform(-0.1, 0.1),
-                  -0.70 + rng.uniform(-0.1, 0.1)])
+    axis = _unit(
+        [
+            0.55 + rng.uniform(-0.1, 0.1),
+            -0.45 + rng.uniform(-0.1, 0.1),
+            -0.70 + rng.uniform(-0.1, 0.1),
+        ]
+    )
     towards_rv = np.array([-0.7, -0.7, 0.1]) + rng.uniform(-0.1, 0.1, 3)
     rv_dir = _unit(towards_rv - (towards_rv @ axis) * axis)
-    tissues = {k: (pd * rng.uniform(0.94, 1.06) if pd > 0 else 0.0,
-                   t1 * rng.uniform(0.95, 1.05), t2 * rng.uniform(0.92, 1.08))
-               for k, (pd, t1, t2) in TISSUES.items()}
+    tissues = {
+        k: (
+            pd * rng.uniform(0.94, 1.06) if pd > 0 else 0.0,
+            t1 * rng.uniform(0.95, 1.05),
+            t2 * rng.uniform(0.92, 1.08),
+        )
+        for k, (pd, t1, t2) in TISSUES.items()
+    }
     heart_scale = rng.uniform(0.9, 1.1)
     n_trab = 5
     return Body(
         torso=(rng.uniform(-35, -15), rng.uniform(20, 40), a_t, b_t),
-        fat=rng.uniform(6.0, 24.0), muscle=rng.uniform(8.0, 14.0),
+        fat=rng.uniform(6.0, 24.0),
+        muscle=rng.uniform(8.0, 14.0),
         diaphragm=rng.uniform(-62.0, -45.0),
         spine=(rng.uniform(-30, -15), b_t - 38.0 + rng.uniform(10, 30)),
-        axis=axis, rv_dir=rv_dir,
-        lv_length=78.0 * heart_scale, lv_radius=25.0 * heart_scale * rng.uniform(0.93, 1.07),
-        wall=rng.uniform(8.0, 11.0), ef=rng.uniform(0.55, 0.65),
-        base_descent=rng.uniform(10.0, 15.0), systole=rng.uniform(0.32, 0.4),
-        epi_fat=rng.uniform(3.0, 9.0), tissues=tissues,
-        texture=Field.draw(rng, 25.0), fine_texture=Field.draw(rng, 4.0, 48), b0=Field.draw(rng, 120.0),
+        axis=axis,
+        rv_dir=rv_dir,
+        lv_length=78.0 * heart_scale,
+        lv_radius=25.0 * heart_scale * rng.uniform(0.93, 1.07),
+        wall=rng.uniform(8.0, 11.0),
+        ef=rng.uniform(0.55, 0.65),
+        base_descent=rng.uniform(10.0, 15.0),
+        systole=rng.uniform(0.32, 0.4),
+        epi_fat=rng.uniform(3.0, 9.0),
+        tissues=tissues,
+        texture=Field.draw(rng, 25.0),
+        fine_texture=Field.draw(rng, 4.0, 48),
+        b0=Field.draw(rng, 120.0),
         vessels=(Field.draw(rng, 45.0), Field.draw(rng, 45.0)),
-        trabeculae=np.stack([rng.integers(7, 16, n_trab), rng.uniform(0, 2 * np.pi, n_trab),
-                             rng.uniform(0.5, 1.0, n_trab)], 1),
+        trabeculae=np.stack(
+            [
+                rng.integers(7, 16, n_trab),
+                rng.uniform(0, 2 * np.pi, n_trab),
+                rng.uniform(0.5, 1.0, n_trab),
+            ],
+            1,
+        ),
         background_phase=tuple(rng.uniform(-1.0, 1.0, 4)),
-        inflow=rng.uniform(0.4, 0.7), rib_phase=rng.uniform(0, 25.0), arm_offset=rng.uniform(30.0, 60.0))
+        inflow=rng.uniform(0.4, 0.7),
+        rib_phase=rng.uniform(0, 25.0),
+        arm_offset=rng.uniform(30.0, 60.0),
+    )
 
 
 def volume_curve(phase: np.ndarray | float, systole: float = 0.36) -> np.ndarray:
@@ -193,14 +223,16 @@ def volume_curve(phase: np.ndarray | float, systole: float = 0.36) -> np.ndarray
 # ----------------------------------------------------------------------------- the heart
 @dataclass(frozen=True)
 class HeartState:
-    base_shift: float      # base position along the axis from the ED base [mm]
-    radius: float          # LV cavity radius at the base
-    length: float          # LV cavity base-apex length
+    """The heart's geometry at one contraction (end-diastole 0, end-systole 1)."""
+
+    base_shift: float  # base position along the axis from the ED base [mm]
+    radius: float  # LV cavity radius at the base
+    length: float  # LV cavity base-apex length
     epi_radius: float
     epi_length: float
     rv_scale: float
     atrial_scale: float
-    mitral_open: float     # 0 closed .. 1 open
+    mitral_open: float  # 0 closed .. 1 open
 
 
 def heart_state(body: Body, c: float) -> HeartState:
@@ -210,12 +242,19 @@ def heart_state(body: Body, c: float) -> HeartState:
     length = body.lv_length - shift
     radius = body.lv_radius * np.sqrt((1.0 - body.ef * c) * body.lv_length / length)
     r0, l0, w = body.lv_radius, body.lv_length, body.wall
-    myo = (r0 + w) ** 2 * (l0 + w) - r0 ** 2 * l0          # ~ myocardial volume / (2/3 pi)
+    myo = (r0 + w) ** 2 * (l0 + w) - r0**2 * l0  # ~ myocardial volume / (2/3 pi)
     epi_length = length + w * np.sqrt(l0 / length)
-    epi_radius = np.sqrt((myo + radius ** 2 * length) / epi_length)
-    return HeartState(shift, radius, length, epi_radius, epi_length,
-                      rv_scale=np.sqrt(1.0 - 0.55 * c), atrial_scale=1.0 + 0.25 * c,
-                      mitral_open=float(np.clip(1.0 - 2.0 * c, 0.0, 1.0)))
+    epi_radius = np.sqrt((myo + radius**2 * length) / epi_length)
+    return HeartState(
+        shift,
+        radius,
+        length,
+        epi_radius,
+        epi_length,
+        rv_scale=np.sqrt(1.0 - 0.55 * c),
+        atrial_scale=1.0 + 0.25 * c,
+        mitral_open=float(np.clip(1.0 - 2.0 * c, 0.0, 1.0)),
+    )
 
 
 def _heart_frame(body: Body, p: np.ndarray, st: HeartState):
@@ -236,15 +275,22 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
     base = body.base + st.base_shift * ax
     frame = np.stack([ax, rv, lv2])
     # left ventricle: half prolate ellipsoids (cavity and epicardium) apical of the base plane
-    d_cav = np.maximum(np.sqrt(r ** 2 / st.radius ** 2 + s ** 2 / st.length ** 2) * st.radius
-                       - st.radius, -s)
-    d_epi = np.maximum(np.sqrt(r ** 2 / st.epi_radius ** 2 + s ** 2 / st.epi_length ** 2)
-                       * st.epi_radius - st.epi_radius, -s - 3.0)
+    d_cav = np.maximum(
+        np.sqrt(r**2 / st.radius**2 + s**2 / st.length**2) * st.radius - st.radius, -s
+    )
+    d_epi = np.maximum(
+        np.sqrt(r**2 / st.epi_radius**2 + s**2 / st.epi_length**2) * st.epi_radius - st.epi_radius,
+        -s - 3.0,
+    )
     # right ventricle: a wider, shorter ellipsoid on the RV side wrapping the septum
     rs = st.rv_scale
     rv_centre = base + ax * (0.32 * st.length) + rv * (0.55 * st.epi_radius)
-    d_rv = ellipsoid(p, rv_centre, frame, (0.62 * st.length, 1.05 * st.radius * rs + 6,
-                                           1.75 * st.radius * (0.5 + 0.5 * rs) + 6))
+    d_rv = ellipsoid(
+        p,
+        rv_centre,
+        frame,
+        (0.62 * st.length, 1.05 * st.radius * rs + 6, 1.75 * st.radius * (0.5 + 0.5 * rs) + 6),
+    )
     d_rv = np.maximum(d_rv, -s - 6.0)
     # atria above the base plane; aorta and pulmonary trunk
     sa = st.atrial_scale ** (1 / 3)
@@ -252,7 +298,7 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
     ra_c = base - ax * 20 * sa + rv * 1.6 * st.radius + lv2 * 6
     d_la = ellipsoid(p, la_c, frame, (24 * sa, 22 * sa, 28 * sa))
     d_ra = ellipsoid(p, ra_c, frame, (24 * sa, 24 * sa, 22 * sa))
-    ao_dir = _unit(0.75 * rv - 0.65 * lv2)                    # anterior-septal outflow
+    ao_dir = _unit(0.75 * rv - 0.65 * lv2)  # anterior-septal outflow
     ao_valve = base + ao_dir * 0.55 * st.radius - ax * 2
     ao_top = ao_valve + _unit(-ax + np.array([0.0, 0.1, 0.9])) * 65
     d_ao = tube(p, ao_valve, ao_top, 13.5)
@@ -263,18 +309,26 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
     d_la_wall, d_ra_wall = d_la - 2.5, d_ra - 2.5
     d_heart = np.minimum.reduce([d_epi, d_rv_epi, d_la_wall, d_ra_wall, d_ao - 2, d_pa - 2])
     # epicardial fat: grooves (atrioventricular at the base, interventricular at the RV insertions)
-    groove = np.exp(-(s / 10.0) ** 2) + np.exp(-((np.abs(phi) - 1.25) / 0.3) ** 2)
+    groove = np.exp(-((s / 10.0) ** 2)) + np.exp(-(((np.abs(phi) - 1.25) / 0.3) ** 2))
     fat = 1.5 + body.epi_fat * np.clip(groove, 0, 1)
     anterior = np.clip(-(p @ np.array([0.0, 1.0, 0.0])) / 60.0, 0, 1)
-    layers = [("fat", soft(d_heart - fat - 1.5 - 5.0 * anterior, w)),      # pericardial fat
-              ("pericardium", soft(d_heart - fat - 1.2, w)),
-              ("fat", soft(d_heart - fat, w)),
-              ("myocardium", soft(d_la_wall, w)), ("myocardium", soft(d_ra_wall, w)),
-              ("blood", soft(d_la, w)), ("blood", soft(d_ra, w)),
-              ("muscle", soft(d_ao - 2, w)), ("blood", soft(d_ao, w)),
-              ("muscle", soft(d_pa - 2, w)), ("blood", soft(d_pa, w)),
-              ("myocardium", soft(d_rv_epi, w)), ("blood", soft(d_rv, w)),
-              ("myocardium", soft(d_epi, w)), ("blood", soft(d_cav, w))]
+    layers = [
+        ("fat", soft(d_heart - fat - 1.5 - 5.0 * anterior, w)),  # pericardial fat
+        ("pericardium", soft(d_heart - fat - 1.2, w)),
+        ("fat", soft(d_heart - fat, w)),
+        ("myocardium", soft(d_la_wall, w)),
+        ("myocardium", soft(d_ra_wall, w)),
+        ("blood", soft(d_la, w)),
+        ("blood", soft(d_ra, w)),
+        ("muscle", soft(d_ao - 2, w)),
+        ("blood", soft(d_ao, w)),
+        ("muscle", soft(d_pa - 2, w)),
+        ("blood", soft(d_pa, w)),
+        ("myocardium", soft(d_rv_epi, w)),
+        ("blood", soft(d_rv, w)),
+        ("myocardium", soft(d_epi, w)),
+        ("blood", soft(d_cav, w)),
+    ]
     # trabeculation: myocardial strands in the outer fifth of the cavity, away from the base
     rel = r / (st.radius * np.sqrt(np.clip(1 - (s / st.length) ** 2, 1e-3, 1)))
     pattern = sum(a * np.cos(n * phi + ph + 0.05 * s) for n, ph, a in body.trabeculae)
@@ -292,8 +346,9 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
     open_ = st.mitral_open
     leaf_r = st.radius * (0.95 - 0.25 * open_ * np.clip(s / leaf_len, 0, 1))
     on_cone = np.abs(r - leaf_r) * open_ + np.abs(s) * (1 - open_)
-    extent = np.where(open_ > 0.5, soft(s - leaf_len, 1.0) * soft(-s, 1.0),
-                      soft(r - st.radius, 1.0))
+    extent = np.where(
+        open_ > 0.5, soft(s - leaf_len, 1.0) * soft(-s, 1.0), soft(r - st.radius, 1.0)
+    )
     layers.append(("valve", soft(on_cone - 1.0, w) * extent * soft(np.abs(phi - 2.2) - 1.6, 0.2)))
     return layers
 
@@ -304,21 +359,27 @@ def body_layers(body: Body, p: np.ndarray, w: float) -> list[tuple[str, np.ndarr
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
     cx, cy, a_t, b_t = body.torso
     d_torso = vertical(p, cx, cy, a_t, b_t)
-    theta = np.arctan2(y - cy, x - cx)                       # -pi/2 anterior, +pi/2 posterior
+    theta = np.arctan2(y - cy, x - cx)  # -pi/2 anterior, +pi/2 posterior
     post = np.clip(np.sin(theta), 0, 1)
     fat = body.fat * (1.0 + 0.3 * np.cos(theta) ** 2) * (1.0 - 0.4 * post)
-    muscle = body.muscle * (1.0 + 1.4 * post ** 4)
-    wall_in = 2.0 + fat + muscle                             # depth of the rib cage
+    muscle = body.muscle * (1.0 + 1.4 * post**4)
+    wall_in = 2.0 + fat + muscle  # depth of the rib cage
     d_cavity = d_torso + wall_in + 12.0
     arm_x = a_t + body.arm_offset
     arms = [vertical(p, cx + side * arm_x, cy, 42.0, 48.0) for side in (-1, 1)]
-    layers = [("skin", soft(d_torso, w)), ("fat", soft(d_torso + 2.0, w)),
-              ("muscle", soft(d_torso + 2.0 + fat, w))]
+    layers = [
+        ("skin", soft(d_torso, w)),
+        ("fat", soft(d_torso + 2.0, w)),
+        ("muscle", soft(d_torso + 2.0 + fat, w)),
+    ]
     for d_arm, side in zip(arms, (-1, 1)):
-        layers += [("skin", soft(d_arm, w)), ("fat", soft(d_arm + 2, w)),
-                   ("muscle", soft(d_arm + 8, w)),
-                   ("cortical_bone", soft(vertical(p, cx + side * arm_x, cy + 5, 11, 11), w)),
-                   ("marrow", soft(vertical(p, cx + side * arm_x, cy + 5, 7, 7), w))]
+        layers += [
+            ("skin", soft(d_arm, w)),
+            ("fat", soft(d_arm + 2, w)),
+            ("muscle", soft(d_arm + 8, w)),
+            ("cortical_bone", soft(vertical(p, cx + side * arm_x, cy + 5, 11, 11), w)),
+            ("marrow", soft(vertical(p, cx + side * arm_x, cy + 5, 7, 7), w)),
+        ]
     # ribs: bands sloping down towards the front, in the layer inside the chest-wall muscle;
     # none at the sternum or the spine (cartilage and joints)
     in_cage = soft(d_torso + wall_in, w) * soft(-(d_torso + wall_in + 11.0), w)
@@ -328,8 +389,12 @@ def body_layers(body: Body, p: np.ndarray, w: float) -> list[tuple[str, np.ndarr
     # thoracic cavity: lungs (with vessels) above the diaphragm's domes (the right one higher),
     # abdomen below: liver on the right, stomach (fluid, a gas bubble on top) and spleen on the left
     sx, sy = body.spine
-    dome = (body.diaphragm - 0.0012 * (x - cx + 60) ** 2 - 0.0015 * (y - cy) ** 2
-            - 14.0 * (1 + np.tanh((x - cx - 10) / 30)) / 2)
+    dome = (
+        body.diaphragm
+        - 0.0012 * (x - cx + 60) ** 2
+        - 0.0015 * (y - cy) ** 2
+        - 14.0 * (1 + np.tanh((x - cx - 10) / 30)) / 2
+    )
     d_abdomen = z - dome
     inside = soft(d_cavity, w)
     above, below = soft(d_abdomen, w), 1.0 - soft(d_abdomen, w)
@@ -342,32 +407,38 @@ def body_layers(body: Body, p: np.ndarray, w: float) -> list[tuple[str, np.ndarr
     top = body.diaphragm - 14.0
     d_stomach = ellipsoid(p, (cx + 70, cy - 15, top - 45), np.eye(3), (42, 34, 50))
     d_spleen = ellipsoid(p, (cx + 88, cy + 48, top - 35), np.eye(3), (26, 42, 55))
-    layers += [("stomach_wall", inside * below),                 # bowel on the left
-               ("liver", inside * below * soft(x - cx - 55 + 0.4 * (y - cy), 4.0)),
-               ("stomach_wall", soft(d_stomach, w) * below),
-               ("stomach_fluid", soft(d_stomach + 4.0, w) * below),
-               ("air", soft(d_stomach + 4.0, w) * soft(top - 30 - z, 1.5) * below),
-               ("spleen", soft(d_spleen, w) * below)]
+    layers += [
+        ("stomach_wall", inside * below),  # bowel on the left
+        ("liver", inside * below * soft(x - cx - 55 + 0.4 * (y - cy), 4.0)),
+        ("stomach_wall", soft(d_stomach, w) * below),
+        ("stomach_fluid", soft(d_stomach + 4.0, w) * below),
+        ("air", soft(d_stomach + 4.0, w) * soft(top - 30 - z, 1.5) * below),
+        ("spleen", soft(d_spleen, w) * below),
+    ]
     # mediastinum behind the sternum and in front of the spine
     d_med = np.maximum(np.abs(x - cx - 5) - 22.0, vertical(p, cx, cy - 10, 45.0, b_t))
     layers.append(("fat", soft(d_med, 3.0) * inside * above * 0.6))
     # spine, sternum, aorta, oesophagus, inferior vena cava
     sternum_y = cy - b_t + 2.0 + body.fat * 1.0 + body.muscle + 6.0
-    layers += [("muscle", soft(vertical(p, sx - 28, sy + 30, 20, 28), w)),
-               ("muscle", soft(vertical(p, sx + 28, sy + 30, 20, 28), w)),
-               ("cortical_bone", soft(vertical(p, sx, sy, 19, 17), w)),
-               ("marrow", soft(vertical(p, sx, sy, 17, 15), w)
-                * (0.75 + 0.25 * np.cos(2 * np.pi * z / 28.0))),
-               ("cortical_bone", soft(vertical(p, sx, sy + 27, 10, 9), w)),
-               ("csf", soft(vertical(p, sx, sy + 27, 7, 6.5), w)),
-               ("cortical_bone", soft(tube(p * [1, 1, 0], [sx, sy + 37, 0], [sx, sy + 60, 0], 4.5), w)),
-               ("cortical_bone", soft(vertical(p, cx + 3, sternum_y, 14, 7), w)),
-               ("marrow", soft(vertical(p, cx + 3, sternum_y, 11, 5), w)),
-               ("muscle", soft(vertical(p, sx + 26, sy - 28, 14.5, 14.5), w)),
-               ("blood", soft(vertical(p, sx + 26, sy - 28, 12, 12), w)),
-               ("oesophagus", soft(vertical(p, sx - 8, sy - 34, 9, 7), w)),
-               ("air", soft(vertical(p, sx - 8, sy - 34, 2.5, 2), w)),
-               ("blood", soft(vertical(p, sx - 40, sy - 38, 13, 12), w) * below)]
+    layers += [
+        ("muscle", soft(vertical(p, sx - 28, sy + 30, 20, 28), w)),
+        ("muscle", soft(vertical(p, sx + 28, sy + 30, 20, 28), w)),
+        ("cortical_bone", soft(vertical(p, sx, sy, 19, 17), w)),
+        (
+            "marrow",
+            soft(vertical(p, sx, sy, 17, 15), w) * (0.75 + 0.25 * np.cos(2 * np.pi * z / 28.0)),
+        ),
+        ("cortical_bone", soft(vertical(p, sx, sy + 27, 10, 9), w)),
+        ("csf", soft(vertical(p, sx, sy + 27, 7, 6.5), w)),
+        ("cortical_bone", soft(tube(p * [1, 1, 0], [sx, sy + 37, 0], [sx, sy + 60, 0], 4.5), w)),
+        ("cortical_bone", soft(vertical(p, cx + 3, sternum_y, 14, 7), w)),
+        ("marrow", soft(vertical(p, cx + 3, sternum_y, 11, 5), w)),
+        ("muscle", soft(vertical(p, sx + 26, sy - 28, 14.5, 14.5), w)),
+        ("blood", soft(vertical(p, sx + 26, sy - 28, 12, 12), w)),
+        ("oesophagus", soft(vertical(p, sx - 8, sy - 34, 9, 7), w)),
+        ("air", soft(vertical(p, sx - 8, sy - 34, 2.5, 2), w)),
+        ("blood", soft(vertical(p, sx - 40, sy - 38, 13, 12), w) * below),
+    ]
     return layers
 
 
@@ -375,8 +446,12 @@ FLOWING = ("blood", "lung_vessel")
 FATTY = ("fat", "marrow")
 
 
-def paint(body: Body, layers: list[tuple[str, np.ndarray]], n: int,
-          start: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+def paint(
+    body: Body,
+    layers: list[tuple[str, np.ndarray]],
+    n: int,
+    start: tuple[np.ndarray, ...] | None = None,
+) -> tuple[np.ndarray, ...]:
     """(PD, T1, T2, label, flowing fraction, fat fraction) at ``n`` points from painted layers
     (later over earlier), on air or on the maps ``start``."""
     if start is None:

@@ -31,13 +31,13 @@ from diffcmr_core.errors import CMRxReconError
 from diffcmr_core.fileio import atomic_path
 
 COIL_TYPES = ("MultiCoil", "SingleCoil")
-ACCS = (4, 8, 10)                                           # the challenge's acceleration factors
-TASKS = ("cine", "mapping")                                 # the study's names of the two tasks
-TASK_FOLDER = {"cine": "Cine", "mapping": "Mapping"}        # ... and the challenge's folders
-TASK_LABEL = {"cine": "Task 1", "mapping": "Task 2"}        # ... and the paper's labels
+ACCS = (4, 8, 10)  # the challenge's acceleration factors
+TASKS = ("cine", "mapping")  # the study's names of the two tasks
+TASK_FOLDER = {"cine": "Cine", "mapping": "Mapping"}  # ... and the challenge's folders
+TASK_LABEL = {"cine": "Task 1", "mapping": "Task 2"}  # ... and the paper's labels
 TASK_FILES = {"cine": ("cine_sax", "cine_lax"), "mapping": ("T1map", "T2map")}
 SPLITS = ("TrainingSet", "ValidationSet")
-MAX_TIME_MS = 10_000.0                                      # no MOLLI TI or T2-prep TE is longer
+MAX_TIME_MS = 10_000.0  # no MOLLI TI or T2-prep TE is longer
 _MAT_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: %s HDF5 schema 1.00 ."
 
 
@@ -58,8 +58,17 @@ def split_folder(acc: int | None) -> str:
     return "FullSample" if acc is None else f"AccFactor{acc:02d}"
 
 
-def file_path(root: str | Path, coil: str, task: str, case: str, name: str, *,
-              acc: int | None = None, split: str = "TrainingSet", kind: str = "kspace") -> Path:
+def file_path(
+    root: str | Path,
+    coil: str,
+    task: str,
+    case: str,
+    name: str,
+    *,
+    acc: int | None = None,
+    split: str = "TrainingSet",
+    kind: str = "kspace",
+) -> Path:
     """Where a file lives in a CMRxRecon tree:
     ``root/<coil>/<Cine|Mapping>/<split>/<FullSample|AccFactorNN>/<case>/<name><suffix>``.
 
@@ -67,7 +76,9 @@ def file_path(root: str | Path, coil: str, task: str, case: str, name: str, *,
     (``name.csv``, mapping files only).
     """
     suffix = {"kspace": ".mat", "mask": "_mask.mat", "times": ".csv"}[kind]
-    return Path(root) / coil / TASK_FOLDER[task] / split / split_folder(acc) / case / f"{name}{suffix}"
+    return (
+        Path(root) / coil / TASK_FOLDER[task] / split / split_folder(acc) / case / f"{name}{suffix}"
+    )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -90,7 +101,8 @@ def _pick_key(path: Path, keys: list[str], key: str | None, what: str) -> str:
         return key
     if len(keys) != 1:
         raise CMRxReconError(
-            path, f"expected a single {what} variable, found {sorted(keys)}; pass key=")
+            path, f"expected a single {what} variable, found {sorted(keys)}; pass key="
+        )
     return keys[0]
 
 
@@ -98,16 +110,21 @@ def _dataset(path: Path, f: h5py.File, key: str) -> h5py.Dataset:
     """The array variable ``key``; a group (e.g. a MATLAB struct or cell) is an error of ours."""
     node = f[key]
     if not isinstance(node, h5py.Dataset):
-        raise CMRxReconError(path, f"variable {key!r} is not an array (it is an HDF5 group: a "
-                                   "MATLAB struct or cell?)")
+        raise CMRxReconError(
+            path,
+            f"variable {key!r} is not an array (it is an HDF5 group: a MATLAB struct or cell?)",
+        )
     return node
 
 
 def _check_written(path: Path, key: str, ds: h5py.Dataset) -> None:
     """A dataset that was declared but never written has no storage and reads as zeros."""
     if ds.size and ds.id.get_storage_size() == 0:
-        raise CMRxReconError(path, f"variable {key!r} was declared {ds.shape} but never written "
-                                   "(no data stored: an interrupted or truncated write?)")
+        raise CMRxReconError(
+            path,
+            f"variable {key!r} was declared {ds.shape} but never written "
+            "(no data stored: an interrupted or truncated write?)",
+        )
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -133,8 +150,10 @@ def _check_finite(path: Path, key: str, array: np.ndarray) -> None:
 def _check_rank(path: Path, key: str, shape: tuple[int, ...]) -> None:
     if len(shape) not in (4, 5):
         raise CMRxReconError(
-            path, f"variable {key!r} has rank {len(shape)} (shape {shape}); expected "
-                  "(t, kz, kc, ky, kx) multi-coil or (t, kz, ky, kx) single-coil")
+            path,
+            f"variable {key!r} has rank {len(shape)} (shape {shape}); expected "
+            "(t, kz, kc, ky, kx) multi-coil or (t, kz, ky, kx) single-coil",
+        )
     if 0 in shape:
         axes = ("t", "kz", "kc", "ky", "kx") if len(shape) == 5 else ("t", "kz", "ky", "kx")
         empty = [a for a, n in zip(axes, shape) if n == 0]
@@ -158,8 +177,7 @@ def _variable(path: Path, key: str | None, what: str):
         yield key, data[key], False
 
 
-def load_kspace(path: str | Path, key: str | None = None, *,
-                index: Any = None) -> np.ndarray:
+def load_kspace(path: str | Path, key: str | None = None, *, index: Any = None) -> np.ndarray:
     """Read a k-space variable as complex64 in h5py order.
 
     Args:
@@ -180,17 +198,22 @@ def load_kspace(path: str | Path, key: str | None = None, *,
             names = ds.dtype.names or ()
             if set(names) != {"real", "imag"}:
                 raise CMRxReconError(
-                    path, f"variable {key!r} is not complex (dtype {ds.dtype}); expected a "
-                          "compound of 'real' and 'imag'")
+                    path,
+                    f"variable {key!r} is not complex (dtype {ds.dtype}); expected a "
+                    "compound of 'real' and 'imag'",
+                )
             try:  # read straight into complex64 memory through a (real, imag) compound view
                 sel = np.s_[...] if index is None else index
                 shape = _selection_shape(ds.shape, sel)
                 out = np.empty(shape, np.complex64)
                 ds.read_direct(out.view(_COMPLEX64_COMPOUND), sel)
             except MemoryError:
-                raise CMRxReconError(path, f"variable {key!r}: reading {shape} complex64 "
-                                           f"({8 * int(np.prod(shape)) / 2**30:.1f} GiB) does not fit "
-                                           "in memory; read part of it with index=") from None
+                raise CMRxReconError(
+                    path,
+                    f"variable {key!r}: reading {shape} complex64 "
+                    f"({8 * int(np.prod(shape)) / 2**30:.1f} GiB) does not fit "
+                    "in memory; read part of it with index=",
+                ) from None
             except OSError as err:
                 raise CMRxReconError(path, f"truncated or corrupt data in {key!r} ({err})") from err
         else:
@@ -245,8 +268,10 @@ def check_mask_fits(mask: np.ndarray, kspace_shape: tuple[int, ...], path: str |
     """Raise if a ``(ky, kx)`` mask does not match the last two axes of a k-space shape."""
     if tuple(mask.shape) != tuple(kspace_shape[-2:]):
         raise CMRxReconError(
-            path, f"mask shape {tuple(mask.shape)} does not fit k-space (ky, kx) = "
-                  f"{tuple(kspace_shape[-2:])}")
+            path,
+            f"mask shape {tuple(mask.shape)} does not fit k-space (ky, kx) = "
+            f"{tuple(kspace_shape[-2:])}",
+        )
 
 
 def check_mask_matches(mask: np.ndarray, kspace: np.ndarray, path: str | Path) -> None:
@@ -259,9 +284,11 @@ def check_mask_matches(mask: np.ndarray, kspace: np.ndarray, path: str | Path) -
     extra, missing = np.flatnonzero(has_data & ~sampled), np.flatnonzero(sampled & ~has_data)
     if extra.size or missing.size:
         raise CMRxReconError(
-            path, f"mask does not match its k-space: {extra.size} ky line(s) hold data the mask "
-                  f"marks as skipped (e.g. {extra[:3].tolist()}), {missing.size} sampled line(s) "
-                  f"hold no data (e.g. {missing[:3].tolist()}); a shifted or foreign mask?")
+            path,
+            f"mask does not match its k-space: {extra.size} ky line(s) hold data the mask "
+            f"marks as skipped (e.g. {extra[:3].tolist()}), {missing.size} sampled line(s) "
+            f"hold no data (e.g. {missing[:3].tolist()}); a shifted or foreign mask?",
+        )
 
 
 def load_times(csv_path: str | Path) -> np.ndarray:
@@ -277,17 +304,20 @@ def load_times(csv_path: str | Path) -> np.ndarray:
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except UnicodeDecodeError as err:
-        raise CMRxReconError(path, f"not a UTF-8 text file of times ({err.reason} at byte "
-                                   f"{err.start})") from None
+        raise CMRxReconError(
+            path, f"not a UTF-8 text file of times ({err.reason} at byte {err.start})"
+        ) from None
     if rows and rows[0] and not any(_is_number(c) for c in rows[0] if c.strip()):
-        rows = rows[1:]                                   # a header row
+        rows = rows[1:]  # a header row
     values: list[float] = []
     for r, row in enumerate(rows, start=1):
         for c, cell in enumerate(row, start=1):
             if not cell.strip():
                 continue
             if not _is_number(cell):
-                raise CMRxReconError(path, f"row {r}, column {c}: {cell.strip()!r} is not a time in ms")
+                raise CMRxReconError(
+                    path, f"row {r}, column {c}: {cell.strip()!r} is not a time in ms"
+                )
             values.append(float(cell))
     times = np.asarray(values, dtype=np.float64)
     if times.size == 0:
@@ -296,7 +326,9 @@ def load_times(csv_path: str | Path) -> np.ndarray:
         raise CMRxReconError(path, "times hold NaN or Inf values")
     bad = times[(times < 0) | (times > MAX_TIME_MS)]
     if bad.size:
-        raise CMRxReconError(path, f"times must lie in [0, {MAX_TIME_MS:g}] ms; found {bad[:3].tolist()}")
+        raise CMRxReconError(
+            path, f"times must lie in [0, {MAX_TIME_MS:g}] ms; found {bad[:3].tolist()}"
+        )
     return times
 
 
@@ -361,13 +393,13 @@ def save_times(path: str | Path, times: np.ndarray) -> None:
 class Entry:
     """One k-space file of a CMRxRecon tree."""
 
-    coil: str        # MultiCoil | SingleCoil
-    task: str        # cine | mapping (folder Cine | Mapping)
-    split: str       # TrainingSet | ValidationSet
+    coil: str  # MultiCoil | SingleCoil
+    task: str  # cine | mapping (folder Cine | Mapping)
+    split: str  # TrainingSet | ValidationSet
     acc: int | None  # None for FullSample
-    case: str        # P001 ...
-    file: str        # cine_sax, cine_lax, T1map, T2map
-    variable: str    # kspace_full, kspace_sub04, kspace_single_full, ...
+    case: str  # P001 ...
+    file: str  # cine_sax, cine_lax, T1map, T2map
+    variable: str  # kspace_full, kspace_sub04, kspace_single_full, ...
     path: Path
 
 
@@ -397,7 +429,15 @@ def walk(root: str | Path) -> Iterator[Entry]:
                             path = case_dir / f"{name}.mat"
                             if path.is_file():
                                 found = True
-                                yield Entry(coil, task, split_dir.name, acc, case_dir.name, name,
-                                            kspace_key(coil, acc), path)
+                                yield Entry(
+                                    coil,
+                                    task,
+                                    split_dir.name,
+                                    acc,
+                                    case_dir.name,
+                                    name,
+                                    kspace_key(coil, acc),
+                                    path,
+                                )
     if not found:
         raise CMRxReconError(root, "no CMRxRecon k-space files found (empty root?)")

@@ -26,15 +26,15 @@ def loop_field(p: np.ndarray, centre: np.ndarray, normal: np.ndarray, radius: fl
     radial = q - z[:, None] * normal
     rho = np.linalg.norm(radial, axis=1)
     a = radius
-    alpha2 = a ** 2 + rho ** 2 + z ** 2 - 2 * a * rho
-    beta2 = a ** 2 + rho ** 2 + z ** 2 + 2 * a * rho
-    alpha2 = np.maximum(alpha2, 1e-6 * a ** 2)                 # on the wire itself
+    alpha2 = a**2 + rho**2 + z**2 - 2 * a * rho
+    beta2 = a**2 + rho**2 + z**2 + 2 * a * rho
+    alpha2 = np.maximum(alpha2, 1e-6 * a**2)  # on the wire itself
     beta = np.sqrt(beta2)
     m = 1.0 - alpha2 / beta2
     K, E = ellipk(m), ellipe(m)
-    b_z = ((a ** 2 - rho ** 2 - z ** 2) * E + alpha2 * K) / (2 * alpha2 * beta)
+    b_z = ((a**2 - rho**2 - z**2) * E + alpha2 * K) / (2 * alpha2 * beta)
     safe = np.maximum(rho, 1e-9)
-    b_rho = z * ((a ** 2 + rho ** 2 + z ** 2) * E - alpha2 * K) / (2 * alpha2 * beta * safe)
+    b_rho = z * ((a**2 + rho**2 + z**2) * E - alpha2 * K) / (2 * alpha2 * beta * safe)
     b_rho = np.where(rho > 1e-6 * a, b_rho, 0.0)
     unit_r = radial / safe[:, None]
     return b_rho[:, None] * unit_r + b_z[:, None] * normal
@@ -42,29 +42,40 @@ def loop_field(p: np.ndarray, centre: np.ndarray, normal: np.ndarray, radius: fl
 
 @dataclass(frozen=True)
 class Coil:
+    """One receive coil: a loop of ``radius`` mm at ``centre``, facing ``normal``."""
+
     centre: np.ndarray
     normal: np.ndarray
     radius: float
 
 
-def cardiac_array(torso: tuple[float, float, float, float], heart_z: float = 0.0,
-                  gap: tuple[float, float] = (12.0, 18.0), radius: float = 55.0,
-                  z_shift: float = 0.0) -> list[Coil]:
+def cardiac_array(
+    torso: tuple[float, float, float, float],
+    heart_z: float = 0.0,
+    gap: tuple[float, float] = (12.0, 18.0),
+    radius: float = 55.0,
+    z_shift: float = 0.0,
+) -> list[Coil]:
     """An anterior 2 x 3 array lying on the chest (following the torso's curve, ``gap[0]`` mm
     off the skin) and a posterior 2 x 2 array in the table, ``gap[1]`` mm below the back."""
     cx, cy, a_t, b_t = torso
     coils = []
     for zz in (heart_z + 50.0 + z_shift, heart_z - 50.0 + z_shift):
         for x in (-100.0, 0.0, 100.0):
-            t = np.clip(x / a_t, -0.95, 0.95)                   # point on the anterior surface
-            surface = np.array([cx + x, cy - b_t * np.sqrt(1 - t ** 2), zz])
-            normal = np.array([x / a_t ** 2, -(cy - surface[1]) / b_t ** 2, 0.0])
-            normal = -normal / np.linalg.norm(normal)           # outward -> inward
+            t = np.clip(x / a_t, -0.95, 0.95)  # point on the anterior surface
+            surface = np.array([cx + x, cy - b_t * np.sqrt(1 - t**2), zz])
+            normal = np.array([x / a_t**2, -(cy - surface[1]) / b_t**2, 0.0])
+            normal = -normal / np.linalg.norm(normal)  # outward -> inward
             coils.append(Coil(surface - normal * gap[0], normal, radius))
     for zz in (heart_z + 55.0 + z_shift, heart_z - 55.0 + z_shift):
         for x in (-75.0, 75.0):
-            coils.append(Coil(np.array([cx + x, cy + b_t + gap[1], zz]),
-                              np.array([0.0, -1.0, 0.0]), radius * 1.2))
+            coils.append(
+                Coil(
+                    np.array([cx + x, cy + b_t + gap[1], zz]),
+                    np.array([0.0, -1.0, 0.0]),
+                    radius * 1.2,
+                )
+            )
     return coils
 
 
@@ -81,12 +92,18 @@ def sensitivities(coils: list[Coil], p: np.ndarray, reference: float) -> np.ndar
 
 def reference_field(radius: float = 55.0, depth: float = 100.0) -> float:
     """The on-axis field of a loop at ``depth`` mm: the unit of the sensitivities."""
-    return float(np.linalg.norm(loop_field(np.array([[0.0, 0.0, depth]]), np.zeros(3),
-                                           np.array([0.0, 0.0, 1.0]), radius)))
+    return float(
+        np.linalg.norm(
+            loop_field(
+                np.array([[0.0, 0.0, depth]]), np.zeros(3), np.array([0.0, 0.0, 1.0]), radius
+            )
+        )
+    )
 
 
-def noise_covariance(coils: list[Coil], rng: np.random.Generator, coupling: float = 0.35,
-                     length: float = 90.0) -> np.ndarray:
+def noise_covariance(
+    coils: list[Coil], rng: np.random.Generator, coupling: float = 0.35, length: float = 90.0
+) -> np.ndarray:
     """Receiver noise covariance ``(n_coils, n_coils)``: neighbouring coils see the same body
     noise (correlation ``coupling x exp(-distance / length)``), and the channels' noise levels
     differ by a few tens of per cent (pre-amplifiers)."""

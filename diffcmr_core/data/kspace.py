@@ -19,7 +19,8 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 def _centred(x: Array, inverse: bool) -> Array:
     """ifftshift -> orthonormal 2D (inverse) FFT -> fftshift over the last two axes; numpy arrays
-    through ``scipy.fft`` on all cores (complex64 stays complex64), tensors through ``torch.fft``."""
+    through ``scipy.fft`` on all cores (complex64 stays complex64), tensors through
+    ``torch.fft``."""
     if isinstance(x, torch.Tensor):
         fft = torch.fft.ifft2 if inverse else torch.fft.fft2
         y = fft(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho")
@@ -58,8 +59,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if h % size == 0 and w % size == 0:
         out = F.interpolate(flat, size=(size, size), mode="area")
     else:
-        out = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True,
-                            align_corners=False)
+        out = F.interpolate(
+            flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
     return out.reshape(*lead, size, size)
 
 
@@ -72,13 +74,19 @@ def resize_to(images: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> np.n
     lead, (h, w) = x.shape[:-2], x.shape[-2:]
     if (h, w) == tuple(shape):
         return x.numpy().copy()
-    out = F.interpolate(x.reshape(-1, 1, h, w), size=tuple(shape), mode="bilinear", antialias=True,
-                        align_corners=False)
+    out = F.interpolate(
+        x.reshape(-1, 1, h, w),
+        size=tuple(shape),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
     return out.reshape(*lead, *shape).numpy()
 
 
 def roi_box(n: int, frac: float) -> tuple[int, int]:
-    """``(start, stop)`` of the central ``frac`` of an axis of length ``n`` (as :func:`crop_roi`)."""
+    """``(start, stop)`` of the central ``frac`` of an axis of length ``n`` (as
+    :func:`crop_roi`)."""
     keep = max(1, int(round(n * frac)))
     start = n // 2 - keep // 2
     return start, start + keep
@@ -94,11 +102,11 @@ def _shifted_pad(x: np.ndarray, pad_to: int) -> np.ndarray:
     if ny > pad_to or nx > pad_to:
         raise ValueError(f"k-space (ky, kx) = {(ny, nx)} is larger than pad_to = {pad_to}")
     out = np.zeros(x.shape[:-2] + (pad_to, pad_to), np.complex64)
-    hy, hx = ny - ny // 2, nx - nx // 2      # from the centre line on, data go to the start
-    out[..., :hy, :hx] = x[..., ny // 2:, nx // 2:]
-    out[..., :hy, pad_to - nx // 2:] = x[..., ny // 2:, :nx // 2]
-    out[..., pad_to - ny // 2:, :hx] = x[..., :ny // 2, nx // 2:]
-    out[..., pad_to - ny // 2:, pad_to - nx // 2:] = x[..., :ny // 2, :nx // 2]
+    hy, hx = ny - ny // 2, nx - nx // 2  # from the centre line on, data go to the start
+    out[..., :hy, :hx] = x[..., ny // 2 :, nx // 2 :]
+    out[..., :hy, pad_to - nx // 2 :] = x[..., ny // 2 :, : nx // 2]
+    out[..., pad_to - ny // 2 :, :hx] = x[..., : ny // 2, nx // 2 :]
+    out[..., pad_to - ny // 2 :, pad_to - nx // 2 :] = x[..., : ny // 2, : nx // 2]
     return out
 
 
@@ -110,9 +118,10 @@ def _rss_block(kspace: np.ndarray, pad_to: int) -> np.ndarray:
     the output shift is applied once to the real RSS image instead of to every coil; the FFT is
     scipy's, on all cores (``benchmarks/bench_preprocess.py`` measures the difference).
     """
-    image = scipy.fft.ifft2(_shifted_pad(kspace, pad_to), norm="ortho", workers=-1,
-                            overwrite_x=True)
-    power = (image.real ** 2 + image.imag ** 2).sum(-3)
+    image = scipy.fft.ifft2(
+        _shifted_pad(kspace, pad_to), norm="ortho", workers=-1, overwrite_x=True
+    )
+    power = (image.real**2 + image.imag**2).sum(-3)
     return np.sqrt(np.fft.fftshift(power, axes=(-2, -1)))
 
 
@@ -137,10 +146,16 @@ def crop_roi(images: np.ndarray, roi: tuple[float, float]) -> np.ndarray:
     return out
 
 
-def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_to: int = 512,
-                    size: int | None = 128, crop: bool = False,
-                    roi: tuple[float, float] | None = None,
-                    block_bytes: int = 24 << 20) -> np.ndarray:
+def kspace_to_image(
+    kspace: np.ndarray | torch.Tensor,
+    *,
+    multicoil: bool,
+    pad_to: int = 512,
+    size: int | None = 128,
+    crop: bool = False,
+    roi: tuple[float, float] | None = None,
+    block_bytes: int = 24 << 20,
+) -> np.ndarray:
     """Magnitude images from k-space, vectorised over any leading axes.
 
     Centred zero-padding of k-space to ``pad_to x pad_to``, centred orthonormal 2D inverse FFT
@@ -166,8 +181,10 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
         if size is None:
             raise ValueError("crop=True needs an output size")
         if roi is not None:
-            raise ValueError("crop=True (a k-space centre crop) and roi (an image crop) exclude "
-                             "each other: the mask no longer maps onto an image region's lines")
+            raise ValueError(
+                "crop=True (a k-space centre crop) and roi (an image crop) exclude "
+                "each other: the mask no longer maps onto an image region's lines"
+            )
         kspace, pad_to, size = center_crop(np.asarray(kspace), size), size, None
     x = np.asarray(kspace.numpy() if isinstance(kspace, torch.Tensor) else kspace)
     if not np.iscomplexobj(x):
@@ -178,10 +195,11 @@ def kspace_to_image(kspace: np.ndarray | torch.Tensor, *, multicoil: bool, pad_t
     out = np.empty((x.shape[0], out_size, out_size), np.float32)
     step = max(1, block_bytes // (x.shape[1] * pad_to * pad_to * 8))
     for i in range(0, x.shape[0], step):
-        mag = _rss_block(x[i:i + step], pad_to)
+        mag = _rss_block(x[i : i + step], pad_to)
         mag = torch.from_numpy(np.ascontiguousarray(crop_roi(mag, roi)) if roi else mag)
-        out[i:i + step] = (mag if mag.shape[-1] == out_size == mag.shape[-2]
-                           else resize(mag, out_size)).numpy()
+        out[i : i + step] = (
+            mag if mag.shape[-1] == out_size == mag.shape[-2] else resize(mag, out_size)
+        ).numpy()
     return out.reshape(lead + (out_size, out_size))
 
 
@@ -197,9 +215,9 @@ def crop_lines(lines: np.ndarray, size: int) -> np.ndarray:
     n = len(lines)
     out = np.zeros(size, bool)
     if n >= size:
-        out[:] = lines[n // 2 - size // 2:n // 2 - size // 2 + size]
+        out[:] = lines[n // 2 - size // 2 : n // 2 - size // 2 + size]
     else:
-        out[size // 2 - n // 2:size // 2 - n // 2 + n] = lines
+        out[size // 2 - n // 2 : size // 2 - n // 2 + n] = lines
     return out
 
 
@@ -219,21 +237,36 @@ class CoilConsistency:
     ``phase`` ``(B, S, S)`` real [rad]. Torch tensors; :meth:`repeat` tiles them for R rounds
     sampled as one batch (round-major, as the samplers batch them)."""
 
-    def __init__(self, measured: torch.Tensor, lines: torch.Tensor, maps: torch.Tensor,
-                 phase: torch.Tensor, weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        measured: torch.Tensor,
+        lines: torch.Tensor,
+        maps: torch.Tensor,
+        phase: torch.Tensor,
+        weight: float = 1.0,
+    ) -> None:
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must lie in [0, 1], got {weight}")
         if measured.shape != maps.shape or measured.shape[-2] != lines.shape[-1]:
-            raise ValueError(f"measured {tuple(measured.shape)}, maps {tuple(maps.shape)} and "
-                             f"lines {tuple(lines.shape)} do not fit")
+            raise ValueError(
+                f"measured {tuple(measured.shape)}, maps {tuple(maps.shape)} and "
+                f"lines {tuple(lines.shape)} do not fit"
+            )
         self.measured, self.maps, self.weight = measured, maps, weight
-        self.keep = lines.to(torch.bool)[:, None, :, None]              # (B, 1, S, 1)
-        self.rotation = torch.polar(torch.ones_like(phase), phase)      # e^{i phase}
+        self.keep = lines.to(torch.bool)[:, None, :, None]  # (B, 1, S, 1)
+        self.rotation = torch.polar(torch.ones_like(phase), phase)  # e^{i phase}
 
     def repeat(self, rounds: int) -> CoilConsistency:
+        """The same operator for R rounds stacked along the batch (round-major)."""
         out = CoilConsistency.__new__(CoilConsistency)
-        out.measured, out.maps = self.measured.repeat(rounds, 1, 1, 1), self.maps.repeat(rounds, 1, 1, 1)
-        out.keep, out.rotation = self.keep.repeat(rounds, 1, 1, 1), self.rotation.repeat(rounds, 1, 1)
+        out.measured, out.maps = (
+            self.measured.repeat(rounds, 1, 1, 1),
+            self.maps.repeat(rounds, 1, 1, 1),
+        )
+        out.keep, out.rotation = (
+            self.keep.repeat(rounds, 1, 1, 1),
+            self.rotation.repeat(rounds, 1, 1),
+        )
         out.weight = self.weight
         return out
 
@@ -246,9 +279,14 @@ class CoilConsistency:
         return out
 
     def to(self, device) -> CoilConsistency:
+        """The operator with its tensors on ``device``."""
         out = CoilConsistency.__new__(CoilConsistency)
         out.measured, out.maps = self.measured.to(device), self.maps.to(device)
-        out.keep, out.rotation, out.weight = self.keep.to(device), self.rotation.to(device), self.weight
+        out.keep, out.rotation, out.weight = (
+            self.keep.to(device),
+            self.rotation.to(device),
+            self.weight,
+        )
         return out
 
     def expand(self, magnitude: torch.Tensor) -> torch.Tensor:
@@ -264,7 +302,8 @@ class CoilConsistency:
     def combine(self, kspace: torch.Tensor) -> torch.Tensor:
         """Coil k-space -> the RSS magnitude ``(B, S, S)``."""
         coils = ifft2c(kspace)
-        return (coils.real ** 2 + coils.imag ** 2).sum(1).sqrt()
+        return (coils.real**2 + coils.imag**2).sum(1).sqrt()
 
     def __call__(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Magnitude images ``(B, S, S)`` -> the RSS of their acquisition-consistent coil images."""
         return self.combine(self.project(self.expand(magnitude)))

@@ -42,21 +42,22 @@ class PreprocessConfig:
     pad_to: int = 512
     size: int = 128
     coils: tuple[str, ...] = io.COIL_TYPES
-    val_fraction: float = 10 / 120     # P111-P120 of P001-P120
-    n_val_subset: int = 240            # "shuffle the validation set and select the first 240"
+    val_fraction: float = 10 / 120  # P111-P120 of P001-P120
+    n_val_subset: int = 240  # "shuffle the validation set and select the first 240"
     subset_seed: int = 0
-    frames_per_chunk: int = 1          # frames read and written at a time (streaming)
-    crop: bool = False                 # k-space centre crop instead of pad + resize (see kspace_to_image)
-    roi: tuple[float, float] | None = None   # keep the central (rows, columns) fractions of the
-                                             # padded image before resizing (None: all, the paper)
-    normalise: str = "input"           # divide input and target by the input's maximum, or
-                                       # "each" by its own (the public code)
+    frames_per_chunk: int = 1  # frames read and written at a time (streaming)
+    crop: bool = False  # k-space centre crop instead of pad + resize (see kspace_to_image)
+    roi: tuple[float, float] | None = None  # keep the central (rows, columns) fractions of the
+    # padded image before resizing (None: all, the paper)
+    normalise: str = "input"  # divide input and target by the input's maximum, or
+    # "each" by its own (the public code)
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
 
     def to_json(self) -> str:
+        """The configuration as sorted JSON (part of a pairs file's stamp)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
@@ -71,33 +72,43 @@ class _Source:
 
 def _sources(root: Path, task: str, cfg: PreprocessConfig, accs: tuple[int, ...]) -> list[_Source]:
     """Fully sampled files with their under-sampled partners; missing partners are skipped."""
-    full = [e for e in io.walk(root) if e.task == task and e.acc is None
-            and e.split == "TrainingSet" and e.coil in cfg.coils]
+    full = [
+        e
+        for e in io.walk(root)
+        if e.task == task and e.acc is None and e.split == "TrainingSet" and e.coil in cfg.coils
+    ]
     out = []
     for e in full:
         sub = {}
         for acc in accs:
-            kspace, mask = (io.file_path(root, e.coil, task, e.case, e.file, acc=acc, kind=kind)
-                            for kind in ("kspace", "mask"))
+            kspace, mask = (
+                io.file_path(root, e.coil, task, e.case, e.file, acc=acc, kind=kind)
+                for kind in ("kspace", "mask")
+            )
             if kspace.is_file() and mask.is_file():
                 sub[acc] = (kspace, mask)
         out.append(_Source(e.coil, e.case, e.file, e.path, sub))
     return out
 
 
-def split_cases(cases: list[str], val_fraction: float, root: str | Path | None = None
-                ) -> tuple[list[str], list[str]]:
+def split_cases(
+    cases: list[str], val_fraction: float, root: str | Path | None = None
+) -> tuple[list[str], list[str]]:
     """Split case names by order: the last ``round(n * val_fraction)`` (at least one) validate.
     ``root`` (the data folder) is named in the error when there are too few cases."""
     cases = sorted(set(cases))
     if len(cases) < 2:
-        raise CMRxReconError(root, f"need at least two cases to split train/validation, found "
-                                   f"{len(cases)} ({', '.join(cases) or 'none'})")
+        raise CMRxReconError(
+            root,
+            f"need at least two cases to split train/validation, found "
+            f"{len(cases)} ({', '.join(cases) or 'none'})",
+        )
     n_val = min(max(1, round(len(cases) * val_fraction)), len(cases) - 1)
     return cases[:-n_val], cases[-n_val:]
 
 
 def pairs_path(out_dir: str | Path, task: str, acc: int) -> Path:
+    """The pairs file of ``task`` at ``acc`` in ``out_dir``."""
     return Path(out_dir) / f"pairs_{task}_acc{acc:02d}.h5"
 
 
@@ -109,15 +120,28 @@ def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
 
 def _new_pairs_file(f: h5py.File, size: int, crop: bool = False) -> None:
     for name in ("input", "target"):
-        f.create_dataset(name, shape=(0, size, size), maxshape=(None, size, size),
-                         dtype="f4", chunks=(1, size, size))
-    meta = {"coil": "S10", "case": "S8", "file": "S10", "slice": "i4", "frame": "i4",
-            "scale": "f8", "split": "u1"}
+        f.create_dataset(
+            name,
+            shape=(0, size, size),
+            maxshape=(None, size, size),
+            dtype="f4",
+            chunks=(1, size, size),
+        )
+    meta = {
+        "coil": "S10",
+        "case": "S8",
+        "file": "S10",
+        "slice": "i4",
+        "frame": "i4",
+        "scale": "f8",
+        "split": "u1",
+    }
     for name, dtype in meta.items():
         f.create_dataset(f"meta/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
     if crop:
-        f.create_dataset("mask_lines", shape=(0, size), maxshape=(None, size), dtype="u1",
-                         chunks=(1024, size))
+        f.create_dataset(
+            "mask_lines", shape=(0, size), maxshape=(None, size), dtype="u1", chunks=(1024, size)
+        )
 
 
 def _validate_pair(src: _Source, acc: int, full_shape: tuple[int, ...]) -> np.ndarray:
@@ -128,14 +152,21 @@ def _validate_pair(src: _Source, acc: int, full_shape: tuple[int, ...]) -> np.nd
         raise CMRxReconError(sub_path, f"shape {sub_shape} differs from FullSample {full_shape}")
     mask = io.load_mask(mask_path, io.mask_key(acc))
     io.check_mask_fits(mask, sub_shape, mask_path)
-    first = io.load_kspace(sub_path, key, index=(0, 0))       # one frame and slice suffices
+    first = io.load_kspace(sub_path, key, index=(0, 0))  # one frame and slice suffices
     io.check_mask_matches(mask, first, mask_path)
     return mask
 
 
-def build_pairs(root: str | Path, out_dir: str | Path, task: str,
-                cfg: PreprocessConfig = PreprocessConfig(), *, accs: tuple[int, ...] = io.ACCS,
-                progress: bool = True, force: bool = False) -> dict[int, Path]:
+def build_pairs(
+    root: str | Path,
+    out_dir: str | Path,
+    task: str,
+    cfg: PreprocessConfig = PreprocessConfig(),
+    *,
+    accs: tuple[int, ...] = io.ACCS,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[int, Path]:
     """Build one HDF5 file of pairs per acceleration factor for ``task`` ('cine' or 'mapping').
 
     Each file holds float32 ``input``/``target`` ``[N, size, size]``, per-slice ``meta/*``
@@ -152,7 +183,7 @@ def build_pairs(root: str | Path, out_dir: str | Path, task: str,
     stamp = pairs_stamp(root, task, cfg)
     targets = {acc: pairs_path(out_dir, task, acc) for acc in accs}
     if not force and all(_is_finished(p, stamp) for p in targets.values()):
-        return targets                 # nothing to write: no lock (the folder may be read-only)
+        return targets  # nothing to write: no lock (the folder may be read-only)
     with folder_lock(out_dir):
         if not force and all(_is_finished(p, stamp) for p in targets.values()):
             return targets
@@ -162,9 +193,11 @@ def build_pairs(root: str | Path, out_dir: str | Path, task: str,
         train_cases, val_cases = split_cases([s.case for s in sources], cfg.val_fraction, root)
         try:
             _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress)
-        except (OSError, RuntimeError) as err:        # a full disk (h5py: RuntimeError), read-only
-            raise CMRxReconError(out_dir, f"could not write the {task} pairs ({err}); the "
-                                          "previous files are unchanged") from None
+        except (OSError, RuntimeError) as err:  # a full disk (h5py: RuntimeError), read-only
+            raise CMRxReconError(
+                out_dir,
+                f"could not write the {task} pairs ({err}); the previous files are unchanged",
+            ) from None
     return targets
 
 
@@ -183,41 +216,61 @@ def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progr
             split = f["meta/split"][()]
             val_idx = np.flatnonzero(split == 1)
             rng = np.random.default_rng(cfg.subset_seed)
-            f.create_dataset("val_subset", data=rng.permutation(val_idx)[:cfg.n_val_subset])
+            f.create_dataset("val_subset", data=rng.permutation(val_idx)[: cfg.n_val_subset])
             f.attrs["stamp"] = stamp
             f.attrs["train_cases"] = json.dumps(train_cases)
             f.attrs["val_cases"] = json.dumps(val_cases)
 
 
-def iter_images(path: str | Path, key: str, *, pad_to: int, size: int | None,
-                frames_per_chunk: int = 1, crop: bool = False,
-                roi: tuple[float, float] | None = None):
+def iter_images(
+    path: str | Path,
+    key: str,
+    *,
+    pad_to: int,
+    size: int | None,
+    frames_per_chunk: int = 1,
+    crop: bool = False,
+    roi: tuple[float, float] | None = None,
+):
     """Stream a k-space file as images: yields ``(t0, images)`` with float32 images
     ``(frames, kz, size, size)`` for frames ``t0 .. t0 + frames - 1``; only ``frames_per_chunk``
     frames of k-space are in memory at a time."""
     shape = io.kspace_shape(path, key)
     for t0 in range(0, shape[0], frames_per_chunk):
         kspace = io.load_kspace(path, key, index=(slice(t0, t0 + frames_per_chunk),))
-        yield t0, kspace_to_image(kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size,
-                                  crop=crop, roi=roi)
+        yield (
+            t0,
+            kspace_to_image(
+                kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size, crop=crop, roi=roi
+            ),
+        )
 
 
-def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConfig,
-                  is_val: bool) -> None:
+def _write_source(
+    src: _Source, files: dict[int, h5py.File], cfg: PreprocessConfig, is_val: bool
+) -> None:
     full_key = io.kspace_key(src.coil, None)
     shape = io.kspace_shape(src.full, full_key)
     accs = [a for a in files if a in src.sub]
     masks = {acc: _validate_pair(src, acc, shape) for acc in accs}
-    opts = dict(pad_to=cfg.pad_to, size=cfg.size, frames_per_chunk=cfg.frames_per_chunk, crop=cfg.crop,
-                roi=cfg.roi)
+    opts = dict(
+        pad_to=cfg.pad_to,
+        size=cfg.size,
+        frames_per_chunk=cfg.frames_per_chunk,
+        crop=cfg.crop,
+        roi=cfg.roi,
+    )
     streams = [iter_images(src.full, full_key, **opts)]
     streams += [iter_images(src.sub[a][0], io.kspace_key(src.coil, a), **opts) for a in accs]
     for (t0, target), *inputs in zip(*streams):
         n_t, n_z = target.shape[:2]
         target = target.reshape(-1, cfg.size, cfg.size)
         if not target.reshape(len(target), -1).max(1).all():
-            raise CMRxReconError(src.full, f"a fully sampled image of frames {t0}..{t0 + n_t - 1} "
-                                           "is all zeros (data never written?)")
+            raise CMRxReconError(
+                src.full,
+                f"a fully sampled image of frames {t0}..{t0 + n_t - 1} "
+                "is all zeros (data never written?)",
+            )
         frames, slices = np.repeat(np.arange(t0, t0 + n_t), n_z), np.tile(np.arange(n_z), n_t)
         for acc, (_, inp) in zip(accs, inputs):
             inp = inp.reshape(-1, cfg.size, cfg.size)
@@ -229,11 +282,15 @@ def _write_source(src: _Source, files: dict[int, h5py.File], cfg: PreprocessConf
             own = target.reshape(len(target), -1).max(1).astype(np.float64)
             t_scale = scale if cfg.normalise == "input" else own
             _append(f["target"], target / t_scale[:, None, None].astype(np.float32))
-            for name, values in (("coil", np.full(n, src.coil.encode())),
-                                 ("case", np.full(n, src.case.encode())),
-                                 ("file", np.full(n, src.file.encode())),
-                                 ("slice", slices), ("frame", frames), ("scale", scale),
-                                 ("split", np.full(n, int(is_val), np.uint8))):
+            for name, values in (
+                ("coil", np.full(n, src.coil.encode())),
+                ("case", np.full(n, src.case.encode())),
+                ("file", np.full(n, src.file.encode())),
+                ("slice", slices),
+                ("frame", frames),
+                ("scale", scale),
+                ("split", np.full(n, int(is_val), np.uint8)),
+            ):
                 _append(f[f"meta/{name}"], values)
             if cfg.crop:  # the mask at the network's resolution, for data consistency
                 lines = crop_lines(masks[acc].any(axis=1), cfg.size)
@@ -280,7 +337,7 @@ class _AtomicGroup:
                 f.close()
             except Exception as err:  # noqa: BLE001 - close the others, report the first
                 failure = failure or err
-        for ctx in self._entered:     # renames on success, removes the temporary on failure
+        for ctx in self._entered:  # renames on success, removes the temporary on failure
             try:
                 if failure is None:
                     ctx.__exit__(None, None, None)
@@ -293,8 +350,9 @@ class _AtomicGroup:
 
 
 # ----------------------------------------------------------------------------- reading back
-def load_pairs(path: str | Path, split: str = "train", *, subset: int | None = None,
-               expect: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def load_pairs(
+    path: str | Path, split: str = "train", *, subset: int | None = None, expect: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Read one split of a pairs file into memory.
 
     ``split='val_subset'`` gives the paper's shuffled validation subset, of which ``subset``
@@ -310,15 +368,18 @@ def load_pairs(path: str | Path, split: str = "train", *, subset: int | None = N
     try:
         with h5py.File(path, "r") as f:
             if expect is not None and f.attrs.get("stamp") != expect:
-                raise CMRxReconError(path, "pairs file was built with another configuration "
-                                           "(another run rebuilt it?); rebuild it")
+                raise CMRxReconError(
+                    path,
+                    "pairs file was built with another configuration "
+                    "(another run rebuilt it?); rebuild it",
+                )
             if split == "val_subset":
                 idx = f["val_subset"][()]
                 if subset is not None:
                     idx = idx[:subset]
             else:
                 idx = np.flatnonzero(f["meta/split"][()] == SPLITS.index(split))
-            order = np.argsort(idx)                     # h5py reads need increasing indices
+            order = np.argsort(idx)  # h5py reads need increasing indices
             inv = np.argsort(order)
             sorted_idx = idx[order]
             inp = f["input"][sorted_idx][inv]
@@ -327,16 +388,19 @@ def load_pairs(path: str | Path, split: str = "train", *, subset: int | None = N
             if "mask_lines" in f:
                 meta["mask_lines"] = f["mask_lines"][sorted_idx][inv].astype(bool)
     except (OSError, KeyError) as err:
-        raise CMRxReconError(path, f"truncated or corrupt pairs file ({err}); delete it and "
-                                   "rebuild") from None
+        raise CMRxReconError(
+            path, f"truncated or corrupt pairs file ({err}); delete it and rebuild"
+        ) from None
     meta = {k: (v.astype(str) if v.dtype.kind == "S" else v) for k, v in meta.items()}
     meta["index"] = idx
     return inp, tgt, meta
 
 
-def pair_counts(out_dir: str | Path, tasks: tuple[str, ...] = io.TASKS,
-                accs: tuple[int, ...] = io.ACCS) -> dict[str, dict[int, tuple[int, int]]]:
-    """Pairs per task, factor and split in the files of ``out_dir``: ``[task][acc] -> (train, valid)``."""
+def pair_counts(
+    out_dir: str | Path, tasks: tuple[str, ...] = io.TASKS, accs: tuple[int, ...] = io.ACCS
+) -> dict[str, dict[int, tuple[int, int]]]:
+    """Pairs per task, factor and split in the files of ``out_dir``:
+    ``[task][acc] -> (train, valid)``."""
     counts: dict[str, dict[int, tuple[int, int]]] = {}
     for task in tasks:
         counts[task] = {}

@@ -35,17 +35,19 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffcmr_core.data import anatomy, coils as coil_model, cmrxrecon as io
+from diffcmr_core.data import anatomy
+from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data import coils as coil_model
 from diffcmr_core.data.kspace import fft2c
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path, folder_lock, write_text_atomic
 
 T1_INVERSION_TIMES = (120.0, 200.0, 280.0, 1120.0, 1200.0, 1280.0, 2120.0, 2200.0, 3120.0)
 T2_ECHO_TIMES = (0.0, 35.0, 55.0)
-MOLLI_B_OVER_A = 1.9              # Look-Locker: S = A - B exp(-TI / T1*), T1* = T1 / (B/A - 1)
+MOLLI_B_OVER_A = 1.9  # Look-Locker: S = A - B exp(-TI / T1*), T1* = T1 / (B/A - 1)
 BSSFP = dict(tr=3.0, flip_deg=45.0)
-FAT_SHIFT_HZ = -3.4e-6 * 42.577e6 * 3.0    # fat's chemical shift at 3 T (-3.4 ppm), ~ -434 Hz
-B0 = dict(shim_hz=40.0, lung_hz=110.0, lung_blur_mm=12.0)   # off-resonance (see off_resonance)
+FAT_SHIFT_HZ = -3.4e-6 * 42.577e6 * 3.0  # fat's chemical shift at 3 T (-3.4 ppm), ~ -434 Hz
+B0 = dict(shim_hz=40.0, lung_hz=110.0, lung_blur_mm=12.0)  # off-resonance (see off_resonance)
 FILE_ID = {"cine_sax": 0, "cine_lax": 1, "T1map": 2, "T2map": 3}
 SPLIT_ID = {"TrainingSet": 0, "ValidationSet": 1}
 
@@ -54,28 +56,29 @@ SPLIT_ID = {"TrainingSet": 0, "ValidationSet": 1}
 class PhantomConfig:
     """Sizes and acquisition of the synthetic data set (defaults: the real data's)."""
 
-    n_cases: int = 120              # TrainingSet cases (fully sampled and under-sampled)
-    n_val_cases: int = 0            # ValidationSet cases (under-sampled only, as the challenge's)
+    n_cases: int = 120  # TrainingSet cases (fully sampled and under-sampled)
+    n_val_cases: int = 0  # ValidationSet cases (under-sampled only, as the challenge's)
     seed: int = 0
-    pixel_mm: float = 1.5           # in-plane resolution; the matrix sizes follow from it
-    n_coils: int = 10               # the 10 loops of the array (fewer: an evenly spread subset)
+    pixel_mm: float = 1.5  # in-plane resolution; the matrix sizes follow from it
+    n_coils: int = 10  # the 10 loops of the array (fewer: an evenly spread subset)
     cine_frames: int = 12
     sax_slices: int = 10
-    lax_slices: int = 3             # 4-, 2-, 3-chamber views
+    lax_slices: int = 3  # 4-, 2-, 3-chamber views
     mapping_slices: int = 5
     acs_lines: int = 24
-    noise: float = 0.03             # receiver noise std at 1.5 mm pixels, in units of the signal
-                                    # of PD 1 at the reference sensitivity (a loop's on-axis field
-                                    # at 10 cm); scaled by (1.5 mm / pixel)^2 (voxel volume)
-    coil_gap_mm: tuple[float, float] = (6.0, 10.0)    # anterior array / table to the skin
-    coil_radius_mm: float = 40.0                      # loop radius (posterior loops 1.2x)
-    drift_mm: float = 1.5           # cine: std of the in-plane position per heartbeat (residual
-                                    # breath-hold drift; segmented acquisition, see _segment_drift)
-    lines_per_beat: int = 16        # cine: ky lines per heartbeat at 1.5 mm (scaled by matrix)
-    scale: float = 1e-3             # overall value scale, like the real files
+    noise: float = 0.03  # receiver noise std at 1.5 mm pixels, in units of the signal
+    # of PD 1 at the reference sensitivity (a loop's on-axis field
+    # at 10 cm); scaled by (1.5 mm / pixel)^2 (voxel volume)
+    coil_gap_mm: tuple[float, float] = (6.0, 10.0)  # anterior array / table to the skin
+    coil_radius_mm: float = 40.0  # loop radius (posterior loops 1.2x)
+    drift_mm: float = 1.5  # cine: std of the in-plane position per heartbeat (residual
+    # breath-hold drift; segmented acquisition, see _segment_drift)
+    lines_per_beat: int = 16  # cine: ky lines per heartbeat at 1.5 mm (scaled by matrix)
+    scale: float = 1e-3  # overall value scale, like the real files
     coils: tuple[str, ...] = io.COIL_TYPES
 
     def to_json(self) -> str:
+        """The configuration as sorted JSON (recorded with the tree it wrote)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
@@ -86,7 +89,7 @@ def equispaced_mask(ny: int, nx: int, acc: int, acs_lines: int = 24) -> np.ndarr
     centre = ny // 2
     ky = np.arange(ny)
     keep = (ky - centre) % acc == 0
-    keep[max(centre - acs_lines // 2, 0):centre + acs_lines - acs_lines // 2] = True
+    keep[max(centre - acs_lines // 2, 0) : centre + acs_lines - acs_lines // 2] = True
     return np.repeat(keep[:, None], nx, axis=1)
 
 
@@ -109,13 +112,18 @@ class View:
         """3D points ``(ny * nx, 3)`` of the pixel centres (image centre at index n // 2)."""
         v = (np.arange(ny) - ny // 2) * pixel
         u = (np.arange(nx) - nx // 2) * pixel
-        return (self.centre + v[:, None, None] * self.ey + u[None, :, None] * self.ex).reshape(-1, 3)
+        return (self.centre + v[:, None, None] * self.ey + u[None, :, None] * self.ex).reshape(
+            -1, 3
+        )
 
 
 def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues' rotation of ``v`` about the unit ``axis``."""
-    return (v * np.cos(angle) + np.cross(axis, v) * np.sin(angle)
-            + axis * (axis @ v) * (1 - np.cos(angle)))
+    return (
+        v * np.cos(angle)
+        + np.cross(axis, v) * np.sin(angle)
+        + axis * (axis @ v) * (1 - np.cos(angle))
+    )
 
 
 def _orient(body: anatomy.Body, centre: np.ndarray, normal: np.ndarray, spin: float) -> View:
@@ -131,13 +139,13 @@ def _orient(body: anatomy.Body, centre: np.ndarray, normal: np.ndarray, spin: fl
     inside = anatomy.vertical(grid, cx, cy, a_t, b_t) < 0
     uv = (grid[inside] - centre) @ np.stack([e1, e2]).T
     _, vectors = np.linalg.eigh(np.cov(uv.T))
-    major = vectors[:, -1]                                  # eigh: ascending eigenvalues
+    major = vectors[:, -1]  # eigh: ascending eigenvalues
     ex = major[0] * e1 + major[1] * e2
     ex = _rotate(ex, normal, spin)
     ey = np.cross(normal, ex)
-    if ex @ np.array([1.0, 0.0, -0.3]) < 0:                 # left to the right
+    if ex @ np.array([1.0, 0.0, -0.3]) < 0:  # left to the right
         ex = -ex
-    if ey @ np.array([0.0, 1.0, -1.0]) < 0:                 # posterior / feet down
+    if ey @ np.array([0.0, 1.0, -1.0]) < 0:  # posterior / feet down
         ey = -ey
     return View(centre, ex, ey)
 
@@ -159,8 +167,11 @@ def _views(body: anatomy.Body, name: str, n: int, rng: np.random.Generator) -> l
             normal /= np.linalg.norm(normal)
             views.append(_orient(body, lv_centre + rng.uniform(-8, 8, 3), normal, spin))
         return views
-    levels = (np.linspace(-4.0, body.lv_length + 6.0, n) if name == "cine_sax"
-              else np.linspace(0.15, 0.8, n) * body.lv_length)
+    levels = (
+        np.linspace(-4.0, body.lv_length + 6.0, n)
+        if name == "cine_sax"
+        else np.linspace(0.15, 0.8, n) * body.lv_length
+    )
     first = _orient(body, body.base, a, spin)
     offset = rng.uniform(-10, 10, 2) @ np.stack([first.ex, first.ey])
     return [View(body.base + a * s + offset, first.ex, first.ey) for s in levels]
@@ -176,8 +187,9 @@ def body_extent(body: anatomy.Body, view: View) -> tuple[float, float]:
     return tuple(np.ptp(uv, axis=0) + 8.0) if inside.any() else (300.0, 300.0)
 
 
-def matrix(cfg: PhantomConfig, name: str, extent: float, rng: np.random.Generator
-           ) -> tuple[int, int]:
+def matrix(
+    cfg: PhantomConfig, name: str, extent: float, rng: np.random.Generator
+) -> tuple[int, int]:
     """``(ky, kx)`` of a file: the read-out field of view (384 mm short axis and mapping, 336 mm
     long axis) twice oversampled; the phase field of view covers the torso's ``extent`` along
     the phase direction within the real data's range of line counts (at 1.5 mm: 162-246 short
@@ -191,8 +203,9 @@ def matrix(cfg: PhantomConfig, name: str, extent: float, rng: np.random.Generato
 
 
 # ----------------------------------------------------------------------------- contrast
-def bssfp(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, fresh: np.ndarray | float = 0.0
-          ) -> np.ndarray:
+def bssfp(
+    pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, fresh: np.ndarray | float = 0.0
+) -> np.ndarray:
     """Balanced SSFP at echo time TR / 2: the steady state, and for a ``fresh`` fraction of
     spins (blood flowing into the slice) the start of the approach to it, PD sin(alpha / 2)."""
     tr, alpha = BSSFP["tr"], np.deg2rad(BSSFP["flip_deg"])
@@ -202,8 +215,7 @@ def bssfp(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, fresh: np.ndarray | fl
     return s * np.exp(-tr / 2 / t2)
 
 
-def off_resonance(body: anatomy.Body, p: np.ndarray, lung: np.ndarray, pixel: float
-                  ) -> np.ndarray:
+def off_resonance(body: anatomy.Body, p: np.ndarray, lung: np.ndarray, pixel: float) -> np.ndarray:
     """Off-resonance [Hz] on a plane: a smooth shim residual, and the susceptibility step at the
     lungs (air) felt in the tissue next to them (the lung fraction blurred over ~1 cm)."""
     from scipy.ndimage import gaussian_filter
@@ -217,9 +229,9 @@ def bssfp_response(df_hz: np.ndarray) -> np.ndarray:
     phase advances by half the precession per TR, theta / 2, and jumps by pi at the dark bands
     (theta = pi, i.e. +-1 / (2 TR)), where the signal falls (a dip of width ~0.35 rad)."""
     theta = 2 * np.pi * df_hz * BSSFP["tr"] / 1000.0
-    wrapped = np.mod(theta + np.pi, 2 * np.pi) - np.pi        # (-pi, pi]
+    wrapped = np.mod(theta + np.pi, 2 * np.pi) - np.pi  # (-pi, pi]
     to_band = np.pi - np.abs(wrapped)
-    return (1.0 - 0.85 * np.exp(-(to_band / 0.35) ** 2)) * np.exp(0.5j * wrapped)
+    return (1.0 - 0.85 * np.exp(-((to_band / 0.35) ** 2))) * np.exp(0.5j * wrapped)
 
 
 def molli(pd: np.ndarray, t1: np.ndarray, ti: float) -> np.ndarray:
@@ -229,6 +241,7 @@ def molli(pd: np.ndarray, t1: np.ndarray, ti: float) -> np.ndarray:
 
 
 def t2prep(pd: np.ndarray, t2: np.ndarray, te: float) -> np.ndarray:
+    """Signal after a T2 preparation of echo time ``te``: A exp(-TE / T2)."""
     return 0.5 * pd * np.exp(-te / t2)
 
 
@@ -244,25 +257,32 @@ class Simulated:
 
 
 def draw_case(cfg: PhantomConfig, index: int, split: str = "TrainingSet") -> anatomy.Body:
+    """The anatomy of case ``index`` of ``split``, seeded by (seed, split, index)."""
     return anatomy.draw_body(np.random.default_rng([cfg.seed, SPLIT_ID[split], index]))
 
 
-def _slice_maps(body: anatomy.Body, view: View, shape: tuple[int, int], pixel: float,
-                contraction: np.ndarray):
+def _slice_maps(
+    body: anatomy.Body, view: View, shape: tuple[int, int], pixel: float, contraction: np.ndarray
+):
     """Per frame ``(pd, t1, t2, label)`` maps ``(ny, nx)`` of one plane, and its points: the body
     is painted once, the heart per frame and only near the heart."""
     p = view.points(*shape, pixel)
     w = 0.5 * pixel
     static = anatomy.paint(body, anatomy.body_layers(body, p, w), len(p))
-    near = np.flatnonzero(np.linalg.norm(p - (body.base + body.axis * 0.4 * body.lv_length),
-                                         axis=1) < 115.0)
-    fine = body.fine * min(1.0, 1.5 / pixel)           # a larger voxel averages the fine texture
+    near = np.flatnonzero(
+        np.linalg.norm(p - (body.base + body.axis * 0.4 * body.lv_length), axis=1) < 115.0
+    )
+    fine = body.fine * min(1.0, 1.5 / pixel)  # a larger voxel averages the fine texture
     texture = np.clip(1.0 + 0.05 * body.texture(p) + fine * body.fine_texture(p), 0.2, None)
     out = []
     for c in contraction:
         maps = [a.copy() for a in static]
-        patch = anatomy.paint(body, anatomy.heart_layers(body, p[near], c, w), len(near),
-                              start=tuple(a[near] for a in static))
+        patch = anatomy.paint(
+            body,
+            anatomy.heart_layers(body, p[near], c, w),
+            len(near),
+            start=tuple(a[near] for a in static),
+        )
         for a, b in zip(maps, patch):
             a[near] = b
         maps[0] = maps[0] * texture
@@ -277,7 +297,9 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
     """
     body = draw_case(cfg, index, split)
     rng = np.random.default_rng([cfg.seed, SPLIT_ID[split], index, FILE_ID[name]])
-    n_slices = {"cine_sax": cfg.sax_slices, "cine_lax": cfg.lax_slices}.get(name, cfg.mapping_slices)
+    n_slices = {"cine_sax": cfg.sax_slices, "cine_lax": cfg.lax_slices}.get(
+        name, cfg.mapping_slices
+    )
     views = _views(body, name, n_slices, rng)
     shape = matrix(cfg, name, max(body_extent(body, v)[0] for v in views), rng)
     if name.startswith("cine"):
@@ -285,9 +307,12 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
         contraction = anatomy.volume_curve(phases, body.systole)
         times = None
     else:
-        contraction = np.array([0.1])                         # mid-diastole, like the real maps
-        times = (np.round(np.asarray(T1_INVERSION_TIMES) * rng.uniform(0.97, 1.03), 1)
-                 if name == "T1map" else np.asarray(T2_ECHO_TIMES))
+        contraction = np.array([0.1])  # mid-diastole, like the real maps
+        times = (
+            np.round(np.asarray(T1_INVERSION_TIMES) * rng.uniform(0.97, 1.03), 1)
+            if name == "T1map"
+            else np.asarray(T2_ECHO_TIMES)
+        )
     array = coil_model.cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
     chosen = np.unique(np.linspace(0, len(array) - 1, cfg.n_coils).round().astype(int))
     array = [array[i] for i in chosen]
@@ -298,8 +323,15 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
     fat_phase = np.exp(2j * np.pi * FAT_SHIFT_HZ * BSSFP["tr"] / 2 / 1000.0)
     sens = np.empty((n_slices, len(array)) + shape, np.complex64)
     background = np.empty((n_slices,) + shape, np.complex64)
-    truth = {k: np.empty((n_slices,) + shape, dt) for k, dt in
-             (("pd", np.float32), ("t1", np.float32), ("t2", np.float32), ("label", np.uint8))}
+    truth = {
+        k: np.empty((n_slices,) + shape, dt)
+        for k, dt in (
+            ("pd", np.float32),
+            ("t1", np.float32),
+            ("t2", np.float32),
+            ("label", np.uint8),
+        )
+    }
     bp = body.background_phase
     for z, view in enumerate(views):
         maps, p = _slice_maps(body, view, shape, cfg.pixel_mm, contraction)
@@ -310,27 +342,36 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
             lung = (maps[0][3] == anatomy.LABEL["lung"]).astype(np.float64)
             response = bssfp_response(off_resonance(body, p, lung, cfg.pixel_mm))
             for t, (pd, t1, t2, _, flow, fat) in enumerate(maps):
-                obj[t, z] = (bssfp(pd, t1, t2, body.inflow * flow) * (1 + fat * (fat_phase - 1))
-                             * response)
+                obj[t, z] = (
+                    bssfp(pd, t1, t2, body.inflow * flow) * (1 + fat * (fat_phase - 1)) * response
+                )
         else:
             pd, t1, t2, label, _, fat = maps[0]
             for k, tk in enumerate(times):
-                obj[k, z] = ((molli(pd, t1, tk) if name == "T1map" else t2prep(pd, t2, tk))
-                             * (1 + fat * (fat_phase - 1)))
+                obj[k, z] = (molli(pd, t1, tk) if name == "T1map" else t2prep(pd, t2, tk)) * (
+                    1 + fat * (fat_phase - 1)
+                )
             truth["pd"][z], truth["t1"][z], truth["t2"][z], truth["label"][z] = pd, t1, t2, label
     chol = np.linalg.cholesky(coil_model.noise_covariance(array, rng)).astype(np.complex64)
-    weighted = sens * background[:, None]                                # (kz, kc, y, x)
+    weighted = sens * background[:, None]  # (kz, kc, y, x)
     n_c = len(array)
-    out = {coil: np.empty((n_w, n_slices) + ((n_c,) if coil == "MultiCoil" else ()) + shape,
-                          np.complex64) for coil in cfg.coils}
-    if "SingleCoil" in cfg.coils:   # one virtual coil: sensitivity-weighted combination
+    out = {
+        coil: np.empty(
+            (n_w, n_slices) + ((n_c,) if coil == "MultiCoil" else ()) + shape, np.complex64
+        )
+        for coil in cfg.coils
+    }
+    if "SingleCoil" in cfg.coils:  # one virtual coil: sensitivity-weighted combination
         combine = np.conj(sens) / np.sqrt((np.abs(sens) ** 2).sum(1, keepdims=True) + 1e-12)
     sigma = np.float32(cfg.noise * (1.5 / cfg.pixel_mm) ** 2 / np.sqrt(2))
-    drift = (_segment_drift(cfg, shape, rng) * np.float32(cfg.scale) if times is None
-             else np.complex64(cfg.scale))
+    drift = (
+        _segment_drift(cfg, shape, rng) * np.float32(cfg.scale)
+        if times is None
+        else np.complex64(cfg.scale)
+    )
     for t in range(n_w):
         white = rng.standard_normal((n_c, n_slices * shape[0] * shape[1] * 2), np.float32)
-        white = (chol @ white.view(np.complex64)) * sigma                   # coil covariance
+        white = (chol @ white.view(np.complex64)) * sigma  # coil covariance
         images = obj[t][:, None] * weighted
         images += white.reshape((n_c, n_slices) + shape).transpose(1, 0, 2, 3)
         if "MultiCoil" in out:
@@ -340,8 +381,9 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
     return Simulated(out, times, truth if times is not None else None)
 
 
-def _segment_drift(cfg: PhantomConfig, shape: tuple[int, int], rng: np.random.Generator
-                   ) -> np.ndarray:
+def _segment_drift(
+    cfg: PhantomConfig, shape: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
     """Phase factors ``(ky, kx)`` of a segmented cine acquisition: each heartbeat acquires a
     block of consecutive ky lines (for every frame), and between heartbeats the patient drifts
     a little within the breath-hold; a rigid in-plane shift ``d`` multiplies k-space by
@@ -355,12 +397,16 @@ def _segment_drift(cfg: PhantomConfig, shape: tuple[int, int], rng: np.random.Ge
     block = np.minimum(np.arange(ny) // per_beat, beats - 1)
     ky = (np.arange(ny) - ny // 2) / (ny * cfg.pixel_mm)
     kx = (np.arange(nx) - nx // 2) / (nx * cfg.pixel_mm)
-    return np.exp(-2j * np.pi * (ky[:, None] * drift[block, 0][:, None]
-                                 + kx[None, :] * drift[block, 1][:, None])).astype(np.complex64)
+    return np.exp(
+        -2j
+        * np.pi
+        * (ky[:, None] * drift[block, 0][:, None] + kx[None, :] * drift[block, 1][:, None])
+    ).astype(np.complex64)
 
 
-def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str,
-                  split: str = "TrainingSet") -> tuple[np.ndarray, np.ndarray | None]:
+def simulate_file(
+    cfg: PhantomConfig, index: int, name: str, coil: str, split: str = "TrainingSet"
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(kspace, times)`` of one file of one coil type (see :func:`simulate`)."""
     sim = simulate(dataclasses.replace(cfg, coils=(coil,)), index, name, split)
     return sim.kspace[coil], sim.times
@@ -368,6 +414,7 @@ def simulate_file(cfg: PhantomConfig, index: int, name: str, coil: str,
 
 # ----------------------------------------------------------------------------- the tree
 def case_name(index: int) -> str:
+    """The CMRxRecon name of case ``index`` (0-based): ``P001``, ``P002`` ..."""
     return f"P{index + 1:03d}"
 
 
@@ -383,20 +430,31 @@ def load_truth(path: str | Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def expected_pair_counts(cfg: PhantomConfig, coils: tuple[str, ...], val_fraction: float,
-                         tasks: tuple[str, ...] = io.TASKS, accs: tuple[int, ...] = io.ACCS
-                         ) -> dict[str, dict[int, tuple[int, int]]]:
+def expected_pair_counts(
+    cfg: PhantomConfig,
+    coils: tuple[str, ...],
+    val_fraction: float,
+    tasks: tuple[str, ...] = io.TASKS,
+    accs: tuple[int, ...] = io.ACCS,
+) -> dict[str, dict[int, tuple[int, int]]]:
     """Table 1 predicted from the phantom's configuration alone, ``[task][acc] -> (train, valid)``
     (an independent check of the preprocessing): slices x frames per file, per case, per coil
     type, split by case as :func:`~diffcmr_core.data.pairs.split_cases` does."""
     from diffcmr_core.data.pairs import split_cases
 
     n_coils = len(set(cfg.coils) & set(coils))
-    per_case = {"cine": cfg.cine_frames * (cfg.sax_slices + cfg.lax_slices),
-                "mapping": (len(T1_INVERSION_TIMES) + len(T2_ECHO_TIMES)) * cfg.mapping_slices}
+    per_case = {
+        "cine": cfg.cine_frames * (cfg.sax_slices + cfg.lax_slices),
+        "mapping": (len(T1_INVERSION_TIMES) + len(T2_ECHO_TIMES)) * cfg.mapping_slices,
+    }
     train, val = split_cases([case_name(i) for i in range(cfg.n_cases)], val_fraction)
-    return {task: {acc: (per_case[task] * n_coils * len(train), per_case[task] * n_coils * len(val))
-                   for acc in accs} for task in tasks}
+    return {
+        task: {
+            acc: (per_case[task] * n_coils * len(train), per_case[task] * n_coils * len(val))
+            for acc in accs
+        }
+        for task in tasks
+    }
 
 
 def validation_truth_root(root: str | Path) -> Path:
@@ -406,8 +464,9 @@ def validation_truth_root(root: str | Path) -> Path:
     return Path(root) / "ValidationTruth"
 
 
-def write_case(root: str | Path, cfg: PhantomConfig, index: int,
-               split: str = "TrainingSet") -> None:
+def write_case(
+    root: str | Path, cfg: PhantomConfig, index: int, split: str = "TrainingSet"
+) -> None:
     """Write every file of case ``index`` (both coil types, cine and mapping, every factor of the
     challenge; fully sampled only in the TrainingSet, and for the ValidationSet in
     :func:`validation_truth_root`) and the mapping truth."""
@@ -418,32 +477,52 @@ def write_case(root: str | Path, cfg: PhantomConfig, index: int,
             mask_shape = next(iter(sim.kspace.values())).shape[-2:]
             masks = {acc: equispaced_mask(*mask_shape, acc, cfg.acs_lines) for acc in io.ACCS}
             for coil, kspace in sim.kspace.items():
-                if split != "TrainingSet":     # kept for scoring, outside the challenge layout
-                    io.save_kspace(io.file_path(validation_truth_root(root), coil, task, case, name,
-                                                split=split), io.kspace_key(coil, None), kspace)
+                if split != "TrainingSet":  # kept for scoring, outside the challenge layout
+                    io.save_kspace(
+                        io.file_path(
+                            validation_truth_root(root), coil, task, case, name, split=split
+                        ),
+                        io.kspace_key(coil, None),
+                        kspace,
+                    )
                 for acc in ((None,) if split == "TrainingSet" else ()) + io.ACCS:
                     data = kspace
                     if acc is not None:
-                        io.save_mask(io.file_path(root, coil, task, case, name, kind="mask",
-                                                  acc=acc, split=split),
-                                     io.mask_key(acc), masks[acc])
+                        io.save_mask(
+                            io.file_path(
+                                root, coil, task, case, name, kind="mask", acc=acc, split=split
+                            ),
+                            io.mask_key(acc),
+                            masks[acc],
+                        )
                         data = kspace * masks[acc]
-                    io.save_kspace(io.file_path(root, coil, task, case, name, acc=acc, split=split),
-                                   io.kspace_key(coil, acc), data)
+                    io.save_kspace(
+                        io.file_path(root, coil, task, case, name, acc=acc, split=split),
+                        io.kspace_key(coil, acc),
+                        data,
+                    )
                     if sim.times is not None:
-                        io.save_times(io.file_path(root, coil, task, case, name, kind="times",
-                                                   acc=acc, split=split), sim.times)
+                        io.save_times(
+                            io.file_path(
+                                root, coil, task, case, name, kind="times", acc=acc, split=split
+                            ),
+                            sim.times,
+                        )
                     del data
             if sim.truth is not None:
                 path = truth_path(root, split, case, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as tmp:
                     with open(tmp, "wb") as f:
-                        np.savez_compressed(f, **sim.truth, times=sim.times,
-                                            label_names=np.array(anatomy.TISSUE_NAMES))
+                        np.savez_compressed(
+                            f,
+                            **sim.truth,
+                            times=sim.times,
+                            label_names=np.array(anatomy.TISSUE_NAMES),
+                        )
 
 
-MANIFEST = "phantom-files.json"   # the phantom's claim on a folder: its config and its cases
+MANIFEST = "phantom-files.json"  # the phantom's claim on a folder: its config and its cases
 _TOP = (*io.COIL_TYPES, "Truth", "ValidationTruth")
 
 
@@ -451,8 +530,11 @@ def _files(root: Path) -> list[Path]:
     """Every file under ``root`` (relative), but the phantom's markers, folder locks and the
     temporaries of atomic writes."""
     skip = {"phantom.json", MANIFEST, ".lock"}
-    return sorted(p.relative_to(root) for p in root.rglob("*")
-                  if (p.is_file() or p.is_symlink()) and p.name not in skip and not p.name.endswith(".tmp"))
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.name not in skip and not p.name.endswith(".tmp")
+    )
 
 
 def _claimed(rel: Path, cases: set[tuple[str, str]]) -> bool:
@@ -470,13 +552,17 @@ def _read_manifest(root: Path) -> dict | None:
         data = json.loads(path.read_text())
         return {"config": str(data["config"]), "cases": {tuple(c) for c in data["cases"]}}
     except (OSError, ValueError, KeyError, TypeError):
-        raise DiffCMRError(path, "unreadable phantom manifest (not written by this study?); "
-                                 "remove the folder or choose another") from None
+        raise DiffCMRError(
+            path,
+            "unreadable phantom manifest (not written by this study?); "
+            "remove the folder or choose another",
+        ) from None
 
 
 def _write_manifest(root: Path, cfg: PhantomConfig, cases: set[tuple[str, str]]) -> None:
-    write_text_atomic(root / MANIFEST, json.dumps({"config": cfg.to_json(),
-                                                   "cases": sorted(map(list, cases))}))
+    write_text_atomic(
+        root / MANIFEST, json.dumps({"config": cfg.to_json(), "cases": sorted(map(list, cases))})
+    )
 
 
 def _own_files(root: Path) -> tuple[list[Path], list[Path], dict | None]:
@@ -505,15 +591,23 @@ def _refuse_foreign(root: Path, force: bool) -> tuple[list[Path], list[Path], di
     did not write (unless ``force``)."""
     ours, foreign, manifest = _own_files(root)
     if foreign and not force:
-        raise DiffCMRError(root, f"holds {len(foreign)} files the phantom did not write "
-                                 f"({_summary(foreign)}); it writes only into an empty folder "
-                                 "or one it made (choose another folder, or pass --force to "
-                                 "write beside those files, replacing any of the same name)")
+        raise DiffCMRError(
+            root,
+            f"holds {len(foreign)} files the phantom did not write "
+            f"({_summary(foreign)}); it writes only into an empty folder "
+            "or one it made (choose another folder, or pass --force to "
+            "write beside those files, replacing any of the same name)",
+        )
     return ours, foreign, manifest
 
 
-def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
-                 progress: bool = True, force: bool = False) -> Path:
+def make_phantom(
+    root: str | Path,
+    cfg: PhantomConfig = PhantomConfig(),
+    *,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """Write a complete synthetic CMRxRecon tree under ``root``; idempotent.
 
     A finished tree carries ``phantom.json`` (its config); a tree with the same config is reused.
@@ -530,15 +624,20 @@ def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
         raise DiffCMRError(root, "the phantom's folder is a file")
     if stamp.is_file() and stamp.read_text() == cfg.to_json():
         return root
-    if root.is_dir():                  # checked before anything (even a lock) is written there
+    if root.is_dir():  # checked before anything (even a lock) is written there
         _refuse_foreign(root, force)
     root.mkdir(parents=True, exist_ok=True)
     with folder_lock(root):
         ours, foreign, manifest = _refuse_foreign(root, force)
-        made_with = manifest["config"] if manifest else (stamp.read_text() if stamp.is_file() else None)
+        made_with = (
+            manifest["config"] if manifest else (stamp.read_text() if stamp.is_file() else None)
+        )
         if ours and made_with != cfg.to_json():
-            print(f"phantom: {root} holds a tree made with another configuration: deleting its "
-                  f"{len(ours)} files ({_summary(ours)})", flush=True)
+            print(
+                f"phantom: {root} holds a tree made with another configuration: deleting its "
+                f"{len(ours)} files ({_summary(ours)})",
+                flush=True,
+            )
             stamp.unlink(missing_ok=True)
             for rel in ours:
                 (root / rel).unlink(missing_ok=True)
@@ -549,10 +648,12 @@ def make_phantom(root: str | Path, cfg: PhantomConfig = PhantomConfig(), *,
         stamp.unlink(missing_ok=True)
         jobs = [("TrainingSet", i) for i in range(cfg.n_cases)]
         jobs += [("ValidationSet", i) for i in range(cfg.n_val_cases)]
-        claimed = set(manifest["cases"]) if manifest and manifest["config"] == cfg.to_json() else set()
+        claimed = (
+            set(manifest["cases"]) if manifest and manifest["config"] == cfg.to_json() else set()
+        )
         for split, index in tqdm(jobs, desc="phantom cases", disable=not progress):
             claimed.add((split, case_name(index)))
-            _write_manifest(root, cfg, claimed)          # claimed before a file is written
+            _write_manifest(root, cfg, claimed)  # claimed before a file is written
             write_case(root, cfg, index, split)
         write_text_atomic(stamp, cfg.to_json())
     return root

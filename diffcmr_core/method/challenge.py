@@ -211,6 +211,76 @@ def _nanmean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _truth_jobs(truth: Path, split: str, tasks, accs, cases) -> list[tuple]:
+    """``(coil, task, acc, case, name, fully sampled file)`` for every file of ``truth`` to
+    score, once per factor."""
+    jobs = []
+    for coil in io.COIL_TYPES:
+        for task in tasks:
+            full_dir = truth / coil / io.TASK_FOLDER[task] / split / "FullSample"
+            if not full_dir.is_dir():
+                continue
+            for case in sorted(p.name for p in full_dir.iterdir() if p.is_dir()):
+                if cases is not None and case not in cases:
+                    continue
+                for name in io.TASK_FILES[task]:
+                    full = io.file_path(truth, coil, task, case, name, split=split)
+                    if full.is_file():
+                        jobs.extend((coil, task, acc, case, name, full) for acc in accs)
+    return jobs
+
+
+def _set_rows(files: list[dict], unscored: dict, tasks, accs) -> list[dict]:
+    """Per coil type, file kind and factor: the mean of each metric over the scored files (a
+    set none of whose files scored: a row of NaN), with the counts scored and not scored."""
+    sets = []
+    for coil in io.COIL_TYPES:
+        for task in tasks:
+            for name in io.TASK_FILES[task]:
+                for acc in accs:
+                    rows = [
+                        r for r in files if (r["coil"], r["file"], r["acc"]) == (coil, name, acc)
+                    ]
+                    lost = unscored.get((coil, name, acc), 0)
+                    if not rows and not lost:
+                        continue
+                    means = {
+                        m: float(np.mean([r[m] for r in rows])) if rows else float("nan")
+                        for m in METRICS
+                    }
+                    sets.append(
+                        {
+                            "coil": coil,
+                            "task": task,
+                            "file": name,
+                            "acc": acc,
+                            "files": len(rows),
+                            "not scored": lost,
+                            **means,
+                        }
+                    )
+    return sets
+
+
+def _ranking_rows(sets: list[dict], tasks, accs) -> list[dict]:
+    """The leaderboard's rows: per task and factor, the larger of the two coil types' means of
+    each file kind, averaged over the kinds; then the mean over the factors."""
+    ranking = []
+    for task in tasks:
+        per_acc = []
+        for acc in accs:
+            kinds = []
+            for name in io.TASK_FILES[task]:
+                both = [s for s in sets if (s["file"], s["acc"]) == (name, acc) and s["files"]]
+                kinds.append({m: max((s[m] for s in both), default=float("nan")) for m in METRICS})
+            row = {m: _nanmean(k[m] for k in kinds) for m in METRICS}
+            per_acc.append(row)
+            ranking.append({"task": task, "acc": acc, **row})
+        means = {m: _nanmean(r[m] for r in per_acc) for m in METRICS}
+        ranking.append({"task": task, "acc": "mean", **means})
+    return ranking
+
+
 def score_submission(
     submission: str | Path,
     truth: str | Path,
@@ -229,26 +299,11 @@ def score_submission(
     submission, truth = Path(submission), Path(truth)
     if not submission.is_dir():
         raise CMRxReconError(submission, "submission folder not found")
-    refs: dict[Path, np.ndarray] = {}
-    files, missing, failed = [], [], []
-    jobs = []
-    for coil in io.COIL_TYPES:
-        for task in tasks:
-            full_dir = truth / coil / io.TASK_FOLDER[task] / split / "FullSample"
-            case_list = (
-                sorted(p.name for p in full_dir.iterdir() if p.is_dir())
-                if full_dir.is_dir()
-                else []
-            )
-            for case in case_list:
-                if cases is not None and case not in cases:
-                    continue
-                for name in io.TASK_FILES[task]:
-                    full = io.file_path(truth, coil, task, case, name, split=split)
-                    if full.is_file():
-                        jobs.extend((coil, task, acc, case, name, full) for acc in accs)
+    jobs = _truth_jobs(truth, split, tasks, accs, cases)
     if not jobs:
         raise CMRxReconError(truth, f"no fully sampled {split} files to score against")
+    refs: dict[Path, np.ndarray] = {}
+    files, missing, failed = [], [], []
     expected = set()
     unscored: dict[tuple[str, str, int], int] = {}
     for coil, task, acc, case, name, full in tqdm(jobs, desc="score", disable=not progress):
@@ -275,55 +330,19 @@ def score_submission(
         and (cases is None or any(c in p.parts for c in cases))
     )
     if not files:
-        raise CMRxReconError(
-            submission,
-            f"no file could be scored: {len(missing)} missing, "
-            f"{len(failed)} unreadable or invalid"
-            + (f" (first: {(failed or missing)[0]})" if failed or missing else "")
-            + (
-                f"; {len(unmatched)} submitted files have no fully sampled file in {truth}"
-                if unmatched
-                else ""
-            ),
+        raise CMRxReconError(submission, _nothing_scored(missing, failed, unmatched, truth))
+    sets = _set_rows(files, unscored, tasks, accs)
+    return Scores(files, sets, _ranking_rows(sets, tasks, accs), missing, failed, unmatched)
+
+
+def _nothing_scored(missing, failed, unmatched, truth) -> str:
+    """The message of a submission none of whose files could be scored."""
+    return (
+        f"no file could be scored: {len(missing)} missing, {len(failed)} unreadable or invalid"
+        + (f" (first: {(failed or missing)[0]})" if failed or missing else "")
+        + (
+            f"; {len(unmatched)} submitted files have no fully sampled file in {truth}"
+            if unmatched
+            else ""
         )
-    sets = []
-    for coil in io.COIL_TYPES:
-        for task in tasks:
-            for name in io.TASK_FILES[task]:
-                for acc in accs:
-                    rows = [
-                        r for r in files if (r["coil"], r["file"], r["acc"]) == (coil, name, acc)
-                    ]
-                    lost = unscored.get((coil, name, acc), 0)
-                    if rows or lost:  # a set none of whose files scored: a row of NaN
-                        sets.append(
-                            {
-                                "coil": coil,
-                                "task": task,
-                                "file": name,
-                                "acc": acc,
-                                "files": len(rows),
-                                "not scored": lost,
-                                **{
-                                    m: float(np.mean([r[m] for r in rows]))
-                                    if rows
-                                    else float("nan")
-                                    for m in METRICS
-                                },
-                            }
-                        )
-    ranking = []
-    for task in tasks:
-        per_acc = []
-        for acc in accs:
-            kinds = []
-            for name in io.TASK_FILES[task]:
-                both = [s for s in sets if (s["file"], s["acc"]) == (name, acc) and s["files"]]
-                kinds.append({m: max((s[m] for s in both), default=float("nan")) for m in METRICS})
-            row = {m: _nanmean(k[m] for k in kinds) for m in METRICS}
-            per_acc.append(row)
-            ranking.append({"task": task, "acc": acc, **row})
-        ranking.append(
-            {"task": task, "acc": "mean", **{m: _nanmean(r[m] for r in per_acc) for m in METRICS}}
-        )
-    return Scores(files, sets, ranking, missing, failed, unmatched)
+    )

@@ -124,9 +124,7 @@ def reconstruct(
     ids = np.arange(len(inputs)) if ids is None else np.asarray(ids).reshape(-1)
     if len(ids) != len(inputs):
         raise ValueError(f"{len(ids)} slice ids for {len(inputs)} slices")
-
-    # one bar over every sampling step of every batch, so that it moves from the first step
-    bar = tqdm(
+    bar = tqdm(  # one bar over every sampling step of every batch: it moves from the first step
         total=-(-len(inputs) // batch) * steps,
         disable=not progress,
         unit="step",

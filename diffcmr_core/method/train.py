@@ -357,6 +357,23 @@ def train_pairs(
     return torch.from_numpy(inp)[:, None], torch.from_numpy(tgt)[:, None]
 
 
+def _set_learning_rate(opts: list[torch.optim.Optimizer], lr: float) -> None:
+    for opt in opts:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def _log_row(run: _Run, losses: dict[str, float], elapsed: float, wait: float) -> dict[str, Any]:
+    """One row of ``loss.csv``: the step, its losses, wall and data-wait time, CPU seconds."""
+    return {
+        "step": run.step,
+        **{k: f"{v:.6f}" for k, v in losses.items()},
+        "seconds": f"{elapsed:.3f}",
+        "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}",
+        "cpu_seconds": f"{run.cpu_seconds:.3f}",
+    }
+
+
 def train(
     method: str,
     pairs: str | Path | list[str | Path] | tuple[str | Path, ...],
@@ -398,9 +415,7 @@ def train(
         t_data = time.perf_counter()
         inp, tgt, rand = _batch(inp_all, tgt_all, run, cfg, step, device)
         wait += time.perf_counter() - t_data
-        for opt in run.opts:
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, step)
+        _set_learning_rate(run.opts, learning_rate(cfg, step))
         losses = run.system.train_step(inp, tgt, rand, run.opts, _sync_grads)
         # EMA with the usual warm-up (unless switched off), so that short runs are not dominated
         # by the initial weights
@@ -408,16 +423,7 @@ def train(
         run.step = step + 1
         run.cpu_seconds = cpu_base + time.process_time() - cpu0
         if run.step % cfg.log_every == 0 or run.step == cfg.iterations:
-            elapsed = time.perf_counter() - tic
-            log_rows.append(
-                {
-                    "step": run.step,
-                    **{k: f"{v:.6f}" for k, v in losses.items()},
-                    "seconds": f"{elapsed:.3f}",
-                    "data_wait_fraction": f"{wait / max(elapsed, 1e-9):.4f}",
-                    "cpu_seconds": f"{run.cpu_seconds:.3f}",
-                }
-            )
+            log_rows.append(_log_row(run, losses, time.perf_counter() - tic, wait))
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
         if rank == 0 and cfg.snapshot_every and run.step % cfg.snapshot_every == 0:
             _save_checkpoint(

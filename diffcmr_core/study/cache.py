@@ -42,19 +42,21 @@ def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
 def cached_step(
     path: Path,
     profile: Profile,
-    compute: Callable[[], T],
+    compute: Callable[..., T],
     *,
     force: bool = False,
-    prepare: Callable[[], None] | None = None,
+    prepare: Callable[[], Any] | None = None,
     name: str | None = None,
     quiet: bool = False,
 ) -> T:
-    """The result of ``compute()``, from the cache at ``path`` when it was made with this profile's
-    configuration (unless ``force``). ``prepare()`` runs first on a miss, untimed (e.g. training
-    the models a step evaluates); ``compute()``'s time is stored with the result. A reuse is
-    said in one line, with how to recompute, unless ``quiet`` (a table re-reading a step).
+    """The result of ``compute``, from the cache at ``path`` when it was made with this profile's
+    configuration (unless ``force``). On a miss ``prepare()`` runs first, untimed (e.g. training
+    the model a step evaluates), and what it returns is handed to ``compute``:
+    ``compute(prepare())``, or ``compute()`` without a ``prepare``. The time of ``compute`` is
+    stored with the result. A reuse is said in one line, with how to recompute, unless
+    ``quiet`` (a table re-reading a step).
 
-    Under ``torchrun`` every rank runs ``compute()`` (which splits its work, see
+    Under ``torchrun`` every rank runs ``compute`` (which splits its work, see
     :mod:`~diffcmr_core.study.shard`); rank 0 alone stores the result, and the others wait for
     it, so that no rank reads a step's files before they are written."""
     from diffcmr_core.study.shard import current
@@ -64,10 +66,9 @@ def cached_step(
         if not quiet:
             print(f"[{name or path.parent.name}] reused from {path} (force=True recomputes)")
         return entry["result"]
-    if prepare is not None:
-        prepare()
+    prepared = prepare() if prepare is not None else None
     tic = time.perf_counter()
-    result = compute()
+    result = compute(prepared) if prepare is not None else compute()
     ranks = current()
     if ranks.main:
         store(path, profile, result, time.perf_counter() - tic)

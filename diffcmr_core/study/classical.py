@@ -153,6 +153,57 @@ def _record(cfg: CSConfig, task: str, accs: tuple[int, ...], stamps: list[str]) 
     return {"config": dataclasses.asdict(cfg), "task": task, "accs": list(accs), "pairs": stamps}
 
 
+def _choice_is_current(out: Path, want: dict) -> bool:
+    """Whether ``out`` holds a choice made with the settings ``want`` (unreadable: no)."""
+    if not out.is_file():
+        return False
+    try:
+        old = json.loads(out.read_text())
+    except ValueError:
+        return False
+    return {k: old.get(k) for k in want} == json.loads(json.dumps(want, default=list))
+
+
+def _tuning_jobs(profile, task: str, accs: tuple[int, ...], cfg: CSConfig) -> list[tuple]:
+    """``(acc, coil, slice indices, targets, meta)`` of the training slices PI-CS is tuned on."""
+    from diffcmr_core.study.profiles import paths_for
+
+    paths, pre = paths_for(profile), profile.preprocess
+    jobs = []
+    for part, a in enumerate(accs):
+        _, tgt, meta = load_pairs(
+            pairs_path(paths.pairs, task, a), "train", expect=pairs_stamp(paths.data, task, pre)
+        )
+        for coil in pre.coils:
+            idx = _tuning_slices(meta, coil, cfg.tuning_slices, part, len(accs))
+            if len(idx):
+                jobs.append((a, coil, idx, tgt, meta))
+    if not jobs:
+        raise CMRxReconError(
+            paths.pairs, f"no {task} training slices to choose the PI-CS parameters on"
+        )
+    return jobs
+
+
+def _best_per_coil(rows: list[dict], grid, coils) -> dict[str, dict]:
+    """Per coil type, the (weight, iterations) of the grid with the best mean training PSNR."""
+    choice = {}
+    for coil in coils:
+        scores = {}
+        for w, it in grid:
+            got = [
+                r["psnr"]
+                for r in rows
+                if (r["coil"], r["weight"], r["iterations"]) == (coil, w, it)
+            ]
+            scores[(w, it)] = np.mean(got)
+        scores = {k: v for k, v in scores.items() if np.isfinite(v)}
+        if scores:
+            (w, it), best = max(scores.items(), key=lambda kv: kv[1])
+            choice[coil] = {"weight": w, "iterations": it, "training_psnr": float(best)}
+    return choice
+
+
 def choose(
     profile, task: str, acc: int, out: Path, cfg: CSConfig, *, progress: bool = True
 ) -> Path:
@@ -162,34 +213,15 @@ def choose(
 
     paths, pre = paths_for(profile), profile.preprocess
     accs = tuple(profile.accs) if profile.shared_models else (acc,)
-    stamps = [pairs_stamp(paths.data, task, pre) for _ in accs]
-    want = _record(cfg, task, accs, stamps)
-    if out.is_file():
-        try:
-            old = json.loads(out.read_text())
-            if {k: old.get(k) for k in want} == json.loads(json.dumps(want, default=list)):
-                return out
-        except ValueError:
-            pass  # unreadable: redone
+    want = _record(cfg, task, accs, [pairs_stamp(paths.data, task, pre) for _ in accs])
+    if _choice_is_current(out, want):
+        return out
+    jobs = _tuning_jobs(profile, task, accs, cfg)
     rows = []
-    jobs = []
-    for part, a in enumerate(accs):
-        inp, tgt, meta = load_pairs(
-            pairs_path(paths.pairs, task, a), "train", expect=pairs_stamp(paths.data, task, pre)
-        )
-        for coil in pre.coils:
-            idx = _tuning_slices(meta, coil, cfg.tuning_slices, part, len(accs))
-            if len(idx):
-                jobs.append((a, coil, idx, inp, tgt, meta))
-    if not jobs:
-        raise CMRxReconError(
-            paths.pairs, f"no {task} training slices to choose the PI-CS parameters on"
-        )
-    grid = [(w, it) for w in cfg.weights for it in cfg.iteration_grid]
     bar = tqdm(
         total=len(jobs) * len(cfg.weights), desc=f"PI-CS weights {task}", disable=not progress
     )
-    for a, coil, idx, _inp, tgt, meta in jobs:
+    for a, coil, idx, tgt, meta in jobs:
         sub = _subset(meta, idx)
         acqs = acquired.of_pairs(paths.data, task, a, sub)
         for weight in cfg.weights:
@@ -197,7 +229,6 @@ def choose(
                 by_iterations = _images(acq, weight, cfg.iteration_grid, cfg, pre)
                 for iterations, images in by_iterations.items():
                     for j, pos in enumerate(acq.index):
-                        rec = images[j] / sub["scale"][pos]
                         rows.append(
                             {
                                 "acc": a,
@@ -205,27 +236,13 @@ def choose(
                                 "weight": weight,
                                 "iterations": iterations,
                                 "slice": int(idx[pos]),
-                                "psnr": psnr(tgt[idx[pos]], rec),
+                                "psnr": psnr(tgt[idx[pos]], images[j] / sub["scale"][pos]),
                             }
                         )
             bar.update()
     bar.close()
-    choice = {}
-    for coil in pre.coils:
-        scores = {
-            (w, it): np.mean(
-                [
-                    r["psnr"]
-                    for r in rows
-                    if r["coil"] == coil and r["weight"] == w and r["iterations"] == it
-                ]
-            )
-            for w, it in grid
-        }
-        scores = {k: v for k, v in scores.items() if np.isfinite(v)}
-        if scores:
-            (w, it), best = max(scores.items(), key=lambda kv: kv[1])
-            choice[coil] = {"weight": w, "iterations": it, "training_psnr": float(best)}
+    grid = [(w, it) for w in cfg.weights for it in cfg.iteration_grid]
+    choice = _best_per_coil(rows, grid, pre.coils)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
         out, json.dumps({**want, "choice": choice, "grid": rows}, indent=1, default=list)

@@ -129,7 +129,6 @@ def train_until_converged(
     improving (see the module); returns the final checkpoint. Resumable: the record
     (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
     returned as is."""
-    from diffcmr_core.data.pairs import pairs_path
     from diffcmr_core.method.train import default_device, load_checkpoint, snapshot_path, train
     from diffcmr_core.study.steps import val_pairs
 
@@ -140,13 +139,8 @@ def train_until_converged(
             f"learning rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
             f"{cfg.snapshot_every})"
         )
-    paths = paths_for(profile)
-    out = paths.model_dir(task, acc, method)
-    pairs = (
-        [pairs_path(paths.pairs, task, a) for a in profile.accs]
-        if profile.shared_models
-        else pairs_path(paths.pairs, task, acc)
-    )
+    out = paths_for(profile).model_dir(task, acc, method)
+    pairs = methods.training_pairs(profile, task, acc)
     record = _record(out, profile)
     if record["stopped"] is not None and (out / "last.pt").is_file():
         return out / "last.pt"
@@ -178,17 +172,19 @@ def train_until_converged(
             record["stopped"] = {"step": step, "converged": done}
         write_text_atomic(out / RECORD, json.dumps(record, indent=1))
         if progress:
-            print(
-                f"[{method} {task} {acc}x] step {step}: validation PSNR {rows[-1]['psnr']:.2f} dB"
-                + (
-                    f" -> {'converged' if done else 'stopped at the cap, not converged'}"
-                    if record["stopped"]
-                    else ""
-                ),
-                flush=True,
-            )
+            _say(f"{method} {task} {acc}x", step, rows[-1]["psnr"], record["stopped"])
         if record["stopped"] is not None:
             return ckpt
+
+
+def _say(what: str, step: int, psnr: float, stopped: dict | None) -> None:
+    """One line per chunk of :func:`train_until_converged`."""
+    end = ""
+    if stopped:
+        end = " -> " + (
+            "converged" if stopped["converged"] else "stopped at the cap, not converged"
+        )
+    print(f"[{what}] step {step}: validation PSNR {psnr:.2f} dB{end}", flush=True)
 
 
 def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, object]]:
@@ -225,6 +221,111 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
 
 
 # ----------------------------------------------------------------------------- the curve's sampler
+def _mean_and_seconds(profile, system, model, inp, ids, setting, progress):
+    """DiffCMR's mean of ``inp`` at ``setting`` ``(sampler, T, R)`` and seconds per slice."""
+    from diffcmr_core.method.inference import reconstruct
+
+    ev = profile.evaluation
+    sampler, steps, rounds = setting
+    t0 = time.perf_counter()
+    rec = reconstruct(
+        system,
+        model,
+        inp,
+        steps=steps,
+        rounds=rounds,
+        batch=ev.batch,
+        seed=ev.seed,
+        ids=ids,
+        sampler=sampler,
+        progress=progress,
+        **ev.sampling(),
+    )
+    return rec["mean"], (time.perf_counter() - t0) / len(inp)
+
+
+def _uses_ablation(profile) -> bool:
+    """Whether the curve sampler's reference is a setting the ablation already sampled."""
+    ev = profile.evaluation
+    ref_s, ref_t, ref_r = profile.evidence.reference
+    return ref_s == "ddpm" and ref_t == max(ev.ablation_steps) and ref_r in ev.ablation_rounds
+
+
+def _sampler_row(setting, psnr, d, seconds, *, reference, within_db) -> dict[str, object]:
+    """One row of :func:`choose_sampler`: mean PSNR, the mean paired difference ``d`` against
+    the reference with its 95 % t interval over the slices, seconds per slice."""
+    from scipy import stats
+
+    half = (
+        float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+        if len(d) > 1 and not reference
+        else 0.0
+    )
+    mean = float(d.mean()) if not reference else 0.0
+    return {
+        "sampler": setting[0],
+        "steps": setting[1],
+        "rounds": setting[2],
+        "nfe": setting[1] * setting[2],
+        "psnr": float(psnr.mean()),
+        "d_psnr": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "seconds_per_slice": seconds,
+        "reference": reference,
+        "within": True if reference else bool(d.mean() >= -within_db),
+    }
+
+
+def _sampler_rows(profile, task, acc, ckpt, progress) -> dict[str, object]:
+    """The rows and the choice of :func:`choose_sampler` from the trained model ``ckpt``."""
+    from diffcmr_core.method.evaluate import evaluate
+    from diffcmr_core.method.train import default_device, load_for_inference
+    from diffcmr_core.study.steps import val_pairs
+
+    evc, ev = profile.evidence, profile.evaluation
+    paths = paths_for(profile)
+    out = paths.runs / "evidence" / f"{task}_acc{acc:02d}"
+    inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+    inp = np.ascontiguousarray(inp, np.float32)
+    system, model = load_for_inference(ckpt, default_device(), ev.weights)
+
+    def run(setting, n=None):
+        x = inp if n is None else inp[:n]
+        return _mean_and_seconds(
+            profile, system, model, x, meta["index"][: len(x)], setting, progress
+        )
+
+    def psnrs(name: str, folder: Path = out) -> np.ndarray:
+        return np.array([float(r["psnr"]) for r in read_csv(folder / f"{name}_slices.csv")])
+
+    if _uses_ablation(profile):
+        ref = psnrs(f"rounds{evc.reference[2]}", paths.runs / "ablation" / f"{task}_acc{acc:02d}")
+        _, ref_seconds = run(evc.reference, n=min(2, len(inp)))  # timed on two slices
+    else:
+        rec, ref_seconds = run(evc.reference)
+        evaluate("reference", rec, tgt, meta, out)
+        ref = psnrs("reference")
+    rows = [_sampler_row(evc.reference, ref, ref * 0, ref_seconds, reference=True, within_db=0)]
+    for setting in sorted(evc.candidates, key=lambda s: s[1] * s[2]):
+        rec, seconds = run(setting)
+        name = f"{setting[0]}{setting[1]}r{setting[2]}"
+        evaluate(name, rec, tgt, meta, out)
+        psnr = psnrs(name)
+        rows.append(
+            _sampler_row(
+                setting, psnr, psnr - ref, seconds, reference=False, within_db=evc.within_db
+            )
+        )
+    within = [r for r in rows[1:] if r["within"]]
+    pick = within[0] if within else max(rows[1:], key=lambda r: r["d_psnr"])
+    return {
+        "rows": rows,
+        "chosen": [pick["sampler"], pick["steps"], pick["rounds"]],
+        "within": bool(within),
+    }
+
+
 def choose_sampler(
     profile: Profile, task: str, acc: int, *, progress: bool = True, force: bool = False
 ) -> dict[str, object]:
@@ -233,111 +334,23 @@ def choose_sampler(
     difference, its 95 % interval, seconds per slice). The reference's per-slice scores come
     from the ablation (:func:`~diffcmr_core.study.steps.ablation`) when it ran the same setting,
     else it is sampled here. Cached in ``runs/<profile>/evidence/<task>_accNN/sampler.json``."""
-    from scipy import stats
-
-    from diffcmr_core.method.evaluate import evaluate
-    from diffcmr_core.method.inference import reconstruct
-    from diffcmr_core.method.train import default_device, load_for_inference
     from diffcmr_core.study.cache import cached_step
-    from diffcmr_core.study.steps import ablation, ensure_trained, val_pairs
+    from diffcmr_core.study.steps import ablation, ensure_trained
 
-    evc, ev = profile.evidence, profile.evaluation
-    paths = paths_for(profile)
-    out = paths.runs / "evidence" / f"{task}_acc{acc:02d}"
-    ckpt: list[Path] = []
-    ref_s, ref_t, ref_r = evc.reference
-    from_ablation = (
-        ref_s == "ddpm" and ref_t == max(ev.ablation_steps) and ref_r in ev.ablation_rounds
-    )
-
-    def prepare() -> None:
-        ckpt.append(ensure_trained(profile, task, acc, "diffcmr", progress=progress))
-        if from_ablation:
+    def prepare() -> Path:
+        ckpt = ensure_trained(profile, task, acc, "diffcmr", progress=progress)
+        if _uses_ablation(profile):
             ablation(profile, task, acc, progress=progress)
+        return ckpt
 
-    def compute() -> dict[str, object]:
-        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
-        inp = np.ascontiguousarray(inp, np.float32)
-        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
-
-        def run(setting, n=None):
-            sampler, steps, rounds = setting
-            x = inp if n is None else inp[:n]
-            t0 = time.perf_counter()
-            rec = reconstruct(
-                system,
-                model,
-                x,
-                steps=steps,
-                rounds=rounds,
-                batch=ev.batch,
-                seed=ev.seed,
-                ids=meta["index"][: len(x)],
-                sampler=sampler,
-                progress=progress,
-                **ev.sampling(),
-            )
-            return rec["mean"], (time.perf_counter() - t0) / len(x)
-
-        if from_ablation:
-            abl = paths.runs / "ablation" / f"{task}_acc{acc:02d}"
-            ref = np.array([float(r["psnr"]) for r in read_csv(abl / f"rounds{ref_r}_slices.csv")])
-            _, ref_seconds = run(evc.reference, n=min(2, len(inp)))  # timed on two slices
-        else:
-            rec, ref_seconds = run(evc.reference)
-            evaluate("reference", rec, tgt, meta, out)
-            ref = np.array([float(r["psnr"]) for r in read_csv(out / "reference_slices.csv")])
-        rows = [
-            {
-                "sampler": ref_s,
-                "steps": ref_t,
-                "rounds": ref_r,
-                "nfe": ref_t * ref_r,
-                "psnr": float(ref.mean()),
-                "d_psnr": 0.0,
-                "ci_low": 0.0,
-                "ci_high": 0.0,
-                "seconds_per_slice": ref_seconds,
-                "reference": True,
-                "within": True,
-            }
-        ]
-        for setting in sorted(evc.candidates, key=lambda s: s[1] * s[2]):
-            rec, seconds = run(setting)
-            name = f"{setting[0]}{setting[1]}r{setting[2]}"
-            evaluate(name, rec, tgt, meta, out)
-            psnr = np.array([float(r["psnr"]) for r in read_csv(out / f"{name}_slices.csv")])
-            d = psnr - ref
-            half = (
-                float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
-                if len(d) > 1
-                else 0.0
-            )
-            rows.append(
-                {
-                    "sampler": setting[0],
-                    "steps": setting[1],
-                    "rounds": setting[2],
-                    "nfe": setting[1] * setting[2],
-                    "psnr": float(psnr.mean()),
-                    "d_psnr": float(d.mean()),
-                    "ci_low": float(d.mean()) - half,
-                    "ci_high": float(d.mean()) + half,
-                    "seconds_per_slice": seconds,
-                    "reference": False,
-                    "within": bool(d.mean() >= -evc.within_db),
-                }
-            )
-        within = [r for r in rows[1:] if r["within"]]
-        pick = within[0] if within else max(rows[1:], key=lambda r: r["d_psnr"])
-        return {
-            "rows": rows,
-            "chosen": [pick["sampler"], pick["steps"], pick["rounds"]],
-            "within": bool(within),
-        }
-
+    out = paths_for(profile).runs / "evidence" / f"{task}_acc{acc:02d}"
     return cached_step(
-        out / "sampler.json", profile, compute, force=force, prepare=prepare, name="curve sampler"
+        out / "sampler.json",
+        profile,
+        lambda ckpt: _sampler_rows(profile, task, acc, ckpt, progress),
+        force=force,
+        prepare=prepare,
+        name="curve sampler",
     )
 
 

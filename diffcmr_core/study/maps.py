@@ -125,6 +125,154 @@ def _summary(diffs: list[np.ndarray], failed: int, total: int) -> dict[str, floa
     }
 
 
+def _mapping_batch(profile: Profile, acc: int):
+    """The validation ``MAP_COIL`` mapping slices at ``acc``, checked to allow the maps'
+    evaluation: ``(targets, meta, groups, position of each row in the batch, batch)``."""
+    paths, pre = paths_for(profile), profile.preprocess
+    if not paths.is_synthetic:
+        raise DiffCMRError(
+            paths.data,
+            "the maps' evaluation needs the phantom's tissue labels "
+            "and truth maps (fit_t1 / fit_t2 work on any images)",
+        )
+    if pre.normalise != "input":
+        raise DiffCMRError(
+            paths.pairs,
+            "the maps need every target on its input's scale "
+            "(PreprocessConfig.normalise='input'); with 'each' "
+            "the weightings' common scale is lost",
+        )
+    pairs = pairs_path(paths.pairs, "mapping", acc)
+    inp, tgt, meta = load_pairs(pairs, "val", expect=pairs_stamp(paths.data, "mapping", pre))
+    groups = _groups(meta)
+    if not groups:
+        raise ValueError(f"no {MAP_COIL} mapping slices in the validation split of {pairs}")
+    order = np.concatenate([idx for *_, idx in groups])
+    at = {int(i): k for k, i in enumerate(order)}
+    sub = {k: v[order] for k, v in meta.items()}
+    batch = methods.Batch(
+        np.ascontiguousarray(inp[order]),
+        sub["scale"].astype(np.float32),
+        pre,
+        lambda: acquired.of_pairs(paths.data, "mapping", acc, sub),
+        sub["index"],
+    )
+    return tgt, meta, groups, at, batch
+
+
+def _slice_maps(full, recs, pos, scale, fit, times):
+    """One slice's maps: the fully sampled images' and every method's on the common scale
+    (``maps``), and every method's without it (``own``)."""
+    maps, own = {FULL: fit(full * scale, times)}, {}
+    for m, r in recs.items():
+        r = np.maximum(r[pos], 0)  # magnitudes (a regression may dip below 0)
+        maps[m] = fit(r * scale, times)
+        own[m] = fit(r, times)
+    return maps, own
+
+
+def _add_errors(errors, maps, own, truth, key, names) -> None:
+    """Add one slice's map errors, per method, region, reference and scaling, to ``errors``
+    (``diffs``, ``failed``, ``totals``, keyed by ``(method, map, region, reference, scaling)``)."""
+    diffs, failed, totals = errors
+    for region in REGIONS:
+        mask = truth[region]
+        refs = {"full": maps[FULL], "truth": truth[key.lower()]}
+        for ref_name, ref in refs.items():
+            for m in names:
+                for scaling, source in (("common", maps), ("own", own)):
+                    if m == FULL and (scaling == "own" or ref_name == "full"):
+                        continue
+                    v = source[m]
+                    k = (m, key, region, ref_name, scaling)
+                    both = mask & np.isfinite(v) & np.isfinite(ref)
+                    diffs[k].append((v - ref)[both])
+                    failed[k] += int((mask & ~np.isfinite(v)).sum())
+                    totals[k] += int(mask.sum())
+
+
+def _uncertainty_terms(profile, maps, truth, std, rounds, pos, scale, fit, times):
+    """Over the heart's pixels of one T1 slice: DiffCMR's std map (averaged over the
+    inversions), the std of the T1 fitted to each round, DiffCMR's |T1 error|; and the two
+    uncertainty images."""
+    heart = (truth["myo"] | truth["blood"]) & np.isfinite(maps[FULL])
+    err = np.abs(maps[f"DiffCMR R={profile.evaluation.rounds}"] - maps[FULL])
+    per_round = np.stack([fit(rounds[k][pos] * scale, times) for k in range(len(rounds))])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all rounds unfitted
+        round_std = np.nanstd(per_round, axis=0)
+    ok = heart & np.isfinite(err) & np.isfinite(round_std)
+    std_map = std[pos].mean(0)
+    return {"std_map": std_map[ok], "round_t1_std": round_std[ok], "t1_error": err[ok]}, {
+        "uncertainty": std_map,
+        "round_t1_std": round_std,
+    }
+
+
+def _spearman(unc: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Spearman's rho (and p, n) of each uncertainty against |T1 error| over the pixels."""
+    out = {}
+    err = np.concatenate(unc["t1_error"]) if unc["t1_error"] else np.zeros(0)
+    for name in ("std_map", "round_t1_std"):
+        x = np.concatenate(unc[name]) if unc[name] else np.zeros(0)
+        if len(x) > 2 and np.ptp(x) > 0 and np.ptp(err) > 0:
+            rho, p = spearmanr(x, err)
+            out[name] = {"rho": float(rho), "p": float(p), "n": int(len(x))}
+        else:
+            out[name] = {"rho": float("nan"), "p": float("nan"), "n": int(len(x))}
+    return out
+
+
+def _map_results(profile: Profile, acc: int, progress: bool) -> dict:
+    """What :func:`map_errors` returns, computed (the maps saved in ``maps.npz``)."""
+    paths, pre = paths_for(profile), profile.preprocess
+    tgt, meta, groups, at, batch = _mapping_batch(profile, acc)
+    recs, std, rounds = _reconstructions(profile, batch, acc, progress)
+    names = [FULL, *recs]
+    errors = (defaultdict(list), defaultdict(int), defaultdict(int))
+    saved: dict[str, np.ndarray] = {}
+    unc: dict[str, list[np.ndarray]] = {"std_map": [], "round_t1_std": [], "t1_error": []}
+    for case, name, z, idx in groups:
+        key, fit = FITS[name]
+        times = io.load_times(
+            io.file_path(paths.data, MAP_COIL, "mapping", case, name, acc=acc, kind="times")
+        )
+        pos = np.array([at[int(i)] for i in idx])
+        scale = meta["scale"][idx][:, None, None]
+        maps, own = _slice_maps(tgt[idx], recs, pos, scale, fit, times)
+        truth = truth_on_grid(load_truth(truth_path(paths.data, "TrainingSet", case, name)), z, pre)
+        tag = f"{case}/{name}/{z}"
+        saved.update({f"{tag}/{m}": v for m, v in maps.items()})
+        saved[f"{tag}/truth"] = truth[key.lower()]
+        saved.update({f"{tag}/{region}": truth[region] for region in REGIONS})
+        _add_errors(errors, maps, own, truth, key, names)
+        if key == "T1" and std is not None:
+            terms, images = _uncertainty_terms(
+                profile, maps, truth, std, rounds, pos, scale, fit, times
+            )
+            for k, v in terms.items():
+                unc[k].append(v)
+            saved.update({f"{tag}/{k}": v for k, v in images.items()})
+    diffs, failed, totals = errors
+    rows = [
+        {
+            "method": k[0],
+            "map": k[1],
+            "region": k[2],
+            "reference": k[3],
+            "scaling": k[4],
+            **_summary(diffs[k], failed[k], totals[k]),
+        }
+        for k in diffs
+    ]
+    out = maps_dir(profile, acc)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "maps.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **saved)
+    return {"rows": rows, "uncertainty": _spearman(unc), "slices": len(groups), "methods": names}
+
+
 def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool = False) -> dict:
     """Errors of every method's T1 and T2 maps at factor ``acc`` (cached in
     ``runs/<profile>/maps/accNN/summary.json``, the maps in ``maps.npz`` beside it).
@@ -140,135 +288,15 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
     """
     from diffcmr_core.study.steps import ensure_trained
 
-    paths, pre = paths_for(profile), profile.preprocess
-    out = maps_dir(profile, acc)
-
-    def prepare() -> None:
-        for m in profile.methods:
-            ensure_trained(profile, "mapping", acc, m, progress=progress)
-
-    def compute() -> dict:
-        if not paths.is_synthetic:
-            raise DiffCMRError(
-                paths.data,
-                "the maps' evaluation needs the phantom's tissue labels "
-                "and truth maps (fit_t1 / fit_t2 work on any images)",
-            )
-        if pre.normalise != "input":
-            raise DiffCMRError(
-                paths.pairs,
-                "the maps need every target on its input's scale "
-                "(PreprocessConfig.normalise='input'); with 'each' "
-                "the weightings' common scale is lost",
-            )
-        inp, tgt, meta = load_pairs(
-            pairs_path(paths.pairs, "mapping", acc),
-            "val",
-            expect=pairs_stamp(paths.data, "mapping", pre),
-        )
-        groups = _groups(meta)
-        if not groups:
-            raise ValueError(
-                f"no {MAP_COIL} mapping slices in the validation split of "
-                f"{pairs_path(paths.pairs, 'mapping', acc)}"
-            )
-        order = np.concatenate([idx for *_, idx in groups])
-        at = {int(i): k for k, i in enumerate(order)}
-        sub = {k: v[order] for k, v in meta.items()}
-        batch = methods.Batch(
-            np.ascontiguousarray(inp[order]),
-            sub["scale"].astype(np.float32),
-            pre,
-            lambda: acquired.of_pairs(paths.data, "mapping", acc, sub),
-            sub["index"],
-        )
-        recs, std, rounds = _reconstructions(profile, batch, acc, progress)
-        names = [FULL, *recs]
-        diffs: dict[tuple, list[np.ndarray]] = defaultdict(list)
-        failed: dict[tuple, int] = defaultdict(int)
-        totals: dict[tuple, int] = defaultdict(int)
-        saved: dict[str, np.ndarray] = {}
-        unc = {"std_map": [], "round_t1_std": [], "t1_error": []}
-        for case, name, z, idx in groups:
-            key, fit = FITS[name]
-            times = io.load_times(
-                io.file_path(paths.data, MAP_COIL, "mapping", case, name, acc=acc, kind="times")
-            )
-            pos = np.array([at[int(i)] for i in idx])
-            scale = meta["scale"][idx][:, None, None]
-            maps = {FULL: fit(tgt[idx] * scale, times)}
-            own = {}
-            for m, r in recs.items():
-                r = np.maximum(r[pos], 0)  # magnitudes (a regression may dip below 0)
-                maps[m] = fit(r * scale, times)
-                own[m] = fit(r, times)
-            truth = truth_on_grid(
-                load_truth(truth_path(paths.data, "TrainingSet", case, name)), z, pre
-            )
-            tag = f"{case}/{name}/{z}"
-            for m, v in maps.items():
-                saved[f"{tag}/{m}"] = v
-            saved[f"{tag}/truth"] = truth[key.lower()]
-            for region in REGIONS:
-                saved[f"{tag}/{region}"] = truth[region]
-                mask = truth[region]
-                refs = {"full": maps[FULL], "truth": truth[key.lower()]}
-                for ref_name, ref in refs.items():
-                    for m in names:
-                        for scaling, source in (("common", maps), ("own", own)):
-                            if m == FULL and (scaling == "own" or ref_name == "full"):
-                                continue
-                            v = source[m]
-                            k = (m, key, region, ref_name, scaling)
-                            both = mask & np.isfinite(v) & np.isfinite(ref)
-                            diffs[k].append((v - ref)[both])
-                            failed[k] += int((mask & ~np.isfinite(v)).sum())
-                            totals[k] += int(mask.sum())
-            if key == "T1" and std is not None:
-                heart = (truth["myo"] | truth["blood"]) & np.isfinite(maps[FULL])
-                best = f"DiffCMR R={profile.evaluation.rounds}"
-                err = np.abs(maps[best] - maps[FULL])
-                per_round = np.stack(
-                    [fit(rounds[k][pos] * scale, times) for k in range(len(rounds))]
-                )
-                with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all rounds unfitted
-                    round_std = np.nanstd(per_round, axis=0)
-                ok = heart & np.isfinite(err) & np.isfinite(round_std)
-                unc["std_map"].append(std[pos].mean(0)[ok])
-                unc["round_t1_std"].append(round_std[ok])
-                unc["t1_error"].append(err[ok])
-                saved[f"{tag}/uncertainty"] = std[pos].mean(0)
-                saved[f"{tag}/round_t1_std"] = round_std
-        rows = [
-            {
-                "method": m,
-                "map": key,
-                "region": region,
-                "reference": ref,
-                "scaling": scaling,
-                **_summary(diffs[k], failed[k], totals[k]),
-            }
-            for k in diffs
-            for (m, key, region, ref, scaling) in [k]
-        ]
-        uncertainty = {}
-        err = np.concatenate(unc["t1_error"]) if unc["t1_error"] else np.zeros(0)
-        for name in ("std_map", "round_t1_std"):
-            x = np.concatenate(unc[name]) if unc[name] else np.zeros(0)
-            if len(x) > 2 and np.ptp(x) > 0 and np.ptp(err) > 0:
-                rho, p = spearmanr(x, err)
-                uncertainty[name] = {"rho": float(rho), "p": float(p), "n": int(len(x))}
-            else:
-                uncertainty[name] = {"rho": float("nan"), "p": float("nan"), "n": int(len(x))}
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "maps.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **saved)
-        return {"rows": rows, "uncertainty": uncertainty, "slices": len(groups), "methods": names}
-
     return cached_step(
-        out / "summary.json", profile, compute, force=force, prepare=prepare, name=f"maps {acc}x"
+        maps_dir(profile, acc) / "summary.json",
+        profile,
+        lambda _fitted: _map_results(profile, acc, progress),
+        force=force,
+        prepare=lambda: [
+            ensure_trained(profile, "mapping", acc, m, progress=progress) for m in profile.methods
+        ],
+        name=f"maps {acc}x",
     )
 
 

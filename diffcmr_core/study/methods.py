@@ -206,6 +206,18 @@ class ZeroFilled(Method):
 
 
 # ----------------------------------------------------------------------------- networks
+def training_pairs(profile, task: str, acc: int):
+    """The pairs file(s) a network for ``task`` at ``acc`` trains on: its factor's, or with the
+    profile's ``shared_models`` every factor's, in the profile's order."""
+    from diffcmr_core.data.pairs import pairs_path
+    from diffcmr_core.study.profiles import paths_for
+
+    folder = paths_for(profile).pairs
+    if profile.shared_models:
+        return [pairs_path(folder, task, a) for a in profile.accs]
+    return pairs_path(folder, task, acc)
+
+
 class Network(Method):
     """A network of :mod:`~diffcmr_core.method.systems` trained on the training pairs (every
     factor's with the profile's ``shared_models``), its checkpoint checked before use (method,
@@ -229,23 +241,15 @@ class Network(Method):
 
     def fit(self, profile, task, acc, *, progress=True):
         """Train (or resume, or reuse) the network; in an evidence profile, until it converges."""
-        from diffcmr_core.data.pairs import pairs_path
         from diffcmr_core.method.train import default_device, train
-        from diffcmr_core.study.profiles import paths_for
 
         if profile.evidence is not None:  # trained until it stops improving
             from diffcmr_core.study.evidence import train_until_converged
 
             return train_until_converged(profile, task, acc, self.name, progress=progress)
-        paths = paths_for(profile)
-        pairs = (
-            [pairs_path(paths.pairs, task, a) for a in profile.accs]
-            if profile.shared_models
-            else pairs_path(paths.pairs, task, acc)
-        )
         return train(
             self.name,
-            pairs,
+            training_pairs(profile, task, acc),
             self.artefact(profile, task, acc).parent,
             self.train_config(profile),
             self.model_config(profile),

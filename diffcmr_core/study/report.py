@@ -210,9 +210,28 @@ def _compute_line(seconds: dict[str, float]) -> str:
 
 def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) -> Path:
     """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote."""
+    fig = paths_for(profile).figures
+    lines = _provenance_section(profile, wall_seconds, notebooks)
+    lines += _evidence_section(fig)
+    lines += _calibration_section(profile, fig, paths_for(profile).root)
+    lines += _table1_section(fig)
+    lines += _results_sections(fig)
+    lines += _ablation_sections(profile, fig)
+    if (fig / "paired_psnr.csv").is_file():
+        lines += _paired_section(read_csv(fig / "paired_psnr.csv"))
+    lines += _fast_section(fig)
+    lines += _maps_section(fig)
+    lines += _seeds_section(fig)
+    lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]
+    path = fig / "REPORT.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[str]) -> list[str]:
+    """The report's title and provenance: profile, data, device, commit, date, times, protocol."""
     paths = paths_for(profile)
-    fig = paths.figures
-    lines = [
+    return [
         f"# DiffCMR study report: profile `{profile.name}`",
         "",
         "## Provenance",
@@ -246,10 +265,12 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
         "what can be compared is the ordering of methods and the trends.",
         "",
     ]
-    lines += _evidence_section(fig)
-    lines += _calibration_section(profile, fig, paths.root)
+
+
+def _table1_section(fig: Path) -> list[str]:
+    """Table 1 beside the paper's, with the note on its swapped rows."""
     t1 = read_csv(fig / "table1.csv")
-    lines += [
+    return [
         "## Table 1: pairs",
         "",
         to_markdown(t1),
@@ -261,6 +282,11 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
         paper.table1_note(),
         "",
     ]
+
+
+def _results_sections(fig: Path) -> list[str]:
+    """Tables 2 and 3 beside the paper's, each with both protocols when scored."""
+    lines: list[str] = []
     for task, name, title in (
         ("cine", "table2_cine", "Table 2: cine"),
         ("mapping", "table3_mapping", "Table 3: T1/T2 mapping"),
@@ -271,6 +297,12 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
             )
         if (fig / f"{name}_protocols.csv").is_file():
             lines += _protocols_section(read_csv(fig / f"{name}_protocols.csv"))
+    return lines
+
+
+def _ablation_sections(profile: Profile, fig: Path) -> list[str]:
+    """Tables 4(a) and 4(b) beside the paper's, with the trend in words."""
+    lines: list[str] = []
     ev = profile.evaluation
     t_max, r_fixed = max(ev.ablation_steps), min(ev.rounds, max(ev.ablation_rounds))
     for name, key, ref, title in (
@@ -317,28 +349,26 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
                 f"Ours: PSNR {trend} with {key} (paper: rises).",
                 "",
             ]
-    if (fig / "paired_psnr.csv").is_file():
-        lines += _paired_section(read_csv(fig / "paired_psnr.csv"))
-    if (fig / "table5_fast_sampling.csv").is_file():
-        rows = read_csv(fig / "table5_fast_sampling.csv")
-        shown = [
-            {
-                k: (
-                    _f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)
-                    if k in ("psnr", "ssim", "nmse", "seconds_per_slice")
-                    else v
-                )
-                for k, v in r.items()
-            }
-            for r in rows
-        ]
-        lines += ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(shown)]
-    lines += _maps_section(fig)
-    lines += _seeds_section(fig)
-    lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]
-    path = fig / "REPORT.md"
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return path
+    return lines
+
+
+def _fast_section(fig: Path) -> list[str]:
+    """Table 5 (beyond the paper): the samplers and data consistency."""
+    if not (fig / "table5_fast_sampling.csv").is_file():
+        return []
+    rows = read_csv(fig / "table5_fast_sampling.csv")
+    shown = [
+        {
+            k: (
+                _f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)
+                if k in ("psnr", "ssim", "nmse", "seconds_per_slice")
+                else v
+            )
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
+    return ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(shown)]
 
 
 def _protocols_section(rows: list[dict[str, str]]) -> list[str]:

@@ -79,6 +79,38 @@ def is_done(run_dir: Path, notebook: Path, parameters: dict) -> bool:
         return False
 
 
+def _execute(nb: Path, out: Path, params: dict) -> None:
+    """Run one notebook with papermill into ``out`` and mark it done with its fingerprint and
+    seconds; a failing cell stops the study, naming the notebook and the cell."""
+    import papermill as pm
+
+    run_dir = out.parent
+    _marker(run_dir, nb).unlink(missing_ok=True)
+    print(f"[study] {nb.name} ...", flush=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(nb),
+            str(out),
+            parameters=params,
+            cwd=str(nb.parent),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    except pm.PapermillExecutionError as err:
+        raise SystemExit(
+            f"[study] {nb.name} failed in cell {err.exec_count}: {err.ename}: "
+            f"{err.evalue}\n(executed copy: {out})"
+        ) from None
+    seconds = time.perf_counter() - t0
+    marker = {
+        "fingerprint": _fingerprint(nb, {**params, "force": False}),
+        "seconds": round(seconds, 1),
+    }
+    write_text_atomic(_marker(run_dir, nb), json.dumps(marker))
+    print(f"[study] {nb.name} done in {seconds:.0f} s", flush=True)
+
+
 def run_study(
     profile_name: str = "quick", *, force: bool = False, only: list[str] | None = None
 ) -> Path:
@@ -87,8 +119,6 @@ def run_study(
     ``force`` runs every notebook and makes each recompute its own step. A failing notebook
     stops the run with the notebook and the cell named.
     """
-    import papermill as pm
-
     profile = get_profile(profile_name)
     paths = paths_for(profile)
     names = [nb.stem for nb in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))]
@@ -118,35 +148,8 @@ def run_study(
         if not force and is_done(run_dir, nb, {**params, "force": False}):
             print(f"[study] {nb.name}: up to date, skipped")
             continue
-        _marker(run_dir, nb).unlink(missing_ok=True)
-        print(f"[study] {nb.name} ...", flush=True)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(out),
-                parameters=params,
-                cwd=str(nb.parent),
-                progress_bar=False,
-                kernel_name="python3",
-            )
-        except pm.PapermillExecutionError as err:
-            raise SystemExit(
-                f"[study] {nb.name} failed in cell {err.exec_count}: {err.ename}: "
-                f"{err.evalue}\n(executed copy: {out})"
-            ) from None
-        seconds = time.perf_counter() - t0
-        write_text_atomic(
-            _marker(run_dir, nb),
-            json.dumps(
-                {
-                    "fingerprint": _fingerprint(nb, {**params, "force": False}),
-                    "seconds": round(seconds, 1),
-                }
-            ),
-        )
+        _execute(nb, out, params)
         ran.append(nb.stem)
-        print(f"[study] {nb.name} done in {seconds:.0f} s", flush=True)
     report = write_report(profile, time.perf_counter() - start, ran)
     print(f"[study] report: {report}")
     return report

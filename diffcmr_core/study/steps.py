@@ -198,6 +198,34 @@ def val_batch(
     return batch, tgt, meta
 
 
+def _fit_methods(profile, factors, progress):
+    """Fit every method of ``profile`` for each ``(task, acc)`` of ``factors``; their artefacts."""
+    return [
+        ensure_trained(profile, task, acc, m, progress=progress)
+        for task, acc in factors
+        for m in profile.methods
+    ]
+
+
+def _evaluation_results(profile, task, acc, progress):
+    """RAW and every method scored on the validation subset (see :func:`evaluate_factor`)."""
+    out = paths_for(profile).eval_dir(task, acc)
+    ranks = shard.current()
+    batch, tgt, meta = val_batch(profile, task, acc, profile.evaluation.n_val)
+    results = {}
+    for name in ("raw", *profile.methods):
+        entry = methods.get(name)
+        rec = sharded_recon(
+            profile, task, acc, name, batch, out / "parts", ranks, progress=progress
+        )
+        extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
+        results[entry.label] = evaluate(
+            entry.label, rec["mean"], tgt, meta, out, extra=extra, write=ranks.main
+        )
+    _drop_parts(out / "parts", ranks)
+    return results
+
+
 def evaluate_factor(
     profile: Profile,
     task: str,
@@ -215,35 +243,12 @@ def evaluate_factor(
     chunks of the evaluation's batch (:func:`~diffcmr_core.study.shard.map_chunks`, each chunk
     kept in ``parts/`` until the step is done, so an interrupted evaluation resumes).
     """
-    out = paths_for(profile).eval_dir(task, acc)
-    ev = profile.evaluation
-
-    def prepare() -> None:
-        for m in profile.methods:
-            ensure_trained(profile, task, acc, m, progress=progress)
-
-    def compute() -> dict[str, dict[str, float]]:
-        ranks = shard.current()
-        batch, tgt, meta = val_batch(profile, task, acc, ev.n_val)
-        results = {}
-        for name in ("raw", *profile.methods):
-            entry = methods.get(name)
-            rec = sharded_recon(
-                profile, task, acc, name, batch, out / "parts", ranks, progress=progress
-            )
-            extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
-            results[entry.label] = evaluate(
-                entry.label, rec["mean"], tgt, meta, out, extra=extra, write=ranks.main
-            )
-        _drop_parts(out / "parts", ranks)
-        return results
-
     return cached_step(
-        out / "summary.json",
+        paths_for(profile).eval_dir(task, acc) / "summary.json",
         profile,
-        compute,
+        lambda _fitted: _evaluation_results(profile, task, acc, progress),
         force=force,
-        prepare=prepare,
+        prepare=lambda: _fit_methods(profile, [(task, acc)], progress),
         name=f"evaluation {task} {acc}x",
         quiet=quiet,
     )
@@ -371,6 +376,62 @@ def figure3_images(
 
 
 # ----------------------------------------------------------------------------- ablation
+def _sampled_rounds(system, model, inp, ids, steps, rounds, profile, parts, ranks, progress):
+    """Every round ``[R, N, S, S]`` of DiffCMR at ``steps`` x ``rounds`` on ``inp``, split over
+    ``ranks`` in chunks of the evaluation's batch kept in ``parts``."""
+    ev = profile.evaluation
+
+    def work(lo: int, hi: int) -> dict[str, np.ndarray]:
+        rec = reconstruct(
+            system,
+            model,
+            inp[lo:hi],
+            steps=steps,
+            rounds=rounds,
+            batch=ev.batch,
+            seed=ev.seed,
+            ids=ids[lo:hi],
+            progress=progress,
+            **ev.sampling(),
+        )
+        return {"rounds": rec["rounds"]}
+
+    return shard.map_chunks(len(inp), ev.batch, work, parts, ranks=ranks)["rounds"]
+
+
+def _ablation_rows(profile, task, acc, ckpt, progress):
+    """Table 4's rows (see :func:`ablation`) from the trained model ``ckpt``."""
+    out = paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}"
+    ev = profile.evaluation
+    ranks = shard.current()
+    inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+    system, model = load_for_inference(ckpt, shard.device_for(ranks), ev.weights)
+    key = methods.recipe(profile, task, acc, "diffcmr")[:16]
+
+    def rounds_of(steps: int, rounds: int) -> np.ndarray:
+        parts = out / "parts" / f"T{steps}R{rounds}-{key}"
+        return _sampled_rounds(
+            system, model, inp, meta["index"], steps, rounds, profile, parts, ranks, progress
+        )
+
+    def score(name: str, rec: np.ndarray) -> dict[str, float]:
+        return evaluate(name, rec, tgt, meta, out, write=ranks.main)
+
+    raw = score("RAW", inp)
+    t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
+    r_fixed = min(ev.rounds, r_max)
+    big = rounds_of(t_max, r_max)
+    rounds_rows = [{"rounds": "Raw", **raw}]
+    for r in ev.ablation_rounds:
+        rounds_rows.append({"rounds": r, **score(f"rounds{r}", big[:r].mean(0))})
+    steps_rows = [{"steps": "Raw", **raw}]
+    for t in ev.ablation_steps:
+        rec = big[:r_fixed] if t == t_max else rounds_of(t, r_fixed)
+        steps_rows.append({"steps": t, **score(f"steps{t}", rec.mean(0))})
+    _drop_parts(out / "parts", ranks)
+    return {"steps": steps_rows, "rounds": rounds_rows}
+
+
 def ablation(
     profile: Profile,
     task: str = "cine",
@@ -385,63 +446,13 @@ def ablation(
     of it are exactly an R-round run, so no sampling is repeated. Under ``torchrun`` each run's
     slices are split over the ranks (as in :func:`evaluate_factor`).
     """
-    out = paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}"
-    ev = profile.evaluation
-    ckpt: list[Path] = []
-
-    def compute() -> dict[str, list[dict]]:
-        ranks = shard.current()
-        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
-        system, model = load_for_inference(ckpt[0], shard.device_for(ranks), ev.weights)
-        key = methods.recipe(profile, task, acc, "diffcmr")[:16]
-
-        def rounds_of(steps: int, rounds: int) -> np.ndarray:
-            def work(lo: int, hi: int) -> dict[str, np.ndarray]:
-                return {
-                    "rounds": reconstruct(
-                        system,
-                        model,
-                        inp[lo:hi],
-                        steps=steps,
-                        rounds=rounds,
-                        batch=ev.batch,
-                        seed=ev.seed,
-                        ids=meta["index"][lo:hi],
-                        progress=progress,
-                        **ev.sampling(),
-                    )["rounds"]
-                }
-
-            return shard.map_chunks(
-                len(inp), ev.batch, work, out / "parts" / f"T{steps}R{rounds}-{key}", ranks=ranks
-            )["rounds"]
-
-        def score(name: str, rec: np.ndarray) -> dict[str, float]:
-            return evaluate(name, rec, tgt, meta, out, write=ranks.main)
-
-        raw = score("RAW", inp)
-        t_max, r_max = max(ev.ablation_steps), max(ev.ablation_rounds)
-        r_fixed = min(ev.rounds, r_max)
-        big = rounds_of(t_max, r_max)
-        rounds_rows = [{"rounds": "Raw", **raw}]
-        for r in ev.ablation_rounds:
-            rounds_rows.append({"rounds": r, **score(f"rounds{r}", big[:r].mean(0))})
-        steps_rows = [{"steps": "Raw", **raw}]
-        for t in ev.ablation_steps:
-            rec = big[:r_fixed] if t == t_max else rounds_of(t, r_fixed)
-            steps_rows.append({"steps": t, **score(f"steps{t}", rec.mean(0))})
-        _drop_parts(out / "parts", ranks)
-        return {"steps": steps_rows, "rounds": rounds_rows}
-
     result = cached_step(
-        out / "ablation.json",
+        paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}" / "ablation.json",
         profile,
-        compute,
+        lambda ckpt: _ablation_rows(profile, task, acc, ckpt, progress),
         force=force,
         name="ablation",
-        prepare=lambda: ckpt.append(
-            ensure_trained(profile, task, acc, "diffcmr", progress=progress)
-        ),
+        prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
     )
     return result["steps"], result["rounds"]
 
@@ -449,6 +460,90 @@ def ablation(
 # ----------------------------------------------------------------------------- fast sampling
 DC_VARIANTS = ("none", "magnitude", "coil")
 DC_LABEL = {"none": "", "magnitude": " + DC (magnitude)", "coil": " + DC (coil data)"}
+
+
+def _crop_model(profile, task, acc, progress):
+    """The DiffCMR trained on the crop pairs of :func:`sampler_comparison` (built first)."""
+    paths = paths_for(profile)
+    crop_dir = paths.pairs.parent / f"{profile.name}_crop"
+    ensure_data(profile, progress=progress)
+    build_pairs(
+        paths.data, crop_dir, task, crop_preprocess(profile), accs=(acc,), progress=progress
+    )
+    return train(
+        "diffcmr",
+        pairs_path(crop_dir, task, acc),
+        paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
+        profile.fast_train_config(),
+        profile.model_config("diffcmr"),
+        device=default_device(),
+        progress=progress,
+    )
+
+
+def _timed_mean(system, model, batch, setting, hook_for, ev, progress):
+    """DiffCMR's mean ``[N, S, S]`` of ``batch`` at ``setting`` ``(sampler, T, R)`` with the x0
+    hook ``hook_for``, and the seconds it took per slice."""
+    sampler, steps, rounds = setting
+    t0 = time.perf_counter()
+    rec = reconstruct(
+        system,
+        model,
+        batch.inputs,
+        steps=steps,
+        rounds=rounds,
+        batch=ev.batch,
+        seed=ev.seed,
+        sampler=sampler,
+        progress=progress,
+        **ev.sampling(),
+        ids=batch.slice_ids,
+        x0_hook_for=hook_for,
+    )
+    return rec["mean"], (time.perf_counter() - t0) / len(batch.inputs)
+
+
+def _fast_rows(profile, task, acc, ckpt, progress):
+    """Table 5's rows (see :func:`sampler_comparison`) from the crop-pairs model ``ckpt``."""
+    from diffcmr_core.method.classical import acquisition_consistency
+    from diffcmr_core.method.inference import coil_consistency_hook_for
+
+    paths, ev = paths_for(profile), profile.evaluation
+    out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
+    crop_dir = paths.pairs.parent / f"{profile.name}_crop"
+    system, model = load_for_inference(ckpt, default_device(), ev.weights)
+    batch, tgt, meta = val_batch(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
+    inp, vr = batch.inputs, system.cfg.value_range
+    operator = acquisition_consistency(batch.acquired, len(inp), inp.shape[-1], batch.scale)
+    blank = {"sampler": "-", "steps": 0, "rounds": 0, "nfe": 0, "dc": "none"}
+    rows = [
+        {"label": "RAW", **blank, "seconds_per_slice": 0.0, **evaluate("RAW", inp, tgt, meta, out)}
+    ]
+    for k, (sampler, steps, rounds) in enumerate(ev.fast_settings):
+        hooks = {
+            "none": None,
+            "magnitude": mask_lines_hook_for(meta["mask_lines"], rounds, vr),
+            "coil": coil_consistency_hook_for(operator, rounds, vr),
+        }
+        name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
+        for dc in DC_VARIANTS:
+            mean, seconds = _timed_mean(
+                system, model, batch, (sampler, steps, rounds), hooks[dc], ev, progress
+            )
+            rows.append(
+                {
+                    "label": f"{name} T={steps} R={rounds}{DC_LABEL[dc]}",
+                    "sampler": sampler,
+                    "steps": steps,
+                    "rounds": rounds,
+                    "reference": k == 0 and dc == "none",
+                    "nfe": steps * rounds,
+                    "dc": dc,
+                    "seconds_per_slice": seconds,
+                    **evaluate(_fast_name(sampler, steps, rounds, dc), mean, tgt, meta, out),
+                }
+            )
+    return rows
 
 
 def sampler_comparison(
@@ -468,104 +563,20 @@ def sampler_comparison(
     and its row without DC the reference; "DDPM" rows are Alg. 2 on a shorter respaced chain.
     ``dc``: ``"none"``; ``"magnitude"``, every step's x0 prediction takes the acquired lines of
     the zero-filled magnitude image's k-space
-    (:func:`~diffcmr_core.method.inference.data_consistency_hook`,
-    which is not the acquisition); ``"coil"``, every x0 prediction is made consistent with the
-    measured multi-coil k-space (:class:`~diffcmr_core.data.kspace.CoilConsistency`: ESPIRiT maps,
-    the low-resolution phase, the measured lines, RSS). Data consistency needs images whose
-    k-space grid matches the mask, so this comparison uses pairs made with ``crop=True`` (the
-    k-space centre: the whole field of view at low resolution, no ``roi``) and a DiffCMR trained
-    on them (same profile otherwise). The reconstructions are kept for :func:`kspace_errors`.
+    (:func:`~diffcmr_core.method.inference.data_consistency_hook`, which is not the
+    acquisition); ``"coil"``, every x0 prediction is made consistent with the measured
+    multi-coil k-space (:class:`~diffcmr_core.data.kspace.CoilConsistency`: ESPIRiT maps, the
+    low-resolution phase, the measured lines, RSS). Data consistency needs images whose k-space
+    grid matches the mask, so this comparison uses pairs made with ``crop=True`` (the k-space
+    centre: the whole field of view at low resolution, no ``roi``) and a DiffCMR trained on them
+    (same profile otherwise). The reconstructions are kept for :func:`kspace_errors`.
     """
-    from diffcmr_core.method.classical import acquisition_consistency
-    from diffcmr_core.method.inference import coil_consistency_hook_for
-
-    paths = paths_for(profile)
-    out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
-    crop_dir = paths.pairs.parent / f"{profile.name}_crop"
-    ev = profile.evaluation
-    ckpt: list[Path] = []
-
-    def prepare() -> None:
-        ensure_data(profile, progress=progress)
-        build_pairs(
-            paths.data, crop_dir, task, crop_preprocess(profile), accs=(acc,), progress=progress
-        )
-        ckpt.append(
-            train(
-                "diffcmr",
-                pairs_path(crop_dir, task, acc),
-                paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
-                profile.fast_train_config(),
-                profile.model_config("diffcmr"),
-                device=default_device(),
-                progress=progress,
-            )
-        )
-
-    def compute() -> list[dict]:
-        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
-        batch, tgt, meta = val_batch(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
-        inp, vr = batch.inputs, system.cfg.value_range
-        operator = acquisition_consistency(batch.acquired, len(inp), inp.shape[-1], batch.scale)
-        rows = [
-            {
-                "label": "RAW",
-                "sampler": "-",
-                "steps": 0,
-                "rounds": 0,
-                "nfe": 0,
-                "dc": "none",
-                "seconds_per_slice": 0.0,
-                **evaluate("RAW", inp, tgt, meta, out),
-            }
-        ]
-        for k, (sampler, steps, rounds) in enumerate(ev.fast_settings):
-            hooks = {
-                "none": None,
-                "magnitude": mask_lines_hook_for(meta["mask_lines"], rounds, vr),
-                "coil": coil_consistency_hook_for(operator, rounds, vr),
-            }
-            for dc in DC_VARIANTS:
-                t0 = time.perf_counter()
-                rec = reconstruct(
-                    system,
-                    model,
-                    inp,
-                    steps=steps,
-                    rounds=rounds,
-                    batch=ev.batch,
-                    seed=ev.seed,
-                    sampler=sampler,
-                    progress=progress,
-                    **ev.sampling(),
-                    ids=batch.slice_ids,
-                    x0_hook_for=hooks[dc],
-                )
-                seconds = (time.perf_counter() - t0) / len(inp)
-                name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
-                rows.append(
-                    {
-                        "label": f"{name} T={steps} R={rounds}{DC_LABEL[dc]}",
-                        "sampler": sampler,
-                        "steps": steps,
-                        "rounds": rounds,
-                        "reference": k == 0 and dc == "none",
-                        "nfe": steps * rounds,
-                        "dc": dc,
-                        "seconds_per_slice": seconds,
-                        **evaluate(
-                            _fast_name(sampler, steps, rounds, dc), rec["mean"], tgt, meta, out
-                        ),
-                    }
-                )
-        return rows
-
     return cached_step(
-        out / "comparison.json",
+        paths_for(profile).runs / "fast" / f"{task}_acc{acc:02d}" / "comparison.json",
         profile,
-        compute,
+        lambda ckpt: _fast_rows(profile, task, acc, ckpt, progress),
         force=force,
-        prepare=prepare,
+        prepare=lambda: _crop_model(profile, task, acc, progress),
         name="fast sampling",
     )
 
@@ -651,6 +662,24 @@ def forward_and_backward(
 
 
 # ----------------------------------------------------------------------- the challenge's protocol
+def _challenge_rows(profile, force, progress):
+    """Every method's ranking rows on the challenge's protocol (see :func:`challenge_scores`)."""
+    import shutil
+
+    from diffcmr_core.study.submit import local_split_scores
+
+    runs = paths_for(profile).runs / "challenge"
+    names = ("raw", *profile.methods)
+    ranks = shard.current()
+    if force and ranks.main:
+        for name in names:
+            shutil.rmtree(runs / name, ignore_errors=True)
+    ranks.barrier()
+    return {
+        methods.label(name): local_split_scores(profile, name, progress=progress) for name in names
+    }
+
+
 def challenge_scores(
     profile: Profile, *, progress: bool = True, force: bool = False, quiet: bool = False
 ) -> dict[str, list[dict]]:
@@ -662,36 +691,13 @@ def challenge_scores(
     :func:`~diffcmr_core.study.submit.submit` (split over the ranks under ``torchrun``; a file a
     model with the same recipe made already is kept, so an interrupted step resumes; ``force``
     removes them first)."""
-    import shutil
-
-    from diffcmr_core.study.submit import local_split_scores
-
-    runs = paths_for(profile).runs / "challenge"
-    names = ("raw", *profile.methods)
-
-    def prepare() -> None:
-        for task in profile.tasks:
-            for acc in profile.accs:
-                for method in profile.methods:
-                    ensure_trained(profile, task, acc, method, progress=progress)
-
-    def compute() -> dict[str, list[dict]]:
-        ranks = shard.current()
-        if force and ranks.main:
-            for name in names:
-                shutil.rmtree(runs / name, ignore_errors=True)
-        ranks.barrier()
-        return {
-            methods.label(name): local_split_scores(profile, name, progress=progress)
-            for name in names
-        }
-
+    factors = [(task, acc) for task in profile.tasks for acc in profile.accs]
     return cached_step(
-        runs / "scores.json",
+        paths_for(profile).runs / "challenge" / "scores.json",
         profile,
-        compute,
+        lambda _fitted: _challenge_rows(profile, force, progress),
         force=force,
-        prepare=prepare,
+        prepare=lambda: _fit_methods(profile, factors, progress),
         name="challenge protocol",
         quiet=quiet,
     )
@@ -763,6 +769,42 @@ def evaluation_steps(
 
 
 # ---------------------------------------------------------------------- the public code's choices
+def _public_rows(profile, task, acc, ckpt, progress):
+    """The rows of :func:`public_choices` from the trained model ``ckpt``."""
+    out = paths_for(profile).runs / "public" / f"{task}_acc{acc:02d}"
+    ev = profile.evaluation
+    inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+    system, model = load_for_inference(ckpt, default_device(), ev.weights)
+    rows = [{"variance": "-", "clip": "-", "label": "RAW", **evaluate("RAW", inp, tgt, meta, out)}]
+    for variance in ("beta_tilde", "beta"):
+        for clip in (False, True):
+            rec = reconstruct(
+                system,
+                model,
+                inp,
+                steps=ev.steps,
+                rounds=ev.rounds,
+                batch=ev.batch,
+                seed=ev.seed,
+                progress=progress,
+                variance=variance,
+                clip=clip,
+                ids=meta["index"],
+                precision=ev.precision,
+            )
+            kind = "beta-tilde (Alg. 2)" if variance == "beta_tilde" else "beta (public)"
+            tag = f"{variance}_{'clip' if clip else 'noclip'}"
+            rows.append(
+                {
+                    "variance": variance,
+                    "clip": clip,
+                    "label": f"{kind}, {'clip' if clip else 'no clip'}",
+                    **evaluate(tag, rec["mean"], tgt, meta, out),
+                }
+            )
+    return rows
+
+
 def public_choices(
     profile: Profile,
     task: str = "cine",
@@ -775,59 +817,11 @@ def public_choices(
     slices at the profile's T and R: sampler variance beta-tilde (Alg. 2) or beta (public), and
     x0 clipped to [-1, 1] at each step (public) or not (Alg. 2 as printed); one row each, with
     the same seeds. Cached in ``runs/<profile>/public/<task>_accNN.json``."""
-    out = paths_for(profile).runs / "public" / f"{task}_acc{acc:02d}"
-    ev = profile.evaluation
-    ckpt: list[Path] = []
-
-    def compute() -> list[dict]:
-        inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
-        system, model = load_for_inference(ckpt[0], default_device(), ev.weights)
-        rows = [
-            {"variance": "-", "clip": "-", "label": "RAW", **evaluate("RAW", inp, tgt, meta, out)}
-        ]
-        for variance in ("beta_tilde", "beta"):
-            for clip in (False, True):
-                rec = reconstruct(
-                    system,
-                    model,
-                    inp,
-                    steps=ev.steps,
-                    rounds=ev.rounds,
-                    batch=ev.batch,
-                    seed=ev.seed,
-                    progress=progress,
-                    variance=variance,
-                    clip=clip,
-                    ids=meta["index"],
-                    precision=ev.precision,
-                )
-                label = (
-                    f"{'beta-tilde (Alg. 2)' if variance == 'beta_tilde' else 'beta (public)'}, "
-                    f"{'clip' if clip else 'no clip'}"
-                )
-                rows.append(
-                    {
-                        "variance": variance,
-                        "clip": clip,
-                        "label": label,
-                        **evaluate(
-                            f"{variance}_{'clip' if clip else 'noclip'}",
-                            rec["mean"],
-                            tgt,
-                            meta,
-                            out,
-                        ),
-                    }
-                )
-        return rows
-
     return cached_step(
-        out / "choices.json",
+        paths_for(profile).runs / "public" / f"{task}_acc{acc:02d}" / "choices.json",
         profile,
-        compute,
+        lambda ckpt: _public_rows(profile, task, acc, ckpt, progress),
         force=force,
         name="public-code choices",
-        prepare=lambda: ckpt.append(
-            ensure_trained(profile, task, acc, "diffcmr", progress=progress)
-        ),
+        prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
     )

@@ -265,25 +265,17 @@ def submit(
     if not jobs:
         raise CMRxReconError(
             data,
-            f"no under-sampled {split} files (expected <coil>/<Cine|Mapping>/"
-            f"{split}/AccFactorXX/PNNN/*.mat)",
+            f"no under-sampled {split} files (expected <coil>/"
+            f"<Cine|Mapping>/{split}/AccFactorXX/PNNN/*.mat)",
         )
-    factors = list(dict.fromkeys((j[1], j[2]) for j in jobs))
-    device = shard.device_for(ranks)
-    recons = {
-        (task, acc): model_recon(profile, task, acc, method, device=device) for task, acc in factors
-    }
-    recipes = {(task, acc): recipe(profile, task, acc, method) for task, acc in factors}
+    recons, recipes = _models(profile, jobs, method, shard.device_for(ranks))
     record_path = _record_path(out, ranks.rank)
     made_by = _read_records(out)
-    record = {k: v for k, v in _read_record(record_path).items()}
+    record = dict(_read_record(record_path))
     report = Submission(out)
     mine = [job for k, job in enumerate(jobs) if ranks.owns(k)]
-    bar = tqdm(
-        mine,
-        desc=f"submit {method} {split}" + (f" (rank {ranks.rank})" if ranks.world > 1 else ""),
-        disable=not progress,
-    )
+    rank = f" (rank {ranks.rank})" if ranks.world > 1 else ""
+    bar = tqdm(mine, desc=f"submit {method} {split}{rank}", disable=not progress)
     for coil, task, acc, case, name, path in bar:
         target = submission_path(out, coil, task, split, acc, case, name)
         rel = str(target.relative_to(out))
@@ -303,6 +295,14 @@ def submit(
         _write_record(record_path, record)
         report.written.append(target)
     return _merged(report, ranks)
+
+
+def _models(profile: Profile, jobs: list[tuple], method: str, device) -> tuple[dict, dict]:
+    """The reconstruction function and the recipe of every (task, factor) the jobs need (all
+    models loaded and checked before anything is written)."""
+    factors = list(dict.fromkeys((j[1], j[2]) for j in jobs))
+    recons = {(t, a): model_recon(profile, t, a, method, device=device) for t, a in factors}
+    return recons, {(t, a): recipe(profile, t, a, method) for t, a in factors}
 
 
 def _merged(report: Submission, ranks) -> Submission:
