@@ -206,3 +206,19 @@ def test_jupyter_save_hook_keeps_git_status_clean(tmp_path):
     # files that are not notebooks, or not tracked, are left alone
     assert hook({"type": "file"}, str(repo / ".gitattributes"), None) is None
     hook({"type": "notebook"}, str(tmp_path / "elsewhere.ipynb"), None).join()
+
+
+def test_no_function_of_the_package_runs_over_sixty_lines():
+    """The house rule, checked on the source: every function and method of ``diffcmr_core``
+    (decorators and docstring included) fits in 60 lines."""
+    import ast
+
+    root = Path(__file__).parents[1] / "diffcmr_core"
+    long = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    long.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length})")
+    assert not long, "functions over 60 lines: " + ", ".join(long)

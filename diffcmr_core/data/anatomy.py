@@ -267,14 +267,10 @@ def _heart_frame(body: Body, p: np.ndarray, st: HeartState):
     return s, np.hypot(x, y), np.arctan2(y, x)
 
 
-def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[str, np.ndarray]]:
-    """The heart and its surroundings at contraction ``c`` at points ``p`` (painting order)."""
-    st = heart_state(body, c)
-    s, r, phi = _heart_frame(body, p, st)
-    ax, rv, lv2 = body.axis, body.rv_dir, body.lv_dir2
-    base = body.base + st.base_shift * ax
-    frame = np.stack([ax, rv, lv2])
-    # left ventricle: half prolate ellipsoids (cavity and epicardium) apical of the base plane
+def _ventricles(body: Body, p: np.ndarray, st: HeartState, s, r, base, frame):
+    """Signed distances to the LV cavity, the LV epicardium (half prolate ellipsoids apical of
+    the base plane) and the RV (a wider, shorter ellipsoid on the RV side wrapping the septum)."""
+    ax, rv = body.axis, body.rv_dir
     d_cav = np.maximum(
         np.sqrt(r**2 / st.radius**2 + s**2 / st.length**2) * st.radius - st.radius, -s
     )
@@ -282,7 +278,6 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
         np.sqrt(r**2 / st.epi_radius**2 + s**2 / st.epi_length**2) * st.epi_radius - st.epi_radius,
         -s - 3.0,
     )
-    # right ventricle: a wider, shorter ellipsoid on the RV side wrapping the septum
     rs = st.rv_scale
     rv_centre = base + ax * (0.32 * st.length) + rv * (0.55 * st.epi_radius)
     d_rv = ellipsoid(
@@ -291,8 +286,12 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
         frame,
         (0.62 * st.length, 1.05 * st.radius * rs + 6, 1.75 * st.radius * (0.5 + 0.5 * rs) + 6),
     )
-    d_rv = np.maximum(d_rv, -s - 6.0)
-    # atria above the base plane; aorta and pulmonary trunk
+    return d_cav, d_epi, np.maximum(d_rv, -s - 6.0)
+
+
+def _atria_and_vessels(body: Body, p: np.ndarray, st: HeartState, base, frame):
+    """Signed distances to the atria (above the base plane), the aorta and the pulmonary trunk."""
+    ax, rv, lv2 = body.axis, body.rv_dir, body.lv_dir2
     sa = st.atrial_scale ** (1 / 3)
     la_c = base - ax * 24 * sa - rv * 0.5 * st.radius - lv2 * 4
     ra_c = base - ax * 20 * sa + rv * 1.6 * st.radius + lv2 * 6
@@ -304,7 +303,44 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
     d_ao = tube(p, ao_valve, ao_top, 13.5)
     pa_start = base + rv * (1.5 * st.radius) - lv2 * (0.8 * st.radius) + ax * 4
     pa_top = pa_start + _unit(-ax + np.array([0.4, 0.5, 0.7])) * 50
-    d_pa = tube(p, pa_start, pa_top, 12.5)
+    return d_la, d_ra, d_ao, tube(p, pa_start, pa_top, 12.5)
+
+
+def _inside_lv(body: Body, p: np.ndarray, st: HeartState, s, r, phi, base, w, d_cav):
+    """Layers inside the LV cavity: trabeculation, papillary muscles, mitral leaflets."""
+    ax, rv, lv2 = body.axis, body.rv_dir, body.lv_dir2
+    # trabeculation: myocardial strands in the outer fifth of the cavity, away from the base
+    rel = r / (st.radius * np.sqrt(np.clip(1 - (s / st.length) ** 2, 1e-3, 1)))
+    pattern = sum(a * np.cos(n * phi + ph + 0.05 * s) for n, ph, a in body.trabeculae)
+    pattern /= np.abs(body.trabeculae[:, 2]).sum()
+    trab = soft(0.82 - rel, 0.03) * soft(-(pattern - 0.25), 0.08) * soft(8 - s, 3) * soft(d_cav, w)
+    layers = [("myocardium", trab)]
+    # papillary muscles: anterolateral and posteromedial columns from the mid wall
+    for angle in (2.3, -2.2):
+        direction = np.cos(angle) * rv + np.sin(angle) * lv2
+        a = base + ax * 0.28 * st.length + direction * 0.62 * st.radius
+        b = base + ax * 0.68 * st.length + direction * 0.7 * st.radius
+        layers.append(("myocardium", soft(tube(p, a, b, 0.2 * st.radius + 1.0), w)))
+    # mitral leaflets: a cone into the LV when open, a disc in the annulus when closed
+    leaf_len = 16.0
+    open_ = st.mitral_open
+    leaf_r = st.radius * (0.95 - 0.25 * open_ * np.clip(s / leaf_len, 0, 1))
+    on_cone = np.abs(r - leaf_r) * open_ + np.abs(s) * (1 - open_)
+    extent = np.where(
+        open_ > 0.5, soft(s - leaf_len, 1.0) * soft(-s, 1.0), soft(r - st.radius, 1.0)
+    )
+    layers.append(("valve", soft(on_cone - 1.0, w) * extent * soft(np.abs(phi - 2.2) - 1.6, 0.2)))
+    return layers
+
+
+def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[str, np.ndarray]]:
+    """The heart and its surroundings at contraction ``c`` at points ``p`` (painting order)."""
+    st = heart_state(body, c)
+    s, r, phi = _heart_frame(body, p, st)
+    base = body.base + st.base_shift * body.axis
+    frame = np.stack([body.axis, body.rv_dir, body.lv_dir2])
+    d_cav, d_epi, d_rv = _ventricles(body, p, st, s, r, base, frame)
+    d_la, d_ra, d_ao, d_pa = _atria_and_vessels(body, p, st, base, frame)
     d_rv_epi = d_rv - 3.5
     d_la_wall, d_ra_wall = d_la - 2.5, d_ra - 2.5
     d_heart = np.minimum.reduce([d_epi, d_rv_epi, d_la_wall, d_ra_wall, d_ao - 2, d_pa - 2])
@@ -329,31 +365,75 @@ def heart_layers(body: Body, p: np.ndarray, c: float, w: float) -> list[tuple[st
         ("myocardium", soft(d_epi, w)),
         ("blood", soft(d_cav, w)),
     ]
-    # trabeculation: myocardial strands in the outer fifth of the cavity, away from the base
-    rel = r / (st.radius * np.sqrt(np.clip(1 - (s / st.length) ** 2, 1e-3, 1)))
-    pattern = sum(a * np.cos(n * phi + ph + 0.05 * s) for n, ph, a in body.trabeculae)
-    pattern /= np.abs(body.trabeculae[:, 2]).sum()
-    trab = soft(0.82 - rel, 0.03) * soft(-(pattern - 0.25), 0.08) * soft(8 - s, 3) * soft(d_cav, w)
-    layers.append(("myocardium", trab))
-    # papillary muscles: anterolateral and posteromedial columns from the mid wall
-    for angle in (2.3, -2.2):
-        direction = np.cos(angle) * rv + np.sin(angle) * lv2
-        a = base + ax * 0.28 * st.length + direction * 0.62 * st.radius
-        b = base + ax * 0.68 * st.length + direction * 0.7 * st.radius
-        layers.append(("myocardium", soft(tube(p, a, b, 0.2 * st.radius + 1.0), w)))
-    # mitral leaflets: a cone into the LV when open, a disc in the annulus when closed
-    leaf_len = 16.0
-    open_ = st.mitral_open
-    leaf_r = st.radius * (0.95 - 0.25 * open_ * np.clip(s / leaf_len, 0, 1))
-    on_cone = np.abs(r - leaf_r) * open_ + np.abs(s) * (1 - open_)
-    extent = np.where(
-        open_ > 0.5, soft(s - leaf_len, 1.0) * soft(-s, 1.0), soft(r - st.radius, 1.0)
-    )
-    layers.append(("valve", soft(on_cone - 1.0, w) * extent * soft(np.abs(phi - 2.2) - 1.6, 0.2)))
-    return layers
+    return layers + _inside_lv(body, p, st, s, r, phi, base, w, d_cav)
 
 
 # ----------------------------------------------------------------------------- the thorax
+def _diaphragm(body: Body, p: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray]:
+    """Soft masks above and below the diaphragm's domes (the right one higher)."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    cx, cy, _, _ = body.torso
+    dome = (
+        body.diaphragm
+        - 0.0012 * (x - cx + 60) ** 2
+        - 0.0015 * (y - cy) ** 2
+        - 14.0 * (1 + np.tanh((x - cx - 10) / 30)) / 2
+    )
+    d_abdomen = z - dome
+    return soft(d_abdomen, w), 1.0 - soft(d_abdomen, w)
+
+
+def _cavity_layers(body: Body, p: np.ndarray, w: float, d_cavity, inside, above, below):
+    """Lungs (with vessels) above the diaphragm; the abdomen below: liver on the right, stomach
+    (fluid, a gas bubble on top) and spleen on the left."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    cx, cy, _, _ = body.torso
+    layers = [("lung", inside * above)]
+    v1, v2 = body.vessels
+    lung = np.flatnonzero(inside * above > 1e-3)
+    vessel = np.zeros(len(p))
+    vessel[lung] = soft(np.hypot(v1(p[lung]), v2(p[lung])) - body.vessel_width, 0.03)
+    layers.append(("lung_vessel", vessel * soft(d_cavity + 6, w) * above))
+    top = body.diaphragm - 14.0
+    d_stomach = ellipsoid(p, (cx + 70, cy - 15, top - 45), np.eye(3), (42, 34, 50))
+    d_spleen = ellipsoid(p, (cx + 88, cy + 48, top - 35), np.eye(3), (26, 42, 55))
+    return layers + [
+        ("stomach_wall", inside * below),  # bowel on the left
+        ("liver", inside * below * soft(x - cx - 55 + 0.4 * (y - cy), 4.0)),
+        ("stomach_wall", soft(d_stomach, w) * below),
+        ("stomach_fluid", soft(d_stomach + 4.0, w) * below),
+        ("air", soft(d_stomach + 4.0, w) * soft(top - 30 - z, 1.5) * below),
+        ("spleen", soft(d_spleen, w) * below),
+    ]
+
+
+def _midline_layers(body: Body, p: np.ndarray, w: float, below) -> list[tuple[str, np.ndarray]]:
+    """Spine, sternum, aorta, oesophagus, inferior vena cava."""
+    z = p[:, 2]
+    cx, cy, _, b_t = body.torso
+    sx, sy = body.spine
+    sternum_y = cy - b_t + 2.0 + body.fat * 1.0 + body.muscle + 6.0
+    return [
+        ("muscle", soft(vertical(p, sx - 28, sy + 30, 20, 28), w)),
+        ("muscle", soft(vertical(p, sx + 28, sy + 30, 20, 28), w)),
+        ("cortical_bone", soft(vertical(p, sx, sy, 19, 17), w)),
+        (
+            "marrow",
+            soft(vertical(p, sx, sy, 17, 15), w) * (0.75 + 0.25 * np.cos(2 * np.pi * z / 28.0)),
+        ),
+        ("cortical_bone", soft(vertical(p, sx, sy + 27, 10, 9), w)),
+        ("csf", soft(vertical(p, sx, sy + 27, 7, 6.5), w)),
+        ("cortical_bone", soft(tube(p * [1, 1, 0], [sx, sy + 37, 0], [sx, sy + 60, 0], 4.5), w)),
+        ("cortical_bone", soft(vertical(p, cx + 3, sternum_y, 14, 7), w)),
+        ("marrow", soft(vertical(p, cx + 3, sternum_y, 11, 5), w)),
+        ("muscle", soft(vertical(p, sx + 26, sy - 28, 14.5, 14.5), w)),
+        ("blood", soft(vertical(p, sx + 26, sy - 28, 12, 12), w)),
+        ("oesophagus", soft(vertical(p, sx - 8, sy - 34, 9, 7), w)),
+        ("air", soft(vertical(p, sx - 8, sy - 34, 2.5, 2), w)),
+        ("blood", soft(vertical(p, sx - 40, sy - 38, 13, 12), w) * below),
+    ]
+
+
 def body_layers(body: Body, p: np.ndarray, w: float) -> list[tuple[str, np.ndarray]]:
     """Everything but the heart at points ``p`` (painting order)."""
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
@@ -386,59 +466,14 @@ def body_layers(body: Body, p: np.ndarray, w: float) -> list[tuple[str, np.ndarr
     rib_z = np.abs(np.mod(z + 30.0 * np.sin(-theta) + body.rib_phase, 26.0) - 13.0)
     rib = soft(rib_z - 5.5, 1.0) * in_cage * (1.0 - soft(np.abs(x - cx) - 30.0, 2.0))
     layers += [("cortical_bone", rib), ("marrow", rib * soft(rib_z - 3.5, 1.0))]
-    # thoracic cavity: lungs (with vessels) above the diaphragm's domes (the right one higher),
-    # abdomen below: liver on the right, stomach (fluid, a gas bubble on top) and spleen on the left
-    sx, sy = body.spine
-    dome = (
-        body.diaphragm
-        - 0.0012 * (x - cx + 60) ** 2
-        - 0.0015 * (y - cy) ** 2
-        - 14.0 * (1 + np.tanh((x - cx - 10) / 30)) / 2
-    )
-    d_abdomen = z - dome
+    # thoracic cavity: lungs above the diaphragm's domes, the abdomen below
     inside = soft(d_cavity, w)
-    above, below = soft(d_abdomen, w), 1.0 - soft(d_abdomen, w)
-    layers.append(("lung", inside * above))
-    v1, v2 = body.vessels
-    lung = np.flatnonzero(inside * above > 1e-3)
-    vessel = np.zeros(len(p))
-    vessel[lung] = soft(np.hypot(v1(p[lung]), v2(p[lung])) - body.vessel_width, 0.03)
-    layers.append(("lung_vessel", vessel * soft(d_cavity + 6, w) * above))
-    top = body.diaphragm - 14.0
-    d_stomach = ellipsoid(p, (cx + 70, cy - 15, top - 45), np.eye(3), (42, 34, 50))
-    d_spleen = ellipsoid(p, (cx + 88, cy + 48, top - 35), np.eye(3), (26, 42, 55))
-    layers += [
-        ("stomach_wall", inside * below),  # bowel on the left
-        ("liver", inside * below * soft(x - cx - 55 + 0.4 * (y - cy), 4.0)),
-        ("stomach_wall", soft(d_stomach, w) * below),
-        ("stomach_fluid", soft(d_stomach + 4.0, w) * below),
-        ("air", soft(d_stomach + 4.0, w) * soft(top - 30 - z, 1.5) * below),
-        ("spleen", soft(d_spleen, w) * below),
-    ]
+    above, below = _diaphragm(body, p, w)
+    layers += _cavity_layers(body, p, w, d_cavity, inside, above, below)
     # mediastinum behind the sternum and in front of the spine
     d_med = np.maximum(np.abs(x - cx - 5) - 22.0, vertical(p, cx, cy - 10, 45.0, b_t))
     layers.append(("fat", soft(d_med, 3.0) * inside * above * 0.6))
-    # spine, sternum, aorta, oesophagus, inferior vena cava
-    sternum_y = cy - b_t + 2.0 + body.fat * 1.0 + body.muscle + 6.0
-    layers += [
-        ("muscle", soft(vertical(p, sx - 28, sy + 30, 20, 28), w)),
-        ("muscle", soft(vertical(p, sx + 28, sy + 30, 20, 28), w)),
-        ("cortical_bone", soft(vertical(p, sx, sy, 19, 17), w)),
-        (
-            "marrow",
-            soft(vertical(p, sx, sy, 17, 15), w) * (0.75 + 0.25 * np.cos(2 * np.pi * z / 28.0)),
-        ),
-        ("cortical_bone", soft(vertical(p, sx, sy + 27, 10, 9), w)),
-        ("csf", soft(vertical(p, sx, sy + 27, 7, 6.5), w)),
-        ("cortical_bone", soft(tube(p * [1, 1, 0], [sx, sy + 37, 0], [sx, sy + 60, 0], 4.5), w)),
-        ("cortical_bone", soft(vertical(p, cx + 3, sternum_y, 14, 7), w)),
-        ("marrow", soft(vertical(p, cx + 3, sternum_y, 11, 5), w)),
-        ("muscle", soft(vertical(p, sx + 26, sy - 28, 14.5, 14.5), w)),
-        ("blood", soft(vertical(p, sx + 26, sy - 28, 12, 12), w)),
-        ("oesophagus", soft(vertical(p, sx - 8, sy - 34, 9, 7), w)),
-        ("air", soft(vertical(p, sx - 8, sy - 34, 2.5, 2), w)),
-        ("blood", soft(vertical(p, sx - 40, sy - 38, 13, 12), w) * below),
-    ]
+    layers += _midline_layers(body, p, w, below)
     return layers
 
 

@@ -290,48 +290,35 @@ def _slice_maps(
     return out, p
 
 
-def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSet") -> Simulated:
-    """Fully sampled k-space of one file of case ``index`` (0-based), both coil types.
-
-    Multi-coil ``(t, kz, kc, ky, kx)``, single-coil ``(t, kz, ky, kx)``, complex64.
-    """
-    body = draw_case(cfg, index, split)
-    rng = np.random.default_rng([cfg.seed, SPLIT_ID[split], index, FILE_ID[name]])
-    n_slices = {"cine_sax": cfg.sax_slices, "cine_lax": cfg.lax_slices}.get(
-        name, cfg.mapping_slices
-    )
-    views = _views(body, name, n_slices, rng)
-    shape = matrix(cfg, name, max(body_extent(body, v)[0] for v in views), rng)
+def _weightings(cfg: PhantomConfig, name: str, body, rng: np.random.Generator):
+    """``(contraction per frame, times)``: a cine file's frames over one cycle (``times`` None),
+    or a map's one mid-diastolic frame and its inversion or echo times."""
     if name.startswith("cine"):
         phases = np.arange(cfg.cine_frames) / cfg.cine_frames
-        contraction = anatomy.volume_curve(phases, body.systole)
-        times = None
-    else:
-        contraction = np.array([0.1])  # mid-diastole, like the real maps
-        times = (
-            np.round(np.asarray(T1_INVERSION_TIMES) * rng.uniform(0.97, 1.03), 1)
-            if name == "T1map"
-            else np.asarray(T2_ECHO_TIMES)
-        )
-    array = coil_model.cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
-    chosen = np.unique(np.linspace(0, len(array) - 1, cfg.n_coils).round().astype(int))
-    array = [array[i] for i in chosen]
+        return anatomy.volume_curve(phases, body.systole), None
+    contraction = np.array([0.1])  # mid-diastole, like the real maps
+    times = (
+        np.round(np.asarray(T1_INVERSION_TIMES) * rng.uniform(0.97, 1.03), 1)
+        if name == "T1map"
+        else np.asarray(T2_ECHO_TIMES)
+    )
+    return contraction, times
+
+
+def _objects(cfg, body, views, shape, contraction, times, name, array):
+    """Per weighting and slice the magnetisation ``obj`` ``(w, z, y, x)`` (bSSFP with off-
+    resonance for cine, MOLLI or T2-prep for the maps, fat's chemical-shift phase), the coil
+    sensitivities ``(z, c, y, x)``, the background phase ``(z, y, x)`` and the maps' truth."""
     ref = coil_model.reference_field()
+    n_slices = len(views)
     n_w = len(contraction) if times is None else len(times)
     obj = np.empty((n_w, n_slices) + shape, np.complex64)
     # fat and water precess apart: at the echo time (TR / 2) fat carries this phase
     fat_phase = np.exp(2j * np.pi * FAT_SHIFT_HZ * BSSFP["tr"] / 2 / 1000.0)
     sens = np.empty((n_slices, len(array)) + shape, np.complex64)
     background = np.empty((n_slices,) + shape, np.complex64)
-    truth = {
-        k: np.empty((n_slices,) + shape, dt)
-        for k, dt in (
-            ("pd", np.float32),
-            ("t1", np.float32),
-            ("t2", np.float32),
-            ("label", np.uint8),
-        )
-    }
+    kinds = (("pd", np.float32), ("t1", np.float32), ("t2", np.float32), ("label", np.uint8))
+    truth = {k: np.empty((n_slices,) + shape, dt) for k, dt in kinds}
     bp = body.background_phase
     for z, view in enumerate(views):
         maps, p = _slice_maps(body, view, shape, cfg.pixel_mm, contraction)
@@ -352,6 +339,13 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
                     1 + fat * (fat_phase - 1)
                 )
             truth["pd"][z], truth["t1"][z], truth["t2"][z], truth["label"][z] = pd, t1, t2, label
+    return obj, sens, background, truth
+
+
+def _acquire(cfg, obj, sens, background, array, times, rng) -> dict[str, np.ndarray]:
+    """Fully sampled k-space per coil type: each weighting through the coils, correlated
+    noise, the single coil as the sensitivity-weighted combination, the segments' drift."""
+    n_w, n_slices, shape = obj.shape[0], obj.shape[1], obj.shape[2:]
     chol = np.linalg.cholesky(coil_model.noise_covariance(array, rng)).astype(np.complex64)
     weighted = sens * background[:, None]  # (kz, kc, y, x)
     n_c = len(array)
@@ -378,6 +372,29 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
             out["MultiCoil"][t] = fft2c(images) * drift
         if "SingleCoil" in out:
             out["SingleCoil"][t] = fft2c((images * combine).sum(1)) * drift
+    return out
+
+
+def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSet") -> Simulated:
+    """Fully sampled k-space of one file of case ``index`` (0-based), both coil types.
+
+    Multi-coil ``(t, kz, kc, ky, kx)``, single-coil ``(t, kz, ky, kx)``, complex64.
+    """
+    body = draw_case(cfg, index, split)
+    rng = np.random.default_rng([cfg.seed, SPLIT_ID[split], index, FILE_ID[name]])
+    n_slices = {"cine_sax": cfg.sax_slices, "cine_lax": cfg.lax_slices}.get(
+        name, cfg.mapping_slices
+    )
+    views = _views(body, name, n_slices, rng)
+    shape = matrix(cfg, name, max(body_extent(body, v)[0] for v in views), rng)
+    contraction, times = _weightings(cfg, name, body, rng)
+    array = coil_model.cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
+    chosen = np.unique(np.linspace(0, len(array) - 1, cfg.n_coils).round().astype(int))
+    array = [array[i] for i in chosen]
+    obj, sens, background, truth = _objects(
+        cfg, body, views, shape, contraction, times, name, array
+    )
+    out = _acquire(cfg, obj, sens, background, array, times, rng)
     return Simulated(out, times, truth if times is not None else None)
 
 

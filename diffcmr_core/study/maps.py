@@ -457,26 +457,32 @@ def findings(results: dict[int, dict], rounds: int) -> str:
                     f"{100 * o['unfitted']:.0f} % of the myocardium unfitted "
                     f"({100 * c['unfitted']:.0f} % with it)."
                 )
-        u = res["uncertainty"]
-        for name, what in (
-            ("std_map", "the paper's uncertainty map"),
-            ("round_t1_std", "the spread of T1 over rounds"),
-        ):
-            rho, p, n = u[name]["rho"], u[name]["p"], u[name]["n"]
-            if not np.isfinite(rho):
-                lines.append(f"  {what.capitalize()}: too few pixels ({n}) to correlate.")
-                continue
-            verdict = (
-                "does not predict the T1 error"
-                if p >= 0.05
-                else "ranks the error inversely, weakly"
-                if rho < 0
-                else "follows the T1 error only weakly"
-                if rho < 0.3
-                else "predicts where the T1 error is large"
-            )
-            lines.append(
-                f"  {what[0].upper() + what[1:]} {verdict} (Spearman rho = {rho:.2f}, "
-                f"p = {p:.2g}, {n} pixels)."
-            )
+        lines += _uncertainty_sentences(res["uncertainty"])
     return "\n".join(lines)
+
+
+def _uncertainty_sentences(u: dict[str, dict[str, float]]) -> list[str]:
+    """What each uncertainty's rank correlation with the T1 error says, in words."""
+    lines = []
+    for name, what in (
+        ("std_map", "the paper's uncertainty map"),
+        ("round_t1_std", "the spread of T1 over rounds"),
+    ):
+        rho, p, n = u[name]["rho"], u[name]["p"], u[name]["n"]
+        if not np.isfinite(rho):
+            lines.append(f"  {what.capitalize()}: too few pixels ({n}) to correlate.")
+            continue
+        verdict = (
+            "does not predict the T1 error"
+            if p >= 0.05
+            else "ranks the error inversely, weakly"
+            if rho < 0
+            else "follows the T1 error only weakly"
+            if rho < 0.3
+            else "predicts where the T1 error is large"
+        )
+        lines.append(
+            f"  {what[0].upper() + what[1:]} {verdict} (Spearman rho = {rho:.2f}, "
+            f"p = {p:.2g}, {n} pixels)."
+        )
+    return lines

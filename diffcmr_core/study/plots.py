@@ -322,6 +322,32 @@ def psnr_vs_nfe(rows: Sequence[dict], title: str) -> plt.Figure:
     return fig
 
 
+def _error_scale(maps: dict[str, np.ndarray], labels: Sequence[str], given: float | None) -> float:
+    """The symmetric error scale of one row of :func:`maps_figure`: ``given``, else the 95th
+    percentile of |map - reference| over the maps (1 when there is nothing to scale)."""
+    if given is not None:
+        emax = given
+    elif len(labels) > 1:
+        ref = maps[labels[0]]
+        emax = np.nanpercentile(
+            np.abs(np.concatenate([(maps[k] - ref).ravel() for k in labels[1:]])), 95
+        )
+    else:
+        emax = 1.0
+    return float(emax) if np.isfinite(emax) and emax > 0 else 1.0
+
+
+def _map_panel(ax, image: np.ndarray, cmap_name: str, vmin: float, vmax: float):
+    """One map or error panel: unfitted pixels (NaN) grey, no ticks; returns the image."""
+    cmap = plt.get_cmap(cmap_name).copy()
+    cmap.set_bad("0.6")
+    im = ax.imshow(
+        np.ma.masked_invalid(image), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
+    )
+    ax.set_xticks([]), ax.set_yticks([])
+    return im
+
+
 def maps_figure(
     panels: Sequence[dict[str, np.ndarray]],
     labels: Sequence[str],
@@ -344,43 +370,14 @@ def maps_figure(
     for r, (maps, title) in enumerate(zip(panels, row_titles)):
         ref = maps[labels[0]]
         lo, hi = np.nanpercentile(ref, [1, 99]) if np.isfinite(ref).any() else (0.0, 1.0)
-        emax = (
-            error_max[r]
-            if error_max is not None
-            else np.nanpercentile(
-                np.abs(np.concatenate([(maps[k] - ref).ravel() for k in labels[1:]])), 95
-            )
-            if n > 1
-            else 1.0
-        )
-        emax = float(emax) if np.isfinite(emax) and emax > 0 else 1.0
+        emax = _error_scale(maps, labels, None if error_max is None else error_max[r])
         for c, key in enumerate(labels):
-            cmap = plt.get_cmap("magma").copy()
-            cmap.set_bad("0.6")
-            ax = axes[2 * r, c]
-            im = ax.imshow(
-                np.ma.masked_invalid(maps[key]),
-                cmap=cmap,
-                vmin=lo,
-                vmax=hi,
-                interpolation="nearest",
-            )
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(key, fontsize=8)
-            ax = axes[2 * r + 1, c]
-            ecmap = plt.get_cmap("RdBu_r").copy()
-            ecmap.set_bad("0.6")
+            im = _map_panel(axes[2 * r, c], maps[key], "magma", lo, hi)
+            axes[2 * r, c].set_title(key, fontsize=8)
             if c == 0:
-                ax.axis("off")
+                axes[2 * r + 1, c].axis("off")
                 continue
-            em = ax.imshow(
-                np.ma.masked_invalid(maps[key] - ref),
-                cmap=ecmap,
-                vmin=-emax,
-                vmax=emax,
-                interpolation="nearest",
-            )
-            ax.set_xticks([]), ax.set_yticks([])
+            em = _map_panel(axes[2 * r + 1, c], maps[key] - ref, "RdBu_r", -emax, emax)
         fig.colorbar(im, cax=axes[2 * r, n]).set_label(f"{title.split()[0]} [ms]", fontsize=8)
         if n > 1:
             fig.colorbar(em, cax=axes[2 * r + 1, n]).set_label("error [ms]", fontsize=8)
@@ -415,6 +412,24 @@ def fit_curves(
     return fig
 
 
+def _seed_curves(ax, mine: list[dict], xkey: str, ykey: str, colour, name: str) -> None:
+    """One method's curves on ``ax``: a thin line per seed, a thick one for the seed mean."""
+    seeds = sorted({int(r["seed"]) for r in mine})
+    for s in seeds:
+        pts = sorted((float(r[xkey]), float(r[ykey])) for r in mine if int(r["seed"]) == s)
+        ax.plot(*zip(*pts), "-", color=colour, lw=0.8, alpha=0.45)
+    steps = sorted({int(r["step"]) for r in mine})
+    mean = [
+        (
+            np.mean([float(r[xkey]) for r in mine if int(r["step"]) == st]),
+            np.mean([float(r[ykey]) for r in mine if int(r["step"]) == st]),
+        )
+        for st in steps
+    ]
+    label = f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
+    ax.plot(*zip(*mean), "o-", color=colour, lw=2, ms=3, label=label)
+
+
 def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str) -> plt.Figure:
     """The evidence study's compute curve: validation PSNR and SSIM against training FLOPs, PSNR
     against CPU minutes; one colour per method, a thin line per seed and a thick one for the
@@ -434,28 +449,8 @@ def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str
     )
     for ax, (xkey, ykey, xlabel, ylabel) in zip(axes, panels):
         for i, name in enumerate(curves):
-            colour = colours[i % len(colours)]
             mine = [r for r in rows if r["method"] == name]
-            seeds = sorted({int(r["seed"]) for r in mine})
-            for s in seeds:
-                pts = sorted((float(r[xkey]), float(r[ykey])) for r in mine if int(r["seed"]) == s)
-                ax.plot(*zip(*pts), "-", color=colour, lw=0.8, alpha=0.45)
-            steps = sorted({int(r["step"]) for r in mine})
-            mean = [
-                (
-                    np.mean([float(r[xkey]) for r in mine if int(r["step"]) == st]),
-                    np.mean([float(r[ykey]) for r in mine if int(r["step"]) == st]),
-                )
-                for st in steps
-            ]
-            ax.plot(
-                *zip(*mean),
-                "o-",
-                color=colour,
-                lw=2,
-                ms=3,
-                label=f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})",
-            )
+            _seed_curves(ax, mine, xkey, ykey, colours[i % len(colours)], name)
         for j, name in enumerate(levels):
             value = np.mean([float(r[ykey]) for r in rows if r["method"] == name])
             ax.axhline(
