@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from diffcmr_core.method import classical
+from diffcmr_core.method.checkpoints import default_device
 from diffcmr_core.method.metrics import all_metrics
-from diffcmr_core.method.train import default_device
 from diffcmr_core.study import methods
 from diffcmr_core.study.profiles import get_profile
 from diffcmr_core.study.report import device_description

@@ -30,8 +30,10 @@ from diffcmr_core.data.pairs import (
 from diffcmr_core.errors import CheckpointError, CMRxReconError
 from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method import train as train_mod
+from diffcmr_core.method.checkpoints import load_checkpoint
 from diffcmr_core.method.networks import UNetConfig
-from diffcmr_core.method.train import TrainConfig, load_checkpoint, train
+from diffcmr_core.method.settings import TrainConfig
+from diffcmr_core.method.train import train
 
 PRE = PreprocessConfig(pad_to=128, size=32)
 UNET = UNetConfig(channels=4, depth=2)
@@ -162,7 +164,7 @@ def test_8_temporaries_of_killed_writers_are_removed(tmp_path):
 
 # 9. the loss log is written before the checkpoint
 def test_9_kill_between_log_and_checkpoint_loses_no_log_rows(unet_pairs, tmp_path, monkeypatch):
-    real_save, calls = train_mod._save_checkpoint, []
+    real_save, calls = train_mod.save_checkpoint, []
 
     def killed_after_first(path, state):
         calls.append(state["step"])
@@ -170,10 +172,10 @@ def test_9_kill_between_log_and_checkpoint_loses_no_log_rows(unet_pairs, tmp_pat
             raise KeyboardInterrupt  # the kill, between log and checkpoint
         real_save(path, state)
 
-    monkeypatch.setattr(train_mod, "_save_checkpoint", killed_after_first)
+    monkeypatch.setattr(train_mod, "save_checkpoint", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
         train("unet", unet_pairs, tmp_path, CFG, UNET, device="cpu", progress=False)
-    monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
     train("unet", unet_pairs, tmp_path, CFG, UNET, device="cpu", progress=False)
     steps = [int(r.split(",")[0]) for r in (tmp_path / "loss.csv").read_text().splitlines()[1:]]
@@ -470,8 +472,8 @@ def test_29_1_cli_phantom_refuses_and_names_force(tiny_root, tmp_path):
 
 # 2. a checkpoint is what it claims to be
 def test_29_2_checkpoint_identity_is_checked(unet_pairs, tmp_path):
+    from diffcmr_core.method.checkpoints import check_checkpoint, load_for_inference
     from diffcmr_core.method.systems import CGANConfig
-    from diffcmr_core.method.train import check_checkpoint, load_for_inference
 
     unet = train("unet", unet_pairs, tmp_path / "u", CFG, UNET, progress=False)
     cgan = train(

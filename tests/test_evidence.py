@@ -11,8 +11,10 @@ import torch
 from scipy import stats
 
 from diffcmr_core.data.pairs import PreprocessConfig, build_pairs, pairs_path
+from diffcmr_core.method.checkpoints import load_checkpoint, snapshots
 from diffcmr_core.method.networks import UNetConfig
-from diffcmr_core.method.train import TrainConfig, learning_rate, load_checkpoint, snapshots, train
+from diffcmr_core.method.settings import TrainConfig
+from diffcmr_core.method.train import learning_rate, train
 from diffcmr_core.study import evidence
 from diffcmr_core.study.profiles import get_profile, paths_for
 from diffcmr_core.study.seeds import seed_profile

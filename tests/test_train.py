@@ -7,9 +7,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from diffcmr_core.data.pairs import PreprocessConfig, build_pairs, pairs_path
+from diffcmr_core.method.checkpoints import load_checkpoint
 from diffcmr_core.method.networks import UNetConfig
+from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.systems import CGANConfig
-from diffcmr_core.method.train import TrainConfig, _flip, batch_indices, load_checkpoint, train
+from diffcmr_core.method.train import _flip, batch_indices, train
 from tests.test_networks import TINY
 
 MODEL = TINY
@@ -172,7 +174,7 @@ def test_diffcmr_train_step_uses_its_loss_weighting():
 
 
 def test_checkpoint_keeps_the_model_config(pairs, tmp_path):
-    from diffcmr_core.method.train import load_for_inference
+    from diffcmr_core.method.checkpoints import load_for_inference
 
     model = dataclasses.replace(
         MODEL, loss_weighting="v", prediction="v", attention_resolutions=(8,)
@@ -210,7 +212,8 @@ def test_one_model_for_several_factors_trains_on_their_pairs_concatenated(tiny_r
 
     from diffcmr_core.data.pairs import load_pairs
     from diffcmr_core.errors import CheckpointError
-    from diffcmr_core.method.train import check_checkpoint, train_pairs
+    from diffcmr_core.method.checkpoints import check_checkpoint
+    from diffcmr_core.method.train import train_pairs
 
     pre = PreprocessConfig(pad_to=128, size=32)
     files = build_pairs(tiny_root, tmp_path / "pairs", "cine", pre, accs=(4, 8), progress=False)

@@ -65,8 +65,8 @@ def score_model(
     """Validation metrics of one checkpoint or snapshot: its EMA weights on ``inp`` against
     ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
     at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
+    from diffcmr_core.method.checkpoints import default_device, load_for_inference
     from diffcmr_core.method.inference import reconstruct, regress
-    from diffcmr_core.method.train import default_device, load_for_inference
 
     ev = profile.evaluation
     system, model = load_for_inference(path, device or default_device(), "ema")
@@ -129,7 +129,8 @@ def train_until_converged(
     improving (see the module); returns the final checkpoint. Resumable: the record
     (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
     returned as is."""
-    from diffcmr_core.method.train import default_device, load_checkpoint, snapshot_path, train
+    from diffcmr_core.method.checkpoints import default_device, load_checkpoint, snapshot_path
+    from diffcmr_core.method.train import train
     from diffcmr_core.study.steps import val_pairs
 
     evc, cfg = profile.evidence, profile.train_config(method)
@@ -279,8 +280,8 @@ def _sampler_row(setting, psnr, d, seconds, *, reference, within_db) -> dict[str
 
 def _sampler_rows(profile, task, acc, ckpt, progress) -> dict[str, object]:
     """The rows and the choice of :func:`choose_sampler` from the trained model ``ckpt``."""
+    from diffcmr_core.method.checkpoints import default_device, load_for_inference
     from diffcmr_core.method.evaluate import evaluate
-    from diffcmr_core.method.train import default_device, load_for_inference
     from diffcmr_core.study.steps import val_pairs
 
     evc, ev = profile.evidence, profile.evaluation
@@ -360,7 +361,7 @@ def _curve_scores(
 ) -> list[dict]:
     """Every snapshot's validation scores (DiffCMR at ``setting``): the training record's when
     it was scored with that setting, else scored here and kept beside it."""
-    from diffcmr_core.method.train import snapshots
+    from diffcmr_core.method.checkpoints import snapshots
     from diffcmr_core.study.steps import val_pairs
 
     evc = profile.evidence

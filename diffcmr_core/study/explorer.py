@@ -21,10 +21,10 @@ import torch
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import fft2c
 from diffcmr_core.method import schedule
+from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.inference import reconstruct
 from diffcmr_core.method.metrics import all_metrics
 from diffcmr_core.method.systems import from_model_space, to_model_space
-from diffcmr_core.method.train import default_device, load_for_inference
 from diffcmr_core.study import plots
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.study.steps import ensure_trained, val_pairs

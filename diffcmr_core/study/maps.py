@@ -101,7 +101,7 @@ def _reconstructions(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
     """Every method's images of ``batch`` (RAW first; a sampling method with one round and with
     R rounds); DiffCMR's std and rounds (for the uncertainty)."""
-    from diffcmr_core.method.train import default_device
+    from diffcmr_core.method.checkpoints import default_device
 
     recs: dict[str, np.ndarray] = {}
     std = rounds = None

@@ -51,14 +51,11 @@ class Batch:
         return np.arange(len(self.inputs)) if self.ids is None else np.asarray(self.ids)
 
     def subset(self, lo: int, hi: int) -> Batch:
-        """Slices ``lo:hi`` (their ids and, read when asked for, their acquisitions)."""
-        parent = self
+        """Slices ``lo:hi`` with their ids, without acquisitions: an acquisition holds every
+        frame of a slice, which a cut through the batch may split, so a method that reads
+        them (:attr:`Method.reads_acquisition`) reconstructs the whole batch at once."""
         return Batch(
-            self.inputs[lo:hi],
-            self.scale[lo:hi],
-            self.preprocess,
-            None if self.read_acquired is None else lambda: parent.acquired[lo:hi],
-            self.slice_ids[lo:hi],
+            self.inputs[lo:hi], self.scale[lo:hi], self.preprocess, None, self.slice_ids[lo:hi]
         )
 
     @cached_property
@@ -81,6 +78,7 @@ class Method:
     fitted: bool = False  # fitted on the training cases (notebook 03)
     network: bool = False  # a network with a checkpoint (the ``train`` command)
     sampling: bool = False  # several rounds: their mean, spread and each round
+    reads_acquisition: bool = False  # reconstructs from the k-space, not the images
     default_options: Any = None  # its settings when a profile names none
 
     def artefact(self, profile, task: str, acc: int) -> Path | None:
@@ -241,7 +239,8 @@ class Network(Method):
 
     def fit(self, profile, task, acc, *, progress=True):
         """Train (or resume, or reuse) the network; in an evidence profile, until it converges."""
-        from diffcmr_core.method.train import default_device, train
+        from diffcmr_core.method.checkpoints import default_device
+        from diffcmr_core.method.train import train
 
         if profile.evidence is not None:  # trained until it stops improving
             from diffcmr_core.study.evidence import train_until_converged
@@ -258,8 +257,9 @@ class Network(Method):
         )
 
     def expected(self, profile, task, acc) -> dict:
-        """What the checkpoint must be (:func:`~diffcmr_core.method.train.check_checkpoint`); in
-        an evidence profile, trained up to the step its convergence test stopped at."""
+        """What the checkpoint must be
+        (:func:`~diffcmr_core.method.checkpoints.check_checkpoint`); in an evidence profile,
+        trained up to the step its convergence test stopped at."""
         cfg = self.train_config(profile)
         if profile.evidence is not None:
             from diffcmr_core.study.evidence import stopped_step
@@ -279,7 +279,7 @@ class Network(Method):
         """``(system, model)`` of the checked checkpoint, on ``device``, with the profile's
         weights."""
         from diffcmr_core.errors import CheckpointError
-        from diffcmr_core.method.train import default_device, load_for_inference
+        from diffcmr_core.method.checkpoints import default_device, load_for_inference
 
         ckpt = self.artefact(profile, task, acc)
         if not ckpt.is_file():
@@ -379,7 +379,7 @@ class PICSMethod(Method):
     (:func:`~diffcmr_core.study.classical.choose`), one choice per coil type, for each task
     (pooled over the factors with ``shared_models``, as the networks)."""
 
-    name, label, fitted = "cs", "PI-CS", True
+    name, label, fitted, reads_acquisition = "cs", "PI-CS", True, True
 
     @property
     def default_options(self):

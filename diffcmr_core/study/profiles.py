@@ -59,8 +59,8 @@ from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.data.phantom import PhantomConfig
 from diffcmr_core.method.classical import CSConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
+from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.systems import CGANConfig
-from diffcmr_core.method.train import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,8 @@ def launched(timeout_hours: float = 6.0) -> Iterator[Ranks]:
 
 def device_for(ranks: Ranks | None = None) -> torch.device:
     """This rank's device: its ``LOCAL_RANK`` GPU under ``torchrun`` with CUDA, else the
-    default device of :func:`~diffcmr_core.method.train.default_device`."""
-    from diffcmr_core.method.train import default_device
+    default device of :func:`~diffcmr_core.method.checkpoints.default_device`."""
+    from diffcmr_core.method.checkpoints import default_device
 
     if torch.cuda.is_available() and (ranks or current()).world > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

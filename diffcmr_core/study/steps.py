@@ -22,10 +22,11 @@ from diffcmr_core.data.pairs import (
     table1,
 )
 from diffcmr_core.data.phantom import effective_acceleration, expected_pair_counts, make_phantom
+from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.evaluate import evaluate, read_recon
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
 from diffcmr_core.method.samplers import SAMPLER_LABEL
-from diffcmr_core.method.train import default_device, load_for_inference, train
+from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
@@ -267,7 +268,10 @@ def sharded_recon(
 ) -> methods.Reconstruction:
     """``name``'s reconstruction of ``batch``, split over ``ranks`` in chunks of the evaluation's
     batch, each chunk saved under ``parts/<name>-<key>`` (the key: the method's
-    :func:`~diffcmr_core.study.methods.recipe`, the slices' ids) and reused by a rerun."""
+    :func:`~diffcmr_core.study.methods.recipe`, the slices' ids) and reused by a rerun. A
+    method that reconstructs from the acquisitions takes the whole batch as one chunk (an
+    acquisition holds all the frames of a slice; see
+    :meth:`~diffcmr_core.study.methods.Batch.subset`)."""
     import hashlib
 
     run = methods.get(name).reconstructor(
@@ -276,9 +280,10 @@ def sharded_recon(
     key = hashlib.sha256(
         (methods.recipe(profile, task, acc, name) + batch.slice_ids.tobytes().hex()).encode()
     ).hexdigest()[:16]
+    entry = methods.get(name)
     return shard.map_chunks(
         len(batch.inputs),
-        profile.evaluation.batch,
+        len(batch.inputs) if entry.reads_acquisition else profile.evaluation.batch,
         lambda lo, hi: run(batch.subset(lo, hi)),
         parts / f"{name}-{key}",
         ranks=ranks,

@@ -184,7 +184,7 @@ def reconstruct_file(
 
 def expected_model(profile: Profile, task: str, acc: int, method: str) -> dict:
     """What the checkpoint that reconstructs ``task`` at ``acc`` with a network ``method`` must
-    be (the keywords of :func:`~diffcmr_core.method.train.check_checkpoint`)."""
+    be (the keywords of :func:`~diffcmr_core.method.checkpoints.check_checkpoint`)."""
     return methods.get(method).expected(profile, task, acc)
 
 
