@@ -210,11 +210,10 @@ def _score(args: argparse.Namespace) -> None:
 
 def _readme(args) -> None:
     from diffcmr_core.study.profiles import repo_root
-    from diffcmr_core.study.report import refresh_readme
+    from diffcmr_core.study.readme import refresh_readme
 
-    root = repo_root()
-    changed = refresh_readme(root / "README.md", root / "figures" / "cpu")
-    print("README.md: evidence block " + ("regenerated" if changed else "already up to date"))
+    changed = refresh_readme(repo_root() / "README.md", repo_root())
+    print("README.md: " + (f"{', '.join(changed)} regenerated" if changed else "up to date"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -353,7 +352,9 @@ def _add_other_commands(sub) -> None:
     """``readme``, ``train``."""
     from diffcmr_core.study import methods
 
-    p = sub.add_parser("readme", help="regenerate the README's evidence block from figures/cpu")
+    p = sub.add_parser(
+        "readme", help="regenerate the README's generated blocks (profiles, evidence) from figures/"
+    )
     p.set_defaults(run=_readme)
 
     p = sub.add_parser(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from diffcmr_core.study.report import README_BEGIN, README_END, readme_evidence
+from diffcmr_core.study.readme import BLOCKS
 from diffcmr_core.tables import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,12 +18,36 @@ def _row(label: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")][1:]
 
 
-def test_the_readme_evidence_block_is_generated_from_figures_cpu():
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_every_generated_readme_block_is_what_the_committed_tables_give(name):
+    """The profile table (times from each REPORT.md, FLOPs from the cost model), the quick
+    table, the challenge table and the evidence block: each equals its generator's output."""
+    begin, end, make = BLOCKS[name]
     text = README.read_text()
-    assert README_BEGIN in text and README_END in text, "README has no evidence block"
-    block = README_BEGIN + text.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
-    assert block == readme_evidence(ROOT / "figures" / "cpu"), (
-        "README's evidence block is stale: run `python -m diffcmr_core readme`"
+    assert begin in text and end in text, f"README has no {name} block"
+    block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+    assert block == make(ROOT), (
+        f"README's {name} block is stale: run `python -m diffcmr_core readme`"
+    )
+
+
+def test_the_readme_times_are_the_reports_and_the_cost_models():
+    """Independently of the generator: the quick and cpu times are the notebook totals of their
+    REPORT.md, the paper's FLOPs the cost model's."""
+    import re
+
+    from diffcmr_core.study.cost import study_cost
+    from diffcmr_core.study.profiles import get_profile
+
+    text = README.read_text()
+    for profile in ("quick", "cpu"):
+        report = (ROOT / "figures" / profile / "REPORT.md").read_text()
+        total = re.search(r"; ([0-9.]+) min in all", report).group(1)
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| `{profile}`"))
+        assert f"| {total} min on" in line, (profile, total, line)
+    pflop = sum(study_cost(get_profile("paper")).values()) / 1e15
+    assert f"| {pflop:.0f} PFLOP" in next(
+        ln for ln in text.splitlines() if ln.startswith("| `paper`")
     )
 
 

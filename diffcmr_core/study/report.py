@@ -613,62 +613,6 @@ def _evidence_section(fig: Path) -> list[str]:
     return lines
 
 
-README_BEGIN = (
-    "<!-- evidence: generated from figures/cpu by `python -m diffcmr_core readme`; do not edit -->"
-)
-README_END = "<!-- evidence: end -->"
-
-
-def readme_evidence(fig: Path) -> str:
-    """The README's headline block: the evidence study's seed table (mean +- sd) and its
-    findings, from the committed tables of ``fig`` (``figures/cpu``)."""
-    rows = read_csv(fig / "seeds.csv")
-    conv = read_csv(fig / "convergence.csv")
-    cpu = sum(float(r["cpu_minutes"]) for r in conv)
-    table = [
-        {
-            "method": r["method"],
-            "seeds": r["seeds"],
-            "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
-            "SSIM": f"{float(r['ssim']):.3f} +- {float(r['ssim_sd']):.3f}",
-            "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}",
-        }
-        for r in rows
-    ]
-    first = rows[0]
-    return "\n".join(
-        [
-            README_BEGIN,
-            "",
-            f"{first['task']} {first['acc']}x, {len({r['seed'] for r in conv})} training seeds, "
-            f"every "
-            f"network trained until its validation PSNR stopped improving ({cpu:.0f} CPU "
-            f"minutes of "
-            "training in all); mean +- standard deviation over the seeds "
-            "([`seeds.md`](figures/cpu/seeds.md), [`REPORT.md`](figures/cpu/REPORT.md)):",
-            "",
-            to_markdown(table),
-            "",
-            evidence_findings(fig),
-            "",
-            README_END,
-        ]
-    )
-
-
-def refresh_readme(readme: Path, fig: Path) -> bool:
-    """Replace the README's evidence block by :func:`readme_evidence`; True if it changed."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme}: no evidence block ({README_BEGIN} ... {README_END})")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    new = head + readme_evidence(fig) + tail
-    if new != text:
-        write_text_atomic(readme, new)
-    return new != text
-
-
 def _numeric(v: str) -> bool:
     try:
         float(v)
