@@ -210,10 +210,14 @@ def _score(args: argparse.Namespace) -> None:
 
 def _readme(args) -> None:
     from diffcmr_core.study.profiles import repo_root
-    from diffcmr_core.study.readme import refresh_readme
+    from diffcmr_core.study.readme import pages, refresh_readme
 
-    changed = refresh_readme(repo_root() / "README.md", repo_root())
-    print("README.md: " + (f"{', '.join(changed)} regenerated" if changed else "up to date"))
+    root = repo_root()
+    for page in pages(root):
+        changed = refresh_readme(page, root)
+        if changed:
+            print(f"{page.relative_to(root)}: {', '.join(changed)} regenerated")
+    print("README and docs: generated blocks up to date")
 
 
 def parser() -> argparse.ArgumentParser:

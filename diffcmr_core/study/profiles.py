@@ -1,48 +1,21 @@
 """Profiles: one typed configuration of the whole study, scaled from a CPU toy to the paper.
 
-* ``paper``: §3.1-3.2 (128 x 128 from 512 x 512 k-space, C = 128, 10 RRDBs, batch 6, AdamW,
-  flips, 100 training steps, 1000 inference steps, R = 4, 240 validation slices, one model per
-  task and factor) and, where the paper is silent, the public code (xmed-lab/DiffCMR): lr 1e-5,
-  weight decay 0, EMA 0.9999 without warm-up, fp32, 120 000 iterations per model (its inference
-  script loads ``model120000.pt``; its training loop stops at 250 000 by default). x0 is not
-  clipped (``EvalConfig.clip``: the public code's clipping assumes its own normalisation). For
-  a user with the real data and a GPU.
-* ``gpu``: the paper's network at 128 x 128 on synthetic data, sized for one modern GPU
-  (2000 iterations per model, T = 200 for the tables, 16 slices for the ablation). Not yet
-  timed on a GPU (``python -m diffcmr_core cost --profile gpu`` counts its FLOPs).
-* ``quick`` (default): the whole study within 15 minutes on a 2-core CPU (measured: 14.5 min for
-  ``make study`` from a fresh clone, its notebooks 13.9 min, on a 2-core AMD EPYC, 2026-12-03,
-  plus 2.3 min for the first install). 32 x 32 images, small networks, one model per
-  task and method for all three factors (``shared_models``: two models per method instead of six,
-  each trained on the pairs of every factor), T = 20 and R = 4 on 16 validation slices for the
-  tables, the ablation up to T = 100 on 8 slices. Its phantom is the paper profile's (anatomy,
-  coils, noise, contrast) on a 3 mm grid (256 read-out samples with the 2x oversampling, 81-123
-  lines) with 10 central lines instead of 24, so that the masks keep the real data's share of lines
-  (effective 3.0x / 4.4x / 4.9x at 4x / 8x / 10x, as the real data's). Its images keep the whole
-  phase field of view and the central 5/16 of the oversampled read-out (``roi``; as wide as the
-  smallest phase field of view): the aliased copies fold over the heart as in the paper's whole
-  images, so the task is as hard as the real one (RAW NMSE within x1.5 of the paper's in all six
-  cells: ``figures/quick/calibration.md``; the former crop, half the phase field of view, gave
-  1.25-2.5x), and the heart stays at least 8 pixels across (``tests/test_phantom.py``; the regions
-  compared: ``docs/roi_sweep.md``).
-* ``cpu``: the evidence study (notebook 10, :mod:`~diffcmr_core.study.evidence`): the quick
-  profile's networks and phantom with more cases (12, 3 for validation), cine 4x only, every
-  network trained until its validation PSNR stops improving (constant learning rate after a
-  100-step warm-up, EMA 0.999, at most 4000 DiffCMR / 3000 U-Net and cGAN steps), three seeds,
-  the tables' DiffCMR at T = 100, R = 4 on all 48 validation slices, the ablation up to T = 1000
-  on 16. Runs notebooks 01-05 and 10 only (``notebooks``).
+* ``paper``: §3.1-3.2 and, where the paper is silent, the public code (xmed-lab/DiffCMR), on
+  the real data: for a user with the data and a GPU.
+* ``gpu``: the paper's network at 128 x 128 on the phantom, sized for one GPU.
+* ``quick`` (default): the whole study in minutes on a 2-core CPU (the README gives the time).
+* ``cpu``: the evidence study (notebook 10): the quick networks trained to convergence, three
+  seeds, cine 4x; notebooks 01-05 and 10 only.
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
-Where the short profiles deviate from §3.2 (the measurements behind each: ``docs/profiles.md``):
+Where the short profiles deviate from §3.2 (why, and the measurements: ``docs/profiles.md``):
 
-* E's output is read as v (``prediction="v"``): with a few hundred CPU iterations the direct eps
-  output does not converge. ``paper`` keeps eps.
-* Eq. 5 weighted by 1 / abar_t (``loss_weighting="v"``, the MSE on v): Eq. 5 alone leaves the
-  clean-image prediction at large t untrained in a short run. ``paper`` keeps Eq. 5.
-* Training draws t from all 1000 base steps (the paper: a 100-step chain); a cosine learning-rate
-  decay and a short EMA suit runs of minutes.
-* ``quick``: one model per task for all factors, T = 20 (a respaced Alg. 2 chain) for the tables;
-  PI-CS's parameters chosen on 2 training slices per factor and coil type (default 4).
+* E's output read as v (``prediction="v"``); ``paper`` keeps eps.
+* Eq. 5 weighted by 1 / abar_t (``loss_weighting="v"``); ``paper`` keeps Eq. 5.
+* Training draws t from all 1000 base steps; a cosine learning-rate decay and a short EMA
+  (``cpu``: a constant rate after a warm-up, EMA 0.999, stopped by the validation curve).
+* ``quick``: one model per task for all factors (``shared_models``), T = 20 for the tables, an
+  image region (``roi``) and 10 central lines that keep the real task's difficulty.
 """
 
 from __future__ import annotations

@@ -192,13 +192,16 @@ BLOCKS = {
 
 
 def refresh_readme(readme: Path, root: Path) -> list[str]:
-    """Rewrite every generated block of ``readme`` from the tables under ``root``; the names of
-    the blocks that changed."""
+    """Rewrite every generated block found in ``readme`` (a README or docs page; a page holds
+    the blocks it quotes) from the tables under ``root``; the names of the blocks that changed.
+    The README must hold every block."""
     text = original = readme.read_text()
     changed = []
     for name, (begin, end, make) in BLOCKS.items():
         if begin not in text or end not in text:
-            raise ValueError(f"{readme}: no {name} block ({begin} ... {end})")
+            if readme.name == "README.md":
+                raise ValueError(f"{readme}: no {name} block ({begin} ... {end})")
+            continue
         head, rest = text.split(begin, 1)
         old, tail = rest.split(end, 1)
         new = make(root)
@@ -208,3 +211,8 @@ def refresh_readme(readme: Path, root: Path) -> list[str]:
     if text != original:
         write_text_atomic(readme, text)
     return changed
+
+
+def pages(root: Path) -> list[Path]:
+    """The README and the docs pages (the ones that may hold generated blocks)."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
