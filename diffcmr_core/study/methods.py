@@ -53,7 +53,10 @@ class Batch:
     def subset(self, lo: int, hi: int) -> Batch:
         """Slices ``lo:hi`` with their ids, without acquisitions: an acquisition holds every
         frame of a slice, which a cut through the batch may split, so a method that reads
-        them (:attr:`Method.reads_acquisition`) reconstructs the whole batch at once."""
+        them (:attr:`Method.reads_acquisition`) reconstructs the whole batch at once. The
+        whole range is the batch itself, acquisitions included."""
+        if (lo, hi) == (0, len(self.inputs)):
+            return self
         return Batch(
             self.inputs[lo:hi], self.scale[lo:hi], self.preprocess, None, self.slice_ids[lo:hi]
         )
