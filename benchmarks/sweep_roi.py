@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import resize
 
-from diffcmr_core.data import anatomy
 from diffcmr_core.data.kspace import crop_roi
-from diffcmr_core.data.phantom import _slice_maps, _views, body_extent, draw_case, matrix
+from diffcmr_core.data.phantom import anatomy
+from diffcmr_core.data.phantom.simulation import _slice_maps, _views, body_extent, draw_case, matrix
 from diffcmr_core.study.calibration import TOLERANCE, calibration_config, raw_table
 from diffcmr_core.study.profiles import get_profile
 from diffcmr_core.tables import to_markdown

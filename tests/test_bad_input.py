@@ -393,7 +393,7 @@ def test_29_1_phantom_force_writes_beside_foreign_files(tmp_path):
 
 
 def test_29_1_phantom_rerun_deletes_only_its_own_files_and_says_so(tmp_path, capsys):
-    from diffcmr_core.data import phantom as ph
+    from diffcmr_core.data.phantom import simulation as ph
     from diffcmr_core.errors import DiffCMRError
     from tests.conftest import TINY
 
@@ -417,7 +417,7 @@ def test_29_1_phantom_rerun_deletes_only_its_own_files_and_says_so(tmp_path, cap
 
 
 def test_29_1_interrupted_phantom_is_resumed_not_refused(tmp_path, monkeypatch):
-    from diffcmr_core.data import phantom as ph
+    from diffcmr_core.data.phantom import simulation as ph
     from tests.conftest import TINY
 
     cfg = dataclasses.replace(TINY, n_cases=2, n_val_cases=1, cine_frames=1, sax_slices=1)
@@ -784,7 +784,7 @@ def test_29_4_papermill_parameters_are_checked():
 # 6. a finished set on read-only storage is reused
 def test_29_6_finished_pairs_on_read_only_storage_are_reused(tiny_root, tmp_path, monkeypatch):
     from diffcmr_core.data import pairs as pairs_mod
-    from diffcmr_core.data import phantom as ph
+    from diffcmr_core.data.phantom import simulation as ph
     from tests.conftest import TINY
 
     targets = build_pairs(tiny_root, tmp_path, "cine", PRE, accs=(4,), progress=False)

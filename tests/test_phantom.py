@@ -3,25 +3,22 @@ import dataclasses
 import numpy as np
 import pytest
 
-from diffcmr_core.data import anatomy
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.anatomy import volume_curve
-from diffcmr_core.data.coils import cardiac_array, loop_field, noise_covariance
-from diffcmr_core.data.kspace import crop_roi, ifft2c
+from diffcmr_core.data.kspace import crop_roi, effective_acceleration, equispaced_mask, ifft2c
 from diffcmr_core.data.phantom import (
     PhantomConfig,
-    _slice_maps,
-    _views,
+    anatomy,
     body_extent,
     draw_case,
-    effective_acceleration,
-    equispaced_mask,
     load_truth,
     make_phantom,
     matrix,
     simulate_file,
     truth_path,
 )
+from diffcmr_core.data.phantom.anatomy import volume_curve
+from diffcmr_core.data.phantom.coils import cardiac_array, loop_field, noise_covariance
+from diffcmr_core.data.phantom.simulation import _slice_maps, _views
 from tests.conftest import TINY
 
 

@@ -307,3 +307,22 @@ class CoilConsistency:
     def __call__(self, magnitude: torch.Tensor) -> torch.Tensor:
         """Magnitude images ``(B, S, S)`` -> the RSS of their acquisition-consistent coil images."""
         return self.combine(self.project(self.expand(magnitude)))
+
+
+# ----------------------------------------------------------------------------- masks
+def equispaced_mask(ny: int, nx: int, acc: int, acs_lines: int = 24) -> np.ndarray:
+    """Challenge-like ``(ky, kx)`` bool mask: every ``acc``-th ky line through the centre line,
+    plus the central ``acs_lines`` lines; each kept line is fully sampled along kx."""
+    centre = ny // 2
+    ky = np.arange(ny)
+    keep = (ky - centre) % acc == 0
+    keep[max(centre - acs_lines // 2, 0) : centre + acs_lines - acs_lines // 2] = True
+    return np.repeat(keep[:, None], nx, axis=1)
+
+
+def effective_acceleration(ny: int, acc: int, acs_lines: int) -> float:
+    """Lines of k-space over lines acquired by :func:`equispaced_mask`."""
+    return ny / equispaced_mask(ny, 1, acc, acs_lines).sum()
+
+
+# ----------------------------------------------------------------------------- geometry

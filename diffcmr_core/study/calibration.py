@@ -15,8 +15,8 @@ import dataclasses
 import numpy as np
 
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.kspace import kspace_to_image
-from diffcmr_core.data.phantom import PhantomConfig, equispaced_mask, simulate
+from diffcmr_core.data.kspace import equispaced_mask, kspace_to_image
+from diffcmr_core.data.phantom import PhantomConfig, simulate
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.study.paper import TABLE2_3
 

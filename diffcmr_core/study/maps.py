@@ -27,10 +27,10 @@ from scipy.stats import spearmanr
 
 from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.anatomy import LABEL
 from diffcmr_core.data.kspace import fft2c, kspace_to_image
 from diffcmr_core.data.pairs import PreprocessConfig, load_pairs, pairs_path, pairs_stamp
 from diffcmr_core.data.phantom import load_truth, truth_path
+from diffcmr_core.data.phantom.anatomy import LABEL
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path
 from diffcmr_core.method.mapping import fit_t1, fit_t2

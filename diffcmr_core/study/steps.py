@@ -13,6 +13,7 @@ import torch
 
 from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
+from diffcmr_core.data.kspace import effective_acceleration
 from diffcmr_core.data.pairs import (
     build_pairs,
     load_pairs,
@@ -21,7 +22,7 @@ from diffcmr_core.data.pairs import (
     pairs_stamp,
     table1,
 )
-from diffcmr_core.data.phantom import effective_acceleration, expected_pair_counts, make_phantom
+from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
 from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.evaluate import evaluate, read_recon
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct

@@ -1,22 +1,22 @@
 """A synthetic, physically modelled CMRxRecon data set (our embedded default data).
 
-Anatomy (:mod:`~diffcmr_core.data.anatomy`): a 3D thorax per case (size, shape, position, heart
-orientation and size, ejection fraction, systolic duration, fat, contrast and texture drawn per
-case), cut by the planes a cardiac examination acquires: a short-axis stack from above the base
-to the apex, the 4-, 2- and 3-chamber long-axis views, and short-axis mapping slices.
+Anatomy (:mod:`~diffcmr_core.data.phantom.anatomy`): a 3D thorax per case (size, shape,
+position, heart orientation and size, ejection fraction, systolic duration, fat, contrast and
+texture drawn per case), cut by the planes a cardiac examination acquires: a short-axis stack
+from above the base to the apex, the 4-, 2- and 3-chamber long-axis views, and short-axis
+mapping slices.
 
 Contrast at 3 T: cine is balanced SSFP (TR 3 ms, flip 45 degrees) from each tissue's PD, T1 and
 T2, 12 frames over one cycle; T1 mapping is MOLLI (9 inversion times, a three-parameter
 Look-Locker recovery with B/A = 1.9, signed), T2 mapping T2-prepared (echo times 0, 35, 55 ms).
 
-Acquisition (:mod:`~diffcmr_core.data.coils`): 10 receive loops (an anterior 2 x 3 and a
+Acquisition (:mod:`~diffcmr_core.data.phantom.coils`): 10 receive loops (an anterior 2 x 3 and a
 posterior 2 x 2 array) with Biot-Savart sensitivities, a smooth off-resonance phase, 2x read-out
 oversampling, complex Gaussian noise with a coil covariance, the challenge's matrix sizes
-(``cine_sax`` 512 read-out samples and 162-246 lines; ``cine_lax`` 448 and 168-204; mapping
-like the short axis with a smaller phase field of view) at 1.5 mm, and its masks (every
-``acc``-th line plus the central 24). Single-coil files are the same acquisition combined into
-one virtual coil (sensitivity-weighted, noise included). Values are scaled to ~1e-3 like the
-real files.
+(``cine_sax`` 512 read-out samples and 162-246 lines; ``cine_lax`` 448 and 168-204; mapping like
+the short axis with a smaller phase field of view) at 1.5 mm, and its masks (every ``acc``-th
+line plus the central 24). Single-coil files are the same acquisition combined into one virtual
+coil (sensitivity-weighted, noise included). Values are scaled to ~1e-3 like the real files.
 
 For every mapping file the truth (PD, T1, T2 and tissue label per pixel, on the acquired grid)
 is saved beside the tree, outside the challenge layout (``<root>/Truth/<split>/Pnnn/T1map.npz``).
@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffcmr_core.data import anatomy
+import diffcmr_core.data.phantom.anatomy as anatomy
+import diffcmr_core.data.phantom.coils as coil_model
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data import coils as coil_model
-from diffcmr_core.data.kspace import fft2c
+from diffcmr_core.data.kspace import equispaced_mask, fft2c
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path, folder_lock, write_text_atomic
 
@@ -82,23 +82,6 @@ class PhantomConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
-# ----------------------------------------------------------------------------- masks
-def equispaced_mask(ny: int, nx: int, acc: int, acs_lines: int = 24) -> np.ndarray:
-    """Challenge-like ``(ky, kx)`` bool mask: every ``acc``-th ky line through the centre line,
-    plus the central ``acs_lines`` lines; each kept line is fully sampled along kx."""
-    centre = ny // 2
-    ky = np.arange(ny)
-    keep = (ky - centre) % acc == 0
-    keep[max(centre - acs_lines // 2, 0) : centre + acs_lines - acs_lines // 2] = True
-    return np.repeat(keep[:, None], nx, axis=1)
-
-
-def effective_acceleration(ny: int, acc: int, acs_lines: int) -> float:
-    """Lines of k-space over lines acquired by :func:`equispaced_mask`."""
-    return ny / equispaced_mask(ny, 1, acc, acs_lines).sum()
-
-
-# ----------------------------------------------------------------------------- geometry
 @dataclass(frozen=True)
 class View:
     """An imaging plane: its centre and the directions of image columns (read-out, x) and rows
