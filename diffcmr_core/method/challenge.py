@@ -91,14 +91,19 @@ def original_size_images(kspace: np.ndarray, multicoil: bool) -> np.ndarray:
     return np.sqrt(power.sum(-3) if multicoil else power).astype(np.float32)
 
 
+def ranking_kspace(path: Path, coil: str, name: str, acc: int | None = None):
+    """The k-space of the frames and slices ``run4Ranking`` keeps of a file (fully sampled, or
+    under-sampled at ``acc``), read alone: ``(kspace (t, z, [kc,] ky, kx), full shape)``."""
+    key = io.kspace_key(coil, acc)
+    shape = io.kspace_shape(path, key)
+    frames, slices = ranking_selection(name, shape[0], shape[1])
+    index = (slice(frames[0], frames[-1] + 1), slice(slices[0], slices[-1] + 1))
+    return io.load_kspace(path, key, index=index), shape
+
+
 def reference_ranking(full_path: Path, coil: str, name: str) -> np.ndarray:
     """``img4ranking`` of a fully sampled file: only its kept frames and slices are read."""
-    key = io.kspace_key(coil, None)
-    shape = io.kspace_shape(full_path, key)
-    frames, slices = ranking_selection(name, shape[0], shape[1])
-    kspace = io.load_kspace(
-        full_path, key, index=(slice(frames[0], frames[-1] + 1), slice(slices[0], slices[-1] + 1))
-    )
+    kspace, _ = ranking_kspace(full_path, coil, name)
     return ranking_crop(original_size_images(kspace, coil == "MultiCoil"))
 
 

@@ -282,3 +282,17 @@ def fit_t2(images, echo_times_ms, *, background: float = BACKGROUND, full: bool 
     if not full:
         return out["t2"].reshape(shape).astype(np.float32)
     return {k: v.reshape(shape).astype(np.float32) for k, v in out.items()}
+
+
+def fitted_signal(fit: dict[str, np.ndarray], kind: str, pixel: tuple, times) -> np.ndarray:
+    """The signal one pixel's fit predicts at ``times`` [ms], from the maps of
+    :func:`fit_t1` or :func:`fit_t2` with ``full=True``: ``kind`` ``"t1"``, MOLLI's
+    |A - B exp(-t / T1*)| (the magnitude, as the images hold it); ``"t2"``, S0 exp(-t / T2)."""
+    t = np.asarray(times, np.float64)[None, :]
+    if kind == "t1":
+        p = np.array([[fit[k][pixel] for k in ("a", "b", "t1_star")]], np.float64)
+        return np.abs(_t1_model(p, t)[0][0])
+    if kind == "t2":
+        p = np.array([[fit[k][pixel] for k in ("s0", "t2")]], np.float64)
+        return _t2_model(p, t)[0][0]
+    raise ValueError(f"kind must be 't1' or 't2', got {kind!r}")

@@ -45,7 +45,7 @@ from diffcmr_core.errors import CMRxReconError, DiffCMRError
 from diffcmr_core.method.challenge import (
     load_ranking,
     ranking_crop,
-    ranking_selection,
+    ranking_kspace,
     save_ranking,
     submission_path,
 )
@@ -140,12 +140,7 @@ def reconstruct_file(
     submission, which seeds its slices' noise (:func:`file_ids`; default: the file's name)."""
     if pre.crop:
         raise DiffCMRError(None, "a submission needs image-domain preprocessing (crop=False)")
-    key = io.kspace_key(coil, acc)
-    shape = io.kspace_shape(path, key)
-    frames, slices = ranking_selection(name, shape[0], shape[1])
-    kspace = io.load_kspace(
-        path, key, index=(slice(frames[0], frames[-1] + 1), slice(slices[0], slices[-1] + 1))
-    )
+    kspace, shape = ranking_kspace(path, coil, name, acc)
     multicoil = coil == "MultiCoil"
     lead = kspace.shape[:2]
     inputs = kspace_to_image(
