@@ -104,6 +104,7 @@ def _phantom(args: argparse.Namespace) -> None:
 def _seeds(args: argparse.Namespace) -> None:
     import torch
 
+    from diffcmr_core.study.names import table
     from diffcmr_core.study.profiles import get_profile, paths_for
     from diffcmr_core.study.seeds import orderings, seed_results, seed_table
     from diffcmr_core.tables import to_markdown, write_table
@@ -118,16 +119,16 @@ def _seeds(args: argparse.Namespace) -> None:
     rows = seed_table(results)
     tag = f"seeds{'-t' + str(args.threads) if args.threads else ''}"
     out = paths_for(profile).figures
-    write_table(rows, out / f"{tag}.csv")
+    write_table(rows, table(out, tag))
     order = orderings(rows)
-    write_table(order, out / f"{tag}_orderings.csv")
+    write_table(order, table(out, f"{tag}_orderings"))
     per_seed = [
         {"seed": s, "task": t, "acc": a, "method": m, **v}
         for s, by in results.items()
         for (t, a), ms in by.items()
         for m, v in ms.items()
     ]
-    write_table(per_seed, out / f"{tag}_per_seed.csv")
+    write_table(per_seed, table(out, f"{tag}_per_seed"))
     print(to_markdown(rows))
     print(to_markdown(order))
 

@@ -84,3 +84,15 @@ def test_links_to_files_of_the_repository_resolve(page):
         if target.startswith(("http://", "https://")):
             continue
         assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+
+
+def test_every_committed_table_is_a_registered_one_and_a_stray_name_is_refused():
+    """The tables are named once (study/names.py): every CSV under figures/ is registered, and
+    asking for an unknown table is an error naming the known ones."""
+    from diffcmr_core.study.names import TABLES, table
+
+    for path in sorted((ROOT / "figures").glob("*/*.csv")):
+        assert table(path.parent, path.stem) == path, path
+    with pytest.raises(ValueError, match="no table named 'table2_cin'.*table2_cine"):
+        table(ROOT, "table2_cin")
+    assert len(TABLES) == len(set(TABLES))

@@ -578,6 +578,12 @@ class Paths:
             / f"{task}_acc{'all' if self.shared_models else f'{acc:02d}'}_{method}"
         )
 
+    def table(self, name: str) -> Path:
+        """The CSV file of the registered table ``name`` in this profile's figures."""
+        from diffcmr_core.study.names import table
+
+        return table(self.figures, name)
+
     def eval_dir(self, task: str, acc: int) -> Path:
         """The evaluation folder of ``task`` at ``acc`` (per-slice tables, reconstructions)."""
         return self.runs / "eval" / f"{task}_acc{acc:02d}"

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.study import names
 from diffcmr_core.study.report import evidence_findings
 from diffcmr_core.tables import read_csv, to_markdown
 
@@ -101,8 +102,8 @@ def readme_profiles(root: Path) -> str:
 def readme_evidence(fig: Path) -> str:
     """The README's headline block: the evidence study's seed table (mean +- sd) and its
     findings, from the committed tables of ``fig`` (``figures/cpu``)."""
-    rows = read_csv(fig / "seeds.csv")
-    conv = read_csv(fig / "convergence.csv")
+    rows = read_csv(names.table(fig, "seeds"))
+    conv = read_csv(names.table(fig, "convergence"))
     cpu = sum(float(r["cpu_minutes"]) for r in conv)
     table = [
         {
@@ -139,9 +140,9 @@ def readme_quick(fig: Path) -> str:
     """The quick profile's PSNR table: RAW and PI-CS from Tables 2 and 3, the networks' mean
     +- sd over the training seeds from ``seeds.csv``; cine then mapping, 4x / 8x / 10x."""
     tables = [
-        r for name in ("table2_cine", "table3_mapping") for r in read_csv(fig / f"{name}.csv")
+        r for name in ("table2_cine", "table3_mapping") for r in read_csv(names.table(fig, name))
     ]
-    seeds = read_csv(fig / "seeds.csv")
+    seeds = read_csv(names.table(fig, "seeds"))
     cells = [f"{task} {acc}x" for task in ("cine", "mapping") for acc in (4, 8, 10)]
 
     def row(label: str, shown: str, source: list[dict], spread: bool) -> dict[str, str]:
@@ -164,7 +165,7 @@ def readme_challenge(fig: Path) -> str:
     import numpy as np
 
     by_task = {
-        t: read_csv(fig / f"{n}_protocols.csv")
+        t: read_csv(names.table(fig, f"{n}_protocols"))
         for t, n in (("cine", "table2_cine"), ("mapping", "table3_mapping"))
     }
     rows = []

@@ -12,7 +12,7 @@ import torch
 
 from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import paper
+from diffcmr_core.study import names, paper
 from diffcmr_core.study.cache import read_entry
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.tables import read_csv, to_markdown
@@ -217,8 +217,8 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
     lines += _table1_section(fig)
     lines += _results_sections(fig)
     lines += _ablation_sections(profile, fig)
-    if (fig / "paired_psnr.csv").is_file():
-        lines += _paired_section(read_csv(fig / "paired_psnr.csv"))
+    if (names.table(fig, "paired_psnr")).is_file():
+        lines += _paired_section(read_csv(names.table(fig, "paired_psnr")))
     lines += _fast_section(fig)
     lines += _maps_section(fig)
     lines += _seeds_section(fig)
@@ -269,7 +269,7 @@ def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[s
 
 def _table1_section(fig: Path) -> list[str]:
     """Table 1 beside the paper's, with the note on its swapped rows."""
-    t1 = read_csv(fig / "table1.csv")
+    t1 = read_csv(names.table(fig, "table1"))
     return [
         "## Table 1: pairs",
         "",
@@ -291,12 +291,14 @@ def _results_sections(fig: Path) -> list[str]:
         ("cine", "table2_cine", "Table 2: cine"),
         ("mapping", "table3_mapping", "Table 3: T1/T2 mapping"),
     ):
-        if (fig / f"{name}.csv").is_file():
+        if (names.table(fig, name)).is_file():
             lines += (
-                [f"## {title}", ""] + _results_section(task, read_csv(fig / f"{name}.csv")) + [""]
+                [f"## {title}", ""]
+                + _results_section(task, read_csv(names.table(fig, name)))
+                + [""]
             )
-        if (fig / f"{name}_protocols.csv").is_file():
-            lines += _protocols_section(read_csv(fig / f"{name}_protocols.csv"))
+        if (names.table(fig, f"{name}_protocols")).is_file():
+            lines += _protocols_section(read_csv(names.table(fig, f"{name}_protocols")))
     return lines
 
 
@@ -319,8 +321,8 @@ def _ablation_sections(profile: Profile, fig: Path) -> list[str]:
             f"Table 4(b): rounds R (T = {t_max}; the paper's T = 1000)",
         ),
     ):
-        if (fig / f"{name}.csv").is_file():
-            rows = read_csv(fig / f"{name}.csv")
+        if (names.table(fig, name)).is_file():
+            rows = read_csv(names.table(fig, name))
             table = []
             for r in rows:
                 k = r[key] if r[key] == "Raw" else int(r[key])
@@ -354,9 +356,9 @@ def _ablation_sections(profile: Profile, fig: Path) -> list[str]:
 
 def _fast_section(fig: Path) -> list[str]:
     """Table 5 (beyond the paper): the samplers and data consistency."""
-    if not (fig / "table5_fast_sampling.csv").is_file():
+    if not (names.table(fig, "table5_fast_sampling")).is_file():
         return []
-    rows = read_csv(fig / "table5_fast_sampling.csv")
+    rows = read_csv(names.table(fig, "table5_fast_sampling"))
     shown = [
         {
             k: (
@@ -399,8 +401,8 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
     """The data against the paper's RAW rows: this profile's (notebook 01) and the paper-size
     calibration (``docs/calibration.md``, ``benchmarks/bench_phantom.py``)."""
     lines = ["## The data against the paper's RAW rows", ""]
-    if (fig / "calibration.csv").is_file():
-        rows = read_csv(fig / "calibration.csv")
+    if (names.table(fig, "calibration")).is_file():
+        rows = read_csv(names.table(fig, "calibration"))
         ok = sum(r[k] == "True" for r in rows for k in ("psnr_ok", "ssim_ok", "nmse_ok"))
         lines += [
             f"RAW (zero-filled input against the reference) of this profile's phantom at this "
@@ -410,12 +412,12 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
             "",
             to_markdown(rows),
         ]
-    if (fig / "sampling.csv").is_file():
+    if (names.table(fig, "sampling")).is_file():
         lines += [
             "What each factor samples (its mask files; the central lines make the effective "
             "factor smaller than the nominal one):",
             "",
-            to_markdown(read_csv(fig / "sampling.csv")),
+            to_markdown(read_csv(names.table(fig, "sampling"))),
         ]
     doc = root / "docs" / "calibration.md"
     if doc.is_file():
@@ -430,7 +432,7 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
 def _maps_section(fig: Path) -> list[str]:
     """Table 6 (notebook 09): T1 and T2 map errors of every method, and what the common scale
     and DiffCMR's uncertainty say."""
-    if not (fig / "table6_maps.csv").is_file():
+    if not (names.table(fig, "table6_maps")).is_file():
         return []
 
     def rounded(rows: list[dict[str, str]], digits: int = 1) -> list[dict[str, str]]:
@@ -450,7 +452,7 @@ def _maps_section(fig: Path) -> list[str]:
         "the Look-Locker correction; T2-prep mono-exponential); mean absolute error and bias [ms] "
         "in the myocardium and the blood pool, against the fully sampled images' maps:",
         "",
-        to_markdown(rounded(read_csv(fig / "table6_maps.csv"))),
+        to_markdown(rounded(read_csv(names.table(fig, "table6_maps")))),
     ]
     for name, text, digits in (
         (
@@ -472,15 +474,15 @@ def _maps_section(fig: Path) -> list[str]:
             3,
         ),
     ):
-        if (fig / f"{name}.csv").is_file():
-            lines += [text, "", to_markdown(rounded(read_csv(fig / f"{name}.csv"), digits))]
+        if (names.table(fig, name)).is_file():
+            lines += [text, "", to_markdown(rounded(read_csv(names.table(fig, name)), digits))]
     return lines + _maps_discussion(fig) + [""]
 
 
 def _maps_discussion(fig: Path) -> list[str]:
     """Table 6 in sentences: the best method per factor and map, the floor, the scale, the
     uncertainty (generated from the CSV files notebook 09 wrote)."""
-    rows = read_csv(fig / "table6_maps.csv")
+    rows = read_csv(names.table(fig, "table6_maps"))
     out = []
     for acc in dict.fromkeys(r["acc"] for r in rows):
         parts = []
@@ -499,9 +501,11 @@ def _maps_discussion(fig: Path) -> list[str]:
         out.append(
             f"- {acc}x, myocardium against the fully sampled maps: " + "; ".join(parts) + "."
         )
-    if (fig / "table6_maps_truth.csv").is_file():
+    if (names.table(fig, "table6_maps_truth")).is_file():
         floor = [
-            r for r in read_csv(fig / "table6_maps_truth.csv") if r["method"] == "Fully sampled"
+            r
+            for r in read_csv(names.table(fig, "table6_maps_truth"))
+            if r["method"] == "Fully sampled"
         ]
         if floor:
             out.append(
@@ -511,8 +515,8 @@ def _maps_discussion(fig: Path) -> list[str]:
                 f"myocardium: "
                 "the floor."
             )
-    if (fig / "table6_maps_scale.csv").is_file():
-        sc = read_csv(fig / "table6_maps_scale.csv")
+    if (names.table(fig, "table6_maps_scale")).is_file():
+        sc = read_csv(names.table(fig, "table6_maps_scale"))
         own = [float(r["T1 myo MAE (own scale)"]) for r in sc]
         common = [float(r["T1 myo MAE (common scale)"]) for r in sc]
         out.append(
@@ -520,8 +524,8 @@ def _maps_discussion(fig: Path) -> list[str]:
             f"{min(own):.0f}-{max(own):.0f} ms "
             f"(with it {min(common):.0f}-{max(common):.0f} ms)."
         )
-    if (fig / "table6_maps_uncertainty.csv").is_file():
-        unc = read_csv(fig / "table6_maps_uncertainty.csv")
+    if (names.table(fig, "table6_maps_uncertainty")).is_file():
+        unc = read_csv(names.table(fig, "table6_maps_uncertainty"))
         rhos = [
             float(r[k])
             for r in unc
@@ -540,9 +544,9 @@ def _maps_discussion(fig: Path) -> list[str]:
 def _seeds_section(fig: Path) -> list[str]:
     """Mean and standard deviation over training seeds (``make seeds``), and which orderings
     exceed twice the spread."""
-    if not (fig / "seeds.csv").is_file():
+    if not (names.table(fig, "seeds")).is_file():
         return []
-    rows = read_csv(fig / "seeds.csv")
+    rows = read_csv(names.table(fig, "seeds"))
     table = [
         {
             "task": r["task"],
@@ -556,8 +560,8 @@ def _seeds_section(fig: Path) -> list[str]:
         for r in rows
     ]
     lines = ["## Seeds: mean +- standard deviation over retrained models", "", to_markdown(table)]
-    if (fig / "seeds_orderings.csv").is_file():
-        order = read_csv(fig / "seeds_orderings.csv")
+    if (names.table(fig, "seeds_orderings")).is_file():
+        order = read_csv(names.table(fig, "seeds_orderings"))
         holds = [
             f"{o['better']} > {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
             for o in order
@@ -582,7 +586,7 @@ def _seeds_section(fig: Path) -> list[str]:
 def _evidence_section(fig: Path) -> list[str]:
     """The evidence study (notebook 10): what it found, convergence, the paired comparison over
     seeds, the curve's sampler, the compute curve's crossings, the inference cost."""
-    if not (fig / "paired_seeds.csv").is_file():
+    if not (names.table(fig, "paired_seeds")).is_file():
         return []
     lines = ["## Evidence at convergence (notebook 10)", "", evidence_findings(fig), ""]
     for name, title in (
@@ -595,8 +599,8 @@ def _evidence_section(fig: Path) -> list[str]:
         ("compute_crossings", "Where the compute curves cross"),
         ("inference_cost", "Inference cost on this machine"),
     ):
-        if (fig / f"{name}.csv").is_file():
-            rows = read_csv(fig / f"{name}.csv")
+        if (names.table(fig, name)).is_file():
+            rows = read_csv(names.table(fig, name))
             shown = [
                 {
                     k: (
@@ -624,8 +628,12 @@ def _numeric(v: str) -> bool:
 def evidence_findings(fig: Path) -> str:
     """One paragraph on the paper's three claims (method ordering, T, R) from the evidence
     tables, each beyond the spread or not."""
-    paired = read_csv(fig / "paired_seeds.csv")
-    conv = read_csv(fig / "convergence.csv") if (fig / "convergence.csv").is_file() else []
+    paired = read_csv(names.table(fig, "paired_seeds"))
+    conv = (
+        read_csv(names.table(fig, "convergence"))
+        if (names.table(fig, "convergence")).is_file()
+        else []
+    )
     parts = []
     if conv:
         ok = [r for r in conv if r["converged"] == "True"]
@@ -651,9 +659,9 @@ def evidence_findings(fig: Path) -> str:
         "claims DiffCMR beats U-Net and cGAN by a significant margin."
     )
     for name, key in (("seeds_table4a", "T"), ("seeds_table4b", "R")):
-        if not (fig / f"{name}.csv").is_file():
+        if not (names.table(fig, name)).is_file():
             continue
-        rows = read_csv(fig / f"{name}.csv")
+        rows = read_csv(names.table(fig, name))
         col = "steps" if key == "T" else "rounds"
         raw = next((r for r in rows if r[col] == "Raw"), None)
         pts = [(r[col], float(r["psnr"]), float(r["psnr_sd"])) for r in rows if r[col] != "Raw"]
