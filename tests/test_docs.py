@@ -96,3 +96,8 @@ def test_every_committed_table_is_a_registered_one_and_a_stray_name_is_refused()
     with pytest.raises(ValueError, match="no table named 'table2_cin'.*table2_cine"):
         table(ROOT, "table2_cin")
     assert len(TABLES) == len(set(TABLES))
+
+
+def test_the_readme_is_read_in_five_minutes():
+    """Under 12,000 characters: the details live in docs/."""
+    assert len(README.read_text()) < 12_000
