@@ -15,7 +15,7 @@ from diffcmr_core.method.checkpoints import load_checkpoint, snapshots
 from diffcmr_core.method.networks import UNetConfig
 from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.train import learning_rate, train
-from diffcmr_core.study import evidence
+from diffcmr_core.study import convergence, evidence
 from diffcmr_core.study.profiles import get_profile, paths_for
 from diffcmr_core.study.seeds import seed_profile
 from diffcmr_core.tables import write_table
@@ -98,13 +98,13 @@ def _rows(psnrs, every=100):
 
 def test_convergence_rule():
     # still rising by 0.3 dB in the last quarter
-    assert not evidence.converged(_rows([20, 24, 26, 27, 27.2, 27.4, 27.6, 27.9]), 0.1, 4)
+    assert not convergence.converged(_rows([20, 24, 26, 27, 27.2, 27.4, 27.6, 27.9]), 0.1, 4)
     # flat: the last quarter adds 0.05 dB on the best before it
-    assert evidence.converged(_rows([20, 24, 26, 27, 27.0, 27.02, 27.05, 27.04]), 0.1, 4)
+    assert convergence.converged(_rows([20, 24, 26, 27, 27.0, 27.02, 27.05, 27.04]), 0.1, 4)
     # falling (over-fitting) counts as stopped improving
-    assert evidence.converged(_rows([20, 24, 27, 27.5, 27.3, 27.0, 26.8, 26.5]), 0.1, 4)
+    assert convergence.converged(_rows([20, 24, 27, 27.5, 27.3, 27.0, 26.8, 26.5]), 0.1, 4)
     # too few snapshots
-    assert not evidence.converged(_rows([20, 20]), 0.1, 4)
+    assert not convergence.converged(_rows([20, 20]), 0.1, 4)
 
 
 def test_crossings_of_two_curves_and_of_a_level():

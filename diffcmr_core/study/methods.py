@@ -30,6 +30,7 @@ import numpy as np
 
 from diffcmr_core.data.acquired import Acquired
 from diffcmr_core.data.pairs import PreprocessConfig
+from diffcmr_core.study import convergence
 
 Reconstruction = dict[str, np.ndarray]
 
@@ -207,18 +208,6 @@ class ZeroFilled(Method):
 
 
 # ----------------------------------------------------------------------------- networks
-def training_pairs(profile, task: str, acc: int):
-    """The pairs file(s) a network for ``task`` at ``acc`` trains on: its factor's, or with the
-    profile's ``shared_models`` every factor's, in the profile's order."""
-    from diffcmr_core.data.pairs import pairs_path
-    from diffcmr_core.study.profiles import paths_for
-
-    folder = paths_for(profile).pairs
-    if profile.shared_models:
-        return [pairs_path(folder, task, a) for a in profile.accs]
-    return pairs_path(folder, task, acc)
-
-
 class Network(Method):
     """A network of :mod:`~diffcmr_core.method.systems` trained on the training pairs (every
     factor's with the profile's ``shared_models``), its checkpoint checked before use (method,
@@ -246,12 +235,12 @@ class Network(Method):
         from diffcmr_core.method.train import train
 
         if profile.evidence is not None:  # trained until it stops improving
-            from diffcmr_core.study.evidence import train_until_converged
-
-            return train_until_converged(profile, task, acc, self.name, progress=progress)
+            return convergence.train_until_converged(
+                profile, task, acc, self.name, progress=progress
+            )
         return train(
             self.name,
-            training_pairs(profile, task, acc),
+            convergence.training_pairs(profile, task, acc),
             self.artefact(profile, task, acc).parent,
             self.train_config(profile),
             self.model_config(profile),
@@ -265,10 +254,10 @@ class Network(Method):
         trained up to the step its convergence test stopped at."""
         cfg = self.train_config(profile)
         if profile.evidence is not None:
-            from diffcmr_core.study.evidence import stopped_step
-
             cfg = dataclasses.replace(
-                cfg, iterations=stopped_step(profile, task, acc, self.name) or cfg.iterations
+                cfg,
+                iterations=convergence.stopped_step(profile, task, acc, self.name)
+                or cfg.iterations,
             )
         return {
             "method": self.name,

@@ -4,7 +4,6 @@ evaluation (Tables 2-3), ablation (Table 4), fast sampling (Table 5). The notebo
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -16,10 +15,8 @@ from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import effective_acceleration
 from diffcmr_core.data.pairs import (
     build_pairs,
-    load_pairs,
     pair_counts,
     pairs_path,
-    pairs_stamp,
     table1,
 )
 from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
@@ -31,6 +28,7 @@ from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
 from diffcmr_core.study.cache import cached_step
 from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.validation import crop_preprocess, val_pairs
 from diffcmr_core.tables import read_csv
 
 
@@ -52,28 +50,6 @@ def ensure_data(profile: Profile, *, progress: bool = True, force: bool = False)
             force=force,
         )
     return paths.pairs
-
-
-def crop_preprocess(profile: Profile):
-    """The preprocessing of the data-consistency comparison: the k-space centre at the
-    network's size (``crop=True``), i.e. the whole field of view, never an image ``roi``."""
-    return dataclasses.replace(profile.preprocess, crop=True, roi=None)
-
-
-def val_pairs(
-    profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None
-):
-    """``(input, target, meta)`` of the first ``n`` slices of the validation subset (all if
-    None), checked to come from this profile's preprocessing."""
-    paths = paths_for(profile)
-    pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
-    folder = paths.pairs if crop_dir is None else crop_dir
-    return load_pairs(
-        pairs_path(folder, task, acc),
-        "val_subset",
-        subset=n,
-        expect=pairs_stamp(paths.data, task, pre),
-    )
 
 
 def ensure_trained(

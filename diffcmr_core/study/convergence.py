@@ -1,0 +1,175 @@
+"""Training a network until its validation PSNR stops improving (the evidence study's rule,
+``EvidenceConfig``): chunks of ``snapshot_every`` steps, each EMA snapshot scored on the
+validation slices, the record (``validation.json``) beside the checkpoint, resumable. Below the
+study's steps and registry, so that the registry's networks (:class:`~diffcmr_core.study.
+methods.Network`) can train this way and the evidence study (:mod:`~diffcmr_core.study.evidence`)
+can read the records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.method.metrics import METRICS, all_metrics
+from diffcmr_core.study.profiles import Profile, paths_for, stamp
+from diffcmr_core.study.validation import val_pairs
+
+NETWORKS = ("unet", "cgan", "diffcmr")
+RECORD = "validation.json"
+
+
+def training_pairs(profile, task: str, acc: int):
+    """The pairs file(s) a network for ``task`` at ``acc`` trains on: its factor's, or with the
+    profile's ``shared_models`` every factor's, in the profile's order."""
+    from diffcmr_core.data.pairs import pairs_path
+
+    folder = paths_for(profile).pairs
+    if profile.shared_models:
+        return [pairs_path(folder, task, a) for a in profile.accs]
+    return pairs_path(folder, task, acc)
+
+
+# ----------------------------------------------------------------------------- scoring a snapshot
+def _mean_metrics(rec: np.ndarray, tgt: np.ndarray) -> dict[str, float]:
+    rows = [all_metrics(t, r) for t, r in zip(tgt, rec)]
+    return {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+
+
+def score_model(
+    profile: Profile,
+    path: Path,
+    method: str,
+    inp: np.ndarray,
+    tgt: np.ndarray,
+    setting: tuple[str, int, int] | None = None,
+    *,
+    device=None,
+    ids: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Validation metrics of one checkpoint or snapshot: its EMA weights on ``inp`` against
+    ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
+    at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
+    from diffcmr_core.method.checkpoints import default_device, load_for_inference
+    from diffcmr_core.method.inference import reconstruct, regress
+
+    ev = profile.evaluation
+    system, model = load_for_inference(path, device or default_device(), "ema")
+    inp = np.ascontiguousarray(inp, np.float32)
+    if method != "diffcmr":
+        return _mean_metrics(regress(system, model, inp, ev.batch), tgt)
+    sampler, steps, rounds = setting
+    rec = reconstruct(
+        system,
+        model,
+        inp,
+        steps=steps,
+        rounds=rounds,
+        batch=ev.batch,
+        seed=ev.seed,
+        sampler=sampler,
+        ids=ids,
+        **ev.sampling(),
+    )
+    one = {f"{k}_r1": v for k, v in _mean_metrics(rec["rounds"][0], tgt).items()}
+    return {**_mean_metrics(rec["mean"], tgt), **one}
+
+
+def converged(rows: list[dict], tolerance_db: float, min_snapshots: int) -> bool:
+    """Whether a validation curve (rows with ``step`` and ``psnr``, any order) has stopped
+    improving: at least ``min_snapshots`` points, and the best PSNR of the last quarter of the
+    steps exceeds the best before it by less than ``tolerance_db``."""
+    rows = sorted(rows, key=lambda r: r["step"])
+    if len(rows) < max(2, min_snapshots):
+        return False
+    last = rows[-1]["step"]
+    early = [r["psnr"] for r in rows if r["step"] <= 0.75 * last]
+    late = [r["psnr"] for r in rows if r["step"] > 0.75 * last]
+    return bool(early) and max(late) - max(early) < tolerance_db
+
+
+def _record(out: Path, profile: Profile) -> dict:
+    """The run folder's validation record if it belongs to this profile's configuration."""
+    path = out / RECORD
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("stamp") == stamp(profile):
+                return data
+        except (OSError, ValueError):
+            pass
+    return {"stamp": stamp(profile), "rows": [], "stopped": None}
+
+
+def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | None:
+    """The step at which the evidence study stopped this network's training (None: not yet)."""
+    stopped = _record(paths_for(profile).model_dir(task, acc, method), profile)["stopped"]
+    return None if stopped is None else int(stopped["step"])
+
+
+def train_until_converged(
+    profile: Profile, task: str, acc: int, method: str, *, progress: bool = True
+) -> Path:
+    """Train ``method`` for ``task`` at ``acc`` chunk by chunk until its validation PSNR stops
+    improving (see the module); returns the final checkpoint. Resumable: the record
+    (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
+    returned as is."""
+    from diffcmr_core.method.checkpoints import default_device, load_checkpoint, snapshot_path
+    from diffcmr_core.method.train import train
+
+    evc, cfg = profile.evidence, profile.train_config(method)
+    if cfg.lr_schedule != "constant" or not cfg.snapshot_every:
+        raise ValueError(
+            f"profile {profile.name}: training to convergence needs a constant "
+            f"learning rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
+            f"{cfg.snapshot_every})"
+        )
+    out = paths_for(profile).model_dir(task, acc, method)
+    pairs = training_pairs(profile, task, acc)
+    record = _record(out, profile)
+    if record["stopped"] is not None and (out / "last.pt").is_file():
+        return out / "last.pt"
+    inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)
+    rows = record["rows"]
+    while True:
+        step = min(cfg.iterations, (max((r["step"] for r in rows), default=0)) + cfg.snapshot_every)
+        ckpt = train(
+            method,
+            pairs,
+            out,
+            dataclasses.replace(cfg, iterations=step),
+            profile.model_config(method),
+            device=default_device(),
+            progress=progress,
+        )
+        snap = snapshot_path(out, step)
+        cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
+        setting = evc.validation_sampler if method == "diffcmr" else None
+        rows.append(
+            {
+                "step": step,
+                "cpu_seconds": cpu,
+                **score_model(profile, snap, method, inp, tgt, setting, ids=meta["index"]),
+            }
+        )
+        done = converged(rows, evc.tolerance_db, evc.min_snapshots)
+        if done or step >= cfg.iterations:
+            record["stopped"] = {"step": step, "converged": done}
+        write_text_atomic(out / RECORD, json.dumps(record, indent=1))
+        if progress:
+            _say(f"{method} {task} {acc}x", step, rows[-1]["psnr"], record["stopped"])
+        if record["stopped"] is not None:
+            return ckpt
+
+
+def _say(what: str, step: int, psnr: float, stopped: dict | None) -> None:
+    """One line per chunk of :func:`train_until_converged`."""
+    end = ""
+    if stopped:
+        end = " -> " + (
+            "converged" if stopped["converged"] else "stopped at the cap, not converged"
+        )
+    print(f"[{what}] step {step}: validation PSNR {psnr:.2f} dB{end}", flush=True)
