@@ -105,7 +105,9 @@ def launch(args: argparse.Namespace, ranks: int, threads: int, tmp: Path, tag: s
         "--result",
         str(result),
     ]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{tag} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(result.read_text())
 
 
