@@ -174,3 +174,19 @@ def test_two_ranks_evaluate_and_ablate_as_one_process(home, tmp_path):
     for k in one_abl:
         np.testing.assert_array_equal(two_abl[k], one_abl[k], err_msg=k)
     assert not (home / "runs" / "smoke" / "eval" / "cine_acc04" / "parts").exists()
+
+
+def test_evaluate_without_fitted_models_names_the_command_that_fits_them(
+    tmp_path, monkeypatch, capsys
+):
+    """The ranks split inference, not training: ``evaluate`` on a profile with no fitted models
+    stops before any work, with the command that fits them."""
+    from diffcmr_core.cli import main
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--profile", "smoke", "--quiet"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "models of profile smoke are missing" in err and "--only 03_training" in err
+    assert not (tmp_path / "runs" / "smoke" / "eval").exists()
