@@ -101,3 +101,11 @@ def test_every_committed_table_is_a_registered_one_and_a_stray_name_is_refused()
 def test_the_readme_is_read_in_five_minutes():
     """Under 12,000 characters: the details live in docs/."""
     assert len(README.read_text()) < 12_000
+
+
+def test_the_notebooks_on_disk_are_the_registered_ones():
+    from diffcmr_core.study.names import NOTEBOOKS, notebook
+
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == list(NOTEBOOKS)
+    with pytest.raises(ValueError, match="no notebook named '11_more'"):
+        notebook("11_more")

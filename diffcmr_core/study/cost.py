@@ -40,6 +40,7 @@ from diffcmr_core.method.networks import (
     UNetConfig,
 )
 from diffcmr_core.study import methods
+from diffcmr_core.study.names import notebook
 from diffcmr_core.study.profiles import Profile, get_profile
 
 
@@ -177,13 +178,13 @@ def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
         + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 3)
     )  # x (none, magnitude, coil DC)
     cost = {
-        "03_training": (0.0, train),
-        "04_evaluation": (evaluation, 0.0),
-        "05_ablation": (table4, public),
-        "08_fast_sampling": (0.0, fast),
+        notebook("03_training"): (0.0, train),
+        notebook("04_evaluation"): (evaluation, 0.0),
+        notebook("05_ablation"): (table4, public),
+        notebook("08_fast_sampling"): (0.0, fast),
     }
     if images["maps"] and not profile.real_data:  # 09 runs on the phantom only
-        cost["09_mapping"] = (0.0, accs * protocol(images["maps"]["mapping"]))
+        cost[notebook("09_mapping")] = (0.0, accs * protocol(images["maps"]["mapping"]))
     return cost
 
 

@@ -1,4 +1,8 @@
-"""The study's result tables, named once: every table a notebook writes into
+"""The study's notebooks and result tables, named once.
+
+:data:`NOTEBOOKS`: the notebooks ``make study`` runs, in order (``notebooks/<name>.ipynb``; the
+runner refuses a notebook file that is not registered). :data:`TABLES`: every table a notebook
+writes into
 ``figures/<profile>/`` (as ``<name>.csv`` and ``<name>.md``) and the report, the README's
 blocks and the tests read, with what it holds. :func:`table` is the one way to its file, so a
 misspelt or unregistered name is an error at once, not a silently missing section."""
@@ -38,6 +42,18 @@ TABLES = {
     "seeds_table4b": "Table 4(b) over the seeds (10)",
     "inference_cost": "seconds per slice of each method (10)",
 }
+NOTEBOOKS = {
+    "01_data_exploration": "the data: k-space, masks, coil images, cine frames, weightings",
+    "02_preprocessing": "§2.2 and Table 1",
+    "03_training": "the DiffCMR models and the baselines; PI-CS's parameters",
+    "04_evaluation": "Tables 2 and 3, Figure 3, both protocols, paired comparisons",
+    "05_ablation": "Table 4(a) and 4(b); the public code's sampling choices",
+    "06_figures_1_2": "Figures 1 and 2",
+    "07_explorer": "an interactive explorer",
+    "08_fast_sampling": "fewer steps and data consistency",
+    "09_mapping": "T1 and T2 maps, Table 6",
+    "10_evidence": "every network trained to convergence, the compute curve, seeds",
+}
 _THREADS = re.compile(r"^(seeds)-t\d+(_orderings|_per_seed)?$")  # `seeds --threads N`
 
 
@@ -46,3 +62,10 @@ def table(folder: str | Path, name: str) -> Path:
     if name not in TABLES and not _THREADS.match(name):
         raise ValueError(f"no table named {name!r}; the study's tables: {', '.join(TABLES)}")
     return Path(folder) / f"{name}.csv"
+
+
+def notebook(name: str) -> str:
+    """``name`` itself, checked to be a registered notebook."""
+    if name not in NOTEBOOKS:
+        raise ValueError(f"no notebook named {name!r}; the notebooks: {', '.join(NOTEBOOKS)}")
+    return name

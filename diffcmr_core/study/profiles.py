@@ -34,6 +34,7 @@ from diffcmr_core.method.classical import CSConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
 from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.systems import CGANConfig
+from diffcmr_core.study.names import notebook
 
 
 @dataclass(frozen=True)
@@ -348,12 +349,12 @@ PROFILES: dict[str, Profile] = {
         ),
         evidence=EvidenceConfig(),
         notebooks=(
-            "01_data_exploration",
-            "02_preprocessing",
-            "03_training",
-            "04_evaluation",
-            "05_ablation",
-            "10_evidence",
+            notebook("01_data_exploration"),
+            notebook("02_preprocessing"),
+            notebook("03_training"),
+            notebook("04_evaluation"),
+            notebook("05_ablation"),
+            notebook("10_evidence"),
         ),
         budget_minutes=120.0,
     ),
