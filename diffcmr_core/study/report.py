@@ -189,8 +189,8 @@ def _paired_section(rows: list[dict[str, str]]) -> list[str]:
         "## Paired comparisons on the same slices (seed 0)",
         "",
         "Per-slice PSNR differences against DiffCMR, with the 95 % confidence interval of their "
-        "mean over the slices (the slice-to-slice spread; the seed spread is in the Seeds "
-        "section).",
+        "mean over the slices (the slice-to-slice spread; the seed spread, where `make seeds` "
+        "ran, is in the Seeds section).",
         "",
         to_markdown(table),
         "",
