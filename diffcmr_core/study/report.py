@@ -590,7 +590,7 @@ def _evidence_section(fig: Path) -> list[str]:
         return []
     lines = ["## Evidence at convergence (notebook 10)", "", evidence_findings(fig), ""]
     for name, title in (
-        ("convergence", "Convergence (validation PSNR; the rule in `study/evidence.py`)"),
+        ("convergence", "Convergence (validation PSNR; the rule in `study/convergence.py`)"),
         ("paired_seeds", "Paired over the same slices and over seeds"),
         ("seeds", "Seeds: mean and standard deviation"),
         ("seeds_table4a", "Table 4(a) over seeds"),
