@@ -54,26 +54,14 @@ def score_model(
     ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
     at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
     from diffcmr_core.method.checkpoints import default_device, load_for_inference
-    from diffcmr_core.method.inference import reconstruct, regress
+    from diffcmr_core.method.inference import regress
 
     ev = profile.evaluation
     system, model = load_for_inference(path, device or default_device(), "ema")
     inp = np.ascontiguousarray(inp, np.float32)
     if method != "diffcmr":
         return _mean_metrics(regress(system, model, inp, ev.batch), tgt)
-    sampler, steps, rounds = setting
-    rec = reconstruct(
-        system,
-        model,
-        inp,
-        steps=steps,
-        rounds=rounds,
-        batch=ev.batch,
-        seed=ev.seed,
-        sampler=sampler,
-        ids=ids,
-        **ev.sampling(),
-    )
+    rec, _ = sample_at(profile, system, model, inp, ids, setting)
     one = {f"{k}_r1": v for k, v in _mean_metrics(rec["rounds"][0], tgt).items()}
     return {**_mean_metrics(rec["mean"], tgt), **one}
 
@@ -173,3 +161,31 @@ def _say(what: str, step: int, psnr: float, stopped: dict | None) -> None:
             "converged" if stopped["converged"] else "stopped at the cap, not converged"
         )
     print(f"[{what}] step {step}: validation PSNR {psnr:.2f} dB{end}", flush=True)
+
+
+def sample_at(profile, system, model, inp, ids, setting, *, progress=False, x0_hook_for=None):
+    """DiffCMR's reconstruction of ``inp`` at ``setting`` ``(sampler, T, R)`` with the profile's
+    batch, seed and sampling choices (each slice's noise seeded by its id in ``ids``), and the
+    seconds it took per slice."""
+    import time
+
+    from diffcmr_core.method.inference import reconstruct
+
+    ev = profile.evaluation
+    sampler, steps, rounds = setting
+    t0 = time.perf_counter()
+    rec = reconstruct(
+        system,
+        model,
+        inp,
+        steps=steps,
+        rounds=rounds,
+        batch=ev.batch,
+        seed=ev.seed,
+        sampler=sampler,
+        ids=ids,
+        progress=progress,
+        x0_hook_for=x0_hook_for,
+        **ev.sampling(),
+    )
+    return rec, (time.perf_counter() - t0) / len(inp)

@@ -41,6 +41,7 @@ from diffcmr_core.study import methods
 from diffcmr_core.study.convergence import (
     NETWORKS,
     _record,
+    sample_at,
     score_model,
 )
 from diffcmr_core.study.profiles import Profile, paths_for, stamp
@@ -83,25 +84,8 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
 # ----------------------------------------------------------------------------- the curve's sampler
 def _mean_and_seconds(profile, system, model, inp, ids, setting, progress):
     """DiffCMR's mean of ``inp`` at ``setting`` ``(sampler, T, R)`` and seconds per slice."""
-    from diffcmr_core.method.inference import reconstruct
-
-    ev = profile.evaluation
-    sampler, steps, rounds = setting
-    t0 = time.perf_counter()
-    rec = reconstruct(
-        system,
-        model,
-        inp,
-        steps=steps,
-        rounds=rounds,
-        batch=ev.batch,
-        seed=ev.seed,
-        ids=ids,
-        sampler=sampler,
-        progress=progress,
-        **ev.sampling(),
-    )
-    return rec["mean"], (time.perf_counter() - t0) / len(inp)
+    rec, seconds = sample_at(profile, system, model, inp, ids, setting, progress=progress)
+    return rec["mean"], seconds
 
 
 def _uses_ablation(profile) -> bool:

@@ -27,6 +27,7 @@ from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
 from diffcmr_core.study.cache import cached_step
+from diffcmr_core.study.convergence import sample_at
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.study.validation import crop_preprocess, val_pairs
 from diffcmr_core.tables import read_csv
@@ -463,28 +464,6 @@ def _crop_model(profile, task, acc, progress):
     )
 
 
-def _timed_mean(system, model, batch, setting, hook_for, ev, progress):
-    """DiffCMR's mean ``[N, S, S]`` of ``batch`` at ``setting`` ``(sampler, T, R)`` with the x0
-    hook ``hook_for``, and the seconds it took per slice."""
-    sampler, steps, rounds = setting
-    t0 = time.perf_counter()
-    rec = reconstruct(
-        system,
-        model,
-        batch.inputs,
-        steps=steps,
-        rounds=rounds,
-        batch=ev.batch,
-        seed=ev.seed,
-        sampler=sampler,
-        progress=progress,
-        **ev.sampling(),
-        ids=batch.slice_ids,
-        x0_hook_for=hook_for,
-    )
-    return rec["mean"], (time.perf_counter() - t0) / len(batch.inputs)
-
-
 def _fast_rows(profile, task, acc, ckpt, progress):
     """Table 5's rows (see :func:`sampler_comparison`) from the crop-pairs model ``ckpt``."""
     from diffcmr_core.method.classical import acquisition_consistency
@@ -509,9 +488,17 @@ def _fast_rows(profile, task, acc, ckpt, progress):
         }
         name = "paper protocol" if k == 0 else SAMPLER_LABEL[sampler]
         for dc in DC_VARIANTS:
-            mean, seconds = _timed_mean(
-                system, model, batch, (sampler, steps, rounds), hooks[dc], ev, progress
+            rec, seconds = sample_at(
+                profile,
+                system,
+                model,
+                inp,
+                batch.slice_ids,
+                (sampler, steps, rounds),
+                progress=progress,
+                x0_hook_for=hooks[dc],
             )
+            mean = rec["mean"]
             rows.append(
                 {
                     "label": f"{name} T={steps} R={rounds}{DC_LABEL[dc]}",
