@@ -211,11 +211,10 @@ def _score(args: argparse.Namespace) -> None:
 
 def _readme(args) -> None:
     from diffcmr_core.study.profiles import repo_root
-    from diffcmr_core.study.readme import pages, refresh_readme
+    from diffcmr_core.study.readme import refresh_pages
 
     root = repo_root()
-    for page in pages(root):
-        changed = refresh_readme(page, root)
+    for page, changed in refresh_pages(root).items():
         if changed:
             print(f"{page.relative_to(root)}: {', '.join(changed)} regenerated")
     print("README and docs: generated blocks up to date")

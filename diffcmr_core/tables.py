@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import write_text_atomic
 
 Row = dict[str, object]
@@ -47,6 +49,81 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
     """A CSV file's rows, as dicts of strings."""
     with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+class TableError(DiffCMRError):
+    """A result table is missing, unreadable or incomplete (the message names it and says what
+    is wrong)."""
+
+
+def read_checked(
+    path: str | Path,
+    *,
+    columns: Iterable[str] = (),
+    numeric: Iterable[str] = (),
+    key: Sequence[str] = (),
+    rows: Iterable[Sequence[object]] = (),
+    made_by: str = "",
+) -> list[dict[str, str]]:
+    """A table's rows, read only if it is complete: the file exists and is UTF-8 CSV, its header
+    holds ``columns`` and ``numeric``, it has at least one row, every value of ``numeric`` is a
+    finite number, and for every tuple of ``rows`` a row whose ``key`` columns equal it (as
+    text) exists. Anything else is a :class:`TableError` naming the file and every problem;
+    ``made_by`` (e.g. "notebook 04_evaluation") says where the table comes from.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = f.write_text("method,acc,psnr\\nRAW,4,20.1\\n")
+    >>> read_checked(f, numeric=["psnr"], key=["method", "acc"], rows=[("RAW", 4)])
+    [{'method': 'RAW', 'acc': '4', 'psnr': '20.1'}]
+    >>> try:
+    ...     read_checked(f, key=["method", "acc"], rows=[("RAW", 8)])
+    ... except TableError as err:
+    ...     print(err.problem)
+    lacks the rows method=RAW acc=8
+    """
+    path = Path(path)
+    source = f" (written by {made_by})" if made_by else ""
+    if not path.is_file():
+        raise TableError(path, f"missing{source}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        table = list(csv.DictReader(io.StringIO(text, newline="")))
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except UnicodeDecodeError as err:
+        raise TableError(path, f"not a UTF-8 CSV table (byte {err.start}){source}") from None
+    except (OSError, csv.Error) as err:
+        raise TableError(path, f"not a readable CSV table ({err}){source}") from None
+    numeric, key = list(numeric), list(key)
+    lacking = [c for c in dict.fromkeys([*columns, *numeric, *key]) if c not in header]
+    problems = [f"lacks the columns {', '.join(lacking)}"] if lacking else []
+    if not table:
+        problems.append("holds no rows")
+    for i, row in enumerate(table, start=2):
+        for c in numeric:
+            value = row.get(c)
+            if c in header and not _finite(value):
+                problems.append(f"line {i}: {c} is {value!r}, not a number")
+    if not lacking:
+        have = {tuple(r.get(k) for k in key) for r in table}
+        missing = [tuple(str(v) for v in want) for want in rows]
+        missing = [want for want in missing if want not in have]
+        if missing:
+            shown = "; ".join(" ".join(f"{k}={v}" for k, v in zip(key, m)) for m in missing[:4])
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            problems.append(f"lacks the rows {shown}{more}")
+    if problems:
+        raise TableError(
+            path, "; ".join(problems[:6]) + ("; ..." if len(problems) > 6 else "") + source
+        )
+    return table
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def rounded(rows: Sequence[Row], digits: int | dict[str, int] = 2) -> list[Row]:

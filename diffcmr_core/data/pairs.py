@@ -16,6 +16,7 @@ lost). The challenge's metrics are invariant to either.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -202,8 +203,45 @@ def build_pairs(
 
 
 def pairs_stamp(root: str | Path, task: str, cfg: PreprocessConfig) -> str:
-    """What a pairs file depends on: the preprocessing configuration, the data root, the task."""
-    return json.dumps({"config": cfg.to_json(), "root": str(Path(root).resolve()), "task": task})
+    """What a pairs file depends on: the preprocessing configuration, the task and the content
+    of the files it is made from (:func:`sources_digest`), not where the tree sits: a home
+    copied, moved or mounted elsewhere keeps its pairs."""
+    digest = sources_digest(Path(root), task, cfg)
+    return json.dumps({"config": cfg.to_json(), "sources": digest, "task": task})
+
+
+_WHOLE = 4 << 20  # files up to this size are hashed whole; larger ones by their ends
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime, inode) -> digest, for this process
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content: the whole file up to 4 MiB; for a larger one (a real
+    CMRxRecon file is hundreds of MB) its size and its first and last MiB. Remembered for the
+    process while the file's size, time and inode stay the same."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256(str(st.st_size).encode())
+        with open(path, "rb") as fh:
+            if st.st_size <= _WHOLE:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read())
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def sources_digest(root: Path, task: str, cfg: PreprocessConfig) -> str:
+    """One digest of every file the pairs of ``task`` are made from (fully sampled k-space,
+    each factor's k-space and mask): their paths relative to ``root`` and their contents
+    (:func:`file_digest`)."""
+    h = hashlib.sha256()
+    for src in sorted(_sources(root, task, cfg, io.ACCS), key=lambda s: str(s.full)):
+        for path in [src.full, *(p for acc in sorted(src.sub) for p in src.sub[acc])]:
+            h.update(f"{path.relative_to(root).as_posix()} {file_digest(path)}\n".encode())
+    return h.hexdigest()
 
 
 def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress) -> None:

@@ -11,36 +11,65 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
+
+from diffcmr_core.tables import read_checked
+
+
+class Table(NamedTuple):
+    """A registered table: the notebook that writes it and what it holds."""
+
+    notebook: str
+    what: str
+
 
 TABLES = {
-    "calibration": "RAW NMSE of the phantom against the paper's (notebook 01)",
-    "sampling": "the lines each factor samples, and the effective acceleration (01)",
-    "table1": "Table 1: pairs per task, factor and split (02)",
-    "cs_choice": "PI-CS's weight and iterations chosen on training slices (03)",
-    "table2_cine": "Table 2: every method on cine, the paper's protocol (04)",
-    "table3_mapping": "Table 3: every method on mapping, the paper's protocol (04)",
-    "table2_cine_protocols": "Table 2 under both protocols, the paper's and the challenge's (04)",
-    "table3_mapping_protocols": "Table 3 under both protocols (04)",
-    "paired_psnr": "every method against DiffCMR on the same slices, with intervals (04)",
-    "table4a_steps": "Table 4(a): PSNR against the steps T (05)",
-    "table4b_rounds": "Table 4(b): PSNR against the rounds R (05)",
-    "public_choices": "the public code's variance and clipping (05)",
-    "table5_fast_sampling": "the samplers, with and without data consistency (08)",
-    "table6_maps": "Table 6: T1 / T2 map errors against the fully sampled maps (09)",
-    "table6_maps_truth": "Table 6 against the phantom's truth (09)",
-    "table6_maps_scale": "the maps with and without the common intensity scale (09)",
-    "table6_maps_uncertainty": "DiffCMR's uncertainty against its T1 error (09)",
-    "convergence": "each network's training to convergence (10)",
-    "curve_sampler": "the compute curve's sampler against the paper protocol (10)",
-    "compute_curve": "every snapshot's validation scores against training compute (10)",
-    "compute_crossings": "where two methods' seed-mean compute curves cross (10)",
-    "seeds": "mean and sd over training seeds (10; `make seeds` for the other profiles)",
-    "seeds_orderings": "the orderings beyond twice the seed spread",
-    "seeds_per_seed": "every seed's scores",
-    "paired_seeds": "methods against DiffCMR, paired over slices and seeds (10)",
-    "seeds_table4a": "Table 4(a) over the seeds (10)",
-    "seeds_table4b": "Table 4(b) over the seeds (10)",
-    "inference_cost": "seconds per slice of each method (10)",
+    "calibration": Table("01_data_exploration", "RAW NMSE of the phantom against the paper's"),
+    "sampling": Table(
+        "01_data_exploration", "the lines each factor samples, and the effective acceleration"
+    ),
+    "table1": Table("02_preprocessing", "Table 1: pairs per task, factor and split"),
+    "cs_choice": Table("03_training", "PI-CS's weight and iterations chosen on training slices"),
+    "table2_cine": Table("04_evaluation", "Table 2: every method on cine, the paper's protocol"),
+    "table3_mapping": Table(
+        "04_evaluation", "Table 3: every method on mapping, the paper's protocol"
+    ),
+    "table2_cine_protocols": Table(
+        "04_evaluation", "Table 2 under both protocols, the paper's and the challenge's"
+    ),
+    "table3_mapping_protocols": Table("04_evaluation", "Table 3 under both protocols"),
+    "paired_psnr": Table(
+        "04_evaluation", "every method against DiffCMR on the same slices, with intervals"
+    ),
+    "table4a_steps": Table("05_ablation", "Table 4(a): PSNR against the steps T"),
+    "table4b_rounds": Table("05_ablation", "Table 4(b): PSNR against the rounds R"),
+    "public_choices": Table("05_ablation", "the public code's variance and clipping"),
+    "table5_fast_sampling": Table(
+        "08_fast_sampling", "the samplers, with and without data consistency"
+    ),
+    "table6_maps": Table(
+        "09_mapping", "Table 6: T1 / T2 map errors against the fully sampled maps"
+    ),
+    "table6_maps_truth": Table("09_mapping", "Table 6 against the phantom's truth"),
+    "table6_maps_scale": Table(
+        "09_mapping", "the maps with and without the common intensity scale"
+    ),
+    "table6_maps_uncertainty": Table("09_mapping", "DiffCMR's uncertainty against its T1 error"),
+    "convergence": Table("10_evidence", "each network's training to convergence"),
+    "curve_sampler": Table("10_evidence", "the compute curve's sampler against the paper protocol"),
+    "compute_curve": Table(
+        "10_evidence", "every snapshot's validation scores against training compute"
+    ),
+    "compute_crossings": Table("10_evidence", "where two methods' seed-mean compute curves cross"),
+    "seeds": Table(
+        "10_evidence", "mean and sd over training seeds (`make seeds` for the other profiles)"
+    ),
+    "seeds_orderings": Table("10_evidence", "the orderings beyond twice the seed spread"),
+    "seeds_per_seed": Table("10_evidence", "every seed's scores"),
+    "paired_seeds": Table("10_evidence", "methods against DiffCMR, paired over slices and seeds"),
+    "seeds_table4a": Table("10_evidence", "Table 4(a) over the seeds"),
+    "seeds_table4b": Table("10_evidence", "Table 4(b) over the seeds"),
+    "inference_cost": Table("10_evidence", "seconds per slice of each method"),
 }
 NOTEBOOKS = {
     "01_data_exploration": "the data: k-space, masks, coil images, cine frames, weightings",
@@ -62,6 +91,21 @@ def table(folder: str | Path, name: str) -> Path:
     if name not in TABLES and not _THREADS.match(name):
         raise ValueError(f"no table named {name!r}; the study's tables: {', '.join(TABLES)}")
     return Path(folder) / f"{name}.csv"
+
+
+def read(folder: str | Path, name: str, **checks) -> list[dict[str, str]]:
+    """The rows of the registered table ``name`` in ``folder``, read only when complete
+    (``checks``: what :func:`~diffcmr_core.tables.read_checked` must find); otherwise a
+    :class:`~diffcmr_core.tables.TableError` naming the file, the problem and the notebook that
+    writes the table."""
+    return read_checked(table(folder, name), made_by=made_by(name, Path(folder).name), **checks)
+
+
+def made_by(name: str, profile: str = "<profile>") -> str:
+    """How a registered table is made, in words for an error message: its notebook and the
+    command that runs it."""
+    nb = TABLES[name].notebook if name in TABLES else "10_evidence"
+    return f"notebook {nb}: python -m diffcmr_core study --profile {profile} --only {nb}"
 
 
 def notebook(name: str) -> str:

@@ -13,10 +13,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import names
+from diffcmr_core.study import methods, names
+from diffcmr_core.study.cost import study_cost
+from diffcmr_core.study.profiles import get_profile
 from diffcmr_core.study.report import evidence_findings
-from diffcmr_core.tables import read_csv, to_markdown
+from diffcmr_core.tables import TableError, to_markdown
 
 README_BEGIN = (
     "<!-- evidence: generated from figures/cpu by `python -m diffcmr_core readme`; do not edit -->"
@@ -45,12 +49,17 @@ RUN_HERE = {"quick": "`make study`", "cpu": "`make study PROFILE=cpu`"}
 def measured_run(report: Path) -> dict[str, str]:
     """The measured run behind a committed ``REPORT.md``: its notebooks' minutes in all, the
     date, the device and the commit."""
-    text = report.read_text()
+    if not report.is_file():
+        raise TableError(report, "missing (`make study` writes it with the profile's figures)")
+    try:
+        text = report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TableError(report, f"unreadable ({err})") from None
 
     def field(pattern: str) -> str:
         m = re.search(pattern, text, re.M)
         if m is None:
-            raise ValueError(f"{report}: no line matching {pattern!r}")
+            raise TableError(report, f"no line matching {pattern!r} (not a study's report)")
         return m.group(1)
 
     return {
@@ -63,11 +72,8 @@ def measured_run(report: Path) -> dict[str, str]:
 
 def study_time(root: Path, profile: str) -> str:
     """One profile's cost in words, as the README's profile table gives it."""
-    from diffcmr_core.study.cost import study_cost
-    from diffcmr_core.study.profiles import get_profile
-
     report = root / "figures" / profile / "REPORT.md"
-    if profile in RUN_HERE and report.is_file():
+    if profile in RUN_HERE:  # measured here: its report must say how long it took
         run = measured_run(report)
         return (
             f"{run['minutes']} min on a 2-core CPU ({RUN_HERE[profile]}, {run['date']}, "
@@ -101,9 +107,22 @@ def readme_profiles(root: Path) -> str:
 
 def readme_evidence(fig: Path) -> str:
     """The README's headline block: the evidence study's seed table (mean +- sd) and its
-    findings, from the committed tables of ``fig`` (``figures/cpu``)."""
-    rows = read_csv(names.table(fig, "seeds"))
-    conv = read_csv(names.table(fig, "convergence"))
+    findings, from the committed tables of ``fig`` (``figures/cpu``), each read only when
+    complete (:func:`~diffcmr_core.study.names.read`)."""
+    profile = get_profile("cpu")
+    labels = [methods.label(m) for m in ("raw", *profile.methods)]
+    stats = ("psnr", "ssim", "nmse")
+    rows = names.read(
+        fig,
+        "seeds",
+        columns=("task", "acc"),
+        numeric=("seeds", *stats, *(f"{m}_sd" for m in stats)),
+        key=("method",),
+        rows=[(lab,) for lab in labels],
+    )
+    conv = names.read(
+        fig, "convergence", columns=("seed", "method", "converged"), numeric=("cpu_minutes",)
+    )
     cpu = sum(float(r["cpu_minutes"]) for r in conv)
     table = [
         {
@@ -129,64 +148,101 @@ def readme_evidence(fig: Path) -> str:
             "",
             to_markdown(table),
             "",
-            evidence_findings(fig),
+            evidence_findings(fig, profile, required=True),
             "",
             README_END,
         ]
     )
 
 
+def _expected(profile_name: str) -> tuple[list[str], tuple[int, ...]]:
+    """The method labels (RAW first) and factors a profile's tables hold."""
+    profile = get_profile(profile_name)
+    return [methods.label(m) for m in ("raw", *profile.methods)], profile.accs
+
+
 def readme_quick(fig: Path) -> str:
-    """The quick profile's PSNR table, cine then mapping at 4x / 8x / 10x: from Tables 2 and 3
+    """The quick profile's PSNR table, cine then mapping at its factors: from Tables 2 and 3
     (seed 0), or, where ``make seeds`` wrote ``seeds.csv``, the networks' mean +- sd over its
-    seeds; the sentence above the table says which."""
-    tables = [
-        r for name in ("table2_cine", "table3_mapping") for r in read_csv(names.table(fig, name))
-    ]
-    seeds_file = names.table(fig, "seeds")
-    seeds = read_csv(seeds_file) if seeds_file.is_file() else None
-    cells = [f"{task} {acc}x" for task in ("cine", "mapping") for acc in (4, 8, 10)]
+    seeds; the sentence above the table says which. Every cell is looked up by its task,
+    method and factor in tables read only when complete."""
+    labels, accs = _expected("quick")
+    want = [(lab, acc) for lab in labels for acc in accs]
+    by_task = {
+        task: names.read(fig, name, numeric=("psnr",), key=("method", "acc"), rows=want)
+        for task, name in (("cine", "table2_cine"), ("mapping", "table3_mapping"))
+    }
+    trained = [lab for lab in labels if lab != "RAW" and _is_network(lab)]
+    seeds = None
+    if names.table(fig, "seeds").is_file():
+        seeds = names.read(
+            fig,
+            "seeds",
+            numeric=("psnr", "psnr_sd", "seeds"),
+            key=("task", "method", "acc"),
+            rows=[(t, lab, acc) for t in by_task for lab in trained for acc in accs],
+        )
+    cells = [(task, acc) for task in by_task for acc in accs]
 
-    def row(label: str, shown: str, source: list[dict], spread: bool) -> dict[str, str]:
-        values = [r for r in source if r["method"] == label]
-        text = [
-            f"{float(r['psnr']):.2f}" + (f" +- {float(r['psnr_sd']):.2f}" if spread else "")
-            for r in values
-        ]
-        return {"method": shown, **dict(zip(cells, text))}
+    def cell(task: str, lab: str, acc: int) -> str:
+        if seeds is not None and lab in trained:
+            r = next(
+                r for r in seeds if (r["task"], r["method"], r["acc"]) == (task, lab, str(acc))
+            )
+            return f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}"
+        r = next(r for r in by_task[task] if (r["method"], r["acc"]) == (lab, str(acc)))
+        return f"{float(r['psnr']):.2f}"
 
-    networks = ("U-Net", "cGAN", "DiffCMR")
-    rows = [row("RAW", "RAW", tables, False)]
-    rows += [row(m, m, seeds or tables, seeds is not None) for m in networks]
-    rows.append(row("PI-CS", "PI-CS" + (" (no training seed)" if seeds else ""), tables, False))
+    rows = []
+    for lab in labels:
+        shown = lab + (" (no training seed)" if seeds is not None and lab not in trained else "")
+        if lab == "RAW":
+            shown = "RAW"
+        rows.append({"method": shown, **{f"{t} {a}x": cell(t, lab, a) for t, a in cells}})
     if seeds is not None:
-        n = max(int(r["seeds"]) for r in seeds)
+        n = max(int(float(r["seeds"])) for r in seeds)
         what = f"mean +- standard deviation over {n} training seeds (`seeds.md`, `make seeds`)"
     else:
         what = "training seed 0 (`make seeds` adds the spread over seeds)"
+    factors = ", ".join(f"{a}x" for a in accs)
     caption = (
         f"PSNR on the paper's protocol (16 validation slices per setting), {what}, cine / "
-        "mapping at 4x, 8x, 10x:"
+        f"mapping at {factors}:"
     )
     return "\n".join([QUICK_BEGIN, "", caption, "", to_markdown(rows).rstrip("\n"), "", QUICK_END])
 
 
+def _is_network(lab: str) -> bool:
+    """Whether the method labelled ``lab`` is a trained network (its scores vary with the
+    training seed)."""
+    return any(methods.get(n).network for n in methods.names() if methods.label(n) == lab)
+
+
 def readme_challenge(fig: Path) -> str:
     """The quick profile's scores on the challenge's protocol, mean over the factors (as the
-    leaderboard ranks), from ``table2_cine_protocols.csv`` and ``table3_mapping_protocols.csv``."""
-    import numpy as np
-
+    leaderboard ranks), from ``table2_cine_protocols.csv`` and ``table3_mapping_protocols.csv``
+    (read only when every method and factor is there)."""
+    labels, accs = _expected("quick")
+    metrics = ("psnr", 2), ("ssim", 3), ("nmse", 3)
     by_task = {
-        t: read_csv(names.table(fig, f"{n}_protocols"))
+        t: names.read(
+            fig,
+            f"{n}_protocols",
+            numeric=[f"challenge {m}" for m, _ in metrics],
+            key=("method", "acc"),
+            rows=[(lab, acc) for lab in labels for acc in accs],
+        )
         for t, n in (("cine", "table2_cine"), ("mapping", "table3_mapping"))
     }
     rows = []
-    for method in dict.fromkeys(r["method"] for r in by_task["cine"]):
+    for method in labels:
         row = {"method": "RAW (zero-filled)" if method == "RAW" else method}
-        for task, metric, digits in [
-            (t, m, d) for t in by_task for m, d in (("psnr", 2), ("ssim", 3), ("nmse", 3))
-        ]:
-            vals = [float(r[f"challenge {metric}"]) for r in by_task[task] if r["method"] == method]
+        for task, (metric, digits) in [(t, m) for t in by_task for m in metrics]:
+            vals = [
+                float(r[f"challenge {metric}"])
+                for r in by_task[task]
+                if r["method"] == method and int(r["acc"]) in accs
+            ]
             row[f"{task} {metric.upper()}"] = f"{np.mean(vals):.{digits}f}"
         rows.append(row)
     return "\n".join([CHALLENGE_BEGIN, "", to_markdown(rows).rstrip("\n"), "", CHALLENGE_END])
@@ -204,26 +260,78 @@ BLOCKS = {
 }
 
 
-def refresh_readme(readme: Path, root: Path) -> list[str]:
-    """Rewrite every generated block found in ``readme`` (a README or docs page; a page holds
-    the blocks it quotes) from the tables under ``root``; the names of the blocks that changed.
-    The README must hold every block."""
-    text = original = readme.read_text()
+def _block(page: Path, text: str, name: str, begin: str, end: str) -> tuple[str, str] | None:
+    """The text before and after block ``name`` of ``page`` (None: the page does not quote
+    it); an error of ours when its markers are broken (one missing, twice, out of order)."""
+    n_begin, n_end = text.count(begin), text.count(end)
+    if n_begin == n_end == 0:
+        if page.name == "README.md":
+            raise TableError(page, f"no {name} block ({begin} ... {end})")
+        return None
+    if n_begin != 1 or n_end != 1 or text.index(end) < text.index(begin):
+        raise TableError(
+            page,
+            f"the {name} block's markers are broken ({n_begin} begin, {n_end} end marker(s); "
+            f"expected one {begin!r} followed by one {end!r}); the page was left unchanged",
+        )
+    head, rest = text.split(begin, 1)
+    return head, rest.split(end, 1)[1]
+
+
+def regenerated(
+    page: Path, root: Path, made: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """``page`` (a README or docs page; a page holds the blocks it quotes) with every generated
+    block made anew from the tables under ``root``, and the names of the blocks that changed.
+    Nothing is written. An error of ours (:class:`~diffcmr_core.tables.TableError`) when a
+    table is missing, unreadable or incomplete, or a block's markers are broken. ``made``
+    caches blocks already generated (one page after another)."""
+    made = {} if made is None else made
+    try:
+        text = page.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TableError(page, f"unreadable ({err})") from None
     changed = []
     for name, (begin, end, make) in BLOCKS.items():
-        if begin not in text or end not in text:
-            if readme.name == "README.md":
-                raise ValueError(f"{readme}: no {name} block ({begin} ... {end})")
+        parts = _block(page, text, name, begin, end)
+        if parts is None:
             continue
-        head, rest = text.split(begin, 1)
-        old, tail = rest.split(end, 1)
-        new = make(root)
-        if begin + old + end != new:
+        if name not in made:
+            made[name] = make(root)
+        head, tail = parts
+        if text[len(head) : len(text) - len(tail)] != made[name]:
             changed.append(name)
-        text = head + new + tail
-    if text != original:
-        write_text_atomic(readme, text)
-    return changed
+        text = head + made[name] + tail
+    return text, changed
+
+
+def refresh_pages(root: Path, pages_: list[Path] | None = None) -> dict[Path, list[str]]:
+    """Rewrite the generated blocks of the README and the docs pages from the tables under
+    ``root``; each page's changed blocks. All or nothing: every page is made first, and when
+    any table or page is wrong no page is written and a
+    :class:`~diffcmr_core.tables.TableError` lists every problem."""
+    made: dict[str, str] = {}
+    new, problems = {}, []
+    for page in pages_ if pages_ is not None else pages(root):
+        try:
+            new[page] = regenerated(page, root, made)
+        except TableError as err:
+            problems.append(str(err))
+    if problems:
+        raise TableError(
+            None,
+            "the README and the docs were left unchanged: " + "; ".join(dict.fromkeys(problems)),
+        )
+    for page, (text, _) in new.items():
+        if text != page.read_text(encoding="utf-8"):
+            write_text_atomic(page, text)
+    return {page: changed for page, (_, changed) in new.items()}
+
+
+def refresh_readme(readme: Path, root: Path) -> list[str]:
+    """Rewrite every generated block found in ``readme`` from the tables under ``root`` (see
+    :func:`refresh_pages`); the names of the blocks that changed."""
+    return refresh_pages(root, [readme])[readme]
 
 
 def pages(root: Path) -> list[Path]:

@@ -12,10 +12,10 @@ import torch
 
 from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import names, paper
+from diffcmr_core.study import methods, names, paper
 from diffcmr_core.study.cache import read_entry
 from diffcmr_core.study.profiles import Profile, paths_for
-from diffcmr_core.tables import read_csv, to_markdown
+from diffcmr_core.tables import TableError, read_csv, to_markdown
 
 
 def compute_seconds(profile: Profile) -> dict[str, float]:
@@ -625,13 +625,25 @@ def _numeric(v: str) -> bool:
         return False
 
 
-def evidence_findings(fig: Path) -> str:
+def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bool = False) -> str:
     """One paragraph on the paper's three claims (method ordering, T, R) from the evidence
-    tables, each beyond the spread or not."""
-    paired = read_csv(names.table(fig, "paired_seeds"))
+    tables, each beyond the spread or not. Each table is read only when complete (else a
+    :class:`~diffcmr_core.tables.TableError` naming it): with ``profile``, the paired table must
+    hold every one of its methods against DiffCMR; with ``required``, the convergence record and
+    both ablation tables must be there too (the README's block), else a missing one is left out
+    of the paragraph."""
+    others = [] if profile is None else [m for m in ("raw", *profile.methods) if m != "diffcmr"]
+    paired = names.read(
+        fig,
+        "paired_seeds",
+        columns=("task", "acc", "seeds", "slices", "holds"),
+        numeric=("d_psnr", "ci_low", "ci_high", "seed_sd"),
+        key=("method",),
+        rows=[(methods.label(m),) for m in others],
+    )
     conv = (
-        read_csv(names.table(fig, "convergence"))
-        if (names.table(fig, "convergence")).is_file()
+        names.read(fig, "convergence", columns=("method", "seed", "converged"))
+        if required or names.table(fig, "convergence").is_file()
         else []
     )
     parts = []
@@ -659,10 +671,12 @@ def evidence_findings(fig: Path) -> str:
         "claims DiffCMR beats U-Net and cGAN by a significant margin."
     )
     for name, key in (("seeds_table4a", "T"), ("seeds_table4b", "R")):
-        if not (names.table(fig, name)).is_file():
+        if not required and not names.table(fig, name).is_file():
             continue
-        rows = read_csv(names.table(fig, name))
         col = "steps" if key == "T" else "rounds"
+        rows = names.read(fig, name, columns=(col,), numeric=("psnr", "psnr_sd"))
+        if sum(r[col] != "Raw" for r in rows) < 2:
+            raise TableError(names.table(fig, name), f"fewer than two {key} values to compare")
         raw = next((r for r in rows if r[col] == "Raw"), None)
         pts = [(r[col], float(r["psnr"]), float(r["psnr_sd"])) for r in rows if r[col] != "Raw"]
         listing = ", ".join(f"{k}: {m:.2f} +- {s:.2f}" for k, m, s in pts)

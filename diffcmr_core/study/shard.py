@@ -139,6 +139,65 @@ def chunk_path(folder: Path, lo: int, hi: int) -> Path:
     return Path(folder) / f"slices_{lo:06d}-{hi:06d}.npz"
 
 
+def _signature(arrays: Arrays) -> tuple:
+    """A chunk's layout without its slice count: each array's name, dtype and other axes."""
+    return tuple(sorted((k, v.dtype.str, v.shape[:-3] + v.shape[-2:]) for k, v in arrays.items()))
+
+
+def chunk_problem(
+    arrays: Arrays, lo: int, hi: int, image_shape: tuple[int, ...] | None = None
+) -> str | None:
+    """Why a saved chunk cannot be chunk ``lo:hi`` (None: it can): an array with fewer than
+    three axes, another number of slices on the third axis from the end, images of another
+    ``image_shape``, or a NaN or infinite value."""
+    if not arrays:
+        return "holds no arrays"
+    for k, v in arrays.items():
+        if v.ndim < 3:
+            return f"array {k!r} has shape {v.shape}, not [..., slices, rows, columns]"
+        if v.shape[-3] != hi - lo:
+            return f"array {k!r} holds {v.shape[-3]} slices, not the {hi - lo} of {lo}:{hi}"
+        if image_shape is not None and tuple(v.shape[-2:]) != tuple(image_shape):
+            return f"array {k!r} holds images of {v.shape[-2:]}, not {tuple(image_shape)}"
+        if v.dtype.kind in "fc" and not np.isfinite(v).all():
+            return f"array {k!r} holds NaN or infinite values"
+    return None
+
+
+def set_aside(path: Path, problem: str) -> Path:
+    """Move a saved intermediate result that cannot be used out of the way (``<name>.rejected``,
+    kept for a look), saying so in one line; it is then computed again."""
+    aside = path.with_name(path.name + ".rejected")
+    os.replace(path, aside)
+    print(f"{path}: {problem}; set aside as {aside.name} and computed again", flush=True)
+    return aside
+
+
+def _usable(path: Path, lo: int, hi: int, image_shape, like: tuple | None) -> Arrays | None:
+    """The saved chunk ``lo:hi`` if it is usable (see :func:`chunk_problem`; with ``like``, it
+    must also have that :func:`_signature`); a bad one is set aside. None: compute it."""
+    got = _read_chunk(path)
+    if got is None:
+        return None
+    problem = chunk_problem(got, lo, hi, image_shape)
+    if problem is None and like is not None and _signature(got) != like:
+        problem = f"its arrays {_signature(got)} differ from the other chunks' {like}"
+    if problem is not None:
+        with contextlib.suppress(FileNotFoundError):  # another rank may have moved it
+            set_aside(path, problem)
+        return None
+    return got
+
+
+def _reference(chunks: list[Arrays], fresh: list[Arrays]) -> tuple | None:
+    """The layout every chunk must share: that of a chunk computed in this call, else the
+    commonest among the saved ones."""
+    if fresh:
+        return _signature(fresh[0])
+    sigs = [_signature(c) for c in chunks]
+    return max(sigs, key=sigs.count) if sigs else None
+
+
 def map_chunks(
     n: int,
     chunk: int,
@@ -148,27 +207,55 @@ def map_chunks(
     ranks: Ranks | None = None,
     progress: bool = False,
     desc: str = "chunks",
+    image_shape: tuple[int, ...] | None = None,
 ) -> Arrays:
     """``work(lo, hi)`` -> arrays whose slice axis is the third from last (``[..., N, S, S]``,
     as :func:`~diffcmr_core.method.inference.reconstruct_all` returns them) for every chunk
     ``lo:hi`` of ``range(n)`` in steps of ``chunk``, split over ``ranks``; each chunk saved in
     ``folder`` when done and reused when already there. Returns the chunks concatenated, on
     every rank. ``folder`` must name everything the result depends on (a model's recipe, the
-    settings): a chunk found there is taken as it is."""
+    settings).
+
+    A saved chunk is checked before use (:func:`chunk_problem`: its slice count, its images'
+    ``image_shape``, finite values; and the same arrays and shapes as the other chunks): a bad
+    one is named, set aside (:func:`set_aside`) and computed again by its rank."""
     ranks = ranks or current()
     folder = Path(folder)
     bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, max(1, chunk))]
     mine = [b for k, b in enumerate(bounds) if ranks.owns(k)]
+    fresh: list[Arrays] = []
     for lo, hi in tqdm(mine, desc=desc, disable=not progress or not mine):
         path = chunk_path(folder, lo, hi)
-        if _read_chunk(path) is None:
-            _save_chunk(path, work(lo, hi))
-    ranks.barrier()
+        if _usable(path, lo, hi, image_shape, None) is None:
+            fresh.append(work(lo, hi))
+            _save_chunk(path, fresh[-1])
+    for attempt in range(2):
+        ranks.barrier()
+        got = {b: _read_chunk(chunk_path(folder, *b)) for b in bounds}
+        like = _reference([c for c in got.values() if c is not None], fresh)
+        bad = [
+            b
+            for b in bounds
+            if got[b] is None
+            or chunk_problem(got[b], *b, image_shape) is not None
+            or _signature(got[b]) != like
+        ]
+        if not bad:
+            break
+        if attempt == 1:
+            raise RuntimeError(
+                f"chunks {', '.join(f'{lo}:{hi}' for lo, hi in bad)} missing or unusable in "
+                f"{folder} after every rank finished (another run removed them?)"
+            )
+        ranks.barrier()  # every rank has judged the chunks before any is moved
+        for k, (lo, hi) in enumerate(bounds):
+            if (lo, hi) in bad and ranks.owns(k):
+                path = chunk_path(folder, lo, hi)
+                if _usable(path, lo, hi, image_shape, like) is None:
+                    fresh.append(work(lo, hi))
+                    _save_chunk(path, fresh[-1])
     parts: dict[str, list[np.ndarray]] = {}
     for lo, hi in bounds:
-        got = _read_chunk(chunk_path(folder, lo, hi))
-        if got is None:
-            raise RuntimeError(f"chunk {lo}:{hi} missing in {folder} after every rank finished")
-        for k, v in got.items():
+        for k, v in got[(lo, hi)].items():
             parts.setdefault(k, []).append(v)
     return {k: np.concatenate(v, axis=v[0].ndim - 3) for k, v in parts.items()}

@@ -267,6 +267,7 @@ def sharded_recon(
         ranks=ranks,
         progress=progress and ranks.world > 1,
         desc=f"{methods.label(name)} chunks (rank {ranks.rank})",
+        image_shape=batch.inputs.shape[-2:],
     )
 
 
@@ -379,7 +380,9 @@ def _sampled_rounds(system, model, inp, ids, steps, rounds, profile, parts, rank
         )
         return {"rounds": rec["rounds"]}
 
-    return shard.map_chunks(len(inp), ev.batch, work, parts, ranks=ranks)["rounds"]
+    return shard.map_chunks(
+        len(inp), ev.batch, work, parts, ranks=ranks, image_shape=inp.shape[-2:]
+    )["rounds"]
 
 
 def _ablation_rows(profile, task, acc, ckpt, progress):
