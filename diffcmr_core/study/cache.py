@@ -4,28 +4,56 @@ other configuration recomputes it. One function, :func:`cached_step`, for every 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.study import shard
 from diffcmr_core.study.profiles import Profile, stamp
+from diffcmr_core.study.shard import set_aside
 
 T = TypeVar("T")
 
 
-def read_entry(path: Path, profile: Profile) -> dict | None:
+Check = Callable[[Any], "str | None"]
+
+
+def read_entry(path: Path, profile: Profile, check: Check | None = None) -> dict | None:
     """The cache entry at ``path`` (``result``, ``stamp``, ``seconds``) if it was made with this
-    profile's configuration, else None (also for an unreadable file, which is then redone)."""
+    profile's configuration, else None. An entry of this configuration that is not what the
+    step expects (not JSON, no ``result``, ``seconds`` not a number, or ``check(result)``
+    naming a problem) is named, set aside and recomputed."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("stamp") == stamp(profile) else None
+    except (OSError, ValueError) as err:
+        problem = f"unreadable cache entry ({err})"
+    else:
+        if not isinstance(data, dict) or data.get("stamp") != stamp(profile):
+            return None
+        problem = entry_problem(data, check)
+        if problem is None:
+            return data
+    if path.is_file():
+        set_aside(path, problem)
+    return None
+
+
+def entry_problem(entry: dict, check: Check | None = None) -> str | None:
+    """Why a cache entry of the right configuration cannot be used (None: it can)."""
+    seconds = entry.get("seconds")
+    if type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < 0:
+        return f"seconds is {seconds!r}, not a number of seconds"
+    if "result" not in entry:
+        return "no result"
+    return None if check is None else check(entry["result"])
 
 
 def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
@@ -39,6 +67,39 @@ def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
     )
 
 
+_HELD: set[Path] = set()  # the step locks this process holds (a step inside a step)
+
+
+@contextlib.contextmanager
+def step_lock(path: Path, ranks: shard.Ranks) -> Iterator[None]:
+    """Hold the lock of the step cached at ``path`` (``.<name>.lock`` beside it) for the block:
+    a second command computing the same step waits, then reuses the result, instead of both
+    writing (and removing) its intermediate files at once. Rank 0 takes it for its run, the
+    other ranks wait at a barrier; on read-only storage, where nothing can be written, there is
+    no lock."""
+    lock = path.parent / f".{path.name}.lock"
+    if not ranks.main or lock in _HELD:
+        ranks.barrier()
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")  # noqa: SIM115 - held for the block
+    except OSError:
+        ranks.barrier()
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _HELD.add(lock)
+        try:
+            ranks.barrier()
+            yield
+        finally:
+            _HELD.discard(lock)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def cached_step(
     path: Path,
     profile: Profile,
@@ -48,29 +109,40 @@ def cached_step(
     prepare: Callable[[], Any] | None = None,
     name: str | None = None,
     quiet: bool = False,
+    check: Check | None = None,
 ) -> T:
     """The result of ``compute``, from the cache at ``path`` when it was made with this profile's
-    configuration (unless ``force``). On a miss ``prepare()`` runs first, untimed (e.g. training
-    the model a step evaluates), and what it returns is handed to ``compute``:
-    ``compute(prepare())``, or ``compute()`` without a ``prepare``. The time of ``compute`` is
-    stored with the result. A reuse is said in one line, with how to recompute, unless
-    ``quiet`` (a table re-reading a step).
+    configuration (unless ``force``) and passes ``check`` (see :func:`read_entry`). On a miss
+    ``prepare()`` runs first, untimed (e.g. training the model a step evaluates), and what it
+    returns is handed to ``compute``: ``compute(prepare())``, or ``compute()`` without a
+    ``prepare``. The time of ``compute`` is stored with the result. A reuse is said in one line,
+    with how to recompute, unless ``quiet`` (a table re-reading a step).
+
+    Two commands on one home: the step is computed under its lock (:func:`step_lock`), and the
+    cache is read again once the lock is held, so the second reuses what the first computed.
 
     Under ``torchrun`` every rank runs ``compute`` (which splits its work, see
     :mod:`~diffcmr_core.study.shard`); rank 0 alone stores the result, and the others wait for
     it, so that no rank reads a step's files before they are written."""
-    from diffcmr_core.study.shard import current
+    ranks = shard.current()
 
-    entry = None if force else read_entry(path, profile)
-    if entry is not None:
-        if not quiet:
+    def reuse() -> dict | None:
+        entry = None if force else read_entry(path, profile, check)
+        if entry is not None and not quiet and ranks.main:
             print(f"[{name or path.parent.name}] reused from {path} (force=True recomputes)")
+        return entry
+
+    entry = reuse() if ranks.world == 1 else None  # ranks decide together, under the lock
+    if entry is not None:
         return entry["result"]
-    prepared = prepare() if prepare is not None else None
-    tic = time.perf_counter()
-    result = compute(prepared) if prepare is not None else compute()
-    ranks = current()
-    if ranks.main:
-        store(path, profile, result, time.perf_counter() - tic)
-    ranks.barrier()
+    with step_lock(path, ranks):
+        entry = reuse()
+        if entry is not None:
+            return entry["result"]
+        prepared = prepare() if prepare is not None else None
+        tic = time.perf_counter()
+        result = compute(prepared) if prepare is not None else compute()
+        if ranks.main:
+            store(path, profile, result, time.perf_counter() - tic)
+        ranks.barrier()
     return result

@@ -16,6 +16,7 @@ import numpy as np
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.study.profiles import Profile, paths_for, stamp
+from diffcmr_core.study.shard import set_aside
 from diffcmr_core.study.validation import val_pairs
 
 NETWORKS = ("unet", "cgan", "diffcmr")
@@ -79,22 +80,67 @@ def converged(rows: list[dict], tolerance_db: float, min_snapshots: int) -> bool
     return bool(early) and max(late) - max(early) < tolerance_db
 
 
-def _record(out: Path, profile: Profile) -> dict:
-    """The run folder's validation record if it belongs to this profile's configuration."""
+def read_record(out: Path, profile: Profile) -> dict:
+    """The run folder's validation record if it belongs to this profile's configuration, else a
+    new one. A record of this configuration that is not well formed (:func:`record_problem`) is
+    named, set aside and rebuilt: training resumes from the snapshots already on disk, which
+    are scored again."""
     path = out / RECORD
+    fresh = {"stamp": stamp(profile), "rows": [], "stopped": None}
+    if not path.is_file():
+        return fresh
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        problem = f"unreadable validation record ({err})"
+    else:
+        if not isinstance(data, dict) or data.get("stamp") != stamp(profile):
+            return fresh  # another configuration's record: replaced when this run writes
+        problem = record_problem(data)
+        if problem is None:
+            return data
     if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("stamp") == stamp(profile):
-                return data
-        except (OSError, ValueError):
-            pass
-    return {"stamp": stamp(profile), "rows": [], "stopped": None}
+        set_aside(path, problem)
+    return fresh
+
+
+def record_problem(record: dict) -> str | None:
+    """Why a validation record cannot be used (None: it can): ``rows`` must be a list of
+    objects, each with a whole ``step`` > 0 (each step once) and finite ``psnr``, ``ssim``,
+    ``nmse`` and ``cpu_seconds``; ``stopped`` None or an object with the last row's ``step``
+    and a true or false ``converged``."""
+    rows = record.get("rows")
+    if not isinstance(rows, list):
+        return f"rows is {type(rows).__name__}, not a list"
+    steps = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return f"row {i} is not an object"
+        step = row.get("step")
+        if type(step) is not int or step <= 0:
+            return f"row {i}: step is {step!r}, not a whole number above 0"
+        for key in ("cpu_seconds", *METRICS):
+            value = row.get(key)
+            if type(value) not in (int, float) or not np.isfinite(value):
+                return f"row {i}: {key} is {value!r}, not a number"
+        steps.append(step)
+    if len(set(steps)) != len(steps):
+        return "a step is recorded twice"
+    stopped = record.get("stopped")
+    if stopped is None:
+        return None
+    if not isinstance(stopped, dict):
+        return f"stopped is {stopped!r}, not null or an object"
+    if type(stopped.get("converged")) is not bool:
+        return f"stopped.converged is {stopped.get('converged')!r}, not true or false"
+    if not steps or stopped.get("step") != max(steps):
+        return f"stopped.step is {stopped.get('step')!r}, not the last recorded step"
+    return None
 
 
 def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | None:
     """The step at which the evidence study stopped this network's training (None: not yet)."""
-    stopped = _record(paths_for(profile).model_dir(task, acc, method), profile)["stopped"]
+    stopped = read_record(paths_for(profile).model_dir(task, acc, method), profile)["stopped"]
     return None if stopped is None else int(stopped["step"])
 
 
@@ -117,7 +163,7 @@ def train_until_converged(
         )
     out = paths_for(profile).model_dir(task, acc, method)
     pairs = training_pairs(profile, task, acc)
-    record = _record(out, profile)
+    record = read_record(out, profile)
     if record["stopped"] is not None and (out / "last.pt").is_file():
         return out / "last.pt"
     inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)

@@ -40,7 +40,7 @@ from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study import methods
 from diffcmr_core.study.convergence import (
     NETWORKS,
-    _record,
+    read_record,
     sample_at,
     score_model,
 )
@@ -53,7 +53,7 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
     converged, the last quarter's gain in best validation PSNR, CPU minutes, final PSNR."""
     rows = []
     for method in (m for m in profile.methods if m in NETWORKS):
-        record = _record(paths_for(profile).model_dir(task, acc, method), profile)
+        record = read_record(paths_for(profile).model_dir(task, acc, method), profile)
         curve = sorted(record["rows"], key=lambda r: r["step"])
         if not curve or record["stopped"] is None:
             continue
@@ -209,7 +209,7 @@ def _curve_scores(
 
     evc = profile.evidence
     out = paths_for(profile).model_dir(task, acc, method)
-    rows = sorted(_record(out, profile)["rows"], key=lambda r: r["step"])
+    rows = sorted(read_record(out, profile)["rows"], key=lambda r: r["step"])
     if method != "diffcmr" or tuple(setting) == tuple(evc.validation_sampler):
         return rows
     path = out / f"curve_{setting[0]}{setting[1]}r{setting[2]}.json"

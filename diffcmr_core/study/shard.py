@@ -168,7 +168,11 @@ def set_aside(path: Path, problem: str) -> Path:
     """Move a saved intermediate result that cannot be used out of the way (``<name>.rejected``,
     kept for a look), saying so in one line; it is then computed again."""
     aside = path.with_name(path.name + ".rejected")
-    os.replace(path, aside)
+    try:
+        os.replace(path, aside)
+    except OSError as err:  # read-only storage: it is recomputed, and stays where it is
+        print(f"{path}: {problem}; computed again (could not set it aside: {err})", flush=True)
+        return path
     print(f"{path}: {problem}; set aside as {aside.name} and computed again", flush=True)
     return aside
 

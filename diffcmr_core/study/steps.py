@@ -22,6 +22,7 @@ from diffcmr_core.data.pairs import (
 from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
 from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.evaluate import evaluate, read_recon
+from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
 from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.train import train
@@ -230,7 +231,26 @@ def evaluate_factor(
         prepare=lambda: _fit_methods(profile, [(task, acc)], progress),
         name=f"evaluation {task} {acc}x",
         quiet=quiet,
+        check=lambda result: summary_problem(
+            result, [methods.label(m) for m in ("raw", *profile.methods)]
+        ),
     )
+
+
+def summary_problem(result: object, labels: list[str]) -> str | None:
+    """Why a cached evaluation summary is not one of ``labels``' scores (None: it is): each
+    label's mean and standard deviation of every metric, finite numbers."""
+    if not isinstance(result, dict):
+        return f"the summary is {type(result).__name__}, not an object"
+    for lab in labels:
+        scores = result.get(lab)
+        if not isinstance(scores, dict):
+            return f"no scores of {lab}"
+        for key in (*METRICS, *(f"{m}_std" for m in METRICS)):
+            value = scores.get(key)
+            if type(value) not in (int, float) or not np.isfinite(value):
+                return f"{lab}'s {key} is {value!r}, not a number"
+    return None
 
 
 def sharded_recon(
