@@ -22,8 +22,8 @@ from diffcmr_core.data.pairs import (
 from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
 from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.evaluate import evaluate, read_recon
-from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
+from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
