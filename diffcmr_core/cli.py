@@ -51,6 +51,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+MAX_SEED = 2**63 - 1  # torch's and numpy's generators take a signed 64-bit seed
+
+
+def _seed(text: str) -> int:
+    """A training seed: a whole number from 0 to 2^63 - 1."""
+    value = _count(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most 2^63 - 1 = {MAX_SEED}, got {value}")
+    return value
+
+
+def _profile(text: str) -> str:
+    """A profile's name (``<name>-dry`` for a dry run), checked before any work."""
+    from diffcmr_core.study.profiles import get_profile
+
+    try:
+        get_profile(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _factor(text: str) -> tuple[str, int]:
     """``task:acc`` of ``seeds --factor`` (e.g. ``cine:4``), checked."""
     from diffcmr_core.data.cmrxrecon import ACCS, TASKS
@@ -104,11 +126,19 @@ def _phantom(args: argparse.Namespace) -> None:
 def _seeds(args: argparse.Namespace) -> None:
     import torch
 
+    from diffcmr_core.errors import DiffCMRError
     from diffcmr_core.study.names import table
     from diffcmr_core.study.profiles import get_profile, paths_for
     from diffcmr_core.study.seeds import orderings, seed_results, seed_table
     from diffcmr_core.tables import to_markdown, write_table
 
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        raise DiffCMRError(
+            None,
+            f"--seeds: {', '.join(map(str, repeated))} given more than once; the spread over "
+            "seeds needs distinct seeds (the tables were left unchanged)",
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
@@ -235,7 +265,7 @@ def _add_phantom_command(sub) -> None:
     """``phantom``: a profile's synthetic tree written anywhere."""
     p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
     p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument(
         "--cases",
         type=_positive_int,
@@ -263,7 +293,9 @@ def _add_phantom_command(sub) -> None:
 def _add_study_commands(sub) -> None:
     """``study``, ``seeds``, ``cost``."""
     p = sub.add_parser("study", help="run the study (all notebooks) for a profile")
-    p.add_argument("--profile", default="quick", help="quick | cpu | gpu | paper | smoke")
+    p.add_argument(
+        "--profile", type=_profile, default="quick", help="quick | cpu | gpu | paper | smoke"
+    )
     p.add_argument("--force", action="store_true", help="recompute every step")
     p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
     p.set_defaults(run=_study)
@@ -273,15 +305,21 @@ def _add_study_commands(sub) -> None:
         help="retrain and evaluate every method with several seeds; "
         "mean and standard deviation per method, task and factor",
     )
-    p.add_argument("--profile", default="quick")
-    p.add_argument("--seeds", type=_count, nargs="+", default=[0, 1, 2])
+    p.add_argument("--profile", type=_profile, default="quick")
+    p.add_argument(
+        "--seeds",
+        type=_seed,
+        nargs="+",
+        default=[0, 1, 2],
+        help="distinct training seeds (0 to 2^63 - 1)",
+    )
     p.add_argument("--threads", type=_positive_int, help="torch threads (a separate run per count)")
     p.add_argument("--factor", nargs="*", type=_factor, help="only these task:acc (e.g. cine:4)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_seeds)
 
     p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument(
         "--tflops",
         type=_positive_float,
@@ -316,7 +354,7 @@ def _add_challenge_commands(sub) -> None:
         help="reconstruct a split with a profile's trained models and "
         "write a challenge submission (img4ranking, MATLAB v5)",
     )
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
     p.add_argument(
         "--out", help="submission folder (default runs/<profile>/submission/<method>/<split>)"
@@ -331,7 +369,7 @@ def _add_challenge_commands(sub) -> None:
         help="evaluate a profile's fitted models (Tables 2-4, both "
         "protocols); split over the ranks under torchrun",
     )
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument("--no-ablation", action="store_true", help="leave out Table 4")
     p.add_argument("--force", action="store_true", help="recompute (the cached results are redone)")
     p.add_argument("--quiet", action="store_true")

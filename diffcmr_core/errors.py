@@ -20,3 +20,9 @@ class CMRxReconError(DiffCMRError):
 
 class CheckpointError(DiffCMRError):
     """A checkpoint cannot be read or written."""
+
+
+class ReconstructionError(DiffCMRError):
+    """A method cannot reconstruct the data it was given (too few calibration lines for coil
+    maps, an all-zero image): a fault of the data, not of the code. A command that works file by
+    file (``submit``) names the file and skips it."""

@@ -15,10 +15,18 @@ lost). The challenge's metrics are invariant to either.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import gc
 import hashlib
 import json
+import os
+import shutil
+import sys
+import traceback
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +121,20 @@ def pairs_path(out_dir: str | Path, task: str, acc: int) -> Path:
     return Path(out_dir) / f"pairs_{task}_acc{acc:02d}.h5"
 
 
+MARGIN = 16 << 20  # room kept free on the disk for HDF5's own records and the final flush
+
+
 def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
+    """Append ``values`` along the first axis of ``ds``. Before writing, the disk must keep
+    :data:`MARGIN` bytes free after it: a disk that fills is then our ``OSError`` here, before
+    HDF5 meets a failed write (after which it can neither flush nor close the file, prints a
+    traceback per object and may crash the interpreter at exit)."""
+    free = shutil.disk_usage(Path(ds.file.filename).parent).free
+    if free < values.nbytes + MARGIN:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: {free >> 20} MiB free, {MARGIN >> 20} MiB must stay free",
+        )
     n = ds.shape[0]
     ds.resize(n + len(values), axis=0)
     ds[n:] = values
@@ -192,13 +213,17 @@ def build_pairs(
         if not sources:
             raise CMRxReconError(root, f"no fully sampled {task} files found")
         train_cases, val_cases = split_cases([s.case for s in sources], cfg.val_fraction, root)
-        try:
-            _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress)
-        except (OSError, RuntimeError) as err:  # a full disk (h5py: RuntimeError), read-only
+        failure = None
+        with quiet_hdf5_teardown():
+            try:
+                _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress)
+            except (OSError, RuntimeError) as err:  # a full disk (h5py: RuntimeError), read-only
+                failure = str(err).split("\n")[0]  # the text only: no frame keeps a file alive
+        if failure is not None:
             raise CMRxReconError(
                 out_dir,
-                f"could not write the {task} pairs ({err}); the previous files are unchanged",
-            ) from None
+                f"could not write the {task} pairs ({failure}); the previous files are unchanged",
+            )
     return targets
 
 
@@ -242,6 +267,34 @@ def sources_digest(root: Path, task: str, cfg: PreprocessConfig) -> str:
         for path in [src.full, *(p for acc in sorted(src.sub) for p in src.sub[acc])]:
             h.update(f"{path.relative_to(root).as_posix()} {file_digest(path)}\n".encode())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_hdf5_teardown() -> Iterator[None]:
+    """For the block, and until its HDF5 objects are collected at its end: the errors h5py
+    reports while tearing down objects of a file that can no longer be written (a full disk:
+    each dataset's deallocation fails to flush, thousands of "Exception ignored" tracebacks)
+    are counted, not printed; the error the write itself raised says what happened. Other
+    unraisable errors are reported as usual."""
+    hooks = sys.excepthook, sys.unraisablehook
+
+    def from_h5py(tb) -> bool:
+        return any("h5py" in frame.filename for frame in traceback.extract_tb(tb))
+
+    def excepthook(kind, value, tb) -> None:  # Cython prints the traceback through it first
+        if not from_h5py(tb):
+            hooks[0](kind, value, tb)
+
+    def unraisablehook(info) -> None:
+        if not (from_h5py(info.exc_traceback) or "h5py" in repr(info.object)):
+            hooks[1](info)
+
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+    try:
+        yield
+    finally:
+        gc.collect()  # the block's HDF5 objects go now, while their errors are muted
+        sys.excepthook, sys.unraisablehook = hooks
 
 
 def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress) -> None:
@@ -355,6 +408,7 @@ class _AtomicGroup:
         self.targets = targets
         self._ctx = {k: atomic_path(p) for k, p in targets.items()}
         self._entered: list = []
+        self._tmps: list[Path] = []
         self.files: dict[int, h5py.File] = {}
 
     def __enter__(self) -> dict[int, h5py.File]:
@@ -362,19 +416,38 @@ class _AtomicGroup:
             for k, ctx in self._ctx.items():
                 tmp = ctx.__enter__()
                 self._entered.append(ctx)
+                self._tmps.append(tmp)
                 self.files[k] = h5py.File(tmp, "w")
         except BaseException as err:
             self.__exit__(type(err), err, err.__traceback__)
             raise
         return self.files
 
+    def _free(self) -> None:
+        """Empty every temporary file (they are removed anyway): on a full disk this gives
+        HDF5 the room to flush and close them, so that no half-closed file is left for the
+        library to flush again at exit (where it crashed the interpreter)."""
+        for tmp in self._tmps:
+            with contextlib.suppress(OSError):
+                os.truncate(tmp, 0)
+
     def __exit__(self, exc_type, exc, tb) -> None:
         failure = exc
+        for f in self.files.values():  # a full disk fails here, while HDF5 can still recover
+            try:
+                f.flush()
+            except Exception as err:  # noqa: BLE001
+                failure = failure or err
+        if failure is not None:
+            self._free()
         for f in self.files.values():
             try:
                 f.close()
             except Exception as err:  # noqa: BLE001 - close the others, report the first
                 failure = failure or err
+                self._free()
+                with contextlib.suppress(Exception):
+                    f.close()  # again, now that there is room
         for ctx in self._entered:  # renames on success, removes the temporary on failure
             try:
                 if failure is None:

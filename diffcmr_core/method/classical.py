@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffcmr_core.data.kspace import fft2c, ifft1c, ifft2c
+from diffcmr_core.errors import ReconstructionError
 
 REGULARISERS = ("wavelet", "tv")
 
@@ -109,7 +110,9 @@ def coil_maps(kspace: np.ndarray, lines: np.ndarray, cfg: CSConfig = CSConfig())
         return np.ones(kspace.shape[1:], np.complex64)
     width = min(acs_width(lines), 24)
     if width < 4:
-        raise ValueError(f"only {width} contiguous central lines: too few to estimate coil maps")
+        raise ReconstructionError(
+            None, f"only {width} contiguous central lines: too few to estimate coil maps"
+        )
     kernel = cfg.espirit_kernel or max(3, min(6, width // 4))
     c = kspace.shape[-2] // 2
     rows = slice(c - width // 2, c - width // 2 + width)
@@ -238,7 +241,7 @@ def pics_path(
     zero_filled = (np.conj(maps) * ifft2c(y)).sum(axis=1)
     scale = float(np.abs(zero_filled).max())
     if not np.isfinite(scale) or scale <= 0:
-        raise ValueError("the zero-filled image is all zeros or not finite")
+        raise ReconstructionError(None, "the zero-filled image is all zeros or not finite")
     y = y / scale
     if columns is None:
         data, sub_maps, axes = y, maps, (-2, -1)

@@ -105,7 +105,7 @@ def made_by(name: str, profile: str = "<profile>") -> str:
     """How a registered table is made, in words for an error message: its notebook and the
     command that runs it."""
     nb = TABLES[name].notebook if name in TABLES else "10_evidence"
-    return f"notebook {nb}: python -m diffcmr_core study --profile {profile} --only {nb}"
+    return f"notebook {nb}, `python -m diffcmr_core study --profile {profile} --only {nb}`"
 
 
 def notebook(name: str) -> str:
@@ -113,3 +113,29 @@ def notebook(name: str) -> str:
     if name not in NOTEBOOKS:
         raise ValueError(f"no notebook named {name!r}; the notebooks: {', '.join(NOTEBOOKS)}")
     return name
+
+
+# notebooks whose evaluation needs the phantom's truth: skipped, with this reason, on real data
+NEEDS_PHANTOM = {
+    notebook("09_mapping"): "the maps' errors need the phantom's tissue labels and truth maps "
+    "(diffcmr_core.fit_t1 / fit_t2 fit maps of any images)"
+}
+
+
+EVIDENCE = notebook("10_evidence")
+
+
+def skip_reason(name: str, paths, profile=None) -> str | None:
+    """Why ``make study`` does not run the notebook ``name`` on this profile's data, or None: the
+    phantom's truth on real data; a notebook the profile does not list (``Profile.notebooks``);
+    the evidence study in a profile without its settings (``Profile.evidence``)."""
+    if name in NEEDS_PHANTOM and not paths.is_synthetic:
+        return f"not run on real data: {NEEDS_PHANTOM[name]}"
+    if profile is not None and profile.notebooks is not None and name not in profile.notebooks:
+        return f"not in profile {profile.name}'s notebooks ({', '.join(profile.notebooks)})"
+    if profile is not None and name == EVIDENCE and profile.evidence is None:
+        return (
+            f"profile {profile.name} has no evidence settings (the evidence study is "
+            "`make study PROFILE=cpu`)"
+        )
+    return None

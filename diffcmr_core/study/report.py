@@ -212,6 +212,7 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
     """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote."""
     fig = paths_for(profile).figures
     lines = _provenance_section(profile, wall_seconds, notebooks)
+    lines += _lacking_section(profile, fig)
     lines += _evidence_section(fig)
     lines += _calibration_section(profile, fig, paths_for(profile).root)
     lines += _table1_section(fig)
@@ -267,8 +268,45 @@ def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[s
     ]
 
 
+def expected_tables(profile: Profile) -> list[str]:
+    """The tables the report's main sections read that this profile's notebooks make: Table 1,
+    the data's calibration and sampling, Tables 2-3 of its tasks, and the evidence study's
+    tables when the profile runs it."""
+    wanted = ["calibration", "sampling", "table1"]
+    wanted += [
+        n for t, n in (("cine", "table2_cine"), ("mapping", "table3_mapping")) if t in profile.tasks
+    ]
+    if profile.evidence is not None:
+        wanted += ["convergence", "seeds", "paired_seeds"]
+    paths = paths_for(profile)
+    return [
+        n for n in wanted if names.skip_reason(names.TABLES[n].notebook, paths, profile) is None
+    ]
+
+
+def _lacking_section(profile: Profile, fig: Path) -> list[str]:
+    """The tables this report lacks (a run of only some notebooks in a new home), each with the
+    notebook and the command that make it; nothing when none is missing."""
+    lacking = [n for n in expected_tables(profile) if not names.table(fig, n).is_file()]
+    if not lacking:
+        return []
+    lines = [
+        "## Tables not yet made",
+        "",
+        f"This report lacks {len(lacking)} table(s) of profile `{profile.name}`; their "
+        "sections are left out until the notebooks that make them have run:",
+        "",
+    ]
+    lines += [
+        f"- `{n}.csv` ({names.TABLES[n].what}): {names.made_by(n, profile.name)}" for n in lacking
+    ]
+    return lines + [""]
+
+
 def _table1_section(fig: Path) -> list[str]:
-    """Table 1 beside the paper's, with the note on its swapped rows."""
+    """Table 1 beside the paper's, with the note on its swapped rows (nothing without it)."""
+    if not names.table(fig, "table1").is_file():
+        return []
     t1 = read_csv(names.table(fig, "table1"))
     return [
         "## Table 1: pairs",

@@ -16,37 +16,11 @@ from pathlib import Path
 
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study.names import notebook
+from diffcmr_core.study.names import notebook, skip_reason
 from diffcmr_core.study.profiles import get_profile, paths_for
 from diffcmr_core.study.report import write_report
 
 PACKAGE = Path(__file__).resolve().parents[1]
-
-
-# notebooks whose evaluation needs the phantom's truth: skipped, with this reason, on real data
-NEEDS_PHANTOM = {
-    notebook("09_mapping"): "the maps' errors need the phantom's tissue labels and truth maps "
-    "(diffcmr_core.fit_t1 / fit_t2 fit maps of any images)"
-}
-
-
-EVIDENCE = notebook("10_evidence")
-
-
-def skip_reason(notebook: str, paths, profile=None) -> str | None:
-    """Why ``make study`` does not run ``notebook`` on this profile's data, or None: the
-    phantom's truth on real data; a notebook the profile does not list (``Profile.notebooks``);
-    the evidence study in a profile without its settings (``Profile.evidence``)."""
-    if notebook in NEEDS_PHANTOM and not paths.is_synthetic:
-        return f"not run on real data: {NEEDS_PHANTOM[notebook]}"
-    if profile is not None and profile.notebooks is not None and notebook not in profile.notebooks:
-        return f"not in profile {profile.name}'s notebooks ({', '.join(profile.notebooks)})"
-    if profile is not None and notebook == EVIDENCE and profile.evidence is None:
-        return (
-            f"profile {profile.name} has no evidence settings (the evidence study is "
-            "`make study PROFILE=cpu`)"
-        )
-    return None
 
 
 def notebooks_dir() -> Path:

@@ -41,7 +41,7 @@ from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import kspace_to_image, resize_to, roi_box
 from diffcmr_core.data.pairs import PreprocessConfig
-from diffcmr_core.errors import CMRxReconError, DiffCMRError
+from diffcmr_core.errors import CMRxReconError, DiffCMRError, ReconstructionError
 from diffcmr_core.method.challenge import (
     load_ranking,
     ranking_crop,
@@ -166,7 +166,10 @@ def reconstruct_file(
         lambda: acquired.of_block(kspace, _mask_of(path, acc, kspace), coil, path),
         file_ids(rel or path.name, len(inputs)),
     )
-    out = recon(batch)
+    try:
+        out = recon(batch)
+    except ReconstructionError as err:  # the data's fault: this file is named and skipped
+        raise CMRxReconError(path, f"cannot be reconstructed: {err.problem}") from None
     if not np.isfinite(out).all():
         raise CMRxReconError(path, "the reconstruction has NaN or infinite pixels")
     images = ranking_crop(
