@@ -105,7 +105,12 @@ def read_checked(
             if c in header and not _finite(value):
                 problems.append(f"line {i}: {c} is {value!r}, not a number")
     if not lacking:
-        have = {tuple(r.get(k) for k in key) for r in table}
+        keys = [tuple(r.get(k) for k in key) for r in table]
+        have = set(keys)
+        twice = sorted({k for k in keys if keys.count(k) > 1}) if key else []
+        if twice:
+            shown = "; ".join(" ".join(f"{c}={v}" for c, v in zip(key, k)) for k in twice[:4])
+            problems.append(f"holds the rows {shown} more than once")
         missing = [tuple(str(v) for v in want) for want in rows]
         missing = [want for want in missing if want not in have]
         if missing:

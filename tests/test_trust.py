@@ -93,6 +93,14 @@ DAMAGES = {
         ),
         r"paired_seeds\.csv: lacks the rows method=U-Net",
     ),
+    "a row twice": (
+        lambda h: (h / "figures/quick/table2_cine.csv").write_text(
+            (h / "figures/quick/table2_cine.csv").read_text()
+            + (h / "figures/quick/table2_cine.csv").read_text().splitlines()[1]
+            + "\n"
+        ),
+        r"table2_cine\.csv: holds the rows method=RAW acc=4 more than once",
+    ),
     "end marker gone": (_drop_end_marker, r"README\.md: the quick block's markers are broken"),
     "REPORT.md missing": (
         lambda h: (h / "figures/quick/REPORT.md").unlink(),

@@ -236,12 +236,14 @@ def pairs_stamp(root: str | Path, task: str, cfg: PreprocessConfig) -> str:
 
 
 _WHOLE = 4 << 20  # files up to this size are hashed whole; larger ones by their ends
+_END = 64 << 10
 _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime, inode) -> digest, for this process
 
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's content: the whole file up to 4 MiB; for a larger one (a real
-    CMRxRecon file is hundreds of MB) its size and its first and last MiB. Remembered for the
+    CMRxRecon k-space file is hundreds of MB, a tree thousands of files) its size and its first
+    and last 64 KiB (a MAT v7.3 file's header and its HDF5 records). Remembered for the
     process while the file's size, time and inode stay the same."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
@@ -251,8 +253,8 @@ def file_digest(path: Path) -> str:
             if st.st_size <= _WHOLE:
                 h.update(fh.read())
             else:
-                h.update(fh.read(1 << 20))
-                fh.seek(-(1 << 20), 2)
+                h.update(fh.read(_END))
+                fh.seek(-_END, 2)
                 h.update(fh.read())
         _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]

@@ -56,6 +56,35 @@ def entry_problem(entry: dict, check: Check | None = None) -> str | None:
     return None if check is None else check(entry["result"])
 
 
+def rows_problem(value: Any, what: str, numeric: tuple[str, ...] = ("psnr",)) -> str | None:
+    """Why a cached list of table rows is not one (None: it is): a non-empty list of objects,
+    each with finite numbers under ``numeric``."""
+    if not isinstance(value, list) or not value:
+        return f"{what} is not a non-empty list of rows"
+    for i, row in enumerate(value):
+        if not isinstance(row, dict):
+            return f"{what}: row {i} is not an object"
+        for key in numeric:
+            v = row.get(key)
+            if type(v) not in (int, float) or not math.isfinite(v):
+                return f"{what}: row {i}: {key} is {v!r}, not a number"
+    return None
+
+
+def keyed_rows_problem(
+    value: Any, what: str, keys: tuple[str, ...] | None, numeric: tuple[str, ...] = ("psnr",)
+) -> str | None:
+    """Why a cached object of row lists (e.g. ``{"steps": [...], "rounds": [...]}``) is not one
+    (None: it is); ``keys``: the lists it must hold (None: at least one, any names)."""
+    if not isinstance(value, dict) or not value:
+        return f"{what} is not an object of row lists"
+    for key in keys if keys is not None else tuple(value):
+        problem = rows_problem(value.get(key), f"{what} {key}", numeric)
+        if problem is not None:
+            return problem
+    return None
+
+
 def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
     """Cache ``result`` with the profile's stamp and the ``seconds`` of compute it took (read back
     by the report, so that a re-run that reuses the result still says what it cost)."""

@@ -178,7 +178,7 @@ def choose_sampler(
     difference, its 95 % interval, seconds per slice). The reference's per-slice scores come
     from the ablation (:func:`~diffcmr_core.study.steps.ablation`) when it ran the same setting,
     else it is sampled here. Cached in ``runs/<profile>/evidence/<task>_accNN/sampler.json``."""
-    from diffcmr_core.study.cache import cached_step
+    from diffcmr_core.study.cache import cached_step, keyed_rows_problem
     from diffcmr_core.study.steps import ablation, ensure_trained
 
     def prepare() -> Path:
@@ -195,6 +195,7 @@ def choose_sampler(
         force=force,
         prepare=prepare,
         name="curve sampler",
+        check=lambda r: keyed_rows_problem(r, "the curve sampler", ("rows",)),
     )
 
 

@@ -35,7 +35,7 @@ from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path
 from diffcmr_core.method.mapping import fit_t1, fit_t2
 from diffcmr_core.study import methods
-from diffcmr_core.study.cache import cached_step
+from diffcmr_core.study.cache import cached_step, keyed_rows_problem
 from diffcmr_core.study.profiles import Profile, paths_for
 
 MAP_COIL = "MultiCoil"  # the challenge's main track
@@ -297,6 +297,7 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
             ensure_trained(profile, "mapping", acc, m, progress=progress) for m in profile.methods
         ],
         name=f"maps {acc}x",
+        check=lambda r: keyed_rows_problem(r, "the maps' summary", ("rows",), numeric=("n",)),
     )
 
 

@@ -324,7 +324,10 @@ def refresh_pages(root: Path, pages_: list[Path] | None = None) -> dict[Path, li
         )
     for page, (text, _) in new.items():
         if text != page.read_text(encoding="utf-8"):
-            write_text_atomic(page, text)
+            try:
+                write_text_atomic(page, text)
+            except OSError as err:
+                raise TableError(page, f"could not be rewritten ({err})") from None
     return {page: changed for page, (_, changed) in new.items()}
 
 

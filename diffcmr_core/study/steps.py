@@ -27,7 +27,7 @@ from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
-from diffcmr_core.study.cache import cached_step
+from diffcmr_core.study.cache import cached_step, keyed_rows_problem, rows_problem
 from diffcmr_core.study.convergence import sample_at
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.study.validation import crop_preprocess, val_pairs
@@ -459,6 +459,7 @@ def ablation(
         force=force,
         name="ablation",
         prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
+        check=lambda r: keyed_rows_problem(r, "the ablation", ("steps", "rounds")),
     )
     return result["steps"], result["rounds"]
 
@@ -570,6 +571,7 @@ def sampler_comparison(
         force=force,
         prepare=lambda: _crop_model(profile, task, acc, progress),
         name="fast sampling",
+        check=lambda r: rows_problem(r, "the samplers' rows"),
     )
 
 
@@ -692,6 +694,7 @@ def challenge_scores(
         prepare=lambda: _fit_methods(profile, factors, progress),
         name="challenge protocol",
         quiet=quiet,
+        check=lambda r: keyed_rows_problem(r, "the challenge scores", None),
     )
 
 
@@ -816,4 +819,5 @@ def public_choices(
         force=force,
         name="public-code choices",
         prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
+        check=lambda r: rows_problem(r, "the public code's choices"),
     )
