@@ -155,10 +155,13 @@ def readme_evidence(fig: Path) -> str:
     )
 
 
-def _expected(profile_name: str) -> tuple[list[str], tuple[int, ...]]:
-    """The method labels (RAW first) and factors a profile's tables hold."""
+def _expected(profile_name: str) -> tuple[list[str], list[str], tuple[int, ...]]:
+    """The method labels (RAW first) a profile's tables hold, those of its trained networks
+    (their scores vary with the training seed), and its factors."""
     profile = get_profile(profile_name)
-    return [methods.label(m) for m in ("raw", *profile.methods)], profile.accs
+    labels = [methods.label(m) for m in ("raw", *profile.methods)]
+    trained = [methods.label(m) for m in profile.methods if methods.get(m).network]
+    return labels, trained, profile.accs
 
 
 def readme_quick(fig: Path) -> str:
@@ -166,13 +169,12 @@ def readme_quick(fig: Path) -> str:
     (seed 0), or, where ``make seeds`` wrote ``seeds.csv``, the networks' mean +- sd over its
     seeds; the sentence above the table says which. Every cell is looked up by its task,
     method and factor in tables read only when complete."""
-    labels, accs = _expected("quick")
+    labels, trained, accs = _expected("quick")
     want = [(lab, acc) for lab in labels for acc in accs]
     by_task = {
         task: names.read(fig, name, numeric=("psnr",), key=("method", "acc"), rows=want)
         for task, name in (("cine", "table2_cine"), ("mapping", "table3_mapping"))
     }
-    trained = [lab for lab in labels if lab != "RAW" and _is_network(lab)]
     seeds = None
     if names.table(fig, "seeds").is_file():
         seeds = names.read(
@@ -212,17 +214,11 @@ def readme_quick(fig: Path) -> str:
     return "\n".join([QUICK_BEGIN, "", caption, "", to_markdown(rows).rstrip("\n"), "", QUICK_END])
 
 
-def _is_network(lab: str) -> bool:
-    """Whether the method labelled ``lab`` is a trained network (its scores vary with the
-    training seed)."""
-    return any(methods.get(n).network for n in methods.names() if methods.label(n) == lab)
-
-
 def readme_challenge(fig: Path) -> str:
     """The quick profile's scores on the challenge's protocol, mean over the factors (as the
     leaderboard ranks), from ``table2_cine_protocols.csv`` and ``table3_mapping_protocols.csv``
     (read only when every method and factor is there)."""
-    labels, accs = _expected("quick")
+    labels, _, accs = _expected("quick")
     metrics = ("psnr", 2), ("ssim", 3), ("nmse", 3)
     by_task = {
         t: names.read(

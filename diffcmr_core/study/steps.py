@@ -27,7 +27,7 @@ from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
-from diffcmr_core.study.cache import cached_step, keyed_rows_problem, rows_problem
+from diffcmr_core.study.cache import cached_step, keyed_rows_problem, rows_problem, step_lock
 from diffcmr_core.study.convergence import sample_at
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.study.validation import crop_preprocess, val_pairs
@@ -71,14 +71,17 @@ def ensure_trained(
     ensure_data(profile, progress=progress)
     entry = methods.get(method)
     artefact = entry.artefact(profile, task, acc)
-    if force and artefact is not None and artefact.is_file():
-        out = artefact.parent
-        aside = out / f"forced-{time.strftime('%Y%m%d-%H%M%S')}"
-        aside.mkdir(parents=True)
-        for name in (artefact.name, "loss.csv"):
-            if (out / name).exists():
-                (out / name).replace(aside / name)
-    return entry.fit(profile, task, acc, progress=progress)
+    if artefact is None:
+        return entry.fit(profile, task, acc, progress=progress)
+    with step_lock(artefact, shard.current()):  # a second command waits, then reuses it
+        if force and artefact.is_file():
+            out = artefact.parent
+            aside = out / f"forced-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir(parents=True)
+            for name in (artefact.name, "loss.csv"):
+                if (out / name).exists():
+                    (out / name).replace(aside / name)
+        return entry.fit(profile, task, acc, progress=progress)
 
 
 def model_list(
