@@ -94,7 +94,23 @@ def read_checked(
         raise TableError(path, f"not a UTF-8 CSV table (byte {err.start}){source}") from None
     except (OSError, csv.Error) as err:
         raise TableError(path, f"not a readable CSV table ({err}){source}") from None
-    numeric, key = list(numeric), list(key)
+    problems = _problems(table, header, list(columns), list(numeric), list(key), rows)
+    if problems:
+        raise TableError(
+            path, "; ".join(problems[:6]) + ("; ..." if len(problems) > 6 else "") + source
+        )
+    return table
+
+
+def _problems(
+    table: list[dict[str, str]],
+    header: list[str],
+    columns: list[str],
+    numeric: list[str],
+    key: list[str],
+    rows: Iterable[Sequence[object]],
+) -> list[str]:
+    """What :func:`read_checked` finds wrong with a table it could read (see there)."""
     lacking = [c for c in dict.fromkeys([*columns, *numeric, *key]) if c not in header]
     problems = [f"lacks the columns {', '.join(lacking)}"] if lacking else []
     if not table:
@@ -117,11 +133,7 @@ def read_checked(
             shown = "; ".join(" ".join(f"{k}={v}" for k, v in zip(key, m)) for m in missing[:4])
             more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
             problems.append(f"lacks the rows {shown}{more}")
-    if problems:
-        raise TableError(
-            path, "; ".join(problems[:6]) + ("; ..." if len(problems) > 6 else "") + source
-        )
-    return table
+    return problems
 
 
 def _finite(value: object) -> bool:

@@ -222,3 +222,73 @@ def test_no_function_of_the_package_runs_over_sixty_lines():
                 if length > 60:
                     long.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length})")
     assert not long, "functions over 60 lines: " + ", ".join(long)
+
+
+def _code_lines(path):
+    """The code of a module or a notebook's code cells, without comments and docstrings."""
+    import ast
+    import json
+
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    else:
+        text = path.read_text()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # a notebook's magics
+        return [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    strings = {
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant)
+    }
+    return [
+        ln
+        for i, ln in enumerate(text.splitlines(), start=1)
+        if i not in strings and not ln.lstrip().startswith("#")
+    ]
+
+
+def test_only_the_run_layout_spells_a_path_under_runs():
+    """Every path under runs/<profile>/ comes from study/layout.py (the report included): no
+    module or notebook builds one from the run folder by hand."""
+    pattern = re.compile(r"\.runs\s*/|\bruns\s*/\s*[\"']|[\"']runs[\"']")
+    allowed = {ROOT / "diffcmr_core/study/layout.py"}
+    offenders = []
+    for path in [*ROOT.glob("diffcmr_core/**/*.py"), *ROOT.glob("notebooks/*.ipynb")]:
+        if path in allowed:
+            continue
+        for line in _code_lines(path):
+            if pattern.search(line) and "def runs" not in line:
+                offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert offenders == ['diffcmr_core/study/profiles.py: return self.root / "runs" / self.profile']
+
+
+def test_the_run_layout_puts_every_path_under_the_run_folder(tmp_path):
+    from diffcmr_core.study.layout import STEP_CACHES, RunLayout
+
+    layout = RunLayout(tmp_path / "runs" / "p")
+    paths = [
+        layout.model("cine", 4, "unet"),
+        layout.crop_model("cine", 4),
+        layout.method_cache("cs"),
+        layout.calibration,
+        layout.challenge_files("raw"),
+        layout.submission("raw", "ValidationSet"),
+        layout.notebooks,
+        layout.scratch_figures("06_figures_1_2", "defaults"),
+        *(layout.cache(kind, "cine", 4) for kind in STEP_CACHES),
+    ]
+    assert all(p.is_relative_to(layout.root) for p in paths)
+    assert len(set(paths)) == len(paths)
+    assert layout.model("cine", 4, "unet").name == "cine_acc04_unet"
+    assert RunLayout(layout.root, shared_models=True).model("cine", 8, "unet").name == (
+        "cine_accall_unet"
+    )
+    for kind in STEP_CACHES:  # the report finds exactly the caches the steps write
+        made = layout.cache(kind, "mapping", 10)
+        made.parent.mkdir(parents=True, exist_ok=True)
+        made.write_text("{}")
+        assert layout.step_caches(kind) == [made]
+        made.unlink()

@@ -129,7 +129,7 @@ def _sampler_rows(profile, task, acc, ckpt, progress) -> dict[str, object]:
 
     evc, ev = profile.evidence, profile.evaluation
     paths = paths_for(profile)
-    out = paths.runs / "evidence" / f"{task}_acc{acc:02d}"
+    out = paths.layout.step("curve sampler", task, acc)
     inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
     inp = np.ascontiguousarray(inp, np.float32)
     system, model = load_for_inference(ckpt, default_device(), ev.weights)
@@ -144,7 +144,7 @@ def _sampler_rows(profile, task, acc, ckpt, progress) -> dict[str, object]:
         return np.array([float(r["psnr"]) for r in read_csv(folder / f"{name}_slices.csv")])
 
     if _uses_ablation(profile):
-        ref = psnrs(f"rounds{evc.reference[2]}", paths.runs / "ablation" / f"{task}_acc{acc:02d}")
+        ref = psnrs(f"rounds{evc.reference[2]}", paths.layout.step("ablation", task, acc))
         _, ref_seconds = run(evc.reference, n=min(2, len(inp)))  # timed on two slices
     else:
         rec, ref_seconds = run(evc.reference)
@@ -187,9 +187,8 @@ def choose_sampler(
             ablation(profile, task, acc, progress=progress)
         return ckpt
 
-    out = paths_for(profile).runs / "evidence" / f"{task}_acc{acc:02d}"
     return cached_step(
-        out / "sampler.json",
+        paths_for(profile).layout.cache("curve sampler", task, acc),
         profile,
         lambda ckpt: _sampler_rows(profile, task, acc, ckpt, progress),
         force=force,

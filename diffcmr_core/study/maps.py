@@ -50,7 +50,7 @@ UNCERTAINTY_METHOD = "diffcmr"  # whose std over rounds the uncertainty rows tes
 
 def maps_dir(profile: Profile, acc: int) -> Path:
     """Where the maps of factor ``acc`` and their tables are kept."""
-    return paths_for(profile).runs / "maps" / f"acc{acc:02d}"
+    return paths_for(profile).layout.step("maps", acc=acc)
 
 
 def truth_on_grid(

@@ -407,7 +407,7 @@ class PICSMethod(Method):
 
         cfg = options(profile, self.name)
         choice = load_choice(self.artefact(profile, task, acc), cfg, task, acc, profile)
-        cache = paths_for(profile).runs / "cache" / self.name
+        cache = paths_for(profile).layout.method_cache(self.name)
 
         def run(batch: Batch) -> Reconstruction:
             return {"mean": pics_images(batch, choice, cfg, progress=progress, cache=cache)}

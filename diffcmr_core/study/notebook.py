@@ -77,7 +77,7 @@ def scratch_figures(paths: Paths, notebook: str, params: dict[str, object]) -> P
     tables that ``make study`` writes to ``figures/<profile>/``."""
     tag = "-".join(f"{k}={v}" for k, v in params.items()) or "defaults"
     tag = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", tag)
-    return dataclasses.replace(paths, figures_dir=paths.runs / "figures" / notebook / tag)
+    return dataclasses.replace(paths, figures_dir=paths.layout.scratch_figures(notebook, tag))
 
 
 def start(

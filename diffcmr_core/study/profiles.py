@@ -34,6 +34,7 @@ from diffcmr_core.method.classical import CSConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
 from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.systems import CGANConfig
+from diffcmr_core.study.layout import RunLayout
 from diffcmr_core.study.names import notebook
 
 
@@ -568,16 +569,15 @@ class Paths:
         """The folder of the committed figures and tables."""
         return self.figures_dir or self.root / "figures" / self.profile
 
+    @property
+    def layout(self) -> RunLayout:
+        """Every path under the run folder (:mod:`~diffcmr_core.study.layout`)."""
+        return RunLayout(self.runs, self.shared_models)
+
     def model_dir(self, task: str, acc: int, method: str) -> Path:
-        """The checkpoint folder of the model that reconstructs ``task`` at ``acc``: its own
-        (``<task>_accNN_<method>``), or the task's model for every factor
-        (``<task>_accall_<method>``)
-        when the profile has ``shared_models``."""
-        return (
-            self.runs
-            / "models"
-            / f"{task}_acc{'all' if self.shared_models else f'{acc:02d}'}_{method}"
-        )
+        """The checkpoint folder of the model that reconstructs ``task`` at ``acc``
+        (:meth:`~diffcmr_core.study.layout.RunLayout.model`)."""
+        return self.layout.model(task, acc, method)
 
     def table(self, name: str) -> Path:
         """The CSV file of the registered table ``name`` in this profile's figures."""
@@ -587,7 +587,7 @@ class Paths:
 
     def eval_dir(self, task: str, acc: int) -> Path:
         """The evaluation folder of ``task`` at ``acc`` (per-slice tables, reconstructions)."""
-        return self.runs / "eval" / f"{task}_acc{acc:02d}"
+        return self.layout.step("evaluation", task, acc)
 
 
 def paths_for(profile: Profile | str) -> Paths:

@@ -23,7 +23,7 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
     (from the models' loss logs, summed over resumed sessions) and the cached steps: evaluation
     (both protocols), ablation (with the public code's choices), fast sampling and maps. Steps
     cached for another configuration are left out."""
-    runs = paths_for(profile).runs
+    layout = paths_for(profile).layout
     totals = {
         "training": 0.0,
         "evaluation": 0.0,
@@ -31,7 +31,7 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
         "fast sampling": 0.0,
         "maps": 0.0,
     }
-    for log in sorted((runs / "models").glob("*/loss.csv")):
+    for log in sorted(layout.models.glob("*/loss.csv")):
         session_max, last = 0.0, 0.0
         for row in read_csv(log):
             sec = float(row.get("seconds") or 0.0)
@@ -40,15 +40,15 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
                 session_max = 0.0
             session_max, last = max(session_max, sec), sec
         totals["training"] += session_max
-    for key, pattern in (
-        ("evaluation", "eval/*/summary.json"),
-        ("evaluation", "challenge/scores.json"),
-        ("ablation", "ablation/*/ablation.json"),
-        ("ablation", "public/*/choices.json"),
-        ("fast sampling", "fast/*/comparison.json"),
-        ("maps", "maps/*/summary.json"),
+    for key, kind in (
+        ("evaluation", "evaluation"),
+        ("evaluation", "challenge"),
+        ("ablation", "ablation"),
+        ("ablation", "public"),
+        ("fast sampling", "fast sampling"),
+        ("maps", "maps"),
     ):
-        for cache in sorted(runs.glob(pattern)):
+        for cache in layout.step_caches(kind):
             entry = read_entry(cache, profile)
             if entry is not None:
                 totals[key] += float(entry.get("seconds", 0.0))
@@ -59,7 +59,7 @@ def notebook_seconds(profile: Profile) -> dict[str, float]:
     """Seconds each notebook took in the ``make study`` run that last executed it (its done
     marker in ``runs/<profile>/notebooks/``), data generation included (notebook 01)."""
     out = {}
-    for marker in sorted((paths_for(profile).runs / "notebooks").glob("*.done.json")):
+    for marker in sorted(paths_for(profile).layout.notebooks.glob("*.done.json")):
         try:
             out[marker.name[: -len(".done.json")]] = float(
                 json.loads(marker.read_text())["seconds"]
@@ -708,6 +708,13 @@ def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bo
         "paired over the same validation slices): " + "; ".join(order) + ". The paper "
         "claims DiffCMR beats U-Net and cGAN by a significant margin."
     )
+    parts += _trend_findings(fig, required)
+    return " ".join(parts)
+
+
+def _trend_findings(fig: Path, required: bool) -> list[str]:
+    """The T and R sentences of :func:`evidence_findings`, from the ablation over the seeds."""
+    parts = []
     for name, key in (("seeds_table4a", "T"), ("seeds_table4b", "R")):
         if not required and not names.table(fig, name).is_file():
             continue
@@ -733,7 +740,7 @@ def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bo
             + (", above RAW from about T = 100" if key == "T" else "")
             + ")."
         )
-    return " ".join(parts)
+    return parts
 
 
 # ----------------------------------------------------------------------------- findings in words

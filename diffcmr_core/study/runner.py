@@ -109,7 +109,7 @@ def run_study(
         # CPU minutes are measured: OpenMP's idle threads must not spin (spinning counts as CPU
         # time when another process shares the cores); the kernels inherit this
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    run_dir = paths.runs / "notebooks"
+    run_dir = paths.layout.notebooks
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[study] {paths.describe()}")
     start, ran = time.perf_counter(), []

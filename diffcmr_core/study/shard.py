@@ -202,6 +202,38 @@ def _reference(chunks: list[Arrays], fresh: list[Arrays]) -> tuple | None:
     return max(sigs, key=sigs.count) if sigs else None
 
 
+def _gather(bounds, work, folder, ranks, image_shape, fresh) -> dict[tuple[int, int], Arrays]:
+    """Every chunk of ``bounds``, read back once all ranks are done (:func:`map_chunks`): a
+    missing or bad one (:func:`chunk_problem`, or another layout than the others') is set aside
+    and redone by its rank, once; one still missing after that is an error."""
+    for attempt in range(2):
+        ranks.barrier()
+        got = {b: _read_chunk(chunk_path(folder, *b)) for b in bounds}
+        like = _reference([c for c in got.values() if c is not None], fresh)
+        bad = [
+            b
+            for b in bounds
+            if got[b] is None
+            or chunk_problem(got[b], *b, image_shape) is not None
+            or _signature(got[b]) != like
+        ]
+        if not bad:
+            return got
+        if attempt == 1:
+            raise RuntimeError(
+                f"chunks {', '.join(f'{lo}:{hi}' for lo, hi in bad)} missing or unusable in "
+                f"{folder} after every rank finished (another run removed them?)"
+            )
+        ranks.barrier()  # every rank has judged the chunks before any is moved
+        for k, (lo, hi) in enumerate(bounds):
+            if (lo, hi) in bad and ranks.owns(k):
+                path = chunk_path(folder, lo, hi)
+                if _usable(path, lo, hi, image_shape, like) is None:
+                    fresh.append(work(lo, hi))
+                    _save_chunk(path, fresh[-1])
+    raise AssertionError("unreachable")
+
+
 def map_chunks(
     n: int,
     chunk: int,
@@ -233,31 +265,7 @@ def map_chunks(
         if _usable(path, lo, hi, image_shape, None) is None:
             fresh.append(work(lo, hi))
             _save_chunk(path, fresh[-1])
-    for attempt in range(2):
-        ranks.barrier()
-        got = {b: _read_chunk(chunk_path(folder, *b)) for b in bounds}
-        like = _reference([c for c in got.values() if c is not None], fresh)
-        bad = [
-            b
-            for b in bounds
-            if got[b] is None
-            or chunk_problem(got[b], *b, image_shape) is not None
-            or _signature(got[b]) != like
-        ]
-        if not bad:
-            break
-        if attempt == 1:
-            raise RuntimeError(
-                f"chunks {', '.join(f'{lo}:{hi}' for lo, hi in bad)} missing or unusable in "
-                f"{folder} after every rank finished (another run removed them?)"
-            )
-        ranks.barrier()  # every rank has judged the chunks before any is moved
-        for k, (lo, hi) in enumerate(bounds):
-            if (lo, hi) in bad and ranks.owns(k):
-                path = chunk_path(folder, lo, hi)
-                if _usable(path, lo, hi, image_shape, like) is None:
-                    fresh.append(work(lo, hi))
-                    _save_chunk(path, fresh[-1])
+    got = _gather(bounds, work, folder, ranks, image_shape, fresh)
     parts: dict[str, list[np.ndarray]] = {}
     for lo, hi in bounds:
         for k, v in got[(lo, hi)].items():

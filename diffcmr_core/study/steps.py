@@ -410,7 +410,7 @@ def _sampled_rounds(system, model, inp, ids, steps, rounds, profile, parts, rank
 
 def _ablation_rows(profile, task, acc, ckpt, progress):
     """Table 4's rows (see :func:`ablation`) from the trained model ``ckpt``."""
-    out = paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}"
+    out = paths_for(profile).layout.step("ablation", task, acc)
     ev = profile.evaluation
     ranks = shard.current()
     inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
@@ -456,7 +456,7 @@ def ablation(
     slices are split over the ranks (as in :func:`evaluate_factor`).
     """
     result = cached_step(
-        paths_for(profile).runs / "ablation" / f"{task}_acc{acc:02d}" / "ablation.json",
+        paths_for(profile).layout.cache("ablation", task, acc),
         profile,
         lambda ckpt: _ablation_rows(profile, task, acc, ckpt, progress),
         force=force,
@@ -483,7 +483,7 @@ def _crop_model(profile, task, acc, progress):
     return train(
         "diffcmr",
         pairs_path(crop_dir, task, acc),
-        paths.runs / "models" / f"{task}_acc{acc:02d}_diffcmr_crop",
+        paths.layout.crop_model(task, acc),
         profile.fast_train_config(),
         profile.model_config("diffcmr"),
         device=default_device(),
@@ -497,7 +497,7 @@ def _fast_rows(profile, task, acc, ckpt, progress):
     from diffcmr_core.method.inference import coil_consistency_hook_for
 
     paths, ev = paths_for(profile), profile.evaluation
-    out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
+    out = paths.layout.step("fast sampling", task, acc)
     crop_dir = paths.pairs.parent / f"{profile.name}_crop"
     system, model = load_for_inference(ckpt, default_device(), ev.weights)
     batch, tgt, meta = val_batch(profile, task, acc, ev.ablation_n_val, crop_dir=crop_dir)
@@ -568,7 +568,7 @@ def sampler_comparison(
     (same profile otherwise). The reconstructions are kept for :func:`kspace_errors`.
     """
     return cached_step(
-        paths_for(profile).runs / "fast" / f"{task}_acc{acc:02d}" / "comparison.json",
+        paths_for(profile).layout.cache("fast sampling", task, acc),
         profile,
         lambda ckpt: _fast_rows(profile, task, acc, ckpt, progress),
         force=force,
@@ -591,7 +591,7 @@ def kspace_errors(
     from diffcmr_core.data.kspace import fft2c
 
     paths = paths_for(profile)
-    out = paths.runs / "fast" / f"{task}_acc{acc:02d}"
+    out = paths.layout.step("fast sampling", task, acc)
     _, tgt, meta = val_pairs(
         profile,
         task,
@@ -665,7 +665,7 @@ def _challenge_rows(profile, force, progress):
 
     from diffcmr_core.study.submit import local_split_scores
 
-    runs = paths_for(profile).runs / "challenge"
+    runs = paths_for(profile).layout.step("challenge")
     names = ("raw", *profile.methods)
     ranks = shard.current()
     if force and ranks.main:
@@ -690,7 +690,7 @@ def challenge_scores(
     removes them first)."""
     factors = [(task, acc) for task in profile.tasks for acc in profile.accs]
     return cached_step(
-        paths_for(profile).runs / "challenge" / "scores.json",
+        paths_for(profile).layout.cache("challenge"),
         profile,
         lambda _fitted: _challenge_rows(profile, force, progress),
         force=force,
@@ -769,7 +769,7 @@ def evaluation_steps(
 # ---------------------------------------------------------------------- the public code's choices
 def _public_rows(profile, task, acc, ckpt, progress):
     """The rows of :func:`public_choices` from the trained model ``ckpt``."""
-    out = paths_for(profile).runs / "public" / f"{task}_acc{acc:02d}"
+    out = paths_for(profile).layout.step("public", task, acc)
     ev = profile.evaluation
     inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
     system, model = load_for_inference(ckpt, default_device(), ev.weights)
@@ -816,7 +816,7 @@ def public_choices(
     x0 clipped to [-1, 1] at each step (public) or not (Alg. 2 as printed); one row each, with
     the same seeds. Cached in ``runs/<profile>/public/<task>_accNN.json``."""
     return cached_step(
-        paths_for(profile).runs / "public" / f"{task}_acc{acc:02d}" / "choices.json",
+        paths_for(profile).layout.cache("public", task, acc),
         profile,
         lambda ckpt: _public_rows(profile, task, acc, ckpt, progress),
         force=force,

@@ -258,7 +258,7 @@ def submit(
     ranks = shard.current()
     paths = paths_for(profile)
     data = Path(data) if data is not None else paths.data
-    out = Path(out) if out is not None else paths.runs / "submission" / method / split
+    out = Path(out) if out is not None else paths.layout.submission(method, split)
     jobs = _split_files(data, split, profile.tasks, profile.accs, cases)
     if not jobs:
         raise CMRxReconError(
@@ -426,7 +426,7 @@ def local_split_scores(profile: Profile, method: str, *, progress: bool = False)
     paths = paths_for(profile)
     cases = sorted({c for task in profile.tasks for c in _full_cases(paths.data, task)})
     _, val_cases = split_cases(cases, profile.preprocess.val_fraction, paths.data)
-    out = paths.runs / "challenge" / method
+    out = paths.layout.challenge_files(method)
     submit(profile, split="TrainingSet", out=out, method=method, cases=val_cases, progress=progress)
     scores = score_submission(
         out,
