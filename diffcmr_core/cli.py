@@ -22,6 +22,22 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from diffcmr_core.data.cmrxrecon import ACCS, TASKS
+from diffcmr_core.data.phantom import make_phantom
+from diffcmr_core.errors import DiffCMRError
+from diffcmr_core.method.challenge import score_submission
+from diffcmr_core.method.train import run_from_config
+from diffcmr_core.study import methods, shard
+from diffcmr_core.study.cost import print_cost
+from diffcmr_core.study.names import table
+from diffcmr_core.study.profiles import get_profile, paths_for, repo_root
+from diffcmr_core.study.readme import refresh_pages
+from diffcmr_core.study.runner import run_study
+from diffcmr_core.study.seeds import orderings, seed_results, seed_table
+from diffcmr_core.study.steps import evaluation_steps
+from diffcmr_core.study.submit import submit
+from diffcmr_core.tables import to_markdown, write_table
+
 
 def _int_at_least(minimum: int):
     """An argparse type: a whole number of at least ``minimum``."""
@@ -64,7 +80,6 @@ def _seed(text: str) -> int:
 
 def _profile(text: str) -> str:
     """A profile's name (``<name>-dry`` for a dry run), checked before any work."""
-    from diffcmr_core.study.profiles import get_profile
 
     try:
         get_profile(text)
@@ -75,7 +90,6 @@ def _profile(text: str) -> str:
 
 def _factor(text: str) -> tuple[str, int]:
     """``task:acc`` of ``seeds --factor`` (e.g. ``cine:4``), checked."""
-    from diffcmr_core.data.cmrxrecon import ACCS, TASKS
 
     task, sep, acc = text.partition(":")
     if not sep or task not in TASKS or not acc.isdigit() or int(acc) not in ACCS:
@@ -87,14 +101,11 @@ def _factor(text: str) -> tuple[str, int]:
 
 
 def _study(args: argparse.Namespace) -> None:
-    from diffcmr_core.study.runner import run_study
 
     run_study(args.profile, force=args.force, only=args.only)
 
 
 def _phantom(args: argparse.Namespace) -> None:
-    from diffcmr_core.data.phantom import make_phantom
-    from diffcmr_core.study.profiles import get_profile
 
     cfg = get_profile(args.profile).phantom
     if args.cases is not None:  # a smaller set keeps the profile's ratio of validation cases
@@ -125,12 +136,6 @@ def _phantom(args: argparse.Namespace) -> None:
 
 def _seeds(args: argparse.Namespace) -> None:
     import torch
-
-    from diffcmr_core.errors import DiffCMRError
-    from diffcmr_core.study.names import table
-    from diffcmr_core.study.profiles import get_profile, paths_for
-    from diffcmr_core.study.seeds import orderings, seed_results, seed_table
-    from diffcmr_core.tables import to_markdown, write_table
 
     repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
     if repeated:
@@ -164,21 +169,16 @@ def _seeds(args: argparse.Namespace) -> None:
 
 
 def _cost(args: argparse.Namespace) -> None:
-    from diffcmr_core.study.cost import print_cost
 
     print_cost(args)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from diffcmr_core.method.train import run_from_config
 
     run_from_config(args.method, args.pairs, args.out_dir, args.config)
 
 
 def _submit(args: argparse.Namespace) -> None:
-    from diffcmr_core.study import shard
-    from diffcmr_core.study.profiles import get_profile
-    from diffcmr_core.study.submit import submit
 
     with shard.launched() as ranks:
         report = submit(
@@ -194,9 +194,6 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from diffcmr_core.study import shard
-    from diffcmr_core.study.profiles import get_profile
-    from diffcmr_core.study.steps import evaluation_steps
 
     profile = get_profile(args.profile)
     with shard.launched() as ranks:
@@ -212,8 +209,6 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from diffcmr_core.method.challenge import score_submission
-    from diffcmr_core.tables import to_markdown, write_table
 
     scores = score_submission(
         args.submission, args.truth, split=args.split, progress=not args.quiet
@@ -240,8 +235,6 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _readme(args) -> None:
-    from diffcmr_core.study.profiles import repo_root
-    from diffcmr_core.study.readme import refresh_pages
 
     root = repo_root()
     for page, changed in refresh_pages(root).items():
@@ -347,7 +340,6 @@ def _add_study_commands(sub) -> None:
 
 def _add_challenge_commands(sub) -> None:
     """``submit``, ``evaluate``, ``score``: the ones that run under ``torchrun`` and score."""
-    from diffcmr_core.study import methods
 
     p = sub.add_parser(
         "submit",
@@ -392,7 +384,6 @@ def _add_challenge_commands(sub) -> None:
 
 def _add_other_commands(sub) -> None:
     """``readme``, ``train``."""
-    from diffcmr_core.study import methods
 
     p = sub.add_parser(
         "readme", help="regenerate the README's generated blocks (profiles, evidence) from figures/"
@@ -414,7 +405,6 @@ def _add_other_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run one command; an error of ours (a bad file, folder or value: :class:`DiffCMRError`)
     ends it with its message and exit status 2, not a traceback."""
-    from diffcmr_core.errors import DiffCMRError
 
     args = parser().parse_args(argv)
     try:

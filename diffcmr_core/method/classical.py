@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffcmr_core.data.kspace import fft2c, ifft1c, ifft2c
+from diffcmr_core.data.kspace import CoilConsistency, center_crop, crop_lines, fft2c, ifft1c, ifft2c
 from diffcmr_core.errors import ReconstructionError
 
 REGULARISERS = ("wavelet", "tv")
@@ -303,8 +303,6 @@ def acquisition_consistency(
     low-resolution image of the central lines alone. Coil counts that differ between files are
     padded with empty coils (zero maps and data: they add nothing)."""
     import torch
-
-    from diffcmr_core.data.kspace import CoilConsistency, center_crop, crop_lines
 
     n_coils = max(a.kspace.shape[1] for a in acquisitions)
     measured = np.zeros((n, n_coils, size, size), np.complex64)

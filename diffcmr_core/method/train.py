@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from diffcmr_core.config import from_dict
 from diffcmr_core.data.pairs import load_pairs
-from diffcmr_core.errors import CheckpointError
+from diffcmr_core.errors import CheckpointError, DiffCMRError
 from diffcmr_core.fileio import atomic_path
 from diffcmr_core.method.checkpoints import (
     default_device,
@@ -330,7 +330,6 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 def read_train_spec(config: str | Path, method: str) -> dict[str, Any]:
     """The ``train`` command's JSON file, checked before any work: readable JSON, an object with
     ``train`` and ``model`` objects whose fields the configurations know. Errors name the file."""
-    from diffcmr_core.errors import DiffCMRError
 
     path = Path(config)
     try:

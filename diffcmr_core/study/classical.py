@@ -22,12 +22,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffcmr_core.data import acquired
-from diffcmr_core.data.kspace import kspace_to_image
+from diffcmr_core.data.kspace import kspace_to_image, roi_box
 from diffcmr_core.data.pairs import PreprocessConfig, load_pairs, pairs_path, pairs_stamp
 from diffcmr_core.errors import CheckpointError, CMRxReconError
 from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method.classical import CSConfig, coil_kspace, pics_path
 from diffcmr_core.method.metrics import psnr
+from diffcmr_core.study.profiles import paths_for
 
 READOUT_MARGIN = 8  # native columns solved beyond the region on each side
 CHOICE_FILE = "choice.json"  # beside the networks' checkpoints, in the method's model folder
@@ -39,7 +40,6 @@ def native_columns(pre: PreprocessConfig, nx: int) -> tuple[int, int] | None:
     with :data:`READOUT_MARGIN` columns each side; ``None`` when the whole read-out is kept."""
     if pre.roi is None or pre.crop or pre.roi[1] >= 1.0:
         return None
-    from diffcmr_core.data.kspace import roi_box
 
     a, b = roi_box(pre.pad_to, pre.roi[1])
     ratio = nx / pre.pad_to
@@ -166,7 +166,6 @@ def _choice_is_current(out: Path, want: dict) -> bool:
 
 def _tuning_jobs(profile, task: str, accs: tuple[int, ...], cfg: CSConfig) -> list[tuple]:
     """``(acc, coil, slice indices, targets, meta)`` of the training slices PI-CS is tuned on."""
-    from diffcmr_core.study.profiles import paths_for
 
     paths, pre = paths_for(profile), profile.preprocess
     jobs = []
@@ -209,7 +208,6 @@ def choose(
 ) -> Path:
     """Choose the weight and iterations on training slices; write and return ``out``
     (``choice.json``), or reuse it when it was made with the same settings."""
-    from diffcmr_core.study.profiles import paths_for
 
     paths, pre = paths_for(profile), profile.preprocess
     accs = tuple(profile.accs) if profile.shared_models else (acc,)
@@ -283,7 +281,6 @@ def load_choice(path: Path, cfg: CSConfig, task: str, acc: int, profile) -> dict
 def choice_table(profile, tasks=None, name: str = "cs") -> list[dict[str, object]]:
     """The PI-CS choice of each task and coil type (the method's ``choice.json``): the weight and
     iterations kept, their mean training PSNR, and the grid's worst and best means beside them."""
-    from diffcmr_core.study.profiles import paths_for
 
     rows = []
     for task in tasks or profile.tasks:

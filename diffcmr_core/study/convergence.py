@@ -13,8 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcmr_core.data.pairs import pairs_path
 from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.method.checkpoints import (
+    default_device,
+    load_checkpoint,
+    load_for_inference,
+    snapshot_path,
+)
+from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.metrics import METRICS, all_metrics
+from diffcmr_core.method.train import train
 from diffcmr_core.study.profiles import Profile, paths_for, stamp
 from diffcmr_core.study.shard import set_aside
 from diffcmr_core.study.validation import val_pairs
@@ -26,7 +35,6 @@ RECORD = "validation.json"
 def training_pairs(profile, task: str, acc: int):
     """The pairs file(s) a network for ``task`` at ``acc`` trains on: its factor's, or with the
     profile's ``shared_models`` every factor's, in the profile's order."""
-    from diffcmr_core.data.pairs import pairs_path
 
     folder = paths_for(profile).pairs
     if profile.shared_models:
@@ -54,8 +62,6 @@ def score_model(
     """Validation metrics of one checkpoint or snapshot: its EMA weights on ``inp`` against
     ``tgt``; DiffCMR sampled with ``setting`` ``(sampler, T, R)``, scored at R (``psnr`` ...) and
     at its first round (``psnr_r1`` ...: the first round of an R-round run is a 1-round run)."""
-    from diffcmr_core.method.checkpoints import default_device, load_for_inference
-    from diffcmr_core.method.inference import regress
 
     ev = profile.evaluation
     system, model = load_for_inference(path, device or default_device(), "ema")
@@ -151,8 +157,6 @@ def train_until_converged(
     improving (see the module); returns the final checkpoint. Resumable: the record
     (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
     returned as is."""
-    from diffcmr_core.method.checkpoints import default_device, load_checkpoint, snapshot_path
-    from diffcmr_core.method.train import train
 
     evc, cfg = profile.evidence, profile.train_config(method)
     if cfg.lr_schedule != "constant" or not cfg.snapshot_every:
@@ -214,8 +218,6 @@ def sample_at(profile, system, model, inp, ids, setting, *, progress=False, x0_h
     batch, seed and sampling choices (each slice's noise seeded by its id in ``ids``), and the
     seconds it took per slice."""
     import time
-
-    from diffcmr_core.method.inference import reconstruct
 
     ev = profile.evaluation
     sampler, steps, rounds = setting

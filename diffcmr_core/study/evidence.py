@@ -36,15 +36,22 @@ from pathlib import Path
 import numpy as np
 
 from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.method.checkpoints import default_device, load_for_inference, snapshots
+from diffcmr_core.method.evaluate import evaluate
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study import methods
+from diffcmr_core.study.cache import cached_step, keyed_rows_problem
+from diffcmr_core.study.classical import load_choice, pics_images
 from diffcmr_core.study.convergence import (
     NETWORKS,
     read_record,
     sample_at,
     score_model,
 )
+from diffcmr_core.study.cost import unit_costs
 from diffcmr_core.study.profiles import Profile, paths_for, stamp
+from diffcmr_core.study.seeds import seed_profile
+from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch, val_pairs
 from diffcmr_core.tables import read_csv
 
 
@@ -123,9 +130,6 @@ def _sampler_row(setting, psnr, d, seconds, *, reference, within_db) -> dict[str
 
 def _sampler_rows(profile, task, acc, ckpt, progress) -> dict[str, object]:
     """The rows and the choice of :func:`choose_sampler` from the trained model ``ckpt``."""
-    from diffcmr_core.method.checkpoints import default_device, load_for_inference
-    from diffcmr_core.method.evaluate import evaluate
-    from diffcmr_core.study.steps import val_pairs
 
     evc, ev = profile.evidence, profile.evaluation
     paths = paths_for(profile)
@@ -178,8 +182,6 @@ def choose_sampler(
     difference, its 95 % interval, seconds per slice). The reference's per-slice scores come
     from the ablation (:func:`~diffcmr_core.study.steps.ablation`) when it ran the same setting,
     else it is sampled here. Cached in ``runs/<profile>/evidence/<task>_accNN/sampler.json``."""
-    from diffcmr_core.study.cache import cached_step, keyed_rows_problem
-    from diffcmr_core.study.steps import ablation, ensure_trained
 
     def prepare() -> Path:
         ckpt = ensure_trained(profile, task, acc, "diffcmr", progress=progress)
@@ -204,8 +206,6 @@ def _curve_scores(
 ) -> list[dict]:
     """Every snapshot's validation scores (DiffCMR at ``setting``): the training record's when
     it was scored with that setting, else scored here and kept beside it."""
-    from diffcmr_core.method.checkpoints import snapshots
-    from diffcmr_core.study.steps import val_pairs
 
     evc = profile.evidence
     out = paths_for(profile).model_dir(task, acc, method)
@@ -243,9 +243,6 @@ def compute_curve(
     """Rows ``method, seed, step, training FLOPs, CPU minutes, psnr, ssim, nmse``: every snapshot
     of every network and seed (DiffCMR twice: R = 1 and R = ``setting``'s R), and RAW and PI-CS
     (no network training; one row each per seed at 0 FLOPs, drawn as lines)."""
-    from diffcmr_core.study.cost import unit_costs
-    from diffcmr_core.study.seeds import seed_profile
-    from diffcmr_core.study.steps import evaluate_factor
 
     units = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
     sampler, steps, rounds = setting
@@ -356,8 +353,6 @@ def seed_evaluations(profile: Profile, *, progress: bool = True) -> dict:
     """For every seed and factor of the evidence settings: the tables' evaluation (training to
     convergence first) and, for the ablation's factor, the ablation. ``{"results": [seed][(task,
     acc)][label] -> metrics, "ablation": [seed] -> (steps rows, rounds rows)}``."""
-    from diffcmr_core.study.seeds import seed_profile
-    from diffcmr_core.study.steps import ablation, evaluate_factor
 
     evc = profile.evidence
     results, abl = {}, {}
@@ -401,8 +396,6 @@ def paired_over_seeds(
     (never with one seed). RAW and PI-CS do not change with the seed; their differences
     still do, through the reference."""
     from scipy import stats
-
-    from diffcmr_core.study.seeds import seed_profile
 
     seeds = profile.evidence.seeds
     ref_label = methods.label(reference)
@@ -454,8 +447,6 @@ def inference_seconds(
     """Seconds per slice on this machine for every method at the tables' settings (measured
     on ``n`` validation slices; PI-CS without its image cache, ESPIRiT calibration included),
     and DiffCMR at every sampler setting of :func:`choose_sampler` (measured there)."""
-    from diffcmr_core.study.classical import load_choice, pics_images
-    from diffcmr_core.study.steps import val_batch
 
     batch, _, _ = val_batch(profile, task, acc, n)
     ev = profile.evaluation

@@ -33,10 +33,12 @@ from diffcmr_core.data.phantom import load_truth, truth_path
 from diffcmr_core.data.phantom.anatomy import LABEL
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path
+from diffcmr_core.method.checkpoints import default_device
 from diffcmr_core.method.mapping import fit_t1, fit_t2
 from diffcmr_core.study import methods
 from diffcmr_core.study.cache import cached_step, keyed_rows_problem
 from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.steps import ensure_trained
 
 MAP_COIL = "MultiCoil"  # the challenge's main track
 FITS = {"T1map": ("T1", fit_t1), "T2map": ("T2", fit_t2)}
@@ -101,7 +103,6 @@ def _reconstructions(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
     """Every method's images of ``batch`` (RAW first; a sampling method with one round and with
     R rounds); DiffCMR's std and rounds (for the uncertainty)."""
-    from diffcmr_core.method.checkpoints import default_device
 
     recs: dict[str, np.ndarray] = {}
     std = rounds = None
@@ -286,7 +287,6 @@ def map_errors(profile: Profile, acc: int, *, progress: bool = True, force: bool
     and (a) the paper's uncertainty map (std over rounds, averaged over the inversions),
     (b) the std over rounds of the T1 fitted to each round.
     """
-    from diffcmr_core.study.steps import ensure_trained
 
     return cached_step(
         maps_dir(profile, acc) / "summary.json",

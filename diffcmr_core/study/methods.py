@@ -30,7 +30,15 @@ import numpy as np
 
 from diffcmr_core.data.acquired import Acquired
 from diffcmr_core.data.pairs import PreprocessConfig
+from diffcmr_core.errors import CheckpointError
+from diffcmr_core.method.checkpoints import default_device, load_for_inference
+from diffcmr_core.method.classical import CSConfig, cost_per_image
+from diffcmr_core.method.inference import reconstruct as sample
+from diffcmr_core.method.inference import regress
+from diffcmr_core.method.train import train
 from diffcmr_core.study import convergence
+from diffcmr_core.study.classical import CHOICE_FILE, choose, load_choice, pics_images
+from diffcmr_core.study.profiles import paths_for
 
 Reconstruction = dict[str, np.ndarray]
 
@@ -225,14 +233,11 @@ class Network(Method):
 
     def artefact(self, profile, task, acc):
         """The final checkpoint ``last.pt`` of the model for ``task`` at ``acc``."""
-        from diffcmr_core.study.profiles import paths_for
 
         return paths_for(profile).model_dir(task, acc, self.name) / "last.pt"
 
     def fit(self, profile, task, acc, *, progress=True):
         """Train (or resume, or reuse) the network; in an evidence profile, until it converges."""
-        from diffcmr_core.method.checkpoints import default_device
-        from diffcmr_core.method.train import train
 
         if profile.evidence is not None:  # trained until it stops improving
             return convergence.train_until_converged(
@@ -270,8 +275,6 @@ class Network(Method):
     def load(self, profile, task, acc, device=None):
         """``(system, model)`` of the checked checkpoint, on ``device``, with the profile's
         weights."""
-        from diffcmr_core.errors import CheckpointError
-        from diffcmr_core.method.checkpoints import default_device, load_for_inference
 
         ckpt = self.artefact(profile, task, acc)
         if not ckpt.is_file():
@@ -300,7 +303,6 @@ class Regression(Network):
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         """One forward pass per slice, in batches of the evaluation's batch."""
-        from diffcmr_core.method.inference import regress
 
         system, model = self.load(profile, task, acc, device)
         batch_size = profile.evaluation.batch
@@ -339,11 +341,9 @@ class DiffCMRMethod(Network):
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         """Alg. 2 (or the profile's sampler) with the evaluation's T, R and seed; each slice's
         noise seeded by its id."""
-        from diffcmr_core.method.inference import reconstruct
-
         system, model = self.load(profile, task, acc, device)
         ev = profile.evaluation
-        return lambda b: reconstruct(
+        return lambda b: sample(
             system,
             model,
             np.ascontiguousarray(b.inputs, np.float32),
@@ -376,20 +376,16 @@ class PICSMethod(Method):
     @property
     def default_options(self):
         """The PI-CS settings of :class:`~diffcmr_core.method.classical.CSConfig`."""
-        from diffcmr_core.method.classical import CSConfig
 
         return CSConfig()
 
     def artefact(self, profile, task, acc):
         """The file holding the chosen weight and iterations."""
-        from diffcmr_core.study.classical import CHOICE_FILE
-        from diffcmr_core.study.profiles import paths_for
 
         return paths_for(profile).model_dir(task, acc, self.name) / CHOICE_FILE
 
     def fit(self, profile, task, acc, *, progress=True):
         """Choose the weight and iterations on training slices (reused when already chosen)."""
-        from diffcmr_core.study.classical import choose
 
         return choose(
             profile,
@@ -402,8 +398,6 @@ class PICSMethod(Method):
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         """PI-CS from each slice's acquisition with the chosen parameters (cached per slice)."""
-        from diffcmr_core.study.classical import load_choice, pics_images
-        from diffcmr_core.study.profiles import paths_for
 
         cfg = options(profile, self.name)
         choice = load_choice(self.artefact(profile, task, acc), cfg, task, acc, profile)
@@ -416,7 +410,6 @@ class PICSMethod(Method):
 
     def image_flops(self, profile, units):
         """FFTs and wavelet transforms of the largest iteration count, on the acquired matrix."""
-        from diffcmr_core.method.classical import cost_per_image
 
         pre, cfg = profile.preprocess, options(profile, self.name)
         ky, kx = pre.pad_to // 2, pre.pad_to  # about half the padded lines are acquired

@@ -35,7 +35,7 @@ from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
 from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.systems import CGANConfig
 from diffcmr_core.study.layout import RunLayout
-from diffcmr_core.study.names import notebook
+from diffcmr_core.study.names import notebook, table
 
 
 @dataclass(frozen=True)
@@ -581,7 +581,6 @@ class Paths:
 
     def table(self, name: str) -> Path:
         """The CSV file of the registered table ``name`` in this profile's figures."""
-        from diffcmr_core.study.names import table
 
         return table(self.figures, name)
 

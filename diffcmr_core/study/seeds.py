@@ -16,6 +16,7 @@ import numpy as np
 
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study.profiles import Profile
+from diffcmr_core.study.steps import evaluate_factor
 
 
 def seed_profile(profile: Profile, seed: int, threads: int | None = None) -> Profile:
@@ -44,7 +45,6 @@ def seed_results(
     progress: bool = True,
 ) -> dict[int, dict[tuple[str, int], dict[str, dict[str, float]]]]:
     """Train and evaluate every method for each seed: ``[seed][(task, acc)][method] -> metrics``."""
-    from diffcmr_core.study.steps import evaluate_factor
 
     factors = factors or tuple(itertools.product(profile.tasks, profile.accs))
     return {

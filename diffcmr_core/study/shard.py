@@ -37,6 +37,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from diffcmr_core.fileio import atomic_path
+from diffcmr_core.method.checkpoints import default_device
 
 Arrays = dict[str, np.ndarray]
 
@@ -110,7 +111,6 @@ def launched(timeout_hours: float = 6.0) -> Iterator[Ranks]:
 def device_for(ranks: Ranks | None = None) -> torch.device:
     """This rank's device: its ``LOCAL_RANK`` GPU under ``torchrun`` with CUDA, else the
     default device of :func:`~diffcmr_core.method.checkpoints.default_device`."""
-    from diffcmr_core.method.checkpoints import default_device
 
     if torch.cuda.is_available() and (ranks or current()).world > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -12,7 +12,7 @@ import torch
 
 from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.kspace import effective_acceleration
+from diffcmr_core.data.kspace import effective_acceleration, fft2c
 from diffcmr_core.data.pairs import (
     build_pairs,
     pair_counts,
@@ -20,16 +20,26 @@ from diffcmr_core.data.pairs import (
     table1,
 )
 from diffcmr_core.data.phantom import expected_pair_counts, make_phantom
+from diffcmr_core.errors import CheckpointError
 from diffcmr_core.method.checkpoints import default_device, load_for_inference
+from diffcmr_core.method.classical import acquisition_consistency
 from diffcmr_core.method.evaluate import evaluate, read_recon
-from diffcmr_core.method.inference import mask_lines_hook_for, reconstruct
+from diffcmr_core.method.inference import (
+    coil_consistency_hook_for,
+    mask_lines_hook_for,
+    reconstruct,
+    record_chain,
+)
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.samplers import SAMPLER_LABEL
+from diffcmr_core.method.schedule import q_sample
+from diffcmr_core.method.systems import to_model_space
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
 from diffcmr_core.study.cache import cached_step, keyed_rows_problem, rows_problem, step_lock
 from diffcmr_core.study.convergence import sample_at
 from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.submit import local_split_scores
 from diffcmr_core.study.validation import crop_preprocess, val_pairs
 from diffcmr_core.tables import read_csv
 
@@ -493,8 +503,6 @@ def _crop_model(profile, task, acc, progress):
 
 def _fast_rows(profile, task, acc, ckpt, progress):
     """Table 5's rows (see :func:`sampler_comparison`) from the crop-pairs model ``ckpt``."""
-    from diffcmr_core.method.classical import acquisition_consistency
-    from diffcmr_core.method.inference import coil_consistency_hook_for
 
     paths, ev = paths_for(profile), profile.evaluation
     out = paths.layout.step("fast sampling", task, acc)
@@ -588,7 +596,6 @@ def kspace_errors(
     """For one slice of :func:`sampler_comparison`, at the paper protocol's setting: the k-space
     error ``|F(recon) - F(target)|`` of each DC variant (``{variant: (S, S)}``, on the magnitude
     images' k-space) and the slice's acquired ky lines ``(S,)``."""
-    from diffcmr_core.data.kspace import fft2c
 
     paths = paths_for(profile)
     out = paths.layout.step("fast sampling", task, acc)
@@ -628,9 +635,6 @@ def forward_and_backward(
     """Figure 1's two rows for one validation slice: the forward process at ``show_t`` (Eq. 4,
     one noise draw) and one Alg. 2 chain of the trained model (the longest chain of the
     ablation, 1000 steps but in a dry run), recorded at the same time-steps."""
-    from diffcmr_core.method.inference import record_chain
-    from diffcmr_core.method.schedule import q_sample
-    from diffcmr_core.method.systems import to_model_space
 
     inp, tgt, _ = val_pairs(profile, task, acc, slice_index + 1)
     x0 = to_model_space(
@@ -662,8 +666,6 @@ def forward_and_backward(
 def _challenge_rows(profile, force, progress):
     """Every method's ranking rows on the challenge's protocol (see :func:`challenge_scores`)."""
     import shutil
-
-    from diffcmr_core.study.submit import local_split_scores
 
     runs = paths_for(profile).layout.step("challenge")
     names = ("raw", *profile.methods)
@@ -744,7 +746,6 @@ def evaluation_steps(
     the challenge's, Table 4), in one process or split over ``torchrun`` ranks (the ``evaluate``
     command); the notebooks then read their results from the cache. The models must be fitted
     already (notebook 03): the ranks split inference, not training."""
-    from diffcmr_core.errors import CheckpointError
 
     missing = missing_models(profile)
     if missing:

@@ -40,16 +40,18 @@ from tqdm.auto import tqdm
 from diffcmr_core.data import acquired
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import kspace_to_image, resize_to, roi_box
-from diffcmr_core.data.pairs import PreprocessConfig
+from diffcmr_core.data.pairs import PreprocessConfig, split_cases
 from diffcmr_core.errors import CMRxReconError, DiffCMRError, ReconstructionError
+from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.method.challenge import (
     load_ranking,
     ranking_crop,
     ranking_kspace,
     save_ranking,
+    score_submission,
     submission_path,
 )
-from diffcmr_core.study import methods
+from diffcmr_core.study import methods, shard
 from diffcmr_core.study.methods import Batch, recipe
 from diffcmr_core.study.profiles import Profile, paths_for
 
@@ -253,7 +255,6 @@ def submit(
     of the set is still written; a missing model is an error before anything is written.
     Under ``torchrun``, each rank makes its share of the files and every rank returns the whole
     run's report (see the module)."""
-    from diffcmr_core.study import shard
 
     ranks = shard.current()
     paths = paths_for(profile)
@@ -378,8 +379,6 @@ def _read_record(path: Path) -> dict[str, dict[str, str]]:
 def _write_record(path: Path, record: dict[str, dict[str, str]]) -> None:
     import json
 
-    from diffcmr_core.fileio import write_text_atomic
-
     try:
         write_text_atomic(path, json.dumps(record, indent=0, sort_keys=True))
     except OSError as err:
@@ -420,8 +419,6 @@ def local_split_scores(profile: Profile, method: str, *, progress: bool = False)
     cases of the TrainingSet, as the pairs split them): a submission of those cases under
     ``runs/<profile>/challenge/<method>``, scored against their fully sampled files. Returns the
     ranking rows (task, acc, psnr, ssim, nmse)."""
-    from diffcmr_core.data.pairs import split_cases
-    from diffcmr_core.method.challenge import score_submission
 
     paths = paths_for(profile)
     cases = sorted({c for task in profile.tasks for c in _full_cases(paths.data, task)})

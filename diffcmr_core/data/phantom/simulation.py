@@ -39,6 +39,7 @@ import diffcmr_core.data.phantom.anatomy as anatomy
 import diffcmr_core.data.phantom.coils as coil_model
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import equispaced_mask, fft2c
+from diffcmr_core.data.pairs import split_cases
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path, folder_lock, write_text_atomic
 
@@ -440,7 +441,6 @@ def expected_pair_counts(
     """Table 1 predicted from the phantom's configuration alone, ``[task][acc] -> (train, valid)``
     (an independent check of the preprocessing): slices x frames per file, per case, per coil
     type, split by case as :func:`~diffcmr_core.data.pairs.split_cases` does."""
-    from diffcmr_core.data.pairs import split_cases
 
     n_coils = len(set(cfg.coils) & set(coils))
     per_case = {
