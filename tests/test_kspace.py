@@ -60,3 +60,16 @@ def test_ifft1c_along_both_axes_is_ifft2c():
         np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1
     )
     np.testing.assert_allclose(ifft1c(k), want, atol=1e-5)
+
+
+def test_the_docstring_examples_hold():
+    """The examples in the operators' and samplers' docstrings are run, not only read."""
+    import doctest
+
+    from diffcmr_core import tables
+    from diffcmr_core.data import kspace
+    from diffcmr_core.method import samplers
+
+    for module in (kspace, samplers, tables):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__

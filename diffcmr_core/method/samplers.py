@@ -272,6 +272,11 @@ def sample_rounds(
 
 
 def ensemble(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (the reconstruction) and per-pixel standard deviation (population, 0 for R = 1, the
-    uncertainty map) of ``(R, B, ...)`` samples over the rounds."""
+    """Mean ``(B, ...)`` (the reconstruction) and per-pixel standard deviation ``(B, ...)``
+    (population, 0 for R = 1: the uncertainty map) of samples ``(R, B, ...)`` over the rounds.
+
+    >>> mean, std = ensemble(torch.tensor([[[1.0, 2.0]], [[3.0, 2.0]]]))  # R = 2, B = 1, 2 pixels
+    >>> mean.tolist(), std.tolist()
+    ([[2.0, 2.0]], [[1.0, 0.0]])
+    """
     return samples.mean(0), samples.std(0, correction=0)

@@ -72,8 +72,8 @@ class EvalConfig:
     # public code clips to the data's range because it divides each target by its own maximum;
     # our pairs divide both images by the input's maximum (nothing of the target leaks into the
     # input), so targets exceed 1 (quick: the target's peak is a median 1.5x the input's, 2-2.6 %
-    # of its pixels lie above 1) and clipping truncates them (quick, cine 4x, T = 20, 8 slices:
-    # 28.60 dB without, 25.77 dB with; figures/quick/public_choices.md measures both)
+    # of its pixels lie above 1) and clipping truncates them (figures/quick/public_choices.md
+    # measures both, notebook 05)
     variance: str = "beta_tilde"
     clip: bool = False
     precision: str = "bf16"
