@@ -24,26 +24,36 @@ T = TypeVar("T")
 Check = Callable[[Any], "str | None"]
 
 
-def read_entry(path: Path, profile: Profile, check: Check | None = None) -> dict | None:
-    """The cache entry at ``path`` (``result``, ``stamp``, ``seconds``) if it was made with this
-    profile's configuration, else None. An entry of this configuration that is not what the
-    step expects (not JSON, no ``result``, ``seconds`` not a number, or ``check(result)``
-    naming a problem) is named, set aside and recomputed."""
+def read_stamped(
+    path: Path, profile: Profile, problem: Callable[[dict], str | None], what: str
+) -> dict | None:
+    """A JSON file stamped with a profile's configuration (a step's cache, a training run's
+    validation record), if it was made with this profile's and ``problem(data)`` finds nothing
+    wrong with it; else None. One of this configuration that cannot be used (not JSON, or a
+    problem named) is named, set aside and recomputed by the caller."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        problem = f"unreadable cache entry ({err})"
+        trouble = f"unreadable {what} ({err})"
     else:
         if not isinstance(data, dict) or data.get("stamp") != stamp(profile):
             return None
-        problem = entry_problem(data, check)
-        if problem is None:
+        trouble = problem(data)
+        if trouble is None:
             return data
     if path.is_file():
-        set_aside(path, problem)
+        set_aside(path, trouble)
     return None
+
+
+def read_entry(path: Path, profile: Profile, check: Check | None = None) -> dict | None:
+    """The cache entry at ``path`` (``result``, ``stamp``, ``seconds``) if it was made with this
+    profile's configuration, else None. An entry of this configuration that is not what the
+    step expects (not JSON, no ``result``, ``seconds`` not a number, or ``check(result)``
+    naming a problem) is named, set aside and recomputed (:func:`read_stamped`)."""
+    return read_stamped(path, profile, lambda data: entry_problem(data, check), "cache entry")
 
 
 def entry_problem(entry: dict, check: Check | None = None) -> str | None:

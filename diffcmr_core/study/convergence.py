@@ -24,8 +24,8 @@ from diffcmr_core.method.checkpoints import (
 from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.method.train import train
+from diffcmr_core.study.cache import read_stamped
 from diffcmr_core.study.profiles import Profile, paths_for, stamp
-from diffcmr_core.study.shard import set_aside
 from diffcmr_core.study.validation import val_pairs
 
 NETWORKS = ("unet", "cgan", "diffcmr")
@@ -91,23 +91,8 @@ def read_record(out: Path, profile: Profile) -> dict:
     new one. A record of this configuration that is not well formed (:func:`record_problem`) is
     named, set aside and rebuilt: training resumes from the snapshots already on disk, which
     are scored again."""
-    path = out / RECORD
-    fresh = {"stamp": stamp(profile), "rows": [], "stopped": None}
-    if not path.is_file():
-        return fresh
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        problem = f"unreadable validation record ({err})"
-    else:
-        if not isinstance(data, dict) or data.get("stamp") != stamp(profile):
-            return fresh  # another configuration's record: replaced when this run writes
-        problem = record_problem(data)
-        if problem is None:
-            return data
-    if path.is_file():
-        set_aside(path, problem)
-    return fresh
+    data = read_stamped(out / RECORD, profile, record_problem, "validation record")
+    return data if data is not None else {"stamp": stamp(profile), "rows": [], "stopped": None}
 
 
 def record_problem(record: dict) -> str | None:
