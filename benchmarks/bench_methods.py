@@ -32,7 +32,7 @@ from diffcmr_core.tables import to_markdown
 
 def _uncached_pics(profile, task, acc):
     """The ``cs`` reconstructor without the study's cache of PI-CS images (every slice solved)."""
-    from diffcmr_core.study.classical import load_choice, pics_images
+    from diffcmr_core.study.pics import load_choice, pics_images
 
     cfg = methods.options(profile, "cs")
     choice = load_choice(methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile)

@@ -268,7 +268,7 @@ def test_acquisition_consistency_keeps_a_fully_sampled_image_and_the_measured_li
 
 def test_pics_images_are_cached_by_their_inputs(tiny_root, tmp_path, monkeypatch):
     from diffcmr_core.data.pairs import PreprocessConfig
-    from diffcmr_core.study import classical as study_classical
+    from diffcmr_core.study import pics as study_pics
 
     path = io.file_path(tiny_root, "MultiCoil", "cine", "P001", "cine_sax", acc=4)
     k = io.load_kspace(path, io.kspace_key("MultiCoil", 4))
@@ -278,20 +278,20 @@ def test_pics_images_are_cached_by_their_inputs(tiny_root, tmp_path, monkeypatch
     )
     acq = acquired.of_block(k, mask, "MultiCoil", path)[0]
     pre = PreprocessConfig(pad_to=128, size=16)
-    first = study_classical._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
+    first = study_pics._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
 
     def solve(*args, **kwargs):
         raise AssertionError("solved again although cached")
 
-    monkeypatch.setattr(study_classical, "pics_path", solve)
-    again = study_classical._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
+    monkeypatch.setattr(study_pics, "pics_path", solve)
+    again = study_pics._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
     np.testing.assert_array_equal(again[5], first[5])
     with pytest.raises(AssertionError, match="solved again"):  # another weight: not cached
-        study_classical._images(acq, 0.03, (5,), CSConfig(), pre, tmp_path)
+        study_pics._images(acq, 0.03, (5,), CSConfig(), pre, tmp_path)
     next(tmp_path.glob("*.npz")).write_bytes(b"garbage")  # unreadable: solved again
     with pytest.raises(AssertionError, match="solved again"):
-        study_classical._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
+        study_pics._images(acq, 0.02, (5,), CSConfig(), pre, tmp_path)
 
 
 def test_total_variation_prior_reconstructs_and_refuses_readout_decoupling():
@@ -315,8 +315,8 @@ def test_a_coil_type_without_its_own_choice_takes_the_other(tiny_root):
     single-coil files too: they take the multi-coil choice."""
     from diffcmr_core.data.kspace import kspace_to_image
     from diffcmr_core.data.pairs import PreprocessConfig
-    from diffcmr_core.study.classical import pics_images
     from diffcmr_core.study.methods import Batch
+    from diffcmr_core.study.pics import pics_images
 
     path = io.file_path(tiny_root, "SingleCoil", "cine", "P001", "cine_sax", acc=4)
     k = io.load_kspace(path, io.kspace_key("SingleCoil", 4))

@@ -126,7 +126,7 @@ def test_a_registered_method_runs_through_evaluation_and_submission(
 def test_pics_choice_is_checked_and_names_its_file(smoke_home):
     from diffcmr_core.errors import CheckpointError
     from diffcmr_core.method.classical import CSConfig
-    from diffcmr_core.study.classical import choice_table, load_choice
+    from diffcmr_core.study.pics import choice_table, load_choice
     from diffcmr_core.study.profiles import get_profile
 
     profile = get_profile("smoke")

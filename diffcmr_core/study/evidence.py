@@ -41,7 +41,6 @@ from diffcmr_core.method.evaluate import evaluate
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study import methods
 from diffcmr_core.study.cache import cached_step, keyed_rows_problem
-from diffcmr_core.study.classical import load_choice, pics_images
 from diffcmr_core.study.convergence import (
     NETWORKS,
     read_record,
@@ -49,6 +48,7 @@ from diffcmr_core.study.convergence import (
     score_model,
 )
 from diffcmr_core.study.cost import unit_costs
+from diffcmr_core.study.pics import load_choice, pics_images
 from diffcmr_core.study.profiles import Profile, paths_for, stamp
 from diffcmr_core.study.seeds import seed_profile
 from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch, val_pairs

@@ -37,7 +37,7 @@ from diffcmr_core.method.inference import reconstruct as sample
 from diffcmr_core.method.inference import regress
 from diffcmr_core.method.train import train
 from diffcmr_core.study import convergence
-from diffcmr_core.study.classical import CHOICE_FILE, choose, load_choice, pics_images
+from diffcmr_core.study.pics import CHOICE_FILE, choose, load_choice, pics_images
 from diffcmr_core.study.profiles import paths_for
 
 Reconstruction = dict[str, np.ndarray]
@@ -368,7 +368,7 @@ class PICSMethod(Method):
     (:mod:`~diffcmr_core.method.classical`): ESPIRiT maps, SENSE with an L1-wavelet prior, the
     image put through the networks' preprocessing (coil images, padding, RSS, region, resize,
     the input's maximum). Fitted = its weight and iterations chosen on training slices
-    (:func:`~diffcmr_core.study.classical.choose`), one choice per coil type, for each task
+    (:func:`~diffcmr_core.study.pics.choose`), one choice per coil type, for each task
     (pooled over the factors with ``shared_models``, as the networks)."""
 
     name, label, fitted, reads_acquisition = "cs", "PI-CS", True, True
