@@ -32,7 +32,7 @@ from diffcmr_core.study.cost import print_cost
 from diffcmr_core.study.names import table
 from diffcmr_core.study.profiles import get_profile, paths_for, repo_root
 from diffcmr_core.study.readme import refresh_pages
-from diffcmr_core.study.runner import run_study
+from diffcmr_core.study.runner import dry_run, run_study
 from diffcmr_core.study.seeds import orderings, seed_results, seed_table
 from diffcmr_core.study.steps import evaluation_steps
 from diffcmr_core.study.submit import submit
@@ -101,7 +101,13 @@ def _factor(text: str) -> tuple[str, int]:
 
 
 def _study(args: argparse.Namespace) -> None:
-
+    if args.dry_run:
+        rows = dry_run(args.profile)
+        print(f"[study] profile {args.profile}, dry run: nothing is computed")
+        print(to_markdown(rows))
+        stale = sum(r["state"] == "stale" for r in rows)
+        print(f"{stale} of {len(rows)} stale; `make study PROFILE={args.profile}` runs them")
+        return
     run_study(args.profile, force=args.force, only=args.only)
 
 
@@ -291,6 +297,11 @@ def _add_study_commands(sub) -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute every step")
     p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every notebook and cached step, fresh or stale and why; compute nothing",
+    )
     p.set_defaults(run=_study)
 
     p = sub.add_parser(

@@ -1,6 +1,13 @@
-"""Cached steps: a step's result is stored as JSON with the profile's configuration (its stamp)
-and the seconds of compute it took; a later call with the same configuration reuses it, any
-other configuration recomputes it. One function, :func:`cached_step`, for every cached step."""
+"""Cached steps, one rule: a step's result is stored as JSON with its key, the settings it
+reads (:func:`~diffcmr_core.study.profiles.step_stamp`: the data's settings, the evaluation
+protocol, the settings of each method it uses, its own), and the seconds of compute it took; a
+later call whose key is the same reuses it, any other recomputes it. So adding a method to a
+profile recomputes the steps that use it and no others. One function, :func:`cached_step`, for
+every cached step; :data:`STEP_USES` says which methods each kind of step reads.
+
+Under ``make study`` every cached step a notebook reads or writes is listed in the notebook's
+ledger (``$DIFFCMR_LEDGER``, set by the runner), so that a notebook whose steps' results are
+gone is stale (:mod:`~diffcmr_core.study.runner`)."""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,22 +23,35 @@ from typing import Any, TypeVar
 
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.study import shard
-from diffcmr_core.study.profiles import Profile, stamp
+from diffcmr_core.study.profiles import Profile, step_stamp
 from diffcmr_core.study.shard import set_aside
 
 T = TypeVar("T")
+
+# the methods each kind of step (a key of layout.STEP_CACHES) reads; None: RAW and all the
+# profile's methods
+STEP_USES: dict[str, tuple[str, ...] | None] = {
+    "evaluation": None,
+    "challenge": None,
+    "maps": None,
+    "ablation": ("raw", "diffcmr"),
+    "public": ("raw", "diffcmr"),
+    "fast sampling": ("raw", "diffcmr"),
+    "curve sampler": ("raw", "diffcmr"),
+}
+LEDGER = "DIFFCMR_LEDGER"
 
 
 Check = Callable[[Any], "str | None"]
 
 
 def read_stamped(
-    path: Path, profile: Profile, problem: Callable[[dict], str | None], what: str
+    path: Path, key: dict, problem: Callable[[dict], str | None], what: str
 ) -> dict | None:
-    """A JSON file stamped with a profile's configuration (a step's cache, a training run's
-    validation record), if it was made with this profile's and ``problem(data)`` finds nothing
-    wrong with it; else None. One of this configuration that cannot be used (not JSON, or a
-    problem named) is named, set aside and recomputed by the caller."""
+    """A JSON file stamped with a key (a step's cache, a training run's validation record), if
+    its stamp is ``key`` and ``problem(data)`` finds nothing wrong with it; else None. One with
+    this key that cannot be used (not JSON, or a problem named) is named, set aside and
+    recomputed by the caller."""
     if not path.is_file():
         return None
     try:
@@ -38,7 +59,7 @@ def read_stamped(
     except (OSError, ValueError) as err:
         trouble = f"unreadable {what} ({err})"
     else:
-        if not isinstance(data, dict) or data.get("stamp") != stamp(profile):
+        if not isinstance(data, dict) or data.get("stamp") != key:
             return None
         trouble = problem(data)
         if trouble is None:
@@ -48,12 +69,22 @@ def read_stamped(
     return None
 
 
-def read_entry(path: Path, profile: Profile, check: Check | None = None) -> dict | None:
+def read_entry(path: Path, key: dict, check: Check | None = None) -> dict | None:
     """The cache entry at ``path`` (``result``, ``stamp``, ``seconds``) if it was made with this
-    profile's configuration, else None. An entry of this configuration that is not what the
-    step expects (not JSON, no ``result``, ``seconds`` not a number, or ``check(result)``
-    naming a problem) is named, set aside and recomputed (:func:`read_stamped`)."""
-    return read_stamped(path, profile, lambda data: entry_problem(data, check), "cache entry")
+    ``key`` (:func:`~diffcmr_core.study.profiles.step_stamp`), else None. An entry with this key
+    that is not what the step expects (not JSON, no ``result``, ``seconds`` not a number, or
+    ``check(result)`` naming a problem) is named, set aside and recomputed
+    (:func:`read_stamped`)."""
+    return read_stamped(path, key, lambda data: entry_problem(data, check), "cache entry")
+
+
+def stored_key(path: Path) -> object:
+    """The key a cache file was stored with (None: no readable cache there)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("stamp") if isinstance(data, dict) else None
 
 
 def entry_problem(entry: dict, check: Check | None = None) -> str | None:
@@ -95,15 +126,21 @@ def keyed_rows_problem(
     return None
 
 
-def store(path: Path, profile: Profile, result: Any, seconds: float) -> None:
-    """Cache ``result`` with the profile's stamp and the ``seconds`` of compute it took (read back
-    by the report, so that a re-run that reuses the result still says what it cost)."""
+def store(path: Path, key: dict, result: Any, seconds: float) -> None:
+    """Cache ``result`` with its ``key`` and the ``seconds`` of compute it took (read back by the
+    report, so that a re-run that reuses the result still says what it cost)."""
     write_text_atomic(
         path,
-        json.dumps(
-            {"stamp": stamp(profile), "seconds": round(seconds, 3), "result": result}, indent=1
-        ),
+        json.dumps({"stamp": key, "seconds": round(seconds, 3), "result": result}, indent=1),
     )
+
+
+def note_in_ledger(path: Path) -> None:
+    """List a step's cache in the running notebook's ledger (when ``make study`` runs it)."""
+    ledger = os.environ.get(LEDGER)
+    if ledger:
+        with contextlib.suppress(OSError), open(ledger, "a") as fh:
+            fh.write(f"{path}\n")
 
 
 _HELD: set[Path] = set()  # the step locks this process holds (a step inside a step)
@@ -144,16 +181,19 @@ def cached_step(
     profile: Profile,
     compute: Callable[..., T],
     *,
+    uses: tuple[str, ...] | None = None,
+    extra: object = None,
     force: bool = False,
     prepare: Callable[[], Any] | None = None,
     name: str | None = None,
     quiet: bool = False,
     check: Check | None = None,
 ) -> T:
-    """The result of ``compute``, from the cache at ``path`` when it was made with this profile's
-    configuration (unless ``force``) and passes ``check`` (see :func:`read_entry`). On a miss
-    ``prepare()`` runs first, untimed (e.g. training the model a step evaluates), and what it
-    returns is handed to ``compute``: ``compute(prepare())``, or ``compute()`` without a
+    """The result of ``compute``, from the cache at ``path`` when it was made with this step's
+    key (``step_stamp(profile, uses, extra)``: the methods it ``uses``, None for all, and its
+    ``extra`` settings), unless ``force``, and passes ``check`` (see :func:`read_entry`). On a
+    miss ``prepare()`` runs first, untimed (e.g. training the model a step evaluates), and what
+    it returns is handed to ``compute``: ``compute(prepare())``, or ``compute()`` without a
     ``prepare``. The time of ``compute`` is stored with the result. A reuse is said in one line,
     with how to recompute, unless ``quiet`` (a table re-reading a step).
 
@@ -164,9 +204,11 @@ def cached_step(
     :mod:`~diffcmr_core.study.shard`); rank 0 alone stores the result, and the others wait for
     it, so that no rank reads a step's files before they are written."""
     ranks = shard.current()
+    key = step_stamp(profile, uses, extra)
+    note_in_ledger(path)
 
     def reuse() -> dict | None:
-        entry = None if force else read_entry(path, profile, check)
+        entry = None if force else read_entry(path, key, check)
         if entry is not None and not quiet and ranks.main:
             print(f"[{name or path.parent.name}] reused from {path} (force=True recomputes)")
         return entry
@@ -182,6 +224,6 @@ def cached_step(
         tic = time.perf_counter()
         result = compute(prepared) if prepare is not None else compute()
         if ranks.main:
-            store(path, profile, result, time.perf_counter() - tic)
+            store(path, key, result, time.perf_counter() - tic)
         ranks.barrier()
     return result

@@ -25,7 +25,7 @@ from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.method.train import train
 from diffcmr_core.study.cache import read_stamped
-from diffcmr_core.study.profiles import Profile, paths_for, stamp
+from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
 from diffcmr_core.study.validation import val_pairs
 
 NETWORKS = ("unet", "cgan", "diffcmr")
@@ -86,13 +86,15 @@ def converged(rows: list[dict], tolerance_db: float, min_snapshots: int) -> bool
     return bool(early) and max(late) - max(early) < tolerance_db
 
 
-def read_record(out: Path, profile: Profile) -> dict:
+def read_record(out: Path, profile: Profile, method: str) -> dict:
     """The run folder's validation record if it belongs to this profile's configuration, else a
     new one. A record of this configuration that is not well formed (:func:`record_problem`) is
     named, set aside and rebuilt: training resumes from the snapshots already on disk, which
-    are scored again."""
-    data = read_stamped(out / RECORD, profile, record_problem, "validation record")
-    return data if data is not None else {"stamp": stamp(profile), "rows": [], "stopped": None}
+    are scored again. Its key: what ``method``'s training reads
+    (:func:`~diffcmr_core.study.profiles.step_stamp`)."""
+    key = step_stamp(profile, (method,))
+    data = read_stamped(out / RECORD, key, record_problem, "validation record")
+    return data if data is not None else {"stamp": key, "rows": [], "stopped": None}
 
 
 def record_problem(record: dict) -> str | None:
@@ -131,7 +133,9 @@ def record_problem(record: dict) -> str | None:
 
 def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | None:
     """The step at which the evidence study stopped this network's training (None: not yet)."""
-    stopped = read_record(paths_for(profile).model_dir(task, acc, method), profile)["stopped"]
+    stopped = read_record(paths_for(profile).model_dir(task, acc, method), profile, method)[
+        "stopped"
+    ]
     return None if stopped is None else int(stopped["step"])
 
 
@@ -152,7 +156,7 @@ def train_until_converged(
         )
     out = paths_for(profile).model_dir(task, acc, method)
     pairs = training_pairs(profile, task, acc)
-    record = read_record(out, profile)
+    record = read_record(out, profile, method)
     if record["stopped"] is not None and (out / "last.pt").is_file():
         return out / "last.pt"
     inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)

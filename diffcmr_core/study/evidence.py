@@ -40,7 +40,7 @@ from diffcmr_core.method.checkpoints import default_device, load_for_inference, 
 from diffcmr_core.method.evaluate import evaluate
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study import methods
-from diffcmr_core.study.cache import cached_step, keyed_rows_problem
+from diffcmr_core.study.cache import STEP_USES, cached_step, keyed_rows_problem
 from diffcmr_core.study.convergence import (
     NETWORKS,
     read_record,
@@ -49,7 +49,7 @@ from diffcmr_core.study.convergence import (
 )
 from diffcmr_core.study.cost import unit_costs
 from diffcmr_core.study.pics import load_choice, pics_images
-from diffcmr_core.study.profiles import Profile, paths_for, stamp
+from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
 from diffcmr_core.study.seeds import seed_profile
 from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch, val_pairs
 from diffcmr_core.tables import read_csv
@@ -60,7 +60,7 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
     converged, the last quarter's gain in best validation PSNR, CPU minutes, final PSNR."""
     rows = []
     for method in (m for m in profile.methods if m in NETWORKS):
-        record = read_record(paths_for(profile).model_dir(task, acc, method), profile)
+        record = read_record(paths_for(profile).model_dir(task, acc, method), profile, method)
         curve = sorted(record["rows"], key=lambda r: r["step"])
         if not curve or record["stopped"] is None:
             continue
@@ -193,6 +193,8 @@ def choose_sampler(
         paths_for(profile).layout.cache("curve sampler", task, acc),
         profile,
         lambda ckpt: _sampler_rows(profile, task, acc, ckpt, progress),
+        uses=STEP_USES["curve sampler"],
+        extra=profile.evidence,
         force=force,
         prepare=prepare,
         name="curve sampler",
@@ -209,7 +211,7 @@ def _curve_scores(
 
     evc = profile.evidence
     out = paths_for(profile).model_dir(task, acc, method)
-    rows = sorted(read_record(out, profile)["rows"], key=lambda r: r["step"])
+    rows = sorted(read_record(out, profile, method)["rows"], key=lambda r: r["step"])
     if method != "diffcmr" or tuple(setting) == tuple(evc.validation_sampler):
         return rows
     path = out / f"curve_{setting[0]}{setting[1]}r{setting[2]}.json"
@@ -218,7 +220,7 @@ def _curve_scores(
         data = json.loads(path.read_text())
         kept = (
             {int(k): v for k, v in data["rows"].items()}
-            if data.get("stamp") == stamp(profile)
+            if data.get("stamp") == step_stamp(profile, (method,), setting)
             else {}
         )
     snaps = snapshots(out)
@@ -231,7 +233,12 @@ def _curve_scores(
             )
             write_text_atomic(
                 path,
-                json.dumps({"stamp": stamp(profile), "rows": {str(k): v for k, v in kept.items()}}),
+                json.dumps(
+                    {
+                        "stamp": step_stamp(profile, (method,), setting),
+                        "rows": {str(k): v for k, v in kept.items()},
+                    }
+                ),
             )
         result.append({"step": r["step"], "cpu_seconds": r["cpu_seconds"], **kept[r["step"]]})
     return result

@@ -489,8 +489,72 @@ def get_profile(name: str | None = None) -> Profile:
 
 
 def stamp(profile: Profile) -> str:
-    """Everything a profile's cached results depend on: its whole configuration, as JSON."""
+    """A profile's whole configuration, as JSON (what a seed study's variants share; a step's
+    cache is keyed by :func:`step_stamp`, what the step reads)."""
     return json.dumps(dataclasses.asdict(profile), sort_keys=True, default=list)
+
+
+# what the data a step reads depends on: the tree, the slices and the runs' shape
+DATA_FIELDS = ("phantom", "preprocess", "tasks", "accs", "real_data", "data_name", "shared_models")
+TRAINED = ("diffcmr", "unet", "cgan")  # the networks a profile's training settings cover
+
+
+def _plain(value: object) -> object:
+    """``value`` as plain JSON data (dataclasses as dicts, tuples as lists)."""
+
+    def plain(obj: object) -> object:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return dataclasses.asdict(obj)
+        return list(obj)  # tuples, sets
+
+    return json.loads(json.dumps(value, sort_keys=True, default=plain))
+
+
+def method_settings(profile: Profile, name: str) -> dict:
+    """What a method's results depend on in ``profile``: its options where the profile sets
+    them; for a network also its configuration, its training settings and, in an evidence
+    profile, the rule that stops its training."""
+    out: dict[str, object] = {"options": _plain(profile.method_options.get(name))}
+    if name in TRAINED:
+        evc = profile.evidence
+        out["model"] = _plain(profile.model_config(name))
+        out["train"] = _plain(profile.train_config(name))
+        out["stopping"] = (
+            None
+            if evc is None
+            else _plain(
+                {
+                    k: getattr(evc, k)
+                    for k in ("tolerance_db", "min_snapshots", "n_val", "validation_sampler")
+                }
+            )
+        )
+    return out
+
+
+def step_stamp(profile: Profile, uses: tuple[str, ...] | None = None, extra: object = None) -> dict:
+    """What one step of ``profile`` reads, as plain JSON data (its cache's key): the data's
+    settings, the evaluation protocol, the settings of each method in ``uses`` (None: RAW and
+    every method of the profile) and the step's own ``extra`` settings. Adding a method to a
+    profile changes the key of the steps that use it and of no other."""
+    uses = ("raw", *profile.methods) if uses is None else uses
+    return {
+        "data": _plain({f: getattr(profile, f) for f in DATA_FIELDS}),
+        "evaluation": _plain(profile.evaluation),
+        "methods": {name: method_settings(profile, name) for name in uses},
+        "extra": _plain(extra),
+    }
+
+
+def stamp_changes(old: object, new: dict) -> list[str]:
+    """Which parts of a step's key differ between a stored ``old`` and ``new``
+    (``data``, ``evaluation``, ``methods.<name>``, ``extra``), for saying why a step is stale."""
+    if not isinstance(old, dict):
+        return ["the whole key (made by an older version)"]
+    out = [k for k in ("data", "evaluation", "extra") if old.get(k) != new.get(k)]
+    old_m, new_m = old.get("methods") or {}, new["methods"]
+    out += [f"methods.{m}" for m in sorted(set(old_m) | set(new_m)) if old_m.get(m) != new_m.get(m)]
+    return out
 
 
 def repo_root() -> Path:

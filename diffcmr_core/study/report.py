@@ -13,8 +13,8 @@ import torch
 from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.study import methods, names, paper
-from diffcmr_core.study.cache import read_entry
-from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.cache import STEP_USES, read_entry
+from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
 from diffcmr_core.tables import TableError, read_csv, to_markdown
 
 
@@ -49,7 +49,7 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
         ("maps", "maps"),
     ):
         for cache in layout.step_caches(kind):
-            entry = read_entry(cache, profile)
+            entry = read_entry(cache, step_stamp(profile, STEP_USES[kind]))
             if entry is not None:
                 totals[key] += float(entry.get("seconds", 0.0))
     return totals

@@ -36,7 +36,13 @@ from diffcmr_core.method.schedule import q_sample
 from diffcmr_core.method.systems import to_model_space
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods, shard
-from diffcmr_core.study.cache import cached_step, keyed_rows_problem, rows_problem, step_lock
+from diffcmr_core.study.cache import (
+    STEP_USES,
+    cached_step,
+    keyed_rows_problem,
+    rows_problem,
+    step_lock,
+)
 from diffcmr_core.study.convergence import sample_at
 from diffcmr_core.study.profiles import Profile, paths_for
 from diffcmr_core.study.submit import local_split_scores
@@ -469,6 +475,7 @@ def ablation(
         paths_for(profile).layout.cache("ablation", task, acc),
         profile,
         lambda ckpt: _ablation_rows(profile, task, acc, ckpt, progress),
+        uses=STEP_USES["ablation"],
         force=force,
         name="ablation",
         prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
@@ -579,6 +586,7 @@ def sampler_comparison(
         paths_for(profile).layout.cache("fast sampling", task, acc),
         profile,
         lambda ckpt: _fast_rows(profile, task, acc, ckpt, progress),
+        uses=STEP_USES["fast sampling"],
         force=force,
         prepare=lambda: _crop_model(profile, task, acc, progress),
         name="fast sampling",
@@ -820,6 +828,7 @@ def public_choices(
         paths_for(profile).layout.cache("public", task, acc),
         profile,
         lambda ckpt: _public_rows(profile, task, acc, ckpt, progress),
+        uses=STEP_USES["public"],
         force=force,
         name="public-code choices",
         prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
