@@ -128,7 +128,9 @@ def test_an_ad_hoc_papermill_run_leaves_the_study_figures_alone(smoke_home, tmp_
 
 
 def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, monkeypatch):
+    from diffcmr_core.study.cache import STEP_USES
     from diffcmr_core.study.cache import store as _store
+    from diffcmr_core.study.profiles import step_stamp
     from diffcmr_core.study.report import compute_seconds
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
@@ -138,12 +140,19 @@ def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, 
     log.parent.mkdir(parents=True)
     # two sessions: 10 s, then resumed (clock restarts) for 5 s more
     log.write_text("step,loss,seconds\n10,1.0,4.0\n20,0.9,10.0\n30,0.8,2.0\n40,0.7,5.0\n")
-    _store(runs / "eval" / "cine_acc04" / "summary.json", profile, {}, 7.0)
+
+    def key(p, kind):
+        return step_stamp(p, STEP_USES[kind])
+
+    _store(runs / "eval" / "cine_acc04" / "summary.json", key(profile, "evaluation"), {}, 7.0)
     _store(
-        runs / "ablation" / "cine_acc04" / "ablation.json", get_profile("quick"), {}, 99.0
+        runs / "ablation" / "cine_acc04" / "ablation.json",
+        key(get_profile("quick"), "ablation"),
+        {},
+        99.0,
     )  # stale
-    _store(runs / "challenge" / "scores.json", profile, {}, 3.0)  # 04's challenge protocol
-    _store(runs / "public" / "cine_acc04" / "choices.json", profile, [], 2.0)  # 05's public choices
+    _store(runs / "challenge" / "scores.json", key(profile, "challenge"), {}, 3.0)
+    _store(runs / "public" / "cine_acc04" / "choices.json", key(profile, "public"), [], 2.0)
     assert compute_seconds(profile) == {
         "training": 15.0,
         "evaluation": 10.0,
