@@ -33,7 +33,6 @@ from diffcmr_core.method.networks import (
 from diffcmr_core.method.samplers import clip_hook, compose_hooks, ensemble, sample_rounds
 
 METHODS = ("diffcmr", "unet", "cgan")
-METHOD_LABEL = {"raw": "RAW", "unet": "U-Net", "cgan": "cGAN", "diffcmr": "DiffCMR"}
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from diffcmr_core.study.cache import read_stamped
 from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
 from diffcmr_core.study.validation import val_pairs
 
-NETWORKS = ("unet", "cgan", "diffcmr")
 RECORD = "validation.json"
 
 

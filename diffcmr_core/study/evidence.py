@@ -42,7 +42,6 @@ from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study import methods
 from diffcmr_core.study.cache import STEP_USES, cached_step, keyed_rows_problem
 from diffcmr_core.study.convergence import (
-    NETWORKS,
     read_record,
     sample_at,
     score_model,
@@ -59,7 +58,7 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
     """One row per network of ``profile`` (a seed variant included): steps trained, whether it
     converged, the last quarter's gain in best validation PSNR, CPU minutes, final PSNR."""
     rows = []
-    for method in (m for m in profile.methods if m in NETWORKS):
+    for method in (m for m in profile.methods if methods.get(m).network):
         record = read_record(paths_for(profile).model_dir(task, acc, method), profile, method)
         curve = sorted(record["rows"], key=lambda r: r["step"])
         if not curve or record["stopped"] is None:
@@ -257,8 +256,8 @@ def compute_curve(
     for seed in seeds:
         sp = seed_profile(profile, seed)
         res = evaluate_factor(sp, task, acc, progress=False, quiet=True)
-        for name in ("raw", "cs"):
-            if name == "raw" or name in sp.methods:
+        for name in ("raw", *sp.methods):  # the methods without training: lines
+            if not methods.get(name).network:
                 rows.append(
                     {
                         "method": methods.label(name),
@@ -269,9 +268,8 @@ def compute_curve(
                         **{m: res[methods.label(name)][m] for m in METRICS},
                     }
                 )
-        for method in (m for m in sp.methods if m in NETWORKS):
-            cfg = sp.train_config(method)
-            per_step = getattr(units, f"{method}_train") * cfg.batch_size
+        for method in (m for m in sp.methods if methods.get(m).network):
+            per_step = methods.get(method).step_flops(sp, units)
             for r in _curve_scores(sp, task, acc, method, setting):
                 base = {
                     "seed": seed,
@@ -279,8 +277,8 @@ def compute_curve(
                     "train_flops": float(per_step * r["step"]),
                     "cpu_minutes": r["cpu_seconds"] / 60,
                 }
-                if method == "diffcmr":
-                    lab = f"DiffCMR ({sampler} T={steps})"
+                if methods.get(method).sampling:  # scored at one round and at R
+                    lab = f"{methods.label(method)} ({sampler} T={steps})"
                     rows.append(
                         {"method": f"{lab} R=1", **base, **{m: r[f"{m}_r1"] for m in METRICS}}
                     )

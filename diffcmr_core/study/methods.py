@@ -292,10 +292,14 @@ class Network(Method):
             **self.expected(profile, task, acc),
         )
 
+    def step_flops(self, profile, units) -> float:
+        """Floating-point operations of one training step: per-sample FLOPs x batch (the cost
+        model's count for this network; a new network overrides this)."""
+        return getattr(units, f"{self.name}_train") * self.train_config(profile).batch_size
+
     def train_flops(self, profile, units):
-        """Per-sample training FLOPs x iterations x batch."""
-        t = self.train_config(profile)
-        return getattr(units, f"{self.name}_train") * t.iterations * t.batch_size
+        """One training step's FLOPs x iterations."""
+        return self.step_flops(profile, units) * self.train_config(profile).iterations
 
 
 class Regression(Network):
