@@ -110,3 +110,31 @@ def test_a_slice_reconstructs_the_same_beside_other_slices():
         system, system.model, inputs[2:4], steps=3, rounds=2, batch=2, seed=4
     )  # ids 0, 1: other noise
     assert not np.array_equal(other["mean"], part["mean"])
+
+
+def test_figure_1s_chain_records_every_time_step_its_titles_name():
+    """A 20-step chain visits t = 0, 53, ..., 999 only: asking for t = 250 recorded nothing and
+    the panel silently disappeared. The figure now shows the visited time-steps nearest to the
+    ones asked for, and a time-step the chain does not visit is an error."""
+    import pytest
+
+    from diffcmr_core.method.inference import record_chain, visited_near
+    from diffcmr_core.method.schedule import respaced_timesteps
+
+    asked = (0, 100, 250, 500, 750, 999)
+    for steps in (10, 20, 100, 1000):
+        shown = visited_near(asked, steps)
+        chain_t = respaced_timesteps(steps).numpy()
+        assert set(shown) <= set(chain_t.tolist())
+        for t, s in zip(asked, shown):  # none nearer in the chain (ties to the earlier step)
+            assert abs(s - t) == np.abs(chain_t - t).min()
+    assert visited_near(asked, 1000) == list(asked)
+    torch.manual_seed(0)
+    system = DiffusionSystem(TINY)
+    model = system.model.eval()
+    inp = np.random.default_rng(0).random((TINY.image_size, TINY.image_size), dtype=np.float32)
+    shown = visited_near(asked, 20)
+    final, trace = record_chain(system, model, inp, steps=20, record=shown, clip=False)
+    assert sorted(trace) == sorted(shown) and final.shape == inp.shape
+    with pytest.raises(ValueError, match=r"does not visit t = \[250\]"):
+        record_chain(system, model, inp, steps=20, record=[250])

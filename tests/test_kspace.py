@@ -68,8 +68,8 @@ def test_the_docstring_examples_hold():
 
     from diffcmr_core import tables
     from diffcmr_core.data import kspace
-    from diffcmr_core.method import samplers
+    from diffcmr_core.method import inference, samplers
 
-    for module in (kspace, samplers, tables):
+    for module in (kspace, samplers, inference, tables):
         result = doctest.testmod(module)
         assert result.attempted and not result.failed, module.__name__

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from diffcmr_core.data.kspace import fft2c, ifft2c
 from diffcmr_core.method.samplers import SAMPLER_LABEL, clip_hook, ddpm_sample, sample_rounds
+from diffcmr_core.method.schedule import respaced_timesteps
 from diffcmr_core.method.systems import autocast, from_model_space, to_model_space
 
 Recon = Callable[[torch.Tensor, int], dict[str, torch.Tensor]]
@@ -251,6 +252,19 @@ def coil_consistency_hook_for(operator, rounds: int, value_range: str = "pm1"):
 
 
 @torch.no_grad()
+def visited_near(times: tuple[int, ...] | list[int], steps: int) -> list[int]:
+    """For each base time-step of ``times``, the nearest one a ``steps``-step chain visits
+    (:func:`~diffcmr_core.method.schedule.respaced_timesteps`), in order, each once: the
+    time-steps a figure of that chain can show.
+
+    >>> visited_near([0, 250, 500, 999], 20)
+    [0, 263, 526, 999]
+    """
+    chain_t = respaced_timesteps(steps).tolist()
+    near = [min(chain_t, key=lambda v: (abs(v - t), v)) for t in times]
+    return list(dict.fromkeys(near))
+
+
 def record_chain(
     system,
     model,
@@ -264,7 +278,14 @@ def record_chain(
     clip: bool = True,
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One Alg. 2 chain for one slice ``inp`` ``[S, S]``, recording x_t at the base time-steps
-    ``record`` (Figure 1's backward row); returns the final sample (model space) and the record."""
+    ``record`` (Figure 1's backward row); returns the final sample (model space) and the record.
+    Every time-step of ``record`` must be one the chain visits (:func:`visited_near`), else it
+    could not be recorded: an error, not a silently missing panel."""
+    missing = sorted(set(record) - set(respaced_timesteps(steps).tolist()))
+    if missing:
+        raise ValueError(
+            f"a {steps}-step chain does not visit t = {missing}; record visited_near(...) instead"
+        )
     dev = next(model.parameters()).device
     x = system.to_model(torch.from_numpy(inp)[None, None]).to(dev)
     cond = model.encode_condition(x)

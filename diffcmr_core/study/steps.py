@@ -29,6 +29,7 @@ from diffcmr_core.method.inference import (
     mask_lines_hook_for,
     reconstruct,
     record_chain,
+    visited_near,
 )
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.samplers import SAMPLER_LABEL
@@ -640,10 +641,13 @@ def forward_and_backward(
     show_t: tuple[int, ...] = (0, 100, 250, 500, 750, 999),
     progress: bool = True,
 ):
-    """Figure 1's two rows for one validation slice: the forward process at ``show_t`` (Eq. 4,
-    one noise draw) and one Alg. 2 chain of the trained model (the longest chain of the
-    ablation, 1000 steps but in a dry run), recorded at the same time-steps."""
-
+    """Figure 1's two rows for one validation slice: the forward process (Eq. 4, one noise
+    draw) and one Alg. 2 chain of the trained model (the longest chain of the ablation, 1000
+    steps but in a short profile), both at the time-steps of ``show_t`` that chain visits
+    (:func:`~diffcmr_core.method.inference.visited_near`: the nearest, so every panel is shown,
+    titled with its own t)."""
+    chain_steps = max(profile.evaluation.ablation_steps)
+    show_t = tuple(visited_near(show_t, chain_steps))
     inp, tgt, _ = val_pairs(profile, task, acc, slice_index + 1)
     x0 = to_model_space(
         torch.from_numpy(tgt[slice_index : slice_index + 1])[:, None], profile.diffcmr.value_range
@@ -660,7 +664,7 @@ def forward_and_backward(
         system,
         model,
         inp[slice_index],
-        steps=max(ev.ablation_steps),
+        steps=chain_steps,
         record=list(show_t),
         progress=progress,
         variance=ev.variance,
