@@ -276,8 +276,10 @@ def quiet_hdf5_teardown() -> Iterator[None]:
     """For the block, and until its HDF5 objects are collected at its end: the errors h5py
     reports while tearing down objects of a file that can no longer be written (a full disk:
     each dataset's deallocation fails to flush, thousands of "Exception ignored" tracebacks)
-    are counted, not printed; the error the write itself raised says what happened. Other
-    unraisable errors are reported as usual."""
+    are not printed; the error the write itself raised says what happened. Other unraisable
+    errors are reported as usual. A fallback: :func:`_append`'s free-space check keeps HDF5
+    from meeting a full disk the study fills itself; where another process fills it, HDF5 may
+    still crash the interpreter at exit."""
     hooks = sys.excepthook, sys.unraisablehook
 
     def from_h5py(tb) -> bool:
@@ -426,9 +428,8 @@ class _AtomicGroup:
         return self.files
 
     def _free(self) -> None:
-        """Empty every temporary file (they are removed anyway): on a full disk this gives
-        HDF5 the room to flush and close them, so that no half-closed file is left for the
-        library to flush again at exit (where it crashed the interpreter)."""
+        """Empty every temporary file (they are removed anyway), so that on a full disk HDF5
+        has room to flush and close what it still can."""
         for tmp in self._tmps:
             with contextlib.suppress(OSError):
                 os.truncate(tmp, 0)
