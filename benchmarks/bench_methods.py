@@ -34,7 +34,7 @@ def _uncached_pics(profile, task, acc):
     """The ``cs`` reconstructor without the study's cache of PI-CS images (every slice solved)."""
     from diffcmr_core.study.pics import load_choice, pics_images
 
-    cfg = methods.options(profile, "cs")
+    cfg = methods.settings(profile, "cs")
     choice = load_choice(methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile)
     return lambda batch: {"mean": pics_images(batch, choice, cfg)}
 

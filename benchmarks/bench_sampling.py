@@ -55,7 +55,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def time_protocol(profile, steps: int, rounds: int, slices: int, dev: torch.device) -> dict:
-    cfg = profile.diffcmr
+    cfg = profile.network("diffcmr").model
     torch.manual_seed(0)
     system = DiffusionSystem(cfg).to(dev).eval()
     model = system.model
@@ -94,7 +94,10 @@ def time_training(profile, iterations: int, dev: torch.device) -> dict:
     ensure_data(profile, progress=False)
     pairs = pairs_path(paths_for(profile).pairs, profile.tasks[0], profile.accs[0])
     cfg = dataclasses.replace(
-        profile.train_diffcmr, iterations=iterations, log_every=iterations, checkpoint_every=10**9
+        profile.network("diffcmr").train,
+        iterations=iterations,
+        log_every=iterations,
+        checkpoint_every=10**9,
     )
     with tempfile.TemporaryDirectory() as tmp:
         train(
@@ -102,14 +105,14 @@ def time_training(profile, iterations: int, dev: torch.device) -> dict:
             pairs,
             tmp,
             dataclasses.replace(cfg, iterations=3),
-            profile.model_config("diffcmr"),
+            profile.network("diffcmr").model,
             device=dev,
             progress=False,
         )  # warm-up run, discarded
     with tempfile.TemporaryDirectory() as tmp:
         cfg = dataclasses.replace(cfg, checkpoint_every=iterations)
         train(
-            "diffcmr", pairs, tmp, cfg, profile.model_config("diffcmr"), device=dev, progress=False
+            "diffcmr", pairs, tmp, cfg, profile.network("diffcmr").model, device=dev, progress=False
         )
         row = (Path(tmp) / "loss.csv").read_text().splitlines()[-1].split(",")
         header = (Path(tmp) / "loss.csv").read_text().splitlines()[0].split(",")
@@ -187,8 +190,8 @@ def cpu_choices(
     from diffcmr_core.study.cost import unit_costs
 
     size = profile.preprocess.size
-    u = unit_costs(profile.diffcmr, profile.unet, size)
-    per_image = {"diffcmr": u.diffcmr_train, "unet": u.unet_train, "cgan": u.cgan_train}
+    u = unit_costs(profile)
+    per_image = {m: calls["train"] for m, calls in u.items()}
     threads = torch.get_num_threads()
 
     def row(what, path, seconds, batch, flops):
@@ -204,7 +207,7 @@ def cpu_choices(
 
     def train_time(method, batch, channels_last=False, compiled=False):
         torch.manual_seed(0)
-        system = build_system(method, profile.model_config(method))
+        system = build_system(method, profile.network(method).model)
         if channels_last:
             system = system.to(memory_format=torch.channels_last)
         if compiled:
@@ -219,7 +222,7 @@ def cpu_choices(
 
     training = []
     networks = [m for m in profile.methods if methods.get(m).network]
-    adopted = {m: profile.train_config(m).batch_size for m in networks}
+    adopted = {m: profile.network(m).train.batch_size for m in networks}
     for method in networks:
         b = adopted[method]
         training.append(
@@ -278,7 +281,7 @@ def cpu_choices(
                 )
 
     torch.manual_seed(0)
-    net = DiffusionSystem(profile.diffcmr).model.eval()
+    net = DiffusionSystem(profile.network("diffcmr").model).model.eval()
     torch.nn.init.normal_(net.unet.out[-1].weight, std=0.02)
     ev = profile.evaluation
 
@@ -404,7 +407,7 @@ def main() -> None:
         "The fast-sampling table is notebook 08's cached result for this profile.",
         "",
         f"- device: {device_description()}; torch {torch.__version__}",
-        f"- network: {profile.diffcmr}",
+        f"- network: {profile.network('diffcmr').model}",
         f"- parameters: {proto['params']}",
         f"- command: `{command}`",
         "",

@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> None:
     profile = get_profile(args.profile)
     with shard.launched() as ranks:
         torch.manual_seed(0)
-        system = DiffusionSystem(profile.diffcmr).eval()
+        system = DiffusionSystem(profile.network("diffcmr").model).eval()
         size = profile.preprocess.size
         inputs = np.random.default_rng(0).random((args.slices, size, size)).astype(np.float32)
 

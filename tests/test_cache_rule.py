@@ -33,9 +33,7 @@ def test_adding_a_method_changes_only_the_keys_of_the_steps_that_use_it():
         else:
             assert before == after, kind
     # a network's own settings are in its key, another network's are not
-    longer = dataclasses.replace(
-        base, train_unet=dataclasses.replace(base.train_unet, iterations=7)
-    )
+    longer = base.with_training("unet", iterations=7)
     assert stamp_changes(step_stamp(base), step_stamp(longer)) == ["methods.unet"]
     assert step_stamp(base, ("raw", "diffcmr")) == step_stamp(longer, ("raw", "diffcmr"))
     wider = dataclasses.replace(base, evaluation=dataclasses.replace(base.evaluation, rounds=8))
@@ -55,9 +53,7 @@ def test_a_step_is_reused_across_a_change_it_does_not_read(tmp_path):
     assert cached_step(path, base, compute, uses=uses, quiet=True) == {"rows": 1}
     more = dataclasses.replace(base, methods=tuple(m for m in base.methods if m != "cs"))
     assert cached_step(path, more, compute, uses=uses, quiet=True) == {"rows": 1}
-    other = dataclasses.replace(
-        base, train_diffcmr=dataclasses.replace(base.train_diffcmr, iterations=9)
-    )
+    other = base.with_training("diffcmr", iterations=9)
     assert cached_step(path, other, compute, uses=uses, quiet=True) == {"rows": 2}
     assert len(calls) == 2
 
@@ -92,9 +88,7 @@ def test_dry_run_after_a_study_is_all_fresh_and_names_what_changed(home_copy, mo
     )
     # a network's settings changed: the steps reading it are stale, the others fresh
     smoke = get_profile("smoke")
-    changed = dataclasses.replace(
-        smoke, train_unet=dataclasses.replace(smoke.train_unet, iterations=99)
-    )
+    changed = smoke.with_training("unet", iterations=99)
     monkeypatch.setitem(profiles_mod.PROFILES, "smoke", changed)
     states = _states(dry_run("smoke"))
     steps = {k: v for k, v in states.items() if k.startswith("step ")}

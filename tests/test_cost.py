@@ -8,6 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffcmr_core.method.networks import DiffCMRNet, UNetConfig
+from diffcmr_core.method.settings import NetworkSettings, TrainConfig
 from diffcmr_core.study import methods
 from diffcmr_core.study.cost import study_cost, unit_costs
 from diffcmr_core.study.profiles import get_profile
@@ -16,22 +17,38 @@ from tests.test_networks import TINY
 
 def test_meta_device_counts_equal_counts_on_real_tensors():
     cfg = dataclasses.replace(TINY, image_size=32)  # the PatchGAN needs 32 x 32
-    costs = unit_costs(cfg, UNetConfig(channels=4, depth=2), 32)
+    smoke = get_profile("smoke")
+    unet = UNetConfig(channels=4, depth=2)
+    profile = dataclasses.replace(
+        smoke,
+        settings={
+            "diffcmr": NetworkSettings(cfg, TrainConfig()),
+            "unet": NetworkSettings(unet, TrainConfig()),
+        },
+    )
+    units = unit_costs(profile)
+    costs = units["diffcmr"]
     torch.manual_seed(0)
     net = DiffCMRNet(cfg)
     x, t = torch.randn(1, 1, 32, 32), torch.zeros(1, dtype=torch.long)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net.denoise(x, t, net.encode_condition(x))
-    assert counter.get_total_flops() == costs.condition + costs.denoise_step > 0
+    assert counter.get_total_flops() == costs["condition"] + costs["denoise_step"] > 0
     # a training sample costs a forward and about two forwards more for the backward
-    forward = costs.condition + costs.denoise_step
-    assert 2.5 * forward < costs.diffcmr_train < 3.5 * forward
+    forward = costs["condition"] + costs["denoise_step"]
+    assert 2.5 * forward < costs["train"] < 3.5 * forward
+    # the U-Net's forward pass, counted on real tensors
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        methods.get("unet").system(unet).model(x)
+    assert counter.get_total_flops() == units["unet"]["forward"] > 0
+    assert set(units) == {"diffcmr", "unet"}  # the networks the profile gives settings for
 
 
 def test_study_cost_follows_the_profile_workload():
     profile = get_profile("smoke")
     base = study_cost(profile)
-    u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    u = unit_costs(profile)
+    d, unet = u["diffcmr"], u["unet"]
     ev = profile.evaluation
     factors = len(profile.tasks) * len(profile.accs)
     wider = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, n_val=ev.n_val + 1))
@@ -39,27 +56,33 @@ def test_study_cost_follows_the_profile_workload():
     # PI-CS: per FISTA iteration a forward and an adjoint FFT per coil (5 N log2 N each), the coil
     # products (8 N each way) and a db4 wavelet transform and its inverse (64 N); N = ky kx, ky
     # about half the padded lines, kx the region's share of the read-out and a margin
-    pre, cs = profile.preprocess, methods.options(profile, "cs")
+    pre, cs = profile.preprocess, methods.settings(profile, "cs")
     n = (pre.pad_to // 2) * int(pre.pad_to * min(1.0, pre.roi[1] + 0.1))
     pics = max(cs.iteration_grid) * (
         profile.phantom.n_coils * (10 * n * np.log2(n) + 16 * n) + 64 * n
     )
     assert extra == pytest.approx(
-        factors * (u.condition + ev.steps * ev.rounds * u.denoise_step + 2 * u.unet_forward + pics),
+        factors
+        * (
+            d["condition"]
+            + ev.steps * ev.rounds * d["denoise_step"]
+            + u["unet"]["forward"]
+            + u["cgan"]["forward"]
+            + pics
+        ),
         rel=1e-12,
     )
-    more = dataclasses.replace(
-        profile, train_unet=dataclasses.replace(profile.train_unet, iterations=16)
-    )
+    more = profile.with_training("unet", iterations=16)
+    batch = profile.network("unet").train.batch_size
     added = study_cost(more)["03_training"] - base["03_training"]
     models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
     assert profile.shared_models and models == 2  # one model per task for all factors
-    assert added == models * u.unet_train * 8 * profile.train_unet.batch_size
+    assert added == models * unet["train"] * 8 * batch
     per_factor = dataclasses.replace(more, shared_models=False)
     assert (
         study_cost(per_factor)["03_training"]
         - study_cost(dataclasses.replace(profile, shared_models=False))["03_training"]
-        == factors * u.unet_train * 8 * profile.train_unet.batch_size
+        == factors * unet["train"] * 8 * batch
     )
 
 
@@ -84,11 +107,11 @@ def test_protocol_and_map_workloads_are_counted():
 
     profile = get_profile("smoke")
     ev = profile.evaluation
-    u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    u = unit_costs(profile)["diffcmr"]
     images = cost.validation_images(profile)
     longer = dataclasses.replace(profile, evaluation=dataclasses.replace(ev, steps=ev.steps + 1))
     extra = {k: study_cost(longer)[k] - study_cost(profile)[k] for k in study_cost(profile)}
-    step = ev.rounds * u.denoise_step  # one more step, R rounds
+    step = ev.rounds * u["denoise_step"]  # one more step, R rounds
     factors = len(profile.tasks) * len(profile.accs)
     challenge = len(profile.accs) * sum(images["challenge"].values())
     assert extra["04_evaluation"] == (factors * ev.n_val + challenge) * step

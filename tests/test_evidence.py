@@ -169,7 +169,7 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     monkeypatch.delenv("CMRXRECON_ROOT", raising=False)
     dry = get_profile("cpu-dry")
-    assert dry.evidence is not None and dry.train_diffcmr.snapshot_every == 1
+    assert dry.evidence is not None and dry.network("diffcmr").train.snapshot_every == 1
     run_study("cpu-dry")
     fig = tmp_path / "figures" / "cpu-dry"
     for name in (

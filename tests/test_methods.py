@@ -133,7 +133,7 @@ def test_pics_choice_is_checked_and_names_its_file(smoke_home):
     path = methods.get("cs").artefact(profile, "cine", 4)
     record = json.loads(path.read_text())
     assert set(record["choice"]) == set(profile.preprocess.coils)
-    cfg = methods.options(profile, "cs")
+    cfg = methods.settings(profile, "cs")
     for coil, pick in record["choice"].items():
         assert pick["weight"] in cfg.weights and pick["iterations"] in cfg.iteration_grid
         scores = {}

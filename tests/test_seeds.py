@@ -10,20 +10,11 @@ def test_seed_variant_changes_only_seeds_and_shares_the_data():
     base = get_profile("quick")
     v = seed_profile(base, 2)
     assert v.name == "quick-seed2" and seed_profile(base, 0) is base
-    assert (v.train_diffcmr.seed, v.train_unet.seed, v.train_cgan.seed, v.evaluation.seed) == (
-        2,
-        2,
-        2,
-        2,
-    )
+    nets = ("diffcmr", "unet", "cgan")
+    assert [v.network(m).train.seed for m in nets] == [2, 2, 2] and v.evaluation.seed == 2
+    assert v.settings["cs"] == base.settings["cs"]  # PI-CS has no training seed
     same = dataclasses.replace(
-        v,
-        name=base.name,
-        data_name=None,
-        train_diffcmr=base.train_diffcmr,
-        train_unet=base.train_unet,
-        train_cgan=base.train_cgan,
-        evaluation=base.evaluation,
+        v, name=base.name, data_name=None, settings=base.settings, evaluation=base.evaluation
     )
     assert same == base
     assert paths_for(v).pairs == paths_for(base).pairs and paths_for(v).data == paths_for(base).data

@@ -212,7 +212,13 @@ def test_gpu_profile_dry_run_runs_every_notebook(tmp_path, monkeypatch):
     dry = get_profile("gpu-dry")
     gpu = get_profile("gpu")
     size = gpu.preprocess.size // 2
-    assert dry.diffcmr == dataclasses.replace(gpu.diffcmr, image_size=size) and dry.unet == gpu.unet
+    assert dry.network("diffcmr").model == dataclasses.replace(
+        gpu.network("diffcmr").model, image_size=size
+    )
+    assert dry.network("unet").model == gpu.network("unet").model
+    assert dry.network("cgan").train.iterations == 1 and gpu.settings.get("cs") == dry.settings.get(
+        "cs"
+    )
     assert dry.preprocess == dataclasses.replace(gpu.preprocess, size=size, coils=("MultiCoil",))
     assert dry.accs == (4,) and not dry.shared_models
     run_study("gpu-dry")

@@ -1,5 +1,6 @@
 """The training settings (:class:`TrainConfig`) and which of them fix a run's arithmetic:
-what a checkpoint records, what a resumed run and a model's user check."""
+what a checkpoint records, what a resumed run and a model's user check; a trained network's
+settings (:class:`NetworkSettings`: its configuration and its training)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 1000
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Everything a trained network of the study is: ``model``, its configuration (what
+    :func:`~diffcmr_core.method.systems.build_system` takes: ``DiffCMRConfig``, ``UNetConfig``,
+    ``CGANConfig`` ...), and ``train``, how it is trained."""
+
+    model: Any
+    train: TrainConfig
 
 
 EXTENDABLE = ("iterations", "log_every", "checkpoint_every", "snapshot_every")

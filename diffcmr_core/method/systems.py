@@ -7,7 +7,12 @@ to a maximum of 1); DiffCMR diffuses in [-1, 1] (x = 2 img - 1), as DDPMs do, or
 ``DiffCMRConfig(value_range="unit")``, in [0, 1] as the public code does.
 
 Each method is built from its one configuration (``DiffCMRConfig``, ``UNetConfig``,
-``CGANConfig``), which a checkpoint stores and :func:`build_system` reads back.
+``CGANConfig``), which a checkpoint stores and :func:`build_system` reads back. The systems are
+registered by method name (:data:`SYSTEMS`, :func:`register_system`): a new trainable network is a
+system class with its ``method``, ``config_class`` and training step, registered once.
+
+A system also names the network calls the cost model counts (:meth:`flop_probes`): one
+training sample, one reconstruction forward pass and, for DiffCMR, G(I^u) and one step of E.
 """
 
 from __future__ import annotations
@@ -31,8 +36,6 @@ from diffcmr_core.method.networks import (
     UNetConfig,
 )
 from diffcmr_core.method.samplers import clip_hook, compose_hooks, ensemble, sample_rounds
-
-METHODS = ("diffcmr", "unet", "cgan")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class DiffusionSystem(nn.Module):
     """DiffCMR: Alg. 1 training (Eq. 4-5) and Alg. 2 inference."""
 
     method = "diffcmr"
+    config_class = DiffCMRConfig
+    sampling = True  # several rounds from noise: their mean, spread and each round
     precision = "bf16"  # autocast on CUDA; the training loop sets its own
 
     def __init__(self, cfg: DiffCMRConfig) -> None:
@@ -98,6 +103,17 @@ class DiffusionSystem(nn.Module):
         with the raw condition), its output read as the config's ``prediction``."""
         prediction = self.cfg.prediction
         return lambda x, t, cond: schedule.eps_from_output(denoise(x, t, cond), x, t, prediction)
+
+    def flop_probes(self, x: torch.Tensor) -> dict[str, Any]:
+        """The calls the cost model counts on ``x`` ``(1, 1, S, S)``: one training sample
+        (forward and backward), G(I^u) once, one step of E on its cached output."""
+        net, t = self.model, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        cond = net.encode_condition(x)
+        return {
+            "train": lambda: F.mse_loss(net(x, t, x), x).backward(),
+            "condition": lambda: net.encode_condition(x),
+            "denoise_step": lambda: net.denoise(x, t, cond),
+        }
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         """AdamW over the whole network (the paper, §3.2)."""
@@ -170,12 +186,27 @@ class RegressionSystem(nn.Module):
     """U-Net [12] trained with an L1 loss."""
 
     method = "unet"
+    config_class = UNetConfig
+    sampling = False
     precision = "bf16"
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.model = UNet(cfg)
+        self.model = self.build_model(cfg)
+
+    def build_model(self, cfg: Any) -> nn.Module:
+        """The network that maps an under-sampled image to its reconstruction (a subclass
+        with another network overrides this)."""
+        return UNet(cfg)
+
+    def flop_probes(self, x: torch.Tensor) -> dict[str, Any]:
+        """The calls the cost model counts on ``x`` ``(1, 1, S, S)``: one training sample
+        (forward and backward of the L1 loss) and one forward pass."""
+        return {
+            "train": lambda: F.l1_loss(self.model(x), x).backward(),
+            "forward": lambda: self.model(x),
+        }
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         """AdamW over the U-Net."""
@@ -207,11 +238,25 @@ class GANSystem(RegressionSystem):
     adversarial (BCE with logits) plus ``l1_weight`` x L1 loss; Adam(0.5, 0.999) for both."""
 
     method = "cgan"
+    config_class = CGANConfig
 
     def __init__(self, cfg: CGANConfig) -> None:
         super().__init__(cfg.generator)
         self.cfg, self.l1_weight = cfg, cfg.l1_weight
         self.discriminator = PatchDiscriminator(channels=max(cfg.generator.channels, 16))
+
+    def flop_probes(self, x: torch.Tensor) -> dict[str, Any]:
+        """One training sample as :meth:`train_step` (a discriminator update, then a generator
+        update) and one generator forward pass."""
+        gen, disc = self.model, self.discriminator
+
+        def train() -> None:
+            fake = gen(x)
+            real_logit, fake_logit = disc(x, x), disc(x, fake.detach())
+            (real_logit.mean() + fake_logit.mean()).backward()
+            (disc(x, fake).mean() + F.l1_loss(fake, x)).backward()
+
+        return {"train": train, "forward": lambda: gen(x)}
 
     def optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         """Adam (beta1 = 0.5, as pix2pix) for the generator and for the discriminator."""
@@ -256,22 +301,44 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, s
     opt.step()
 
 
-MODEL_CONFIGS = {"diffcmr": DiffCMRConfig, "unet": UNetConfig, "cgan": CGANConfig}
+SYSTEMS: dict[str, type[nn.Module]] = {}
+
+
+def register_system(cls: type[nn.Module]) -> type[nn.Module]:
+    """Make ``cls`` the system of its ``method`` (the name a checkpoint stores): it needs
+    ``method``, ``config_class``, ``sampling`` and the methods of the systems above. Registering
+    another class under a taken name is an error; returns ``cls`` (usable as a decorator)."""
+    for attr in ("method", "config_class", "sampling", "train_step", "reconstruct"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"{cls.__name__} is not a system: it has no {attr!r}")
+    if SYSTEMS.get(cls.method, cls) is not cls:
+        raise ValueError(f"a system for {cls.method!r} is already registered")
+    SYSTEMS[cls.method] = cls
+    return cls
+
+
+def unregister_system(method: str) -> None:
+    """Remove a system (tests register temporary ones)."""
+    SYSTEMS.pop(method, None)
+
+
+for _system in (DiffusionSystem, RegressionSystem, GANSystem):
+    register_system(_system)
 
 
 def build_system(method: str, model_config: Any) -> nn.Module:
     """A system from its method name and its configuration (the dataclass, or the plain dict a
     checkpoint stores)."""
-    if method not in MODEL_CONFIGS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method not in SYSTEMS:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(SYSTEMS)}")
+    system = SYSTEMS[method]
     cfg = model_config
     if isinstance(cfg, dict):
-        cfg = from_dict(MODEL_CONFIGS[method], cfg)
-    if not isinstance(cfg, MODEL_CONFIGS[method]):
+        cfg = from_dict(system.config_class, cfg)
+    if not isinstance(cfg, system.config_class):
         raise TypeError(
-            f"{method} needs a {MODEL_CONFIGS[method].__name__}, got {type(cfg).__name__}"
+            f"{method} needs a {system.config_class.__name__}, got {type(cfg).__name__}"
         )
-    system = {"diffcmr": DiffusionSystem, "unet": RegressionSystem, "cgan": GANSystem}[method]
     return system(cfg)
 
 

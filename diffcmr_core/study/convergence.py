@@ -23,6 +23,7 @@ from diffcmr_core.method.checkpoints import (
 )
 from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.metrics import METRICS, all_metrics
+from diffcmr_core.method.systems import SYSTEMS
 from diffcmr_core.method.train import train
 from diffcmr_core.study.cache import read_stamped
 from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
@@ -65,7 +66,7 @@ def score_model(
     ev = profile.evaluation
     system, model = load_for_inference(path, device or default_device(), "ema")
     inp = np.ascontiguousarray(inp, np.float32)
-    if method != "diffcmr":
+    if not system.sampling:
         return _mean_metrics(regress(system, model, inp, ev.batch), tgt)
     rec, _ = sample_at(profile, system, model, inp, ids, setting)
     one = {f"{k}_r1": v for k, v in _mean_metrics(rec["rounds"][0], tgt).items()}
@@ -146,7 +147,8 @@ def train_until_converged(
     (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
     returned as is."""
 
-    evc, cfg = profile.evidence, profile.train_config(method)
+    evc, settings = profile.evidence, profile.network(method)
+    cfg = settings.train
     if cfg.lr_schedule != "constant" or not cfg.snapshot_every:
         raise ValueError(
             f"profile {profile.name}: training to convergence needs a constant "
@@ -167,13 +169,13 @@ def train_until_converged(
             pairs,
             out,
             dataclasses.replace(cfg, iterations=step),
-            profile.model_config(method),
+            settings.model,
             device=default_device(),
             progress=progress,
         )
         snap = snapshot_path(out, step)
         cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
-        setting = evc.validation_sampler if method == "diffcmr" else None
+        setting = evc.validation_sampler if SYSTEMS[method].sampling else None
         rows.append(
             {
                 "step": step,

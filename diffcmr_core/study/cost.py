@@ -23,7 +23,7 @@ reading and writing files, and 09's curve fits (0.4 s per 128 x 128 T1 slice on 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import time
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +32,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from diffcmr_core.data.pairs import split_cases
 from diffcmr_core.data.phantom import T1_INVERSION_TIMES, T2_ECHO_TIMES, case_name
 from diffcmr_core.method.challenge import ranking_selection
-from diffcmr_core.method.networks import (
-    DiffCMRConfig,
-    DiffCMRNet,
-    PatchDiscriminator,
-    UNet,
-    UNetConfig,
-)
+from diffcmr_core.method.networks import DiffCMRNet
+from diffcmr_core.method.settings import NetworkSettings
+from diffcmr_core.method.systems import build_system
 from diffcmr_core.study import methods
 from diffcmr_core.study.names import notebook
 from diffcmr_core.study.profiles import Profile, get_profile
@@ -50,48 +46,19 @@ def _count(fn) -> int:
     return counter.get_total_flops()
 
 
-@dataclass(frozen=True)
-class UnitCosts:
-    """FLOPs per image: one training sample of each method, G(I^u), one step of E, one U-Net
-    forward."""
-
-    diffcmr_train: int
-    unet_train: int
-    cgan_train: int
-    condition: int
-    denoise_step: int
-    unet_forward: int
-
-
-def unit_costs(diffcmr: DiffCMRConfig, unet: UNetConfig, size: int) -> UnitCosts:
-    """Count the per-image FLOPs of the profile's networks (on the meta device)."""
-    with torch.device("meta"):
-        net, gen = DiffCMRNet(diffcmr), UNet(unet)
-        disc = PatchDiscriminator(channels=max(unet.channels, 16))
-        x = torch.randn(1, 1, size, size)
-        t = torch.zeros(1, dtype=torch.long)
-
-        def diffcmr_step():
-            F.mse_loss(net(x, t, x), x).backward()
-
-        def unet_step():
-            F.l1_loss(gen(x), x).backward()
-
-        def cgan_step():  # as GANSystem.train_step: D update, then G update
-            fake = gen(x)
-            real_logit, fake_logit = disc(x, x), disc(x, fake.detach())
-            (real_logit.mean() + fake_logit.mean()).backward()
-            (disc(x, fake).mean() + F.l1_loss(fake, x)).backward()
-
-        cond = net.encode_condition(x)
-        return UnitCosts(
-            diffcmr_train=_count(diffcmr_step),
-            unet_train=_count(unet_step),
-            cgan_train=_count(cgan_step),
-            condition=_count(lambda: net.encode_condition(x)),
-            denoise_step=_count(lambda: net.denoise(x, t, cond)),
-            unet_forward=_count(lambda: gen(x)),
-        )
+def unit_costs(profile: Profile) -> dict[str, dict[str, int]]:
+    """FLOPs per image of each network the profile gives settings for, by the calls its system
+    names (:meth:`~diffcmr_core.method.systems.RegressionSystem.flop_probes`: ``train``, one
+    training sample; ``forward``, one reconstruction; DiffCMR's ``condition``, G(I^u), and
+    ``denoise_step``, one step of E), counted on the meta device."""
+    size, out = profile.preprocess.size, {}
+    for name, given in profile.settings.items():
+        if isinstance(given, NetworkSettings):
+            with torch.device("meta"):
+                system = build_system(name, given.model)
+                probes = system.flop_probes(torch.randn(1, 1, size, size))
+                out[name] = {call: _count(fn) for call, fn in probes.items()}
+    return out
 
 
 def validation_images(profile: Profile) -> dict[str, dict[str, int]]:
@@ -143,7 +110,7 @@ def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
     """Per compute-heavy notebook, ``(FLOPs the ranks of evaluate split, FLOPs in one
     process)``: 04's two protocols and 05's Table 4 are split; training, 05's public choices,
     08 and 09 are not."""
-    u = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    u = unit_costs(profile)
     ev = profile.evaluation
     factors = len(profile.tasks) * len(profile.accs)
     models = len(profile.tasks) * (1 if profile.shared_models else len(profile.accs))
@@ -152,8 +119,14 @@ def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
     per_image = sum(m.image_flops(profile, u) for m in entries)
 
     def sampling(n: int, runs: list[tuple[int, int]]) -> float:
-        """``n`` slices, each sampled by the given (T, R) runs (G once per slice and run)."""
-        return n * sum(u.condition + steps * rounds * u.denoise_step for steps, rounds in runs)
+        """``n`` slices, each sampled by DiffCMR with the given (T, R) runs (G once per slice
+        and run; nothing in a profile without DiffCMR)."""
+        if "diffcmr" not in u:
+            return 0.0
+        d = u["diffcmr"]
+        return n * sum(
+            d["condition"] + steps * rounds * d["denoise_step"] for steps, rounds in runs
+        )
 
     def protocol(n: int) -> float:
         """``n`` images by every method at the tables' settings (DiffCMR's T and R)."""
@@ -172,9 +145,9 @@ def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
         [(t_max, r_max)] + [(s, min(ev.rounds, r_max)) for s in ev.ablation_steps if s != t_max],
     )
     public = sampling(n_ablation, [(ev.steps, ev.rounds)] * 4)  # the public choices
-    t = profile.fast_train_config()
+    t = profile.fast_train_config() if "diffcmr" in u else None
     fast = (
-        u.diffcmr_train * t.iterations * t.batch_size  # the model on crop pairs
+        (u["diffcmr"]["train"] * t.iterations * t.batch_size if t else 0.0)  # on crop pairs
         + sampling(n_ablation, [(s, r) for _, s, r in ev.fast_settings] * 3)
     )  # x (none, magnitude, coil DC)
     cost = {
@@ -235,11 +208,10 @@ def measured_rate(profile: Profile, device: torch.device | str = "cpu", repeats:
     batch size (random data; the fastest of ``repeats`` after a warm-up), from the same FLOP
     count as :func:`study_cost`. The study's notebooks run at about this rate (quick on a 2-core
     CPU: 0.11-0.13 TFLOP/s for every notebook), so it turns a FLOP count into a time."""
-    import time
-
-    size, batch = profile.preprocess.size, profile.train_diffcmr.batch_size
-    per_image = unit_costs(profile.diffcmr, profile.unet, size).diffcmr_train
-    net = DiffCMRNet(profile.diffcmr).to(device)
+    diffcmr = profile.network("diffcmr")
+    size, batch = profile.preprocess.size, diffcmr.train.batch_size
+    per_image = unit_costs(profile)["diffcmr"]["train"]
+    net = DiffCMRNet(diffcmr.model).to(device)
     x = torch.randn(batch, 1, size, size, device=device)
     t = torch.zeros(batch, dtype=torch.long, device=device)
     best = float("inf")

@@ -47,7 +47,6 @@ from diffcmr_core.study.convergence import (
     score_model,
 )
 from diffcmr_core.study.cost import unit_costs
-from diffcmr_core.study.pics import load_choice, pics_images
 from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
 from diffcmr_core.study.seeds import seed_profile
 from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch, val_pairs
@@ -75,9 +74,9 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
                 "task": task,
                 "acc": acc,
                 "method": methods.label(method),
-                "seed": profile.train_config(method).seed,
+                "seed": profile.network(method).train.seed,
                 "steps": last,
-                "cap": profile.train_config(method).iterations,
+                "cap": profile.network(method).train.iterations,
                 "converged": record["stopped"]["converged"],
                 "last_quarter_gain_db": late - early,
                 "cpu_minutes": curve[-1]["cpu_seconds"] / 60,
@@ -211,7 +210,7 @@ def _curve_scores(
     evc = profile.evidence
     out = paths_for(profile).model_dir(task, acc, method)
     rows = sorted(read_record(out, profile, method)["rows"], key=lambda r: r["step"])
-    if method != "diffcmr" or tuple(setting) == tuple(evc.validation_sampler):
+    if not methods.get(method).sampling or tuple(setting) == tuple(evc.validation_sampler):
         return rows
     path = out / f"curve_{setting[0]}{setting[1]}r{setting[2]}.json"
     kept = {}
@@ -250,7 +249,7 @@ def compute_curve(
     of every network and seed (DiffCMR twice: R = 1 and R = ``setting``'s R), and RAW and PI-CS
     (no network training; one row each per seed at 0 FLOPs, drawn as lines)."""
 
-    units = unit_costs(profile.diffcmr, profile.unet, profile.preprocess.size)
+    units = unit_costs(profile)
     sampler, steps, rounds = setting
     rows = []
     for seed in seeds:
@@ -457,18 +456,11 @@ def inference_seconds(
     ev = profile.evaluation
     rows = []
     for name in ("raw", *profile.methods):
-        if name == "cs":
-            cfg = methods.options(profile, "cs")
-            choice = load_choice(
-                methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile
-            )
-            t0 = time.perf_counter()
-            pics_images(batch, choice, cfg, cache=None)
-        else:
-            rec = methods.get(name).reconstructor(profile, task, acc)
-            t0 = time.perf_counter()
-            rec(batch)
-        setting = f"DDPM T={ev.steps} R={ev.rounds} (tables)" if name == "diffcmr" else ""
+        rec = methods.get(name).timed_reconstructor(profile, task, acc)
+        t0 = time.perf_counter()
+        rec(batch)
+        sampling = methods.get(name).sampling
+        setting = f"DDPM T={ev.steps} R={ev.rounds} (tables)" if sampling else ""
         rows.append(
             {
                 "method": methods.label(name),

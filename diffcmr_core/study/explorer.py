@@ -177,7 +177,7 @@ class Explorer:
     ) -> plt.Figure:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for the slice's ground truth (Eq. 4)."""
         _, tgt, _ = self._data(acc)
-        value_range = self.profile.diffcmr.value_range
+        value_range = self.profile.network("diffcmr").model.value_range
         x0 = to_model_space(torch.from_numpy(tgt[index : index + 1])[:, None], value_range)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
         x_t = schedule.q_sample(x0, torch.tensor([t]), noise)

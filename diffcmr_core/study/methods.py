@@ -2,11 +2,15 @@
 cases, how it reconstructs a batch of slices, and what it costs.
 
 Every other part of the study asks this registry: the CLI's choices (``submit --method``,
-``train``), the submission, the tables (Tables 2-3, Figure 3, Table 6), the cost model and the
-profiles' per-method settings (:func:`options`: a profile's ``method_options`` entry, else the
-method's default). Adding a method is a module with its mathematics and one :func:`register`
-call here; ``tests/test_methods.py`` registers a trivial one and runs it through the evaluation
-and the submission.
+``train``), the submission, the tables (Tables 2-3, Figure 3, Table 6), the cost model, the seeds
+and the compute curve. A method is built from its own settings (:func:`settings`: the profile's
+``settings`` entry, else the method's default): a network from its
+:class:`~diffcmr_core.method.settings.NetworkSettings` (configuration and training) and the
+system class that trains it, PI-CS from its ``CSConfig``. Adding a method is a module with its
+mathematics and one :func:`register` call; ``tests/test_methods.py`` registers a trivial one and
+runs it through the evaluation and the submission, ``tests/test_new_network.py`` a small trained
+network through training, evaluation, seeds, the compute curve, the cost model and the
+submission.
 
 A method reconstructs a :class:`Batch`: the zero-filled, input-normalised images ``[N, S, S]``
 of one task and factor (what the networks see), each input's maximum, the preprocessing, and,
@@ -35,6 +39,14 @@ from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.classical import CSConfig, cost_per_image
 from diffcmr_core.method.inference import reconstruct as sample
 from diffcmr_core.method.inference import regress
+from diffcmr_core.method.settings import NetworkSettings
+from diffcmr_core.method.systems import (
+    DiffusionSystem,
+    GANSystem,
+    RegressionSystem,
+    register_system,
+    unregister_system,
+)
 from diffcmr_core.method.train import train
 from diffcmr_core.study import convergence
 from diffcmr_core.study.pics import CHOICE_FILE, choose, load_choice, pics_images
@@ -91,7 +103,7 @@ class Method:
     network: bool = False  # a network with a checkpoint (the ``train`` command)
     sampling: bool = False  # several rounds: their mean, spread and each round
     reads_acquisition: bool = False  # reconstructs from the k-space, not the images
-    default_options: Any = None  # its settings when a profile names none
+    default_settings: Any = None  # its settings when a profile gives none
 
     def artefact(self, profile, task: str, acc: int) -> Path | None:
         """The file the fit leaves (a checkpoint, a choice of parameters); ``None`` if none."""
@@ -109,9 +121,16 @@ class Method:
         ``acc``."""
         raise NotImplementedError
 
+    def timed_reconstructor(
+        self, profile, task: str, acc: int
+    ) -> Callable[[Batch], Reconstruction]:
+        """The :meth:`reconstructor` whose time per slice the evidence study reports: the
+        same, but computing what a cache would give (PI-CS)."""
+        return self.reconstructor(profile, task, acc)
+
     def train_flops(self, profile, units) -> float:
         """Floating-point operations of fitting one model (``units``: the cost model's
-        :class:`~diffcmr_core.study.cost.UnitCosts`)."""
+        per-image counts of each network, :func:`~diffcmr_core.study.cost.unit_costs`)."""
         return 0.0
 
     def image_flops(self, profile, units) -> float:
@@ -128,13 +147,21 @@ def register(method: Method) -> Method:
         raise ValueError("a method needs a name and a label")
     if method.name in REGISTRY and REGISTRY[method.name] is not method:
         raise ValueError(f"a method named {method.name!r} is already registered")
+    if method.network:  # the system that trains it, under the same name (a checkpoint's)
+        if method.system.method != method.name:
+            raise ValueError(
+                f"{method.name}'s system {method.system.__name__} is for {method.system.method!r}"
+            )
+        register_system(method.system)
     REGISTRY[method.name] = method
     return method
 
 
 def unregister(name: str) -> None:
-    """Remove a method (tests register temporary ones)."""
-    REGISTRY.pop(name, None)
+    """Remove a method and its system (tests register temporary ones)."""
+    method = REGISTRY.pop(name, None)
+    if method is not None and method.network:
+        unregister_system(name)
 
 
 def get(name: str) -> Method:
@@ -154,9 +181,9 @@ def label(name: str) -> str:
     return get(name).label
 
 
-def options(profile, name: str) -> Any:
-    """A method's settings in ``profile``: its ``method_options`` entry, else the default."""
-    return profile.method_options.get(name, get(name).default_options)
+def settings(profile, name: str) -> Any:
+    """A method's settings in ``profile``: its ``settings`` entry, else the method's default."""
+    return profile.settings.get(name, get(name).default_settings)
 
 
 def reconstruct(
@@ -174,14 +201,14 @@ def recipe(profile, task: str, acc: int, method: str) -> str:
     result made with another recipe (an older model, say) is not reused."""
     import hashlib
 
-    opts = options(profile, method)
+    opts = settings(profile, method)
     h = hashlib.sha256(
         json.dumps(
             {
                 "method": method,
                 "preprocess": dataclasses.asdict(profile.preprocess),
                 "evaluation": dataclasses.asdict(profile.evaluation),
-                "options": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else None,
+                "settings": dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else None,
             },
             sort_keys=True,
             default=list,
@@ -217,19 +244,31 @@ class ZeroFilled(Method):
 
 # ----------------------------------------------------------------------------- networks
 class Network(Method):
-    """A network of :mod:`~diffcmr_core.method.systems` trained on the training pairs (every
-    factor's with the profile's ``shared_models``), its checkpoint checked before use (method,
-    configuration, finished training, task and factor)."""
+    """A network trained on the training pairs (every factor's with the profile's
+    ``shared_models``) by its ``system`` (a class of :mod:`~diffcmr_core.method.systems`,
+    registered with the method), built from the profile's
+    :class:`~diffcmr_core.method.settings.NetworkSettings` for it; its checkpoint checked before
+    use (method, configuration, finished training, task and factor)."""
 
     fitted = network = True
+    system: type = RegressionSystem
+
+    @property
+    def sampling(self) -> bool:
+        """Whether it samples (several rounds), as its system says."""
+        return self.system.sampling
+
+    def settings(self, profile) -> NetworkSettings:
+        """The network's settings in ``profile``."""
+        return profile.network(self.name)
 
     def model_config(self, profile):
         """The network's configuration in ``profile``."""
-        return profile.model_config(self.name)
+        return self.settings(profile).model
 
     def train_config(self, profile):
         """The training settings in ``profile``."""
-        return profile.train_config(self.name)
+        return self.settings(profile).train
 
     def artefact(self, profile, task, acc):
         """The final checkpoint ``last.pt`` of the model for ``task`` at ``acc``."""
@@ -293,9 +332,9 @@ class Network(Method):
         )
 
     def step_flops(self, profile, units) -> float:
-        """Floating-point operations of one training step: per-sample FLOPs x batch (the cost
-        model's count for this network; a new network overrides this)."""
-        return getattr(units, f"{self.name}_train") * self.train_config(profile).batch_size
+        """Floating-point operations of one training step: per-sample FLOPs (the cost model's
+        count of its system's ``train`` probe) x batch."""
+        return units[self.name]["train"] * self.train_config(profile).batch_size
 
     def train_flops(self, profile, units):
         """One training step's FLOPs x iterations."""
@@ -321,26 +360,26 @@ class Regression(Network):
         }
 
     def image_flops(self, profile, units):
-        """One U-Net forward pass."""
-        return units.unet_forward
+        """One forward pass of the network."""
+        return units[self.name]["forward"]
 
 
 class UNetMethod(Regression):
     """U-Net [12] with an L1 loss."""
 
-    name, label = "unet", "U-Net"
+    name, label, system = "unet", "U-Net", RegressionSystem
 
 
 class CGANMethod(Regression):
     """pix2pix-style cGAN [3]."""
 
-    name, label = "cgan", "cGAN"
+    name, label, system = "cgan", "cGAN", GANSystem
 
 
 class DiffCMRMethod(Network):
     """DiffCMR: Alg. 2 with the profile's T, R, seed and sampling choices."""
 
-    name, label, sampling = "diffcmr", "DiffCMR", True
+    name, label, system = "diffcmr", "DiffCMR", DiffusionSystem
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         """Alg. 2 (or the profile's sampler) with the evaluation's T, R and seed; each slice's
@@ -362,8 +401,8 @@ class DiffCMRMethod(Network):
 
     def image_flops(self, profile, units):
         """G(I^u) once, and T x R evaluations of E."""
-        ev = profile.evaluation
-        return units.condition + ev.steps * ev.rounds * units.denoise_step
+        ev, u = profile.evaluation, units[self.name]
+        return u["condition"] + ev.steps * ev.rounds * u["denoise_step"]
 
 
 # ----------------------------------------------------------------------------- PI-CS
@@ -378,7 +417,7 @@ class PICSMethod(Method):
     name, label, fitted, reads_acquisition = "cs", "PI-CS", True, True
 
     @property
-    def default_options(self):
+    def default_settings(self):
         """The PI-CS settings of :class:`~diffcmr_core.method.classical.CSConfig`."""
 
         return CSConfig()
@@ -396,16 +435,24 @@ class PICSMethod(Method):
             task,
             acc,
             self.artefact(profile, task, acc),
-            options(profile, self.name),
+            settings(profile, self.name),
             progress=progress,
         )
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
         """PI-CS from each slice's acquisition with the chosen parameters (cached per slice)."""
 
-        cfg = options(profile, self.name)
+        return self._run(
+            profile, task, acc, paths_for(profile).layout.method_cache(self.name), progress
+        )
+
+    def timed_reconstructor(self, profile, task, acc):
+        """PI-CS without its per-slice cache (ESPIRiT calibration included)."""
+        return self._run(profile, task, acc, None, False)
+
+    def _run(self, profile, task, acc, cache, progress):
+        cfg = settings(profile, self.name)
         choice = load_choice(self.artefact(profile, task, acc), cfg, task, acc, profile)
-        cache = paths_for(profile).layout.method_cache(self.name)
 
         def run(batch: Batch) -> Reconstruction:
             return {"mean": pics_images(batch, choice, cfg, progress=progress, cache=cache)}
@@ -415,7 +462,7 @@ class PICSMethod(Method):
     def image_flops(self, profile, units):
         """FFTs and wavelet transforms of the largest iteration count, on the acquired matrix."""
 
-        pre, cfg = profile.preprocess, options(profile, self.name)
+        pre, cfg = profile.preprocess, settings(profile, self.name)
         ky, kx = pre.pad_to // 2, pre.pad_to  # about half the padded lines are acquired
         if pre.roi is not None:
             kx = int(kx * min(1.0, pre.roi[1] + 0.1))  # the region's columns and their margin
@@ -423,7 +470,7 @@ class PICSMethod(Method):
 
     def train_flops(self, profile, units):
         """Every candidate weight and iteration count on the tuning slices."""
-        cfg = options(profile, self.name)
+        cfg = settings(profile, self.name)
         grid = len(cfg.weights) * sum(cfg.iteration_grid) / max(cfg.iteration_grid)
         per_task = cfg.tuning_slices * 2 * len(profile.accs)  # two coil types
         return grid * per_task * self.image_flops(profile, units)
@@ -431,22 +478,3 @@ class PICSMethod(Method):
 
 for _method in (ZeroFilled(), UNetMethod(), CGANMethod(), DiffCMRMethod(), PICSMethod()):
     register(_method)
-
-
-def describe(profile) -> list[dict[str, object]]:
-    """One row per method of ``profile``: name, label, what it is fitted on, its settings."""
-    rows = []
-    for name in ("raw", *profile.methods):
-        m, opts = get(name), options(profile, name)
-        rows.append(
-            {
-                "method": name,
-                "label": m.label,
-                "fitted": m.fitted,
-                "sampling": m.sampling,
-                "options": json.dumps(dataclasses.asdict(opts), default=list)
-                if dataclasses.is_dataclass(opts)
-                else "",
-            }
-        )
-    return rows

@@ -32,7 +32,7 @@ from diffcmr_core.data.pairs import PreprocessConfig
 from diffcmr_core.data.phantom import PhantomConfig
 from diffcmr_core.method.classical import CSConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
-from diffcmr_core.method.settings import TrainConfig
+from diffcmr_core.method.settings import NetworkSettings, TrainConfig
 from diffcmr_core.method.systems import CGANConfig
 from diffcmr_core.study.layout import RunLayout
 from diffcmr_core.study.names import notebook, table
@@ -120,56 +120,73 @@ class EvidenceConfig:
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything one run of the study is: its data, preprocessing, networks, training,
-    evaluation and, for the evidence study, its convergence settings (see the module)."""
+    """Everything one run of the study is: its data, preprocessing, evaluation, the methods it
+    runs with their settings and, for the evidence study, its convergence settings (see the
+    module)."""
 
     name: str
     phantom: PhantomConfig
     preprocess: PreprocessConfig
-    diffcmr: DiffCMRConfig
-    unet: UNetConfig
-    train_diffcmr: TrainConfig
-    train_unet: TrainConfig
-    train_cgan: TrainConfig
     evaluation: EvalConfig
+    # each method's settings where it has any: a network's NetworkSettings (its configuration
+    # and training), PI-CS's CSConfig (else its default, study.methods.settings)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     tasks: tuple[str, ...] = TASKS
     accs: tuple[int, ...] = ACCS
     methods: tuple[str, ...] = ("unet", "cgan", "diffcmr", "cs")  # names in study.methods
-    cgan_l1_weight: float = 100.0  # pix2pix's weight of L1 beside the adversarial loss
     real_data: bool = False  # use $CMRXRECON_ROOT / data/CMRxRecon when present
     data_name: str | None = None  # share another profile's data and pairs (seeds)
     shared_models: bool = False  # one model per task and method, trained on the
     # pairs of all its factors (the paper: one per factor)
     budget_minutes: float = 15.0
-    # a registered method's settings where they differ from its default (study.methods.options)
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     evidence: EvidenceConfig | None = None  # notebook 10's study (None: skipped)
     notebooks: tuple[str, ...] | None = None  # the notebooks ``make study`` runs (None: all)
 
-    def train_config(self, method: str) -> TrainConfig:
-        """The training settings of ``method`` (``diffcmr``, ``unet`` or ``cgan``)."""
-        return {"diffcmr": self.train_diffcmr, "unet": self.train_unet, "cgan": self.train_cgan}[
-            method
-        ]
+    def network(self, method: str) -> NetworkSettings:
+        """The settings of the trained network ``method`` (its configuration and training)."""
+        found = self.settings.get(method)
+        if not isinstance(found, NetworkSettings):
+            raise ValueError(
+                f"profile {self.name} gives no network settings for {method!r} "
+                f"(settings[{method!r}] is {type(found).__name__}, not NetworkSettings)"
+            )
+        return found
+
+    def with_training(self, method: str, **changes: Any) -> Profile:
+        """This profile with ``method``'s training settings changed (``iterations=...``)."""
+        net = self.network(method)
+        train = dataclasses.replace(net.train, **changes)
+        return dataclasses.replace(
+            self, settings={**self.settings, method: dataclasses.replace(net, train=train)}
+        )
 
     def fast_train_config(self) -> TrainConfig:
         """The training settings of notebook 08's DiffCMR on crop pairs: the profile's, with
         ``EvalConfig.fast_model_iterations`` when set."""
-        n, t = self.evaluation.fast_model_iterations, self.train_diffcmr
+        n, t = self.evaluation.fast_model_iterations, self.network("diffcmr").train
         return (
             t
             if n is None
             else dataclasses.replace(t, iterations=n, checkpoint_every=min(t.checkpoint_every, n))
         )
 
-    def model_config(self, method: str) -> DiffCMRConfig | UNetConfig | CGANConfig:
-        """The method's configuration (what :func:`~diffcmr_core.method.systems.build_system`
-        takes)."""
-        if method == "diffcmr":
-            return self.diffcmr
-        if method == "unet":
-            return self.unet
-        return CGANConfig(generator=self.unet, l1_weight=self.cgan_l1_weight)
+
+def networks(
+    diffcmr: DiffCMRConfig,
+    unet: UNetConfig,
+    *,
+    train_diffcmr: TrainConfig,
+    train_unet: TrainConfig,
+    train_cgan: TrainConfig,
+    cgan_l1_weight: float = 100.0,
+) -> dict[str, NetworkSettings]:
+    """The settings of the study's three networks: DiffCMR, the U-Net, and the cGAN, whose
+    generator is that U-Net, with pix2pix's weight of L1 beside the adversarial loss."""
+    return {
+        "diffcmr": NetworkSettings(diffcmr, train_diffcmr),
+        "unet": NetworkSettings(unet, train_unet),
+        "cgan": NetworkSettings(CGANConfig(generator=unet, l1_weight=cgan_l1_weight), train_cgan),
+    }
 
 
 # the real data's anatomy, coils and noise on a 3 mm grid (read-out 256 samples, 81-123 lines);
@@ -201,30 +218,38 @@ _QUICK_NET = DiffCMRConfig(
     train_steps=1000,
     loss_weighting="v",
 )
+# the smoke profile's training of each network: eight steps, snapshots at 4 and 8
+_SMOKE_TRAIN = TrainConfig(
+    iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
+)
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         phantom=PhantomConfig(n_cases=120, n_val_cases=60),
         preprocess=PreprocessConfig(pad_to=512, size=128),
-        diffcmr=DiffCMRConfig.paper(),
-        unet=UNetConfig(channels=32, depth=4),
-        train_diffcmr=TrainConfig(
-            iterations=120_000,
-            batch_size=6,
-            lr=1e-5,
-            ema_decay=0.9999,
-            ema_warmup=False,
-            precision="fp32",
-            checkpoint_every=2000,
-            log_every=50,
-        ),
-        train_unet=TrainConfig(
-            iterations=50_000, batch_size=6, lr=1e-4, log_every=50, checkpoint_every=2000
-        ),
-        train_cgan=TrainConfig(
-            iterations=50_000, batch_size=6, lr=2e-4, log_every=50, checkpoint_every=2000
-        ),
+        settings={
+            **networks(
+                DiffCMRConfig.paper(),
+                UNetConfig(channels=32, depth=4),
+                train_diffcmr=TrainConfig(
+                    iterations=120_000,
+                    batch_size=6,
+                    lr=1e-5,
+                    ema_decay=0.9999,
+                    ema_warmup=False,
+                    precision="fp32",
+                    checkpoint_every=2000,
+                    log_every=50,
+                ),
+                train_unet=TrainConfig(
+                    iterations=50_000, batch_size=6, lr=1e-4, log_every=50, checkpoint_every=2000
+                ),
+                train_cgan=TrainConfig(
+                    iterations=50_000, batch_size=6, lr=2e-4, log_every=50, checkpoint_every=2000
+                ),
+            ),
+        },
         evaluation=EvalConfig(precision="fp32"),
         real_data=True,
         budget_minutes=6 * 24 * 60,
@@ -241,21 +266,25 @@ PROFILES: dict[str, Profile] = {
             mapping_slices=3,
         ),
         preprocess=PreprocessConfig(pad_to=256, size=128),
-        diffcmr=dataclasses.replace(
-            DiffCMRConfig.paper(), prediction="v", train_steps=1000, loss_weighting="v"
-        ),
-        unet=UNetConfig(channels=32, depth=4),
-        train_diffcmr=TrainConfig(
-            iterations=2000,
-            batch_size=6,
-            lr=1e-4,
-            ema_decay=0.999,
-            lr_schedule="cosine",
-            checkpoint_every=1000,
-            log_every=20,
-        ),
-        train_unet=TrainConfig(iterations=2000, batch_size=6, lr=3e-4, log_every=20),
-        train_cgan=TrainConfig(iterations=2000, batch_size=6, lr=2e-4, log_every=20),
+        settings={
+            **networks(
+                dataclasses.replace(
+                    DiffCMRConfig.paper(), prediction="v", train_steps=1000, loss_weighting="v"
+                ),
+                UNetConfig(channels=32, depth=4),
+                train_diffcmr=TrainConfig(
+                    iterations=2000,
+                    batch_size=6,
+                    lr=1e-4,
+                    ema_decay=0.999,
+                    lr_schedule="cosine",
+                    checkpoint_every=1000,
+                    log_every=20,
+                ),
+                train_unet=TrainConfig(iterations=2000, batch_size=6, lr=3e-4, log_every=20),
+                train_cgan=TrainConfig(iterations=2000, batch_size=6, lr=2e-4, log_every=20),
+            ),
+        },
         evaluation=EvalConfig(n_val=48, steps=200, rounds=4, batch=48, ablation_n_val=16),
         budget_minutes=25.0,
     ),
@@ -263,25 +292,29 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         phantom=_QUICK_PHANTOM,
         preprocess=_QUICK_PRE,
-        diffcmr=_QUICK_NET,
-        unet=UNetConfig(channels=16, depth=3),
+        settings={
+            **networks(
+                _QUICK_NET,
+                UNetConfig(channels=16, depth=3),
+                train_diffcmr=TrainConfig(
+                    iterations=500,
+                    batch_size=8,
+                    lr=1e-3,
+                    ema_decay=0.99,
+                    lr_schedule="cosine",
+                    log_every=10,
+                    checkpoint_every=100,
+                ),
+                train_unet=TrainConfig(
+                    iterations=300, batch_size=8, lr=2e-3, log_every=10, checkpoint_every=100
+                ),
+                train_cgan=TrainConfig(
+                    iterations=300, batch_size=8, lr=1e-3, log_every=10, checkpoint_every=100
+                ),
+            ),
+            "cs": CSConfig(tuning_slices=2),
+        },
         shared_models=True,
-        train_diffcmr=TrainConfig(
-            iterations=500,
-            batch_size=8,
-            lr=1e-3,
-            ema_decay=0.99,
-            lr_schedule="cosine",
-            log_every=10,
-            checkpoint_every=100,
-        ),
-        train_unet=TrainConfig(
-            iterations=300, batch_size=8, lr=2e-3, log_every=10, checkpoint_every=100
-        ),
-        train_cgan=TrainConfig(
-            iterations=300, batch_size=8, lr=1e-3, log_every=10, checkpoint_every=100
-        ),
-        method_options={"cs": CSConfig(tuning_slices=2)},
         evaluation=EvalConfig(
             n_val=16,
             steps=20,
@@ -305,40 +338,44 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=12, n_val_cases=3),
         preprocess=_QUICK_PRE,
-        diffcmr=_QUICK_NET,
-        unet=UNetConfig(channels=16, depth=3),
+        settings={
+            **networks(
+                _QUICK_NET,
+                UNetConfig(channels=16, depth=3),
+                train_diffcmr=TrainConfig(
+                    iterations=4000,
+                    batch_size=8,
+                    lr=1e-3,
+                    ema_decay=0.999,
+                    warmup=100,
+                    log_every=20,
+                    checkpoint_every=400,
+                    snapshot_every=400,
+                ),
+                train_unet=TrainConfig(
+                    iterations=3000,
+                    batch_size=8,
+                    lr=2e-3,
+                    ema_decay=0.999,
+                    warmup=100,
+                    log_every=20,
+                    checkpoint_every=300,
+                    snapshot_every=300,
+                ),
+                train_cgan=TrainConfig(
+                    iterations=3000,
+                    batch_size=8,
+                    lr=1e-3,
+                    ema_decay=0.999,
+                    warmup=100,
+                    log_every=20,
+                    checkpoint_every=300,
+                    snapshot_every=300,
+                ),
+            ),
+        },
         tasks=("cine",),
         accs=(4,),
-        train_diffcmr=TrainConfig(
-            iterations=4000,
-            batch_size=8,
-            lr=1e-3,
-            ema_decay=0.999,
-            warmup=100,
-            log_every=20,
-            checkpoint_every=400,
-            snapshot_every=400,
-        ),
-        train_unet=TrainConfig(
-            iterations=3000,
-            batch_size=8,
-            lr=2e-3,
-            ema_decay=0.999,
-            warmup=100,
-            log_every=20,
-            checkpoint_every=300,
-            snapshot_every=300,
-        ),
-        train_cgan=TrainConfig(
-            iterations=3000,
-            batch_size=8,
-            lr=1e-3,
-            ema_decay=0.999,
-            warmup=100,
-            log_every=20,
-            checkpoint_every=300,
-            snapshot_every=300,
-        ),
         evaluation=EvalConfig(
             n_val=None,
             steps=100,
@@ -372,21 +409,17 @@ PROFILES: dict[str, Profile] = {
             mapping_slices=1,
         ),
         preprocess=_QUICK_PRE,
-        diffcmr=dataclasses.replace(_QUICK_NET, channels=8, num_heads=1),
-        unet=UNetConfig(channels=8, depth=2),
-        shared_models=True,
-        train_diffcmr=TrainConfig(
-            iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
-        ),
-        train_unet=TrainConfig(
-            iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
-        ),
-        train_cgan=TrainConfig(
-            iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
-        ),
-        method_options={
-            "cs": CSConfig(weights=(1e-2, 1e-1), iteration_grid=(5, 10), tuning_slices=1)
+        settings={
+            **networks(
+                dataclasses.replace(_QUICK_NET, channels=8, num_heads=1),
+                UNetConfig(channels=8, depth=2),
+                train_diffcmr=_SMOKE_TRAIN,
+                train_unet=_SMOKE_TRAIN,
+                train_cgan=_SMOKE_TRAIN,
+            ),
+            "cs": CSConfig(weights=(1e-2, 1e-1), iteration_grid=(5, 10), tuning_slices=1),
         },
+        shared_models=True,
         evidence=EvidenceConfig(
             seeds=(0, 1),
             min_snapshots=2,
@@ -413,7 +446,7 @@ PROFILES: dict[str, Profile] = {
 DRY = "-dry"
 
 
-def dry_run(profile: Profile) -> Profile:
+def dry_profile(profile: Profile) -> Profile:
     """The same profile at a few iterations, steps and slices: its networks (at half the image
     size, so that the paper's network runs in minutes on a 2-core CPU), data format and every
     notebook's code path unchanged, on one factor (4x) and the multi-coil files, so a shape,
@@ -437,7 +470,7 @@ def dry_run(profile: Profile) -> Profile:
         budget_minutes=30.0,
         accs=(4,),
         preprocess=dataclasses.replace(profile.preprocess, size=size, coils=("MultiCoil",)),
-        diffcmr=dataclasses.replace(profile.diffcmr, image_size=size),
+        settings={name: _dry_settings(s, few, size) for name, s in profile.settings.items()},
         phantom=dataclasses.replace(
             profile.phantom,
             n_cases=3,
@@ -447,9 +480,6 @@ def dry_run(profile: Profile) -> Profile:
             lax_slices=1,
             mapping_slices=1,
         ),
-        train_diffcmr=dataclasses.replace(profile.train_diffcmr, **few),
-        train_unet=dataclasses.replace(profile.train_unet, **few),
-        train_cgan=dataclasses.replace(profile.train_cgan, **few),
         evidence=None
         if profile.evidence is None
         else dataclasses.replace(
@@ -475,9 +505,20 @@ def dry_run(profile: Profile) -> Profile:
     )
 
 
+def _dry_settings(settings: Any, few: dict[str, int], size: int) -> Any:
+    """A method's settings in a dry run: a network trained for ``few`` steps, at ``size`` when
+    its configuration has an image size; other settings unchanged."""
+    if not isinstance(settings, NetworkSettings):
+        return settings
+    model = settings.model
+    if "image_size" in {f.name for f in dataclasses.fields(model)}:
+        model = dataclasses.replace(model, image_size=size)
+    return NetworkSettings(model, dataclasses.replace(settings.train, **few))
+
+
 def get_profile(name: str | None = None) -> Profile:
     """A profile by name; ``None`` reads ``$DIFFCMR_PROFILE`` (default ``quick``). A name ending
-    in ``-dry`` (e.g. ``gpu-dry``) is that profile's :func:`dry_run`."""
+    in ``-dry`` (e.g. ``gpu-dry``) is that profile's :func:`dry_profile`."""
     name = name or os.environ.get("DIFFCMR_PROFILE", "quick")
     base = name[: -len(DRY)] if name.endswith(DRY) else name
     if base not in PROFILES:
@@ -485,7 +526,7 @@ def get_profile(name: str | None = None) -> Profile:
             f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
             f"(or <name>{DRY} for a dry run)"
         )
-    return dry_run(PROFILES[base]) if base != name else PROFILES[base]
+    return dry_profile(PROFILES[base]) if base != name else PROFILES[base]
 
 
 def stamp(profile: Profile) -> str:
@@ -496,7 +537,6 @@ def stamp(profile: Profile) -> str:
 
 # what the data a step reads depends on: the tree, the slices and the runs' shape
 DATA_FIELDS = ("phantom", "preprocess", "tasks", "accs", "real_data", "data_name", "shared_models")
-TRAINED = ("diffcmr", "unet", "cgan")  # the networks a profile's training settings cover
 
 
 def _plain(value: object) -> object:
@@ -511,23 +551,18 @@ def _plain(value: object) -> object:
 
 
 def method_settings(profile: Profile, name: str) -> dict:
-    """What a method's results depend on in ``profile``: its options where the profile sets
-    them; for a network also its configuration, its training settings and, in an evidence
-    profile, the rule that stops its training."""
-    out: dict[str, object] = {"options": _plain(profile.method_options.get(name))}
-    if name in TRAINED:
+    """What a method's results depend on in ``profile``: the settings the profile gives it
+    (None: the method's default, which is its code) and, for a network of an evidence profile,
+    the rule that stops its training."""
+    given = profile.settings.get(name)
+    out: dict[str, object] = {"settings": _plain(given)}
+    if isinstance(given, NetworkSettings) and profile.evidence is not None:
         evc = profile.evidence
-        out["model"] = _plain(profile.model_config(name))
-        out["train"] = _plain(profile.train_config(name))
-        out["stopping"] = (
-            None
-            if evc is None
-            else _plain(
-                {
-                    k: getattr(evc, k)
-                    for k in ("tolerance_db", "min_snapshots", "n_val", "validation_sampler")
-                }
-            )
+        out["stopping"] = _plain(
+            {
+                k: getattr(evc, k)
+                for k in ("tolerance_db", "min_snapshots", "n_val", "validation_sampler")
+            }
         )
     return out
 

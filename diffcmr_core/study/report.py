@@ -231,7 +231,7 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
 
 def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[str]) -> list[str]:
     """The report's title and provenance: profile, data, device, commit, date, times, protocol."""
-    paths = paths_for(profile)
+    paths, diffcmr = paths_for(profile), profile.network("diffcmr")
     return [
         f"# DiffCMR study report: profile `{profile.name}`",
         "",
@@ -259,8 +259,8 @@ def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[s
             else f"the whole validation subset (at most {profile.preprocess.n_val_subset} slices)"
         )
         + f" per task and factor; image size {profile.preprocess.size}; DiffCMR output "
-        f"`{profile.diffcmr.prediction}`, loss weighting `{profile.diffcmr.loss_weighting}`, "
-        f"{profile.train_diffcmr.iterations} iterations",
+        f"`{diffcmr.model.prediction}`, loss weighting `{diffcmr.model.loss_weighting}`, "
+        f"{diffcmr.train.iterations} iterations",
         "",
         "Synthetic data and a small profile cannot reproduce the paper's absolute numbers; "
         "what can be compared is the ordering of methods and the trends.",

@@ -15,6 +15,7 @@ import itertools
 import numpy as np
 
 from diffcmr_core.method.metrics import METRICS
+from diffcmr_core.method.settings import NetworkSettings
 from diffcmr_core.study.profiles import Profile
 from diffcmr_core.study.steps import evaluate_factor
 
@@ -29,11 +30,16 @@ def seed_profile(profile: Profile, seed: int, threads: int | None = None) -> Pro
         profile,
         name=name,
         data_name=profile.data_name or profile.name,
-        train_diffcmr=dataclasses.replace(profile.train_diffcmr, seed=seed),
-        train_unet=dataclasses.replace(profile.train_unet, seed=seed),
-        train_cgan=dataclasses.replace(profile.train_cgan, seed=seed),
+        settings={name: _with_seed(s, seed) for name, s in profile.settings.items()},
         evaluation=dataclasses.replace(profile.evaluation, seed=seed),
     )
+
+
+def _with_seed(settings: object, seed: int) -> object:
+    """A method's settings with ``seed`` as its training seed (a network's; others unchanged)."""
+    if not isinstance(settings, NetworkSettings):
+        return settings
+    return dataclasses.replace(settings, train=dataclasses.replace(settings.train, seed=seed))
 
 
 def seed_results(

@@ -503,7 +503,7 @@ def _crop_model(profile, task, acc, progress):
         pairs_path(crop_dir, task, acc),
         paths.layout.crop_model(task, acc),
         profile.fast_train_config(),
-        profile.model_config("diffcmr"),
+        profile.network("diffcmr").model,
         device=default_device(),
         progress=progress,
     )
@@ -650,7 +650,8 @@ def forward_and_backward(
     show_t = tuple(visited_near(show_t, chain_steps))
     inp, tgt, _ = val_pairs(profile, task, acc, slice_index + 1)
     x0 = to_model_space(
-        torch.from_numpy(tgt[slice_index : slice_index + 1])[:, None], profile.diffcmr.value_range
+        torch.from_numpy(tgt[slice_index : slice_index + 1])[:, None],
+        profile.network("diffcmr").model.value_range,
     )
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     forward = [(t, q_sample(x0, torch.tensor([t]), noise)[0, 0].numpy()) for t in show_t]
