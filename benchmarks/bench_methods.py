@@ -24,15 +24,15 @@ from diffcmr_core.method import classical
 from diffcmr_core.method.checkpoints import default_device
 from diffcmr_core.method.metrics import all_metrics
 from diffcmr_core.study import methods
-from diffcmr_core.study.profiles import get_profile
-from diffcmr_core.study.report import device_description
+from diffcmr_core.study.settings.profiles import get_profile
 from diffcmr_core.study.steps import val_batch
+from diffcmr_core.study.writeup.report import device_description
 from diffcmr_core.tables import to_markdown
 
 
 def _uncached_pics(profile, task, acc):
     """The ``cs`` reconstructor without the study's cache of PI-CS images (every slice solved)."""
-    from diffcmr_core.study.pics import load_choice, pics_images
+    from diffcmr_core.study.methods.pics import load_choice, pics_images
 
     cfg = methods.settings(profile, "cs")
     choice = load_choice(methods.get("cs").artefact(profile, task, acc), cfg, task, acc, profile)

@@ -17,7 +17,7 @@ import torch
 
 from diffcmr_core.method.networks import DiffCMRConfig, parameter_counts
 from diffcmr_core.method.systems import DiffusionSystem
-from diffcmr_core.study.report import device_description
+from diffcmr_core.study.writeup.report import device_description
 
 
 def _timed(fn, dev: torch.device, repeats: int) -> float:

@@ -35,7 +35,7 @@ import json, resource, sys, time, dataclasses
 import numpy as np
 from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.phantom import write_case, simulate
-from diffcmr_core.study.profiles import get_profile
+from diffcmr_core.study.settings.profiles import get_profile
 mode, out = sys.argv[1], sys.argv[2]
 cfg = dataclasses.replace(get_profile("paper").phantom, n_cases=1, n_val_cases=0)
 t = time.perf_counter()
@@ -98,8 +98,8 @@ def calibration(cases: int, frames: int, figure: Path) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from diffcmr_core.study.calibration import calibration_config, raw_images, raw_table
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.experiments.calibration import calibration_config, raw_images, raw_table
+    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.tables import to_markdown
 
     out = []
@@ -160,7 +160,7 @@ def views_figure(path: Path) -> None:
 
     from diffcmr_core.data.kspace import ifft2c
     from diffcmr_core.data.phantom import simulate
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.settings.profiles import get_profile
 
     cfg = dataclasses.replace(get_profile("paper").phantom, cine_frames=1, coils=("MultiCoil",))
     shown = [

@@ -43,9 +43,9 @@ from diffcmr_core.method.networks import parameter_counts
 from diffcmr_core.method.systems import DiffusionSystem, autocast
 from diffcmr_core.method.train import train
 from diffcmr_core.study import methods
-from diffcmr_core.study.profiles import get_profile, paths_for
-from diffcmr_core.study.report import device_description
+from diffcmr_core.study.settings.profiles import get_profile, paths_for
 from diffcmr_core.study.steps import ensure_data, sampler_comparison
+from diffcmr_core.study.writeup.report import device_description
 from diffcmr_core.tables import to_markdown
 
 
@@ -187,7 +187,7 @@ def cpu_choices(
     plain eager path beside the adopted one and the alternatives. Returns the two tables and
     the largest difference between the adopted sampling call and the plain one."""
     from diffcmr_core.method.systems import build_system
-    from diffcmr_core.study.cost import unit_costs
+    from diffcmr_core.study.experiments.cost import unit_costs
 
     size = profile.preprocess.size
     u = unit_costs(profile)
@@ -473,7 +473,8 @@ def main() -> None:
             "## What the CPU gives: the plain eager path beside the adopted one",
             "",
             f"Peak: {peak / 1e9:.0f} GFLOP/s fp32 ({how}). FLOPs: the cost model's count "
-            "(`diffcmr_core.study.cost.unit_costs`; convolutions, matrix products, attention) "
+            "(`diffcmr_core.study.experiments.cost.unit_costs`; convolutions, matrix products, "
+            "attention) "
             "over the median time. Adopted: the profile's batch sizes (batch 8 costs more per "
             "image than 16 but gives twice the updates for the same images) and "
             "`torch.inference_mode` in sampling (no autograd bookkeeping; no measurable gain at "

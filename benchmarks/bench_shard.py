@@ -3,7 +3,7 @@ one run: the same slices, the same model, the same settings.
 
 Three launches of the same work (a profile's DiffCMR network with fixed random weights, ``N``
 slices, Alg. 2 at T steps and R rounds, chunks of the evaluation's batch through
-:func:`~diffcmr_core.study.shard.map_chunks`):
+:func:`~diffcmr_core.study.store.shard.map_chunks`):
 
 * the baseline: 1 process with every core as a thread (``OMP_NUM_THREADS`` = cores);
 * the split: ``--ranks`` processes, cores / ranks threads each;
@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcmr_core.study import shard
+from diffcmr_core.study.store import shard
 
 
 def worker(args: argparse.Namespace) -> None:
     """One rank: sample the slices it owns, gather, and (rank 0) write seconds and a hash."""
     from diffcmr_core.method.inference import reconstruct
     from diffcmr_core.method.systems import DiffusionSystem
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.settings.profiles import get_profile
 
     profile = get_profile(args.profile)
     with shard.launched() as ranks:

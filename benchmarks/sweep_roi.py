@@ -1,8 +1,9 @@
 """How hard the quick profile's task is for each image region: RAW NMSE against the paper's and the
 left ventricle's size in pixels, for candidate ``roi`` and image sizes. Writes docs/roi_sweep.md.
 
-The RAW rows come from :func:`diffcmr_core.study.calibration.raw_table` (2 cases of the quick
-phantom, 3 cine frames); the heart's size is ``tests/test_phantom.py``'s measure: the most
+The RAW rows come from :func:`diffcmr_core.study.experiments.calibration.raw_table` (2 cases
+of the quick phantom, 3 cine frames); the heart's size is ``tests/test_phantom.py``'s measure: the
+most
 end-diastolic blood-pool pixels (both ventricles) along one row or column of the image's central
 half, in the geometry of the images (k-space rows padded to ``pad_to``, the region cropped,
 resized by scikit-image), for the short-axis slice the test uses and 3 cases.
@@ -23,8 +24,8 @@ from skimage.transform import resize
 from diffcmr_core.data.kspace import crop_roi
 from diffcmr_core.data.phantom import anatomy
 from diffcmr_core.data.phantom.simulation import _slice_maps, _views, body_extent, draw_case, matrix
-from diffcmr_core.study.calibration import TOLERANCE, calibration_config, raw_table
-from diffcmr_core.study.profiles import get_profile
+from diffcmr_core.study.experiments.calibration import TOLERANCE, calibration_config, raw_table
+from diffcmr_core.study.settings.profiles import get_profile
 from diffcmr_core.tables import to_markdown
 
 CANDIDATES = [

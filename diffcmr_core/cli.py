@@ -27,15 +27,16 @@ from diffcmr_core.data.phantom import make_phantom
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.method.challenge import score_submission
 from diffcmr_core.method.train import run_from_config
-from diffcmr_core.study import methods, shard
-from diffcmr_core.study.cost import print_cost
-from diffcmr_core.study.names import table
-from diffcmr_core.study.profiles import get_profile, paths_for, repo_root
-from diffcmr_core.study.readme import refresh_pages
-from diffcmr_core.study.runner import dry_run, run_study
-from diffcmr_core.study.seeds import orderings, seed_results, seed_table
+from diffcmr_core.study import methods
+from diffcmr_core.study.experiments.cost import print_cost
+from diffcmr_core.study.experiments.seeds import orderings, seed_results, seed_table
+from diffcmr_core.study.lab.runner import dry_run, run_study
+from diffcmr_core.study.settings.names import table
+from diffcmr_core.study.settings.profiles import PROFILES, get_profile, paths_for, repo_root
 from diffcmr_core.study.steps import evaluation_steps
-from diffcmr_core.study.submit import submit
+from diffcmr_core.study.steps.submit import submit
+from diffcmr_core.study.store import shard
+from diffcmr_core.study.writeup.readme import refresh_pages
 from diffcmr_core.tables import to_markdown, write_table
 
 
@@ -260,11 +261,25 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+SPLITS = ("ValidationSet", "TrainingSet")
+
+
+def _command(sub, name: str, run, help: str, *, profile: bool = True, quiet: bool = True):
+    """The sub-command ``name`` that calls ``run(args)``, with ``--profile`` (default ``quick``)
+    and ``--quiet`` (no progress bars) where it takes them."""
+    p = sub.add_parser(name, help=help)
+    if profile:
+        p.add_argument("--profile", type=_profile, default="quick", help=" | ".join(PROFILES))
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+    return p
+
+
 def _add_phantom_command(sub) -> None:
     """``phantom``: a profile's synthetic tree written anywhere."""
-    p = sub.add_parser("phantom", help="write a profile's synthetic CMRxRecon tree")
+    p = _command(sub, "phantom", _phantom, "write a profile's synthetic CMRxRecon tree")
     p.add_argument("out", help="the folder to write (it will hold MultiCoil/ and SingleCoil/)")
-    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument(
         "--cases",
         type=_positive_int,
@@ -279,22 +294,17 @@ def _add_phantom_command(sub) -> None:
         "--frames", type=_positive_int, help="at most this many cine frames (over one cycle)"
     )
     p.add_argument("--slices", type=_positive_int, help="at most this many slices per file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--force",
         action="store_true",
         help="write even into a folder holding files the phantom did not write "
         "(same-named files are replaced; by default such a folder is refused)",
     )
-    p.set_defaults(run=_phantom)
 
 
 def _add_study_commands(sub) -> None:
     """``study``, ``seeds``, ``cost``."""
-    p = sub.add_parser("study", help="run the study (all notebooks) for a profile")
-    p.add_argument(
-        "--profile", type=_profile, default="quick", help="quick | cpu | gpu | paper | smoke"
-    )
+    p = _command(sub, "study", _study, "run the study (all notebooks) for a profile", quiet=False)
     p.add_argument("--force", action="store_true", help="recompute every step")
     p.add_argument("--only", nargs="*", help="notebook names to run (e.g. 04_evaluation)")
     p.add_argument(
@@ -302,14 +312,14 @@ def _add_study_commands(sub) -> None:
         action="store_true",
         help="list every notebook and cached step, fresh or stale and why; compute nothing",
     )
-    p.set_defaults(run=_study)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "seeds",
-        help="retrain and evaluate every method with several seeds; "
+        _seeds,
+        "retrain and evaluate every method with several seeds; "
         "mean and standard deviation per method, task and factor",
     )
-    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument(
         "--seeds",
         type=_seed,
@@ -319,11 +329,8 @@ def _add_study_commands(sub) -> None:
     )
     p.add_argument("--threads", type=_positive_int, help="torch threads (a separate run per count)")
     p.add_argument("--factor", nargs="*", type=_factor, help="only these task:acc (e.g. cine:4)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_seeds)
 
-    p = sub.add_parser("cost", help="FLOPs and predicted time of a profile's study")
-    p.add_argument("--profile", type=_profile, default="quick")
+    p = _command(sub, "cost", _cost, "FLOPs and predicted time of a profile's study", quiet=False)
     p.add_argument(
         "--tflops",
         type=_positive_float,
@@ -346,39 +353,37 @@ def _add_study_commands(sub) -> None:
         help="processes (GPUs) the evaluation and the ablation are split over "
         "(torchrun): the time each takes",
     )
-    p.set_defaults(run=_cost)
 
 
 def _add_challenge_commands(sub) -> None:
     """``submit``, ``evaluate``, ``score``: the ones that run under ``torchrun`` and score."""
-
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "submit",
-        help="reconstruct a split with a profile's trained models and "
+        _submit,
+        "reconstruct a split with a profile's trained models and "
         "write a challenge submission (img4ranking, MATLAB v5)",
     )
-    p.add_argument("--profile", type=_profile, default="quick")
-    p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
+    p.add_argument("--split", default="ValidationSet", choices=SPLITS)
     p.add_argument(
         "--out", help="submission folder (default runs/<profile>/submission/<method>/<split>)"
     )
     p.add_argument("--data", help="CMRxRecon tree (default: the profile's)")
     p.add_argument("--method", default="diffcmr", choices=methods.names())
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_submit)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "evaluate",
-        help="evaluate a profile's fitted models (Tables 2-4, both "
+        _evaluate,
+        "evaluate a profile's fitted models (Tables 2-4, both "
         "protocols); split over the ranks under torchrun",
     )
-    p.add_argument("--profile", type=_profile, default="quick")
     p.add_argument("--no-ablation", action="store_true", help="leave out Table 4")
     p.add_argument("--force", action="store_true", help="recompute (the cached results are redone)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("score", help="score a submission folder the challenge's way")
+    p = _command(
+        sub, "score", _score, "score a submission folder the challenge's way", profile=False
+    )
     p.add_argument(
         "--submission", required=True, help="the folder holding MultiCoil/ and SingleCoil/"
     )
@@ -387,30 +392,33 @@ def _add_challenge_commands(sub) -> None:
         required=True,
         help="a CMRxRecon tree with the split's FullSample (the phantom's: <data>/ValidationTruth)",
     )
-    p.add_argument("--split", default="ValidationSet", choices=("ValidationSet", "TrainingSet"))
+    p.add_argument("--split", default="ValidationSet", choices=SPLITS)
     p.add_argument("--out", help="where the tables go (default: the submission folder)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_score)
 
 
 def _add_other_commands(sub) -> None:
     """``readme``, ``train``."""
-
-    p = sub.add_parser(
-        "readme", help="regenerate the README's generated blocks (profiles, evidence) from figures/"
+    _command(
+        sub,
+        "readme",
+        _readme,
+        "regenerate the README's generated blocks (profiles, evidence) from figures/",
+        profile=False,
+        quiet=False,
     )
-    p.set_defaults(run=_readme)
-
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "train",
-        help="train one model (torchrun: python -m torch.distributed.run "
+        _train,
+        "train one model (torchrun: python -m torch.distributed.run "
         "--nproc_per_node=N -m diffcmr_core train ...)",
+        profile=False,
+        quiet=False,
     )
     p.add_argument("method", choices=methods.names(network=True))
     p.add_argument("pairs", help="a pairs file (pairs_<task>_accNN.h5)")
     p.add_argument("out_dir")
     p.add_argument("config", help='JSON: {"train": {...TrainConfig...}, "model": {...}}')
-    p.set_defaults(run=_train)
 
 
 def main(argv: list[str] | None = None) -> None:

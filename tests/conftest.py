@@ -31,7 +31,7 @@ def smoke_home(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DIFFCMR_HOME", str(home))
     mp.delenv("CMRXRECON_ROOT", raising=False)
-    from diffcmr_core.study.runner import run_study
+    from diffcmr_core.study.lab.runner import run_study
 
     run_study("smoke")
     yield home

@@ -17,9 +17,9 @@ import json
 import os
 import sys
 
-from diffcmr_core.study import shard
-from diffcmr_core.study import submit as submit_module
-from diffcmr_core.study.profiles import get_profile
+from diffcmr_core.study.settings.profiles import get_profile
+from diffcmr_core.study.steps import submit as submit_module
+from diffcmr_core.study.store import shard
 
 
 def main(argv: list[str]) -> None:

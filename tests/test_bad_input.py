@@ -184,7 +184,7 @@ def test_9_kill_between_log_and_checkpoint_loses_no_log_rows(unet_pairs, tmp_pat
 
 # 10. the study marks a notebook done only when it finished
 def test_10_an_interrupted_notebook_is_not_marked_done(tmp_path):
-    from diffcmr_core.study import runner
+    from diffcmr_core.study.lab import runner
 
     nb = tmp_path / "03_x.ipynb"
     nb.write_text("{}")
@@ -325,7 +325,7 @@ def test_study_skips_the_maps_on_real_data_and_says_why():
     with the reason instead of failing at the last notebook; every other notebook runs."""
     from types import SimpleNamespace
 
-    from diffcmr_core.study.runner import notebooks_dir, skip_reason
+    from diffcmr_core.study.lab.runner import notebooks_dir, skip_reason
 
     real, synthetic = SimpleNamespace(is_synthetic=False), SimpleNamespace(is_synthetic=True)
     assert "tissue labels" in skip_reason("09_mapping", real)
@@ -497,8 +497,8 @@ def test_29_2_checkpoint_identity_is_checked(unet_pairs, tmp_path):
 def test_29_2_submit_refuses_a_wrong_checkpoint_and_redoes_files_of_an_older_model(
     smoke_home, tmp_path
 ):
-    from diffcmr_core.study.profiles import get_profile, paths_for
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
+    from diffcmr_core.study.steps.submit import submit
 
     profile = get_profile("smoke")
     paths = paths_for(profile)
@@ -564,8 +564,8 @@ def test_29_3_full_disk_writing_the_training_log_names_it(unet_pairs, tmp_path, 
 def test_29_3_submission_errors_name_the_file(smoke_home, tmp_path, monkeypatch):
     from diffcmr_core.errors import DiffCMRError
     from diffcmr_core.method import challenge
-    from diffcmr_core.study import submit as submit_mod
-    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
+    from diffcmr_core.study.steps import submit as submit_mod
 
     profile = get_profile("smoke")
     real_save = challenge.save_ranking
@@ -606,8 +606,8 @@ def test_29_3_submission_errors_name_the_file(smoke_home, tmp_path, monkeypatch)
 def test_29_5_scoring_reports_nan_zero_garbage_and_unmatched_files(smoke_home, tmp_path):
     from diffcmr_core.data.phantom import validation_truth_root
     from diffcmr_core.method.challenge import load_ranking, save_ranking, score_submission
-    from diffcmr_core.study.profiles import get_profile, paths_for
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
+    from diffcmr_core.study.steps.submit import submit
 
     profile = get_profile("smoke")
     truth = validation_truth_root(paths_for(profile).data)
@@ -763,7 +763,7 @@ def test_29_4_train_with_bad_json_and_study_only_unknown(unet_pairs, tmp_path):
 
 def test_29_4_papermill_parameters_are_checked():
     from diffcmr_core.errors import DiffCMRError
-    from diffcmr_core.study.notebook import check_parameters
+    from diffcmr_core.study.lab.notebook import check_parameters
 
     own = (
         'import os\nprofile = os.environ.get("DIFFCMR_PROFILE", "quick")\nprogress = True\n'
@@ -801,8 +801,8 @@ def test_29_6_finished_pairs_on_read_only_storage_are_reused(tiny_root, tmp_path
 # 7. symbolic links planted inside --out are not followed
 def test_29_7_symlink_inside_out_is_not_followed(smoke_home, tmp_path):
     from diffcmr_core.errors import DiffCMRError
-    from diffcmr_core.study.profiles import get_profile
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.settings.profiles import get_profile
+    from diffcmr_core.study.steps.submit import submit
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -820,7 +820,7 @@ def test_29_3_garbage_in_the_output_folder_is_redone_not_fatal(tmp_path):
     """A short or garbage file where submit would write: not finished (so it is redone), and
     load_ranking names it, whatever scipy raised."""
     from diffcmr_core.method.challenge import load_ranking, save_ranking
-    from diffcmr_core.study.submit import _finished
+    from diffcmr_core.study.steps.submit import _finished
 
     good = tmp_path / "good.mat"
     save_ranking(good, np.ones((4, 3, 1, 2), np.float32))

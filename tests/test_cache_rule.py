@@ -11,11 +11,11 @@ import shutil
 import pytest
 
 from diffcmr_core import cli
-from diffcmr_core.study import profiles as profiles_mod
-from diffcmr_core.study.cache import STEP_USES, cached_step
-from diffcmr_core.study.layout import STEP_CACHES
-from diffcmr_core.study.profiles import get_profile, stamp_changes, step_stamp
-from diffcmr_core.study.runner import dry_run
+from diffcmr_core.study.lab.runner import dry_run
+from diffcmr_core.study.settings import profiles as profiles_mod
+from diffcmr_core.study.settings.layout import STEP_CACHES
+from diffcmr_core.study.settings.profiles import get_profile, stamp_changes, step_stamp
+from diffcmr_core.study.store.cache import STEP_USES, cached_step
 
 
 def _with_method(profile, name):

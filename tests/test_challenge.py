@@ -113,8 +113,8 @@ def test_submit_and_score_end_to_end_from_the_smoke_study(smoke_home, tmp_path):
     there; a corrupt input is skipped and named while the rest is written; a missing model
     names the task, the factor and the command."""
     from diffcmr_core.data.phantom import validation_truth_root
-    from diffcmr_core.study.profiles import get_profile, paths_for
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
+    from diffcmr_core.study.steps.submit import submit
 
     profile = get_profile("smoke")
     data = paths_for(profile).data

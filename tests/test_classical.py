@@ -268,7 +268,7 @@ def test_acquisition_consistency_keeps_a_fully_sampled_image_and_the_measured_li
 
 def test_pics_images_are_cached_by_their_inputs(tiny_root, tmp_path, monkeypatch):
     from diffcmr_core.data.pairs import PreprocessConfig
-    from diffcmr_core.study import pics as study_pics
+    from diffcmr_core.study.methods import pics as study_pics
 
     path = io.file_path(tiny_root, "MultiCoil", "cine", "P001", "cine_sax", acc=4)
     k = io.load_kspace(path, io.kspace_key("MultiCoil", 4))
@@ -316,7 +316,7 @@ def test_a_coil_type_without_its_own_choice_takes_the_other(tiny_root):
     from diffcmr_core.data.kspace import kspace_to_image
     from diffcmr_core.data.pairs import PreprocessConfig
     from diffcmr_core.study.methods import Batch
-    from diffcmr_core.study.pics import pics_images
+    from diffcmr_core.study.methods.pics import pics_images
 
     path = io.file_path(tiny_root, "SingleCoil", "cine", "P001", "cine_sax", acc=4)
     k = io.load_kspace(path, io.kspace_key("SingleCoil", 4))

@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from diffcmr_core.method.networks import DiffCMRNet, UNetConfig
 from diffcmr_core.method.settings import NetworkSettings, TrainConfig
 from diffcmr_core.study import methods
-from diffcmr_core.study.cost import study_cost, unit_costs
-from diffcmr_core.study.profiles import get_profile
+from diffcmr_core.study.experiments.cost import study_cost, unit_costs
+from diffcmr_core.study.settings.profiles import get_profile
 from tests.test_networks import TINY
 
 
@@ -87,7 +87,7 @@ def test_study_cost_follows_the_profile_workload():
 
 
 def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch):
-    from diffcmr_core.study import cost
+    from diffcmr_core.study.experiments import cost
 
     profile = get_profile("quick")
     flops = cost.study_cost(profile)["04_evaluation"]
@@ -103,7 +103,7 @@ def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch
 def test_protocol_and_map_workloads_are_counted():
     """04 pays the challenge protocol, 05 the public choices, 09 the maps: each term moves with
     the profile's sampling steps as one DiffCMR run per image predicts."""
-    from diffcmr_core.study import cost
+    from diffcmr_core.study.experiments import cost
 
     profile = get_profile("smoke")
     ev = profile.evaluation
@@ -127,9 +127,9 @@ def test_validation_image_counts_match_the_smoke_studys_files(smoke_home):
     import scipy.io
 
     from diffcmr_core.data.pairs import load_pairs, pairs_path
-    from diffcmr_core.study import cost
-    from diffcmr_core.study.maps import MAP_COIL
-    from diffcmr_core.study.profiles import paths_for
+    from diffcmr_core.study.experiments import cost
+    from diffcmr_core.study.settings.profiles import paths_for
+    from diffcmr_core.study.steps.maps import MAP_COIL
 
     profile = get_profile("smoke")
     images = cost.validation_images(profile)
@@ -147,7 +147,7 @@ def test_validation_image_counts_match_the_smoke_studys_files(smoke_home):
 
 
 def test_measured_rate_is_a_plausible_cpu_rate():
-    from diffcmr_core.study import cost
+    from diffcmr_core.study.experiments import cost
 
     rate = cost.measured_rate(get_profile("smoke"), "cpu", repeats=1)
     assert 1e8 < rate < 1e14  # between 0.1 GFLOP/s and 100 TFLOP/s

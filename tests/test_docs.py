@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from diffcmr_core.study.readme import BLOCKS, pages
+from diffcmr_core.study.writeup.readme import BLOCKS, pages
 from diffcmr_core.tables import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,8 @@ def test_the_readme_times_are_the_reports_and_the_cost_models():
     REPORT.md, the paper's FLOPs the cost model's."""
     import re
 
-    from diffcmr_core.study.cost import study_cost
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.experiments.cost import study_cost
+    from diffcmr_core.study.settings.profiles import get_profile
 
     text = README.read_text()
     for profile in ("quick", "cpu"):
@@ -88,9 +88,10 @@ def test_links_to_files_of_the_repository_resolve(page):
 
 
 def test_every_committed_table_is_a_registered_one_and_a_stray_name_is_refused():
-    """The tables are named once (study/names.py): every CSV under figures/ is registered, and
+    """The tables are named once (study/settings/names.py): every CSV under figures/ is
+    registered, and
     asking for an unknown table is an error naming the known ones."""
-    from diffcmr_core.study.names import TABLES, table
+    from diffcmr_core.study.settings.names import TABLES, table
 
     for path in sorted((ROOT / "figures").glob("*/*.csv")):
         assert table(path.parent, path.stem) == path, path
@@ -105,7 +106,7 @@ def test_the_readme_is_read_in_five_minutes():
 
 
 def test_the_notebooks_on_disk_are_the_registered_ones():
-    from diffcmr_core.study.names import NOTEBOOKS, notebook
+    from diffcmr_core.study.settings.names import NOTEBOOKS, notebook
 
     assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == list(NOTEBOOKS)
     with pytest.raises(ValueError, match="no notebook named '11_more'"):

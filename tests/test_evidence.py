@@ -15,9 +15,10 @@ from diffcmr_core.method.checkpoints import load_checkpoint, snapshots
 from diffcmr_core.method.networks import UNetConfig
 from diffcmr_core.method.settings import TrainConfig
 from diffcmr_core.method.train import learning_rate, train
-from diffcmr_core.study import convergence, evidence
-from diffcmr_core.study.profiles import get_profile, paths_for
-from diffcmr_core.study.seeds import seed_profile
+from diffcmr_core.study.experiments import evidence
+from diffcmr_core.study.experiments.seeds import seed_profile
+from diffcmr_core.study.methods import convergence
+from diffcmr_core.study.settings.profiles import get_profile, paths_for
 from diffcmr_core.tables import write_table
 
 CFG = TrainConfig(
@@ -164,7 +165,7 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     """The cpu profile's code paths (training to convergence in chunks, its seeds, the curve's
     sampler, the compute curve, the report's evidence section) through its notebooks, at two
     steps per network and one slice."""
-    from diffcmr_core.study.runner import run_study
+    from diffcmr_core.study.lab.runner import run_study
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     monkeypatch.delenv("CMRXRECON_ROOT", raising=False)

@@ -158,7 +158,7 @@ def test_truth_on_grid_keeps_ms_and_the_fits_recover_the_phantom(tiny_root):
     from diffcmr_core.data.kspace import kspace_to_image
     from diffcmr_core.data.pairs import PreprocessConfig
     from diffcmr_core.data.phantom import load_truth, truth_path
-    from diffcmr_core.study.maps import truth_on_grid
+    from diffcmr_core.study.steps.maps import truth_on_grid
 
     for name, fit in (("T1map", fit_t1), ("T2map", fit_t2)):
         path = io.file_path(tiny_root, "MultiCoil", "mapping", "P001", name)

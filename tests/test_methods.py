@@ -72,8 +72,8 @@ def test_registering_twice_or_unknown_names_are_errors(registered):
 
 
 def test_the_cost_model_counts_a_registered_method(registered):
-    from diffcmr_core.study.cost import study_cost, validation_images
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.experiments.cost import study_cost, validation_images
+    from diffcmr_core.study.settings.profiles import get_profile
 
     base = dataclasses.replace(get_profile("smoke"), methods=("copy",))
     with_flip = dataclasses.replace(base, methods=("copy", "flip"))
@@ -89,9 +89,9 @@ def test_the_cost_model_counts_a_registered_method(registered):
 def test_a_registered_method_runs_through_evaluation_and_submission(
     registered, smoke_home, tmp_path
 ):
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.study.steps import evaluate_factor, val_pairs
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.steps.submit import submit
 
     profile = dataclasses.replace(
         get_profile("smoke"), name="smoke-registry", data_name="smoke", methods=("flip", "copy")
@@ -126,8 +126,8 @@ def test_a_registered_method_runs_through_evaluation_and_submission(
 def test_pics_choice_is_checked_and_names_its_file(smoke_home):
     from diffcmr_core.errors import CheckpointError
     from diffcmr_core.method.classical import CSConfig
-    from diffcmr_core.study.pics import choice_table, load_choice
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.methods.pics import choice_table, load_choice
+    from diffcmr_core.study.settings.profiles import get_profile
 
     profile = get_profile("smoke")
     path = methods.get("cs").artefact(profile, "cine", 4)
@@ -145,7 +145,7 @@ def test_pics_choice_is_checked_and_names_its_file(smoke_home):
         assert len(scores) == len(cfg.weights) * len(cfg.iteration_grid)
     # chosen on training slices only: every scored slice is of the training split
     from diffcmr_core.data.pairs import load_pairs, pairs_path
-    from diffcmr_core.study.profiles import paths_for
+    from diffcmr_core.study.settings.profiles import paths_for
 
     _, _, meta = load_pairs(pairs_path(paths_for(profile).pairs, "cine", 4), "train")
     assert {r["slice"] for r in record["grid"] if r["acc"] == 4} <= set(range(len(meta["coil"])))

@@ -75,7 +75,7 @@ def registered():
 def _profile():
     """The smoke profile running the new network alone, with its settings (the smoke
     networks' training: 8 steps, snapshots every 4, a constant rate), on the smoke data."""
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.settings.profiles import get_profile
 
     smoke = get_profile("smoke")
     settings = NetworkSettings(ThreeConvConfig(), smoke.network("unet").train)
@@ -103,12 +103,12 @@ def _paper_psnr(tgt: np.ndarray, rec: np.ndarray) -> float:
 @pytest.mark.slow
 def test_a_new_network_runs_through_the_whole_study(registered, smoke_home, tmp_path):
     from diffcmr_core.method.checkpoints import load_checkpoint
-    from diffcmr_core.study.cost import study_cost, unit_costs
-    from diffcmr_core.study.evidence import compute_curve
-    from diffcmr_core.study.profiles import paths_for
-    from diffcmr_core.study.seeds import seed_results, seed_table
+    from diffcmr_core.study.experiments.cost import study_cost, unit_costs
+    from diffcmr_core.study.experiments.evidence import compute_curve
+    from diffcmr_core.study.experiments.seeds import seed_results, seed_table
+    from diffcmr_core.study.settings.profiles import paths_for
     from diffcmr_core.study.steps import evaluate_factor, val_pairs
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.steps.submit import submit
 
     profile = _profile()
     assert methods.names(network=True)[-1] == "threeconv"

@@ -251,10 +251,11 @@ def _code_lines(path):
 
 
 def test_only_the_run_layout_spells_a_path_under_runs():
-    """Every path under runs/<profile>/ comes from study/layout.py (the report included): no
+    """Every path under runs/<profile>/ comes from study/settings/layout.py (the report included):
+    no
     module or notebook builds one from the run folder by hand."""
     pattern = re.compile(r"\.runs\s*/|\bruns\s*/\s*[\"']|[\"']runs[\"']")
-    allowed = {ROOT / "diffcmr_core/study/layout.py"}
+    allowed = {ROOT / "diffcmr_core/study/settings/layout.py"}
     offenders = []
     for path in [*ROOT.glob("diffcmr_core/**/*.py"), *ROOT.glob("notebooks/*.ipynb")]:
         if path in allowed:
@@ -262,11 +263,13 @@ def test_only_the_run_layout_spells_a_path_under_runs():
         for line in _code_lines(path):
             if pattern.search(line) and "def runs" not in line:
                 offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
-    assert offenders == ['diffcmr_core/study/profiles.py: return self.root / "runs" / self.profile']
+    assert offenders == [
+        'diffcmr_core/study/settings/profiles.py: return self.root / "runs" / self.profile'
+    ]
 
 
 def test_the_run_layout_puts_every_path_under_the_run_folder(tmp_path):
-    from diffcmr_core.study.layout import STEP_CACHES, RunLayout
+    from diffcmr_core.study.settings.layout import STEP_CACHES, RunLayout
 
     layout = RunLayout(tmp_path / "runs" / "p")
     paths = [

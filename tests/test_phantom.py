@@ -158,7 +158,7 @@ def test_quick_profile_heart_is_visible_and_masks_match_the_real_sampling():
     3.0 / 4.4 / 4.9."""
     from skimage.transform import resize
 
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.settings.profiles import get_profile
 
     prof = get_profile("quick")
     cfg, pre = prof.phantom, prof.preprocess

@@ -2,8 +2,8 @@ import dataclasses
 
 import numpy as np
 
-from diffcmr_core.study.profiles import get_profile, paths_for
-from diffcmr_core.study.seeds import orderings, seed_profile, seed_table
+from diffcmr_core.study.experiments.seeds import orderings, seed_profile, seed_table
+from diffcmr_core.study.settings.profiles import get_profile, paths_for
 
 
 def test_seed_variant_changes_only_seeds_and_shares_the_data():

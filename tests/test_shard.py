@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from diffcmr_core.study import shard
+from diffcmr_core.study.store import shard
 
 WORKER = Path(__file__).with_name("shard_worker.py")
 
@@ -90,7 +90,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def home(smoke_home, tmp_path_factory):
     """A copy of the smoke study's home (data and trained models), which these tests rewrite;
     its pairs rebuilt for the new place once, before any rank reads them."""
-    from diffcmr_core.study.profiles import get_profile
+    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.study.steps import ensure_data
 
     copy = tmp_path_factory.mktemp("shard") / "home"
@@ -106,7 +106,7 @@ def home(smoke_home, tmp_path_factory):
 def test_two_ranks_submit_the_same_files_and_a_killed_rank_is_finished_by_a_rerun(home, tmp_path):
     from diffcmr_core.data.phantom import validation_truth_root
     from diffcmr_core.method.challenge import score_submission
-    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
 
     _torchrun(1, home, "submit", str(tmp_path / "one"), str(tmp_path / "one.json"))
     one = json.loads((tmp_path / "one.json").read_text())
@@ -134,7 +134,7 @@ def test_two_ranks_submit_the_same_files_and_a_killed_rank_is_finished_by_a_reru
         check=False,
     )
     assert died.returncode != 0 and not (tmp_path / "cut.json").exists()
-    from diffcmr_core.study.submit import _read_records
+    from diffcmr_core.study.steps.submit import _read_records
 
     recorded = {str(tmp_path / "cut" / rel) for rel in _read_records(tmp_path / "cut")}
     assert recorded and len(recorded) < len(reference)  # the run did stop part-way

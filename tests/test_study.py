@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from diffcmr_core.study.profiles import get_profile, paths_for
+from diffcmr_core.study.settings.profiles import get_profile, paths_for
 
 EXPECTED = [
     "table1.csv",
@@ -88,8 +88,8 @@ def test_study_writes_every_table_and_figure(smoke_home):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_notebooks(smoke_home, capsys):
-    from diffcmr_core.study.report import compute_seconds
-    from diffcmr_core.study.runner import run_study
+    from diffcmr_core.study.lab.runner import run_study
+    from diffcmr_core.study.writeup.report import compute_seconds
 
     before = compute_seconds(get_profile("smoke"))
     assert all(v > 0 for v in before.values()), before
@@ -128,10 +128,10 @@ def test_an_ad_hoc_papermill_run_leaves_the_study_figures_alone(smoke_home, tmp_
 
 
 def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, monkeypatch):
-    from diffcmr_core.study.cache import STEP_USES
-    from diffcmr_core.study.cache import store as _store
-    from diffcmr_core.study.profiles import step_stamp
-    from diffcmr_core.study.report import compute_seconds
+    from diffcmr_core.study.settings.profiles import step_stamp
+    from diffcmr_core.study.store.cache import STEP_USES
+    from diffcmr_core.study.store.cache import store as _store
+    from diffcmr_core.study.writeup.report import compute_seconds
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     profile = get_profile("smoke")
@@ -164,7 +164,7 @@ def test_compute_seconds_sums_resumed_training_and_skips_stale_caches(tmp_path, 
 
 @pytest.mark.slow
 def test_explorer_callbacks(smoke_home):
-    from diffcmr_core.study.explorer import Explorer
+    from diffcmr_core.study.lab.explorer import Explorer
 
     explorer = Explorer(get_profile("smoke"), "cine")
     r = explorer.reconstruct(0, 4, steps=5, rounds=2)
@@ -205,7 +205,7 @@ def test_gpu_profile_dry_run_runs_every_notebook(tmp_path, monkeypatch):
     """The gpu profile's code paths (the paper network, at half its image size; its phantom, its
     sampler settings) through every notebook on the CPU, at a few iterations, steps and slices,
     one factor, the multi-coil files."""
-    from diffcmr_core.study.runner import run_study
+    from diffcmr_core.study.lab.runner import run_study
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
     monkeypatch.delenv("CMRXRECON_ROOT", raising=False)
@@ -235,7 +235,7 @@ def test_the_study_folder_is_the_checkout_wherever_the_code_runs(monkeypatch, tm
     figures must still go to the checkout (or $DIFFCMR_HOME), not beside the notebooks."""
     from pathlib import Path
 
-    from diffcmr_core.study.profiles import repo_root
+    from diffcmr_core.study.settings.profiles import repo_root
 
     checkout = Path(__file__).resolve().parents[1]
     monkeypatch.delenv("DIFFCMR_HOME", raising=False)
@@ -254,7 +254,7 @@ def test_saved_figures_are_byte_identical_when_redrawn(tmp_path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from diffcmr_core.study import plots
+    from diffcmr_core.study.writeup import plots
 
     def draw(folder):
         fig, ax = plt.subplots()

@@ -24,7 +24,7 @@ def test_write_table_keeps_full_precision(tmp_path):
 
 
 def test_evaluation_findings_name_the_best_method_per_setting():
-    from diffcmr_core.study.report import evaluation_findings
+    from diffcmr_core.study.writeup.report import evaluation_findings
 
     rows = [
         {"method": "RAW", "acc": 4, "psnr": 17.0, "ssim": 0.30},

@@ -242,7 +242,7 @@ def test_one_model_for_several_factors_trains_on_their_pairs_concatenated(tiny_r
 
 
 def test_shared_models_profile_has_one_model_per_task_and_method():
-    from diffcmr_core.study.profiles import get_profile, paths_for
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
     from diffcmr_core.study.steps import model_list
 
     quick, gpu = get_profile("quick"), get_profile("gpu")

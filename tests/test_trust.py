@@ -22,9 +22,9 @@ from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data import pairs as pairs_mod
 from diffcmr_core.data.pairs import PreprocessConfig, build_pairs, load_pairs, pairs_stamp
 from diffcmr_core.errors import CMRxReconError
-from diffcmr_core.study import shard
-from diffcmr_core.study.cache import cached_step
-from diffcmr_core.study.profiles import get_profile, paths_for
+from diffcmr_core.study.settings.profiles import get_profile, paths_for
+from diffcmr_core.study.store import shard
+from diffcmr_core.study.store.cache import cached_step
 from diffcmr_core.tables import read_csv, to_csv_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,9 +173,9 @@ def moved_home(smoke_home, tmp_path_factory):
 
 
 def test_a_finished_home_works_where_it_is_mounted(moved_home, monkeypatch):
-    from diffcmr_core.study.convergence import stopped_step, train_until_converged
+    from diffcmr_core.study.methods.convergence import stopped_step, train_until_converged
     from diffcmr_core.study.steps import ensure_data, evaluate_factor
-    from diffcmr_core.study.validation import val_pairs
+    from diffcmr_core.study.store.validation import val_pairs
 
     monkeypatch.setenv("DIFFCMR_HOME", str(moved_home))
     _refuse_locks(monkeypatch)
@@ -260,7 +260,7 @@ def test_an_ill_typed_validation_record_is_set_aside_and_rebuilt_from_the_snapsh
 ):
     """``"stopped": 5`` took last.pt as converged, then a TypeError; rows without psnr a
     KeyError. Now the record is named, set aside and rebuilt by scoring the snapshots again."""
-    from diffcmr_core.study.convergence import train_until_converged
+    from diffcmr_core.study.methods.convergence import train_until_converged
 
     monkeypatch.setenv("DIFFCMR_HOME", str(moved_home))
     path = _record_of(moved_home)
@@ -305,7 +305,7 @@ def test_an_evaluation_summary_missing_a_method_is_recomputed(moved_home, monkey
 # ----------------------------------------------------------------------------- 4. PI-CS per file
 def test_pics_skips_a_file_with_too_few_calibration_lines(smoke_home, tmp_path, monkeypatch):
     """One file with 3 calibration lines aborted the whole PI-CS submission (0 files written)."""
-    from diffcmr_core.study.submit import submit
+    from diffcmr_core.study.steps.submit import submit
 
     monkeypatch.setenv("DIFFCMR_HOME", str(smoke_home))
     profile = get_profile("smoke")
@@ -400,7 +400,7 @@ def test_a_report_without_some_tables_says_which_and_keeps_the_notebooks_results
 ):
     """``study --only 10_evidence`` in a home without figures/ ran the notebook, then failed in
     the report (FileNotFoundError: table1.csv)."""
-    from diffcmr_core.study.runner import run_study
+    from diffcmr_core.study.lab.runner import run_study
 
     home = tmp_path / "home"
     shutil.copytree(moved_home, home, symlinks=True, ignore=shutil.ignore_patterns("figures"))

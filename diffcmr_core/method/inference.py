@@ -4,7 +4,7 @@ path it is checked against, k-space data consistency, and a recorded chain for F
 * :func:`reconstruct` runs any sampler over ``[N, S, S]`` slices in batches, with one generator
   per round and slice, seeded by (seed, round, slice id) (:func:`slice_generators`): a slice's
   noise does not depend on the batch it is in, on the slices beside it or on the process that
-  runs it, so a run split over processes (:mod:`~diffcmr_core.study.shard`) gives the same
+  runs it, so a run split over processes (:mod:`~diffcmr_core.study.store.shard`) gives the same
   reconstructions as one process, and the first R rounds of an 8-round run are exactly an
   R-round run.
 * The fast path is :meth:`DiffusionSystem.reconstruct`: G(I^u) encoded once per slice, rounds

@@ -51,9 +51,10 @@ from diffcmr_core.method.challenge import (
     score_submission,
     submission_path,
 )
-from diffcmr_core.study import methods, shard
+from diffcmr_core.study import methods
 from diffcmr_core.study.methods import Batch, recipe
-from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.settings.profiles import Profile, paths_for
+from diffcmr_core.study.store import shard
 
 Recon = Callable[[Batch], np.ndarray]  # a batch of slices -> [N, S, S] reconstructions
 

@@ -34,8 +34,8 @@ from diffcmr_core.method.classical import CSConfig
 from diffcmr_core.method.networks import DiffCMRConfig, UNetConfig
 from diffcmr_core.method.settings import NetworkSettings, TrainConfig
 from diffcmr_core.method.systems import CGANConfig
-from diffcmr_core.study.layout import RunLayout
-from diffcmr_core.study.names import notebook, table
+from diffcmr_core.study.settings.layout import RunLayout
+from diffcmr_core.study.settings.names import notebook, table
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EvidenceConfig:
-    """The evidence study (notebook 10, :mod:`~diffcmr_core.study.evidence`): every network
+    """The evidence study (notebook 10, :mod:`~diffcmr_core.study.experiments.evidence`): every
+    network
     trained until its validation PSNR stops improving, checkpoints along the way scored against
     their training compute, the final points repeated over training seeds.
 
@@ -218,6 +219,24 @@ _QUICK_NET = DiffCMRConfig(
     train_steps=1000,
     loss_weighting="v",
 )
+
+
+def _cpu_train(iterations: int, lr: float, *, chunk: int) -> TrainConfig:
+    """The ``cpu`` profile's training of a network: batch 8, a constant rate after 100 warm-up
+    steps, EMA 0.999, a snapshot (and a checkpoint) every ``chunk`` steps, up to
+    ``iterations``."""
+    return TrainConfig(
+        iterations=iterations,
+        batch_size=8,
+        lr=lr,
+        ema_decay=0.999,
+        warmup=100,
+        log_every=20,
+        checkpoint_every=chunk,
+        snapshot_every=chunk,
+    )
+
+
 # the smoke profile's training of each network: eight steps, snapshots at 4 and 8
 _SMOKE_TRAIN = TrainConfig(
     iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
@@ -342,36 +361,9 @@ PROFILES: dict[str, Profile] = {
             **networks(
                 _QUICK_NET,
                 UNetConfig(channels=16, depth=3),
-                train_diffcmr=TrainConfig(
-                    iterations=4000,
-                    batch_size=8,
-                    lr=1e-3,
-                    ema_decay=0.999,
-                    warmup=100,
-                    log_every=20,
-                    checkpoint_every=400,
-                    snapshot_every=400,
-                ),
-                train_unet=TrainConfig(
-                    iterations=3000,
-                    batch_size=8,
-                    lr=2e-3,
-                    ema_decay=0.999,
-                    warmup=100,
-                    log_every=20,
-                    checkpoint_every=300,
-                    snapshot_every=300,
-                ),
-                train_cgan=TrainConfig(
-                    iterations=3000,
-                    batch_size=8,
-                    lr=1e-3,
-                    ema_decay=0.999,
-                    warmup=100,
-                    log_every=20,
-                    checkpoint_every=300,
-                    snapshot_every=300,
-                ),
+                train_diffcmr=_cpu_train(4000, 1e-3, chunk=400),
+                train_unet=_cpu_train(3000, 2e-3, chunk=300),
+                train_cgan=_cpu_train(3000, 1e-3, chunk=300),
             ),
         },
         tasks=("cine",),
@@ -596,7 +588,7 @@ def repo_root() -> Path:
     """The study's folder: ``$DIFFCMR_HOME``, else the checkout holding this package."""
     if "DIFFCMR_HOME" in os.environ:
         return Path(os.environ["DIFFCMR_HOME"])
-    here = Path(__file__).resolve().parents[2]  # diffcmr_core/study/profiles.py
+    here = Path(__file__).resolve().parents[3]  # diffcmr_core/study/settings/profiles.py
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
@@ -670,12 +662,12 @@ class Paths:
 
     @property
     def layout(self) -> RunLayout:
-        """Every path under the run folder (:mod:`~diffcmr_core.study.layout`)."""
+        """Every path under the run folder (:mod:`~diffcmr_core.study.settings.layout`)."""
         return RunLayout(self.runs, self.shared_models)
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
         """The checkpoint folder of the model that reconstructs ``task`` at ``acc``
-        (:meth:`~diffcmr_core.study.layout.RunLayout.model`)."""
+        (:meth:`~diffcmr_core.study.settings.layout.RunLayout.model`)."""
         return self.layout.model(task, acc, method)
 
     def table(self, name: str) -> Path:

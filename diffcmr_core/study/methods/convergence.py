@@ -1,9 +1,9 @@
 """Training a network until its validation PSNR stops improving (the evidence study's rule,
 ``EvidenceConfig``): chunks of ``snapshot_every`` steps, each EMA snapshot scored on the
 validation slices, the record (``validation.json``) beside the checkpoint, resumable. Below the
-study's steps and registry, so that the registry's networks (:class:`~diffcmr_core.study.
-methods.Network`) can train this way and the evidence study (:mod:`~diffcmr_core.study.evidence`)
-can read the records."""
+study's steps and registry, so that the registry's networks
+(:class:`~diffcmr_core.study.methods.registry.Network`) can train this way and the evidence
+study (:mod:`~diffcmr_core.study.experiments.evidence`) can read the records."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.method.systems import SYSTEMS
 from diffcmr_core.method.train import train
-from diffcmr_core.study.cache import read_stamped
-from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
-from diffcmr_core.study.validation import val_pairs
+from diffcmr_core.study.settings.profiles import Profile, paths_for, step_stamp
+from diffcmr_core.study.store.cache import read_stamped
+from diffcmr_core.study.store.validation import val_pairs
 
 RECORD = "validation.json"
 
@@ -91,7 +91,7 @@ def read_record(out: Path, profile: Profile, method: str) -> dict:
     new one. A record of this configuration that is not well formed (:func:`record_problem`) is
     named, set aside and rebuilt: training resumes from the snapshots already on disk, which
     are scored again. Its key: what ``method``'s training reads
-    (:func:`~diffcmr_core.study.profiles.step_stamp`)."""
+    (:func:`~diffcmr_core.study.settings.profiles.step_stamp`)."""
     key = step_stamp(profile, (method,))
     data = read_stamped(out / RECORD, key, record_problem, "validation record")
     return data if data is not None else {"stamp": key, "rows": [], "stopped": None}

@@ -16,7 +16,7 @@ import numpy as np
 
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.method.settings import NetworkSettings
-from diffcmr_core.study.profiles import Profile
+from diffcmr_core.study.settings.profiles import Profile
 from diffcmr_core.study.steps import evaluate_factor
 
 

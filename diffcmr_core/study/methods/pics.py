@@ -28,7 +28,7 @@ from diffcmr_core.errors import CheckpointError, CMRxReconError
 from diffcmr_core.fileio import atomic_path, write_text_atomic
 from diffcmr_core.method.classical import CSConfig, coil_kspace, pics_path
 from diffcmr_core.method.metrics import psnr
-from diffcmr_core.study.profiles import paths_for
+from diffcmr_core.study.settings.profiles import paths_for
 
 READOUT_MARGIN = 8  # native columns solved beyond the region on each side
 CHOICE_FILE = "choice.json"  # beside the networks' checkpoints, in the method's model folder

@@ -18,7 +18,7 @@ from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import equispaced_mask, kspace_to_image
 from diffcmr_core.data.phantom import PhantomConfig, simulate
 from diffcmr_core.method.metrics import METRICS, all_metrics
-from diffcmr_core.study.paper import TABLE2_3
+from diffcmr_core.study.settings.paper import TABLE2_3
 
 TOLERANCE = {"psnr": 1.0, "ssim": 0.04, "nmse": 1.5}  # +- dB, +- SSIM, factor (issue 12)
 

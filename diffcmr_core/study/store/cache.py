@@ -1,5 +1,5 @@
 """Cached steps, one rule: a step's result is stored as JSON with its key, the settings it
-reads (:func:`~diffcmr_core.study.profiles.step_stamp`: the data's settings, the evaluation
+reads (:func:`~diffcmr_core.study.settings.profiles.step_stamp`: the data's settings, the evaluation
 protocol, the settings of each method it uses, its own), and the seconds of compute it took; a
 later call whose key is the same reuses it, any other recomputes it. So adding a method to a
 profile recomputes the steps that use it and no others. One function, :func:`cached_step`, for
@@ -7,7 +7,7 @@ every cached step; :data:`STEP_USES` says which methods each kind of step reads.
 
 Under ``make study`` every cached step a notebook reads or writes is listed in the notebook's
 ledger (``$DIFFCMR_LEDGER``, set by the runner), so that a notebook whose steps' results are
-gone is stale (:mod:`~diffcmr_core.study.runner`)."""
+gone is stale (:mod:`~diffcmr_core.study.lab.runner`)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import shard
-from diffcmr_core.study.profiles import Profile, step_stamp
-from diffcmr_core.study.shard import set_aside
+from diffcmr_core.study.settings.profiles import Profile, step_stamp
+from diffcmr_core.study.store import shard
+from diffcmr_core.study.store.shard import set_aside
 
 T = TypeVar("T")
 
@@ -71,7 +71,8 @@ def read_stamped(
 
 def read_entry(path: Path, key: dict, check: Check | None = None) -> dict | None:
     """The cache entry at ``path`` (``result``, ``stamp``, ``seconds``) if it was made with this
-    ``key`` (:func:`~diffcmr_core.study.profiles.step_stamp`), else None. An entry with this key
+    ``key`` (:func:`~diffcmr_core.study.settings.profiles.step_stamp`), else None. An entry with
+    this key
     that is not what the step expects (not JSON, no ``result``, ``seconds`` not a number, or
     ``check(result)`` naming a problem) is named, set aside and recomputed
     (:func:`read_stamped`)."""
@@ -201,7 +202,7 @@ def cached_step(
     cache is read again once the lock is held, so the second reuses what the first computed.
 
     Under ``torchrun`` every rank runs ``compute`` (which splits its work, see
-    :mod:`~diffcmr_core.study.shard`); rank 0 alone stores the result, and the others wait for
+    :mod:`~diffcmr_core.study.store.shard`); rank 0 alone stores the result, and the others wait for
     it, so that no rank reads a step's files before they are written."""
     ranks = shard.current()
     key = step_stamp(profile, uses, extra)

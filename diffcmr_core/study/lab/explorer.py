@@ -25,9 +25,9 @@ from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.inference import reconstruct
 from diffcmr_core.method.metrics import all_metrics
 from diffcmr_core.method.systems import from_model_space, to_model_space
-from diffcmr_core.study import plots
-from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.settings.profiles import Profile, paths_for
 from diffcmr_core.study.steps import ensure_trained, val_pairs
+from diffcmr_core.study.writeup import plots
 
 
 class Explorer:

@@ -12,18 +12,21 @@ import torch
 
 from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import methods, names, paper
-from diffcmr_core.study.cache import STEP_USES, read_entry
-from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
+from diffcmr_core.study import methods
+from diffcmr_core.study.settings import names, paper
+from diffcmr_core.study.settings.layout import RunLayout
+from diffcmr_core.study.settings.profiles import Paths, Profile, paths_for, step_stamp
+from diffcmr_core.study.store.cache import STEP_USES, read_entry
 from diffcmr_core.tables import TableError, read_csv, to_markdown
 
 
-def compute_seconds(profile: Profile) -> dict[str, float]:
+def compute_seconds(profile: Profile, layout: RunLayout | None = None) -> dict[str, float]:
     """Compute time behind a profile's current results, whichever runs made them: training
     (from the models' loss logs, summed over resumed sessions) and the cached steps: evaluation
     (both protocols), ablation (with the public code's choices), fast sampling and maps. Steps
-    cached for another configuration are left out."""
-    layout = paths_for(profile).layout
+    cached for another configuration are left out. ``layout``: the profile's run layout, when
+    the caller has it."""
+    layout = layout or paths_for(profile).layout
     totals = {
         "training": 0.0,
         "evaluation": 0.0,
@@ -55,11 +58,11 @@ def compute_seconds(profile: Profile) -> dict[str, float]:
     return totals
 
 
-def notebook_seconds(profile: Profile) -> dict[str, float]:
+def notebook_seconds(profile: Profile, layout: RunLayout | None = None) -> dict[str, float]:
     """Seconds each notebook took in the ``make study`` run that last executed it (its done
     marker in ``runs/<profile>/notebooks/``), data generation included (notebook 01)."""
     out = {}
-    for marker in sorted(paths_for(profile).layout.notebooks.glob("*.done.json")):
+    for marker in sorted((layout or paths_for(profile).layout).notebooks.glob("*.done.json")):
         try:
             out[marker.name[: -len(".done.json")]] = float(
                 json.loads(marker.read_text())["seconds"]
@@ -129,25 +132,23 @@ def _f(x: str | float, digits: int = 2) -> str:
     return f"{float(x):.{digits}f}"
 
 
+def _beside_paper(r: dict, p: tuple | None) -> dict[str, str]:
+    """A row's PSNR, SSIM and NMSE, each beside the paper's (``p``; "-" where it has none)."""
+    out = {}
+    for i, (name, digits) in enumerate((("PSNR", 2), ("SSIM", 4), ("NMSE", 4))):
+        out[name] = _f(r[name.lower()], digits)
+        out[f"paper {name}"] = _f(p[i], digits) if p else "-"
+    return out
+
+
 def _results_section(task: str, rows: list[dict[str, str]]) -> list[str]:
     out, verdicts = [], []
     table = []
     for r in rows:
         acc, method = int(r["acc"]), r["method"]
         p = paper.TABLE2_3[task].get(method, {}).get(acc)  # None: not in the paper
-        table.append(
-            {
-                "method": method,
-                "acc": acc,
-                "PSNR": _f(r["psnr"]),
-                "paper PSNR": _f(p[0]) if p else "-",
-                "SSIM": _f(r["ssim"], 4),
-                "paper SSIM": _f(p[1], 4) if p else "-",
-                "NMSE": _f(r["nmse"], 4),
-                "paper NMSE": _f(p[2], 4) if p else "-",
-            }
-        )
-    out.append(to_markdown(table))
+        table.append({"method": method, "acc": acc, **_beside_paper(r, p)})
+    out.append(_Rows(table))
     for acc in sorted({int(r["acc"]) for r in rows}):
         by = {r["method"]: r for r in rows if int(r["acc"]) == acc}
         d, raw = by["DiffCMR"], by["RAW"]
@@ -192,7 +193,7 @@ def _paired_section(rows: list[dict[str, str]]) -> list[str]:
         "mean over the slices (the slice-to-slice spread; the seed spread, where `make seeds` "
         "ran, is in the Seeds section).",
         "",
-        to_markdown(table),
+        _Rows(table),
         "",
         f"Intervals that exclude 0: {words}.",
         "",
@@ -210,34 +211,46 @@ def _compute_line(seconds: dict[str, float]) -> str:
 
 def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) -> Path:
     """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote."""
-    fig = paths_for(profile).figures
-    lines = _provenance_section(profile, wall_seconds, notebooks)
-    lines += _lacking_section(profile, fig)
-    lines += _evidence_section(fig, profile)
-    lines += _calibration_section(profile, fig, paths_for(profile).root)
-    lines += _table1_section(fig)
-    lines += _results_sections(fig)
-    lines += _ablation_sections(profile, fig)
-    if (names.table(fig, "paired_psnr")).is_file():
-        lines += _paired_section(read_csv(names.table(fig, "paired_psnr")))
-    lines += _fast_section(fig)
-    lines += _maps_section(fig)
-    lines += _seeds_section(fig)
+    paths = paths_for(profile)
+    fig = paths.figures
+    found = names.present(fig)  # every table, read once; the sections lay them out
+    lines = _provenance_section(profile, paths, wall_seconds, notebooks)
+    lines += _lacking_section(profile, found)
+    lines += _evidence_section(fig, found, profile)
+    lines += _calibration_section(profile, found, paths.root)
+    lines += _table1_section(found)
+    lines += _results_sections(found)
+    lines += _ablation_sections(profile, found)
+    if "paired_psnr" in found:
+        lines += _paired_section(found["paired_psnr"])
+    lines += _fast_section(found)
+    lines += _maps_section(found)
+    lines += _seeds_section(found)
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in sorted(fig.glob("fig*.png"))]
     path = fig / "REPORT.md"
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    text = "\n".join(to_markdown(b) if isinstance(b, _Rows) else b for b in lines)
+    write_text_atomic(path, text + "\n")
     return path
 
 
-def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[str]) -> list[str]:
+class _Rows(list):
+    """A table inside the report's lines, rendered as Markdown when the report is written."""
+
+
+Found = dict[str, list[dict[str, str]]]  # a figures folder's tables by name (names.present)
+
+
+def _provenance_section(
+    profile: Profile, paths: Paths, wall_seconds: float, notebooks: list[str]
+) -> list[str]:
     """The report's title and provenance: profile, data, device, commit, date, times, protocol."""
-    paths, diffcmr = paths_for(profile), profile.network("diffcmr")
+    diffcmr = profile.network("diffcmr")
     return [
         f"# DiffCMR study report: profile `{profile.name}`",
         "",
         "## Provenance",
         "",
-        f"- profile: `{profile.name}` (see `diffcmr_core/study/profiles.py`)",
+        f"- profile: `{profile.name}` (see `diffcmr_core/study/settings/profiles.py`)",
         "- data: "
         + (
             "synthetic phantom (diffcmr_core.data.phantom)"
@@ -247,8 +260,8 @@ def _provenance_section(profile: Profile, wall_seconds: float, notebooks: list[s
         f"- device: {device_description()}; torch {torch.__version__}",
         f"- commit: {_commit(paths.root)}",
         f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        _compute_line(compute_seconds(profile)),
-        _notebook_line(notebook_seconds(profile)),
+        _compute_line(compute_seconds(profile, paths.layout)),
+        _notebook_line(notebook_seconds(profile, paths.layout)),
         f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: "
         f"{', '.join(notebooks) or 'none, all reused'}; "
         "finished steps are reused from the run folder unless forced)",
@@ -284,10 +297,10 @@ def expected_tables(profile: Profile) -> list[str]:
     ]
 
 
-def _lacking_section(profile: Profile, fig: Path) -> list[str]:
+def _lacking_section(profile: Profile, found: Found) -> list[str]:
     """The tables this report lacks (a run of only some notebooks in a new home), each with the
     notebook and the command that make it; nothing when none is missing."""
-    lacking = [n for n in expected_tables(profile) if not names.table(fig, n).is_file()]
+    lacking = [n for n in expected_tables(profile) if n not in found]
     if not lacking:
         return []
     lines = [
@@ -303,44 +316,40 @@ def _lacking_section(profile: Profile, fig: Path) -> list[str]:
     return lines + [""]
 
 
-def _table1_section(fig: Path) -> list[str]:
+def _table1_section(found: Found) -> list[str]:
     """Table 1 beside the paper's, with the note on its swapped rows (nothing without it)."""
-    if not names.table(fig, "table1").is_file():
+    if "table1" not in found:
         return []
-    t1 = read_csv(names.table(fig, "table1"))
+    t1 = found["table1"]
     return [
         "## Table 1: pairs",
         "",
-        to_markdown(t1),
+        _Rows(t1),
         "",
         "Paper (real data), under the task each row counts:",
         "",
-        to_markdown(table1(paper.TABLE1_BY_TASK)),
+        _Rows(table1(paper.TABLE1_BY_TASK)),
         "",
         paper.table1_note(),
         "",
     ]
 
 
-def _results_sections(fig: Path) -> list[str]:
+def _results_sections(found: Found) -> list[str]:
     """Tables 2 and 3 beside the paper's, each with both protocols when scored."""
     lines: list[str] = []
     for task, name, title in (
         ("cine", "table2_cine", "Table 2: cine"),
         ("mapping", "table3_mapping", "Table 3: T1/T2 mapping"),
     ):
-        if (names.table(fig, name)).is_file():
-            lines += (
-                [f"## {title}", ""]
-                + _results_section(task, read_csv(names.table(fig, name)))
-                + [""]
-            )
-        if (names.table(fig, f"{name}_protocols")).is_file():
-            lines += _protocols_section(read_csv(names.table(fig, f"{name}_protocols")))
+        if name in found:
+            lines += [f"## {title}", ""] + _results_section(task, found[name]) + [""]
+        if f"{name}_protocols" in found:
+            lines += _protocols_section(found[f"{name}_protocols"])
     return lines
 
 
-def _ablation_sections(profile: Profile, fig: Path) -> list[str]:
+def _ablation_sections(profile: Profile, found: Found) -> list[str]:
     """Tables 4(a) and 4(b) beside the paper's, with the trend in words."""
     lines: list[str] = []
     ev = profile.evaluation
@@ -359,23 +368,13 @@ def _ablation_sections(profile: Profile, fig: Path) -> list[str]:
             f"Table 4(b): rounds R (T = {t_max}; the paper's T = 1000)",
         ),
     ):
-        if (names.table(fig, name)).is_file():
-            rows = read_csv(names.table(fig, name))
+        if name in found:
+            rows = found[name]
             table = []
             for r in rows:
                 k = r[key] if r[key] == "Raw" else int(r[key])
                 p = ref.get(k)
-                table.append(
-                    {
-                        key: r[key],
-                        "PSNR": _f(r["psnr"]),
-                        "paper PSNR": _f(p[0]) if p else "-",
-                        "SSIM": _f(r["ssim"], 4),
-                        "paper SSIM": _f(p[1], 4) if p else "-",
-                        "NMSE": _f(r["nmse"], 4),
-                        "paper NMSE": _f(p[2], 4) if p else "-",
-                    }
-                )
+                table.append({key: r[key], **_beside_paper(r, p)})
             psnrs = [float(r["psnr"]) for r in rows if r[key] != "Raw"]
             trend = (
                 "rises"
@@ -385,18 +384,18 @@ def _ablation_sections(profile: Profile, fig: Path) -> list[str]:
             lines += [
                 f"## {title}",
                 "",
-                to_markdown(table),
+                _Rows(table),
                 f"Ours: PSNR {trend} with {key} (paper: rises).",
                 "",
             ]
     return lines
 
 
-def _fast_section(fig: Path) -> list[str]:
+def _fast_section(found: Found) -> list[str]:
     """Table 5 (beyond the paper): the samplers and data consistency."""
-    if not (names.table(fig, "table5_fast_sampling")).is_file():
+    if "table5_fast_sampling" not in found:
         return []
-    rows = read_csv(names.table(fig, "table5_fast_sampling"))
+    rows = found["table5_fast_sampling"]
     shown = [
         {
             k: (
@@ -408,7 +407,7 @@ def _fast_section(fig: Path) -> list[str]:
         }
         for r in rows
     ]
-    return ["## Table 5 (beyond the paper): fast sampling", "", to_markdown(shown)]
+    return ["## Table 5 (beyond the paper): fast sampling", "", _Rows(shown)]
 
 
 def _protocols_section(rows: list[dict[str, str]]) -> list[str]:
@@ -430,17 +429,17 @@ def _protocols_section(rows: list[dict[str, str]]) -> list[str]:
         "read-out by half of the phase encoding, per-file then per-set means, the larger "
         "MultiCoil / SingleCoil mean kept for each metric as the organisers' code does).",
         "",
-        to_markdown(table),
+        _Rows(table),
         "",
     ]
 
 
-def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
+def _calibration_section(profile: Profile, found: Found, root: Path) -> list[str]:
     """The data against the paper's RAW rows: this profile's (notebook 01) and the paper-size
     calibration (``docs/calibration.md``, ``benchmarks/bench_phantom.py``)."""
     lines = ["## The data against the paper's RAW rows", ""]
-    if (names.table(fig, "calibration")).is_file():
-        rows = read_csv(names.table(fig, "calibration"))
+    if "calibration" in found:
+        rows = found["calibration"]
         ok = sum(r[k] == "True" for r in rows for k in ("psnr_ok", "ssim_ok", "nmse_ok"))
         lines += [
             f"RAW (zero-filled input against the reference) of this profile's phantom at this "
@@ -448,14 +447,14 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
             f"+-0.04, NMSE within x1.5 ({ok} of {3 * len(rows)} cells within); `range` = "
             "mean(gt^2) / max^2.",
             "",
-            to_markdown(rows),
+            _Rows(rows),
         ]
-    if (names.table(fig, "sampling")).is_file():
+    if "sampling" in found:
         lines += [
             "What each factor samples (its mask files; the central lines make the effective "
             "factor smaller than the nominal one):",
             "",
-            to_markdown(read_csv(names.table(fig, "sampling"))),
+            _Rows(found["sampling"]),
         ]
     doc = root / "docs" / "calibration.md"
     if doc.is_file():
@@ -467,10 +466,10 @@ def _calibration_section(profile: Profile, fig: Path, root: Path) -> list[str]:
     return lines
 
 
-def _maps_section(fig: Path) -> list[str]:
+def _maps_section(found: Found) -> list[str]:
     """Table 6 (notebook 09): T1 and T2 map errors of every method, and what the common scale
     and DiffCMR's uncertainty say."""
-    if not (names.table(fig, "table6_maps")).is_file():
+    if "table6_maps" not in found:
         return []
 
     def rounded(rows: list[dict[str, str]], digits: int = 1) -> list[dict[str, str]]:
@@ -490,7 +489,7 @@ def _maps_section(fig: Path) -> list[str]:
         "the Look-Locker correction; T2-prep mono-exponential); mean absolute error and bias [ms] "
         "in the myocardium and the blood pool, against the fully sampled images' maps:",
         "",
-        to_markdown(rounded(read_csv(names.table(fig, "table6_maps")))),
+        _Rows(rounded(found["table6_maps"])),
     ]
     for name, text, digits in (
         (
@@ -512,15 +511,15 @@ def _maps_section(fig: Path) -> list[str]:
             3,
         ),
     ):
-        if (names.table(fig, name)).is_file():
-            lines += [text, "", to_markdown(rounded(read_csv(names.table(fig, name)), digits))]
-    return lines + _maps_discussion(fig) + [""]
+        if name in found:
+            lines += [text, "", _Rows(rounded(found[name], digits))]
+    return lines + _maps_discussion(found) + [""]
 
 
-def _maps_discussion(fig: Path) -> list[str]:
+def _maps_discussion(found: Found) -> list[str]:
     """Table 6 in sentences: the best method per factor and map, the floor, the scale, the
     uncertainty (generated from the CSV files notebook 09 wrote)."""
-    rows = read_csv(names.table(fig, "table6_maps"))
+    rows = found["table6_maps"]
     out = []
     for acc in dict.fromkeys(r["acc"] for r in rows):
         parts = []
@@ -539,12 +538,8 @@ def _maps_discussion(fig: Path) -> list[str]:
         out.append(
             f"- {acc}x, myocardium against the fully sampled maps: " + "; ".join(parts) + "."
         )
-    if (names.table(fig, "table6_maps_truth")).is_file():
-        floor = [
-            r
-            for r in read_csv(names.table(fig, "table6_maps_truth"))
-            if r["method"] == "Fully sampled"
-        ]
+    if "table6_maps_truth" in found:
+        floor = [r for r in found["table6_maps_truth"] if r["method"] == "Fully sampled"]
         if floor:
             out.append(
                 f"- The fully sampled maps themselves are {float(floor[0]['T1 myo MAE']):.0f} "
@@ -553,8 +548,8 @@ def _maps_discussion(fig: Path) -> list[str]:
                 f"myocardium: "
                 "the floor."
             )
-    if (names.table(fig, "table6_maps_scale")).is_file():
-        sc = read_csv(names.table(fig, "table6_maps_scale"))
+    if "table6_maps_scale" in found:
+        sc = found["table6_maps_scale"]
         own = [float(r["T1 myo MAE (own scale)"]) for r in sc]
         common = [float(r["T1 myo MAE (common scale)"]) for r in sc]
         out.append(
@@ -562,8 +557,8 @@ def _maps_discussion(fig: Path) -> list[str]:
             f"{min(own):.0f}-{max(own):.0f} ms "
             f"(with it {min(common):.0f}-{max(common):.0f} ms)."
         )
-    if (names.table(fig, "table6_maps_uncertainty")).is_file():
-        unc = read_csv(names.table(fig, "table6_maps_uncertainty"))
+    if "table6_maps_uncertainty" in found:
+        unc = found["table6_maps_uncertainty"]
         rhos = [
             float(r[k])
             for r in unc
@@ -579,12 +574,12 @@ def _maps_discussion(fig: Path) -> list[str]:
     return ["", *out]
 
 
-def _seeds_section(fig: Path) -> list[str]:
+def _seeds_section(found: Found) -> list[str]:
     """Mean and standard deviation over training seeds (``make seeds``), and which orderings
     exceed twice the spread."""
-    if not (names.table(fig, "seeds")).is_file():
+    if "seeds" not in found:
         return []
-    rows = read_csv(names.table(fig, "seeds"))
+    rows = found["seeds"]
     table = [
         {
             "task": r["task"],
@@ -597,9 +592,9 @@ def _seeds_section(fig: Path) -> list[str]:
         }
         for r in rows
     ]
-    lines = ["## Seeds: mean +- standard deviation over retrained models", "", to_markdown(table)]
-    if (names.table(fig, "seeds_orderings")).is_file():
-        order = read_csv(names.table(fig, "seeds_orderings"))
+    lines = ["## Seeds: mean +- standard deviation over retrained models", "", _Rows(table)]
+    if "seeds_orderings" in found:
+        order = found["seeds_orderings"]
         holds = [
             f"{o['better']} > {o['worse']} ({o['task']} {o['acc']}x, {float(o['d_psnr']):.2f} dB)"
             for o in order
@@ -621,18 +616,21 @@ def _seeds_section(fig: Path) -> list[str]:
     return lines
 
 
-def _evidence_section(fig: Path, profile: Profile) -> list[str]:
+def _evidence_section(fig: Path, found: Found, profile: Profile) -> list[str]:
     """The evidence study (notebook 10): what it found, convergence, the paired comparison over
     seeds, the curve's sampler, the compute curve's crossings, the inference cost."""
-    if not (names.table(fig, "paired_seeds")).is_file():
+    if "paired_seeds" not in found:
         return []
     try:
-        found = evidence_findings(fig, profile)
+        text = evidence_findings(fig, profile)
     except TableError as err:  # an incomplete table: said, not used
-        found = f"The findings are left out: {err}"
-    lines = ["## Evidence at convergence (notebook 10)", "", found, ""]
+        text = f"The findings are left out: {err}"
+    lines = ["## Evidence at convergence (notebook 10)", "", text, ""]
     for name, title in (
-        ("convergence", "Convergence (validation PSNR; the rule in `study/convergence.py`)"),
+        (
+            "convergence",
+            "Convergence (validation PSNR; the rule in `study/methods/convergence.py`)",
+        ),
         ("paired_seeds", "Paired over the same slices and over seeds"),
         ("seeds", "Seeds: mean and standard deviation"),
         ("seeds_table4a", "Table 4(a) over seeds"),
@@ -641,8 +639,8 @@ def _evidence_section(fig: Path, profile: Profile) -> list[str]:
         ("compute_crossings", "Where the compute curves cross"),
         ("inference_cost", "Inference cost on this machine"),
     ):
-        if (names.table(fig, name)).is_file():
-            rows = read_csv(names.table(fig, name))
+        if name in found:
+            rows = found[name]
             shown = [
                 {
                     k: (
@@ -654,7 +652,7 @@ def _evidence_section(fig: Path, profile: Profile) -> list[str]:
                 }
                 for r in rows
             ]
-            lines += [f"### {title}", "", to_markdown(shown) if shown else "none", ""]
+            lines += [f"### {title}", "", _Rows(shown) if shown else "none", ""]
     lines += ["Compute curve: `compute_curve.csv`, `fig_compute_curve.png`.", ""]
     return lines
 

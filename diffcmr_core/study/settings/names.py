@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from diffcmr_core.tables import read_checked
+from diffcmr_core.tables import read_checked, read_csv
 
 
 class Table(NamedTuple):
@@ -99,6 +99,13 @@ def read(folder: str | Path, name: str, **checks) -> list[dict[str, str]]:
     :class:`~diffcmr_core.tables.TableError` naming the file, the problem and the notebook that
     writes the table."""
     return read_checked(table(folder, name), made_by=made_by(name, Path(folder).name), **checks)
+
+
+def present(folder: str | Path) -> dict[str, list[dict[str, str]]]:
+    """Every registered table that ``folder`` holds, read once: ``{name: rows}`` (what the
+    report lays out; a table it must trust is read with :func:`read`)."""
+    found = {name: table(folder, name) for name in TABLES}
+    return {name: read_csv(path) for name, path in found.items() if path.is_file()}
 
 
 def made_by(name: str, profile: str = "<profile>") -> str:

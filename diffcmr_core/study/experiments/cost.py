@@ -36,8 +36,8 @@ from diffcmr_core.method.networks import DiffCMRNet
 from diffcmr_core.method.settings import NetworkSettings
 from diffcmr_core.method.systems import build_system
 from diffcmr_core.study import methods
-from diffcmr_core.study.names import notebook
-from diffcmr_core.study.profiles import Profile, get_profile
+from diffcmr_core.study.settings.names import notebook
+from diffcmr_core.study.settings.profiles import Profile, get_profile
 
 
 def _count(fn) -> int:

@@ -1,8 +1,9 @@
 """The evidence study (notebook 10; ``make study PROFILE=cpu``): does DiffCMR beat the
 baselines once every model has converged, and how does the answer move with training compute?
 
-* **Training to convergence** (:func:`~diffcmr_core.study.convergence.train_until_converged`,
-  which every network of an evidence profile goes through): each network trains in chunks of
+* **Training to convergence**
+  (:func:`~diffcmr_core.study.methods.convergence.train_until_converged`, which every network of
+  an evidence profile goes through): each network trains in chunks of
   its ``snapshot_every`` steps with a constant learning rate after warm-up; after each chunk the
   EMA snapshot is scored on the validation slices (DiffCMR with the evidence settings'
   ``validation_sampler``); training stops when the last quarter of the steps improved the best
@@ -18,7 +19,8 @@ baselines once every model has converged, and how does the answer move with trai
   time, all threads: unaffected by other processes sharing the machine), with RAW and PI-CS as
   lines; DiffCMR at R = 1 and R = 4 of the chosen sampler.
 * **Seeds** (:func:`seed_evaluations`): the tables' evaluation and the ablation repeated for
-  every seed of ``EvidenceConfig.seeds`` (:func:`~diffcmr_core.study.seeds.seed_profile`), and
+  every seed of ``EvidenceConfig.seeds``
+  (:func:`~diffcmr_core.study.experiments.seeds.seed_profile`), and
   :func:`paired_over_seeds`: an ordering holds when it exceeds both the spread over seeds and the
   slice-to-slice spread.
 
@@ -40,16 +42,16 @@ from diffcmr_core.method.checkpoints import default_device, load_for_inference, 
 from diffcmr_core.method.evaluate import evaluate
 from diffcmr_core.method.metrics import METRICS
 from diffcmr_core.study import methods
-from diffcmr_core.study.cache import STEP_USES, cached_step, keyed_rows_problem
-from diffcmr_core.study.convergence import (
+from diffcmr_core.study.experiments.cost import unit_costs
+from diffcmr_core.study.experiments.seeds import seed_profile
+from diffcmr_core.study.methods.convergence import (
     read_record,
     sample_at,
     score_model,
 )
-from diffcmr_core.study.cost import unit_costs
-from diffcmr_core.study.profiles import Profile, paths_for, step_stamp
-from diffcmr_core.study.seeds import seed_profile
+from diffcmr_core.study.settings.profiles import Profile, paths_for, step_stamp
 from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch, val_pairs
+from diffcmr_core.study.store.cache import STEP_USES, cached_step, keyed_rows_problem
 from diffcmr_core.tables import read_csv
 
 

@@ -4,7 +4,7 @@ a block differs from what the tables give).
 
 * ``profiles``: the profile table, each profile's cost: the measured time of the run that made
   ``figures/<profile>`` (its ``REPORT.md``) or, for a profile not run here, its FLOPs
-  (:func:`~diffcmr_core.study.cost.study_cost`) and the time they take at 100 TFLOP/s.
+  (:func:`~diffcmr_core.study.experiments.cost.study_cost`) and the time they take at 100 TFLOP/s.
 * ``evidence``: the evidence study's seed table and findings, from ``figures/cpu``.
 """
 
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import methods, names
-from diffcmr_core.study.cost import study_cost
-from diffcmr_core.study.profiles import get_profile
-from diffcmr_core.study.report import evidence_findings
+from diffcmr_core.study import methods
+from diffcmr_core.study.experiments.cost import study_cost
+from diffcmr_core.study.settings import names
+from diffcmr_core.study.settings.profiles import get_profile
+from diffcmr_core.study.writeup.report import evidence_findings
 from diffcmr_core.tables import TableError, to_markdown
 
 README_BEGIN = (
@@ -108,7 +109,7 @@ def readme_profiles(root: Path) -> str:
 def readme_evidence(fig: Path) -> str:
     """The README's headline block: the evidence study's seed table (mean +- sd) and its
     findings, from the committed tables of ``fig`` (``figures/cpu``), each read only when
-    complete (:func:`~diffcmr_core.study.names.read`)."""
+    complete (:func:`~diffcmr_core.study.settings.names.read`)."""
     profile = get_profile("cpu")
     labels = [methods.label(m) for m in ("raw", *profile.methods)]
     stats = ("psnr", "ssim", "nmse")

@@ -3,7 +3,8 @@ REPORT.md. Executed copies go to ``runs/<profile>/notebooks/``.
 
 A notebook is skipped only when its *done marker* (``<name>.done.json``, written after papermill
 returns without error) matches the notebook's source, the package's source and the parameters,
-and the step results it read or wrote (its ledger, see :mod:`~diffcmr_core.study.cache`) and the
+and the step results it read or wrote (its ledger, see :mod:`~diffcmr_core.study.store.cache`) and
+the
 tables it wrote are still there; a notebook interrupted half-way has no matching marker and runs
 again (its finished steps are cached, so it redoes only what is missing).
 :func:`stale_reason` says why a notebook would run; :func:`dry_run` lists every notebook and
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study.cache import LEDGER, STEP_USES, stored_key
-from diffcmr_core.study.layout import STEP_CACHES
-from diffcmr_core.study.names import TABLES, notebook, skip_reason, table
-from diffcmr_core.study.profiles import get_profile, paths_for, stamp_changes, step_stamp
-from diffcmr_core.study.report import write_report
+from diffcmr_core.study.settings.layout import STEP_CACHES
+from diffcmr_core.study.settings.names import TABLES, notebook, skip_reason, table
+from diffcmr_core.study.settings.profiles import get_profile, paths_for, stamp_changes, step_stamp
+from diffcmr_core.study.store.cache import LEDGER, STEP_USES, stored_key
+from diffcmr_core.study.writeup.report import write_report
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = (
+    Path(__file__).resolve().parents[2]
+)  # diffcmr_core (this: diffcmr_core/study/lab/runner.py)
 
 
 def notebooks_dir() -> Path:
@@ -208,7 +211,7 @@ def dry_run(profile_name: str) -> list[dict[str, str]]:
     """What ``make study`` would do, computing nothing: each notebook of the profile, fresh or
     stale and why (:func:`stale_reason`), and each cached step found under the run folder,
     fresh or stale and which of its inputs changed (its key against
-    :func:`~diffcmr_core.study.profiles.step_stamp`)."""
+    :func:`~diffcmr_core.study.settings.profiles.step_stamp`)."""
     profile = get_profile(profile_name)
     paths = paths_for(profile)
     rows = []

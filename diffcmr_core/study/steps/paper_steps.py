@@ -1,6 +1,6 @@
 """The study's steps, each idempotent (a finished step is reused unless forced): data, training,
 evaluation (Tables 2-3), ablation (Table 4), fast sampling (Table 5). The notebooks call these;
-:mod:`~diffcmr_core.study.runner` executes the notebooks in order with papermill."""
+:mod:`~diffcmr_core.study.lab.runner` executes the notebooks in order with papermill."""
 
 from __future__ import annotations
 
@@ -36,18 +36,19 @@ from diffcmr_core.method.samplers import SAMPLER_LABEL
 from diffcmr_core.method.schedule import q_sample
 from diffcmr_core.method.systems import to_model_space
 from diffcmr_core.method.train import train
-from diffcmr_core.study import methods, shard
-from diffcmr_core.study.cache import (
+from diffcmr_core.study import methods
+from diffcmr_core.study.methods.convergence import sample_at
+from diffcmr_core.study.settings.profiles import Profile, paths_for
+from diffcmr_core.study.steps.submit import local_split_scores
+from diffcmr_core.study.store import shard
+from diffcmr_core.study.store.cache import (
     STEP_USES,
     cached_step,
     keyed_rows_problem,
     rows_problem,
     step_lock,
 )
-from diffcmr_core.study.convergence import sample_at
-from diffcmr_core.study.profiles import Profile, paths_for
-from diffcmr_core.study.submit import local_split_scores
-from diffcmr_core.study.validation import crop_preprocess, val_pairs
+from diffcmr_core.study.store.validation import crop_preprocess, val_pairs
 from diffcmr_core.tables import read_csv
 
 
@@ -240,7 +241,7 @@ def evaluate_factor(
     Cached in ``runs/<profile>/eval/<task>_accNN/summary.json``; the reconstructions are in the
     same folder (:func:`figure3_images`); a sampling method's std over rounds and first round
     are stored beside its mean. Under ``torchrun`` the slices are split over the ranks in
-    chunks of the evaluation's batch (:func:`~diffcmr_core.study.shard.map_chunks`, each chunk
+    chunks of the evaluation's batch (:func:`~diffcmr_core.study.store.shard.map_chunks`, each chunk
     kept in ``parts/`` until the step is done, so an interrupted evaluation resumes).
     """
     return cached_step(
@@ -331,11 +332,7 @@ def results_table(profile: Profile, task: str) -> list[dict[str, object]]:
 
 
 def paired_table(
-    profile: Profile,
-    task: str,
-    reference: str = "diffcmr",
-    metric: str = "psnr",
-    level: float = 0.95,
+    profile: Profile, task: str, reference="diffcmr", metric="psnr", level=0.95
 ) -> list[dict[str, object]]:
     """Every method against ``reference`` on the same validation slices (the paper's protocol):
     per factor, the mean per-slice difference ``method - reference`` of ``metric``, its standard
@@ -459,12 +456,7 @@ def _ablation_rows(profile, task, acc, ckpt, progress):
 
 
 def ablation(
-    profile: Profile,
-    task: str = "cine",
-    acc: int = 4,
-    *,
-    progress: bool = True,
-    force: bool = False,
+    profile: Profile, task="cine", acc=4, *, progress=True, force=False
 ) -> tuple[list[dict], list[dict]]:
     """Table 4: (a) steps T with R = 4, (b) rounds R with T = 1000 (the largest T).
 
@@ -472,17 +464,40 @@ def ablation(
     of it are exactly an R-round run, so no sampling is repeated. Under ``torchrun`` each run's
     slices are split over the ranks (as in :func:`evaluate_factor`).
     """
-    result = cached_step(
-        paths_for(profile).layout.cache("ablation", task, acc),
-        profile,
-        lambda ckpt: _ablation_rows(profile, task, acc, ckpt, progress),
-        uses=STEP_USES["ablation"],
-        force=force,
-        name="ablation",
-        prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
-        check=lambda r: keyed_rows_problem(r, "the ablation", ("steps", "rounds")),
-    )
+    result = _model_step(profile, ("ablation", task, acc), _ablation_rows, progress, force)
     return result["steps"], result["rounds"]
+
+
+# the steps on one fitted model: each one's name in messages and the check of its cached result
+_MODEL_STEPS = {
+    "ablation": ("ablation", lambda r: keyed_rows_problem(r, "the ablation", ("steps", "rounds"))),
+    "fast sampling": ("fast sampling", lambda r: rows_problem(r, "the samplers' rows")),
+    "public": ("public-code choices", lambda r: rows_problem(r, "the public code's choices")),
+}
+
+
+def _model_step(profile, what, rows, progress, force, prepare=None):
+    """A cached step on one fitted model: ``what`` = (the step's kind, task, factor), its result
+    ``rows(profile, task, acc, model, progress)`` with the model ``prepare()`` fits (default:
+    DiffCMR's for the task and factor), checked as :data:`_MODEL_STEPS` says."""
+    kind, task, acc = what
+    name, check = _MODEL_STEPS[kind]
+
+    def fit():
+        if prepare is not None:
+            return prepare()
+        return ensure_trained(profile, task, acc, "diffcmr", progress=progress)
+
+    return cached_step(
+        paths_for(profile).layout.cache(kind, task, acc),
+        profile,
+        lambda ckpt: rows(profile, task, acc, ckpt, progress),
+        uses=STEP_USES[kind],
+        force=force,
+        name=name,
+        prepare=fit,
+        check=check,
+    )
 
 
 # ----------------------------------------------------------------------------- fast sampling
@@ -559,12 +574,7 @@ def _fast_rows(profile, task, acc, ckpt, progress):
 
 
 def sampler_comparison(
-    profile: Profile,
-    task: str = "cine",
-    acc: int = 4,
-    *,
-    progress: bool = True,
-    force: bool = False,
+    profile: Profile, task="cine", acc=4, *, progress=True, force=False
 ) -> list[dict]:
     """Paper protocol against DDIM and DPM-Solver++, each without data consistency, with the
     magnitude images' consistency and with consistency on the acquired coil data, on one model and
@@ -583,16 +593,8 @@ def sampler_comparison(
     centre: the whole field of view at low resolution, no ``roi``) and a DiffCMR trained on them
     (same profile otherwise). The reconstructions are kept for :func:`kspace_errors`.
     """
-    return cached_step(
-        paths_for(profile).layout.cache("fast sampling", task, acc),
-        profile,
-        lambda ckpt: _fast_rows(profile, task, acc, ckpt, progress),
-        uses=STEP_USES["fast sampling"],
-        force=force,
-        prepare=lambda: _crop_model(profile, task, acc, progress),
-        name="fast sampling",
-        check=lambda r: rows_problem(r, "the samplers' rows"),
-    )
+    crop = lambda: _crop_model(profile, task, acc, progress)  # noqa: E731 (the model it needs)
+    return _model_step(profile, ("fast sampling", task, acc), _fast_rows, progress, force, crop)
 
 
 def _fast_name(sampler: str, steps: int, rounds: int, dc: str) -> str:
@@ -700,7 +702,8 @@ def challenge_scores(
     back to its original matrix size, cropped, scored per file and set, the better coil type
     kept (:mod:`diffcmr_core.method.challenge`). ``{method label: ranking rows}``; cached in
     ``runs/<profile>/challenge/scores.json``. The files are those of
-    :func:`~diffcmr_core.study.submit.submit` (split over the ranks under ``torchrun``; a file a
+    :func:`~diffcmr_core.study.steps.submit.submit` (split over the ranks under ``torchrun``; a
+    file a
     model with the same recipe made already is kept, so an interrupted step resumes; ``force``
     removes them first)."""
     factors = [(task, acc) for task in profile.tasks for acc in profile.accs]
@@ -818,24 +821,10 @@ def _public_rows(profile, task, acc, ckpt, progress):
 
 
 def public_choices(
-    profile: Profile,
-    task: str = "cine",
-    acc: int = 4,
-    *,
-    progress: bool = True,
-    force: bool = False,
+    profile: Profile, task="cine", acc=4, *, progress=True, force=False
 ) -> list[dict]:
     """What the public code's sampling choices change, on one trained model and the ablation's
     slices at the profile's T and R: sampler variance beta-tilde (Alg. 2) or beta (public), and
     x0 clipped to [-1, 1] at each step (public) or not (Alg. 2 as printed); one row each, with
     the same seeds. Cached in ``runs/<profile>/public/<task>_accNN.json``."""
-    return cached_step(
-        paths_for(profile).layout.cache("public", task, acc),
-        profile,
-        lambda ckpt: _public_rows(profile, task, acc, ckpt, progress),
-        uses=STEP_USES["public"],
-        force=force,
-        name="public-code choices",
-        prepare=lambda: ensure_trained(profile, task, acc, "diffcmr", progress=progress),
-        check=lambda r: rows_problem(r, "the public code's choices"),
-    )
+    return _model_step(profile, ("public", task, acc), _public_rows, progress, force)

@@ -36,9 +36,9 @@ from diffcmr_core.fileio import atomic_path
 from diffcmr_core.method.checkpoints import default_device
 from diffcmr_core.method.mapping import fit_t1, fit_t2
 from diffcmr_core.study import methods
-from diffcmr_core.study.cache import cached_step, keyed_rows_problem
-from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.settings.profiles import Profile, paths_for
 from diffcmr_core.study.steps import ensure_trained
+from diffcmr_core.study.store.cache import cached_step, keyed_rows_problem
 
 MAP_COIL = "MultiCoil"  # the challenge's main track
 FITS = {"T1map": ("T1", fit_t1), "T2map": ("T2", fit_t2)}
@@ -348,17 +348,15 @@ def scale_table(results: dict[int, dict]) -> list[dict]:
             for r in res["rows"]
             if r["reference"] == "full" and r["region"] == "myo"
         }
-        for m in res["methods"]:
-            if m == FULL:
-                continue
+        nan = {"mae": float("nan"), "unfitted": float("nan")}
+        for m in (m for m in res["methods"] if m != FULL):
             row: dict[str, object] = {"method": m, "acc": acc}
             for key in ("T1", "T2"):
-                for scaling in SCALINGS:
-                    r = index.get((m, key, scaling))
-                    row[f"{key} myo MAE ({scaling} scale)"] = r["mae"] if r else float("nan")
-                row[f"{key} myo unfitted (own scale)"] = (
-                    index[(m, key, "own")]["unfitted"] if (m, key, "own") in index else float("nan")
-                )
+                row |= {
+                    f"{key} myo MAE ({s} scale)": index.get((m, key, s), nan)["mae"]
+                    for s in SCALINGS
+                }
+                row[f"{key} myo unfitted (own scale)"] = index.get((m, key, "own"), nan)["unfitted"]
             rows.append(row)
     return rows
 
@@ -407,7 +405,8 @@ def example_slice(
 def panels(
     profile: Profile, acc: int, labels: list[str]
 ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
-    """The first T1 and the first T2 slice's maps for :func:`~diffcmr_core.study.plots.maps_figure`
+    """The first T1 and the first T2 slice's maps for
+    :func:`~diffcmr_core.study.writeup.plots.maps_figure`
     (``labels`` among the methods, ``truth``)."""
     saved = load_maps(profile, acc)
     out, titles = [], []

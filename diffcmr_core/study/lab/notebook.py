@@ -8,7 +8,7 @@ import re
 import sys
 
 from diffcmr_core.errors import DiffCMRError
-from diffcmr_core.study.profiles import Paths, Profile, get_profile, paths_for
+from diffcmr_core.study.settings.profiles import Paths, Profile, get_profile, paths_for
 
 _UNKNOWN = object()  # a default that is not a literal (``os.environ.get(...)``)
 

@@ -48,9 +48,9 @@ from diffcmr_core.method.systems import (
     unregister_system,
 )
 from diffcmr_core.method.train import train
-from diffcmr_core.study import convergence
-from diffcmr_core.study.pics import CHOICE_FILE, choose, load_choice, pics_images
-from diffcmr_core.study.profiles import paths_for
+from diffcmr_core.study.methods import convergence
+from diffcmr_core.study.methods.pics import CHOICE_FILE, choose, load_choice, pics_images
+from diffcmr_core.study.settings.profiles import paths_for
 
 Reconstruction = dict[str, np.ndarray]
 
@@ -130,7 +130,8 @@ class Method:
 
     def train_flops(self, profile, units) -> float:
         """Floating-point operations of fitting one model (``units``: the cost model's
-        per-image counts of each network, :func:`~diffcmr_core.study.cost.unit_costs`)."""
+        per-image counts of each network,
+        :func:`~diffcmr_core.study.experiments.cost.unit_costs`)."""
         return 0.0
 
     def image_flops(self, profile, units) -> float:
@@ -411,7 +412,7 @@ class PICSMethod(Method):
     (:mod:`~diffcmr_core.method.classical`): ESPIRiT maps, SENSE with an L1-wavelet prior, the
     image put through the networks' preprocessing (coil images, padding, RSS, region, resize,
     the input's maximum). Fitted = its weight and iterations chosen on training slices
-    (:func:`~diffcmr_core.study.pics.choose`), one choice per coil type, for each task
+    (:func:`~diffcmr_core.study.methods.pics.choose`), one choice per coil type, for each task
     (pooled over the factors with ``shared_models``, as the networks)."""
 
     name, label, fitted, reads_acquisition = "cs", "PI-CS", True, True

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from diffcmr_core.data.pairs import load_pairs, pairs_path, pairs_stamp
-from diffcmr_core.study.profiles import Profile, paths_for
+from diffcmr_core.study.settings.profiles import Profile, paths_for
 
 
 def crop_preprocess(profile: Profile):

@@ -1,0 +1,1 @@
+"""What the study writes for people: figures, the report, the README's generated blocks."""
