@@ -19,6 +19,7 @@ from diffcmr_core.data.phantom import (
 from diffcmr_core.data.phantom.anatomy import volume_curve
 from diffcmr_core.data.phantom.coils import cardiac_array, loop_field, noise_covariance
 from diffcmr_core.data.phantom.simulation import _slice_maps, _views
+from diffcmr_core.study.experiments import calibration
 from tests.conftest import TINY
 
 
@@ -135,6 +136,29 @@ def test_truth_and_validation_set(tmp_path):
         if where.sum() > 10:
             assert np.median(truth["t1"][where]) == pytest.approx(tissues[name][1], rel=0.08), name
     assert (root / "Truth/ValidationSet/P001/T2map.npz").is_file()
+    # cine: every frame's labels on the acquired grid, and the contrast a reader sees
+    sax = io.load_kspace(
+        root / "MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat", "kspace_full"
+    )
+    cine = load_truth(truth_path(root, "TrainingSet", "P001", "cine_sax"))
+    assert cine["label"].shape == sax.shape[:2] + sax.shape[3:] and "times" not in cine
+    assert list(cine["label_names"]) == names
+    got = calibration.cine_contrast(sax, cine["label"])
+    # independently: numpy's FFT with its own centring, RSS, the labels' means
+    rss = np.sqrt(
+        (np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(sax, (-2, -1))), (-2, -1))) ** 2).sum(
+            2
+        )
+    ) * np.sqrt(sax.shape[-1] * sax.shape[-2])
+    blood = rss[cine["label"] == names.index("blood")].mean()
+    myo = rss[cine["label"] == names.index("myocardium")].mean()
+    fat = np.percentile(rss[cine["label"] == names.index("fat")], 99)
+    assert got["blood_over_myocardium"] == pytest.approx(blood / myo, rel=1e-4)
+    assert got["max_over_blood"] == pytest.approx(rss.max() / blood, rel=1e-4)
+    assert got["fat_p99_over_blood"] == pytest.approx(fat / blood, rel=1e-4)
+    assert got["blood_over_myocardium"] > 1.0  # bright blood: bSSFP with inflow
+    with pytest.raises(ValueError, match="do not fit"):
+        calibration.cine_contrast(sax, cine["label"][:, :1])
 
 
 def test_lv_contracts_with_the_ejection_fraction():

@@ -18,8 +18,9 @@ the short axis with a smaller phase field of view) at 1.5 mm, and its masks (eve
 line plus the central 24). Single-coil files are the same acquisition combined into one virtual
 coil (sensitivity-weighted, noise included). Values are scaled to ~1e-3 like the real files.
 
-For every mapping file the truth (PD, T1, T2 and tissue label per pixel, on the acquired grid)
-is saved beside the tree, outside the challenge layout (``<root>/Truth/<split>/Pnnn/T1map.npz``).
+For every file the truth is saved beside the tree, outside the challenge layout
+(``<root>/Truth/<split>/Pnnn/<name>.npz``): every cine frame's tissue label; each map's PD, T1,
+T2 and label, on the acquired grid.
 
 Everything is deterministic for ``(seed, split, case number)``: a case does not depend on how
 many other cases are generated.
@@ -233,11 +234,12 @@ def t2prep(pd: np.ndarray, t2: np.ndarray, te: float) -> np.ndarray:
 @dataclass
 class Simulated:
     """One file of one case: k-space per coil type (h5py order), the inversion / echo times
-    (``None`` for cine) and, for mapping, the truth maps ``(kz, ky, kx)`` at the acquired grid."""
+    (``None`` for cine) and the truth on the acquired grid (cine: ``label`` ``(t, kz, ky, kx)``;
+    mapping: ``pd``, ``t1``, ``t2``, ``label`` ``(kz, ky, kx)``)."""
 
     kspace: dict[str, np.ndarray]
     times: np.ndarray | None
-    truth: dict[str, np.ndarray] | None
+    truth: dict[str, np.ndarray]
 
 
 def draw_case(cfg: PhantomConfig, index: int, split: str = "TrainingSet") -> anatomy.Body:
@@ -292,7 +294,8 @@ def _weightings(cfg: PhantomConfig, name: str, body, rng: np.random.Generator):
 def _objects(cfg, body, views, shape, contraction, times, name, array):
     """Per weighting and slice the magnetisation ``obj`` ``(w, z, y, x)`` (bSSFP with off-
     resonance for cine, MOLLI or T2-prep for the maps, fat's chemical-shift phase), the coil
-    sensitivities ``(z, c, y, x)``, the background phase ``(z, y, x)`` and the maps' truth."""
+    sensitivities ``(z, c, y, x)``, the background phase ``(z, y, x)`` and the truth (every
+    cine frame's tissue label; each map's PD, T1, T2 and label)."""
     ref = coil_model.reference_field()
     n_slices = len(views)
     n_w = len(contraction) if times is None else len(times)
@@ -301,8 +304,11 @@ def _objects(cfg, body, views, shape, contraction, times, name, array):
     fat_phase = np.exp(2j * np.pi * FAT_SHIFT_HZ * BSSFP["tr"] / 2 / 1000.0)
     sens = np.empty((n_slices, len(array)) + shape, np.complex64)
     background = np.empty((n_slices,) + shape, np.complex64)
-    kinds = (("pd", np.float32), ("t1", np.float32), ("t2", np.float32), ("label", np.uint8))
-    truth = {k: np.empty((n_slices,) + shape, dt) for k, dt in kinds}
+    if times is None:  # cine: the tissue label of every frame
+        truth = {"label": np.empty((n_w, n_slices) + shape, np.uint8)}
+    else:
+        kinds = (("pd", np.float32), ("t1", np.float32), ("t2", np.float32), ("label", np.uint8))
+        truth = {k: np.empty((n_slices,) + shape, dt) for k, dt in kinds}
     bp = body.background_phase
     for z, view in enumerate(views):
         maps, p = _slice_maps(body, view, shape, cfg.pixel_mm, contraction)
@@ -312,7 +318,8 @@ def _objects(cfg, body, views, shape, contraction, times, name, array):
         if times is None:
             lung = (maps[0][3] == anatomy.LABEL["lung"]).astype(np.float64)
             response = bssfp_response(off_resonance(body, p, lung, cfg.pixel_mm))
-            for t, (pd, t1, t2, _, flow, fat) in enumerate(maps):
+            for t, (pd, t1, t2, label, flow, fat) in enumerate(maps):
+                truth["label"][t, z] = label
                 obj[t, z] = (
                     bssfp(pd, t1, t2, body.inflow * flow) * (1 + fat * (fat_phase - 1)) * response
                 )
@@ -379,7 +386,7 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
         cfg, body, views, shape, contraction, times, name, array
     )
     out = _acquire(cfg, obj, sens, background, array, times, rng)
-    return Simulated(out, times, truth if times is not None else None)
+    return Simulated(out, times, truth)
 
 
 def _segment_drift(
@@ -420,13 +427,14 @@ def case_name(index: int) -> str:
 
 
 def truth_path(root: str | Path, split: str, case: str, name: str) -> Path:
-    """Where a mapping file's truth maps are saved (outside the challenge layout)."""
+    """Where a file's truth is saved (outside the challenge layout)."""
     return Path(root) / "Truth" / split / case / f"{name}.npz"
 
 
 def load_truth(path: str | Path) -> dict[str, np.ndarray]:
-    """Truth maps of one mapping file: ``pd``, ``t1``, ``t2`` [ms] and ``label`` (indices into
-    ``label_names``), each ``(kz, ky, kx)`` on the acquired (oversampled) grid."""
+    """The truth of one file on the acquired (oversampled) grid: ``label`` (indices into
+    ``label_names``), ``(t, kz, ky, kx)`` for cine; for mapping ``pd``, ``t1``, ``t2`` [ms] and
+    ``label``, each ``(kz, ky, kx)``, and the ``times``."""
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
 
@@ -509,17 +517,14 @@ def write_case(
                             sim.times,
                         )
                     del data
-            if sim.truth is not None:
-                path = truth_path(root, split, case, name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez_compressed(
-                            f,
-                            **sim.truth,
-                            times=sim.times,
-                            label_names=np.array(anatomy.TISSUE_NAMES),
-                        )
+            path = truth_path(root, split, case, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            extra = {} if sim.times is None else {"times": sim.times}
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(
+                        f, **sim.truth, **extra, label_names=np.array(anatomy.TISSUE_NAMES)
+                    )
 
 
 MANIFEST = "phantom-files.json"  # the phantom's claim on a folder: its config and its cases

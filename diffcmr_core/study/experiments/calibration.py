@@ -106,3 +106,35 @@ def calibration_config(
         sax_slices=min(cfg.sax_slices, slices or cfg.sax_slices),
         mapping_slices=min(cfg.mapping_slices, slices or cfg.mapping_slices),
     )
+
+
+def cine_contrast(kspace: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """How a reader sees a cine file: on its fully sampled RSS image (centred iFFT per coil,
+    root-sum-of-squares over coils, no padding or resizing), the mean blood pool over the mean
+    myocardium, the image's maximum over the mean blood pool, and the fat's 99th percentile over
+    the mean blood pool.
+
+    Args:
+        kspace: multi-coil cine k-space ``(t, kz, kc, ky, kx)`` complex (h5py order).
+        label: the phantom's tissue labels ``(t, kz, ky, kx)``
+            (``Truth/<split>/<case>/<name>.npz``), indices into ``anatomy.TISSUE_NAMES``.
+    """
+    from diffcmr_core.data.kspace import ifft2c
+    from diffcmr_core.data.phantom import anatomy
+
+    if kspace.ndim != 5 or label.shape != kspace.shape[:2] + kspace.shape[3:]:
+        raise ValueError(
+            f"cine_contrast: k-space {kspace.shape} (t, kz, kc, ky, kx) and labels "
+            f"{label.shape} (t, kz, ky, kx) do not fit"
+        )
+    rss = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(2))
+    tissue = {name: label == anatomy.LABEL[name] for name in ("blood", "myocardium", "fat")}
+    for name, where in tissue.items():
+        if not where.any():
+            raise ValueError(f"cine_contrast: no {name} pixel in the labels")
+    blood = float(rss[tissue["blood"]].mean())
+    return {
+        "blood_over_myocardium": blood / float(rss[tissue["myocardium"]].mean()),
+        "max_over_blood": float(rss.max()) / blood,
+        "fat_p99_over_blood": float(np.percentile(rss[tissue["fat"]], 99)) / blood,
+    }
