@@ -15,8 +15,8 @@ import dataclasses
 import numpy as np
 
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.kspace import equispaced_mask, kspace_to_image
-from diffcmr_core.data.phantom import PhantomConfig, simulate
+from diffcmr_core.data.kspace import equispaced_mask, ifft2c, kspace_to_image
+from diffcmr_core.data.phantom import PhantomConfig, anatomy, simulate
 from diffcmr_core.method.metrics import METRICS, all_metrics
 from diffcmr_core.study.settings.paper import TABLE2_3
 
@@ -119,9 +119,6 @@ def cine_contrast(kspace: np.ndarray, label: np.ndarray) -> dict[str, float]:
         label: the phantom's tissue labels ``(t, kz, ky, kx)``
             (``Truth/<split>/<case>/<name>.npz``), indices into ``anatomy.TISSUE_NAMES``.
     """
-    from diffcmr_core.data.kspace import ifft2c
-    from diffcmr_core.data.phantom import anatomy
-
     if kspace.ndim != 5 or label.shape != kspace.shape[:2] + kspace.shape[3:]:
         raise ValueError(
             f"cine_contrast: k-space {kspace.shape} (t, kz, kc, ky, kx) and labels "
