@@ -30,6 +30,26 @@ def test_kspace_to_image_matches_numpy(multicoil):
     np.testing.assert_allclose(small, box, rtol=1e-4, atol=1e-5 * ref.max())
 
 
+def test_public_resize_is_bilinear_without_antialiasing():
+    """``resize_method="public"`` (the public code's torchvision Resize on a tensor, torchvision
+    <= 0.16): at 64 -> 16 every output pixel is the mean of the 2 x 2 padded pixels around its
+    centre (rows and columns 4i + 1 and 4i + 2), the other pixels unread; the anti-aliased
+    default is the 4 x 4 box mean. Independently with numpy."""
+    rng = np.random.default_rng(1)
+    k = (rng.standard_normal((2, 4, 30, 40)) + 1j * rng.standard_normal((2, 4, 30, 40))).astype(
+        np.complex64
+    )
+    ref = _numpy_reference(k.astype(np.complex128), True, 64)
+    public = kspace_to_image(k, multicoil=True, pad_to=64, size=16, resize_method="public")
+    rows = ref[..., 1::4, :] + ref[..., 2::4, :]
+    two_by_two = (rows[..., 1::4] + rows[..., 2::4]) / 4
+    np.testing.assert_allclose(public, two_by_two, rtol=1e-4, atol=1e-5 * ref.max())
+    box = ref.reshape((2, 16, 4, 16, 4)).mean((-3, -1))
+    assert np.abs(public - box).max() > 0.05 * ref.max()  # the two methods differ
+    with pytest.raises(ValueError, match="resize must be one of"):
+        kspace_to_image(k, multicoil=True, pad_to=64, size=16, resize_method="bicubic")
+
+
 def test_pad_to_too_small_raises():
     with pytest.raises(ValueError, match="larger than pad_to"):
         kspace_to_image(np.zeros((1, 70, 20), np.complex64), multicoil=False, pad_to=64)

@@ -86,6 +86,79 @@ def test_loop_field_matches_numerical_biot_savart():
         np.testing.assert_allclose(closed, numeric, rtol=1e-5, atol=1e-9)
 
 
+def test_loop_field_is_bounded_at_the_conductor():
+    """Closer to the wire than the conductor's half-width the field is the one at that distance
+    (a line current's would diverge there); farther away it is the line current's."""
+    centre, normal, radius = np.zeros(3), np.array([0.0, 0.0, 1.0]), 75.0
+    near = np.array([[radius + d, 0.0, 0.0] for d in (0.5, 2.0, 5.0)])
+    b = np.linalg.norm(loop_field(near, centre, normal, radius, conductor=5.0), axis=1)
+    np.testing.assert_allclose(b[:2], b[2], rtol=0.05)
+    line = np.linalg.norm(loop_field(near, centre, normal, radius, conductor=1e-6), axis=1)
+    assert line[0] > 5 * b[0]  # the line current's field near the wire: ~1 / distance
+    far = np.array([[0.0, 0.0, 50.0], [radius + 20.0, 0.0, 0.0]])
+    np.testing.assert_allclose(
+        loop_field(far, centre, normal, radius, conductor=5.0),
+        loop_field(far, centre, normal, radius, conductor=1e-6),
+    )
+
+
+def _bloch_bssfp(theta: float, t1: float = 1950.0, t2: float = 220.0) -> complex:
+    """Balanced SSFP by a Bloch simulation: alternating +-45 degree pulses about x every 3 ms,
+    free precession by ``theta`` per TR with relaxation, the signal at TR / 2 of the steady
+    state, demodulated from the RF's alternation."""
+    e1, e2 = np.exp(-1.5 / t1), np.exp(-1.5 / t2)
+    a = np.deg2rad(45.0)
+    m = np.array([0.0, 0.0, 1.0])
+    for k in range(4000):
+        c, s = np.cos(a * (-1) ** k), np.sin(a * (-1) ** k)
+        m = np.array([m[0], c * m[1] - s * m[2], s * m[1] + c * m[2]])
+        for _ in range(2):  # two halves of the TR; the echo between them
+            c, s = np.cos(theta / 2), np.sin(theta / 2)
+            m = np.array(
+                [(c * m[0] - s * m[1]) * e2, (s * m[0] + c * m[1]) * e2, m[2] * e1 + 1 - e1]
+            )
+            if _ == 0:
+                echo = (m[0] + 1j * m[1]) * (-1) ** k
+    return echo
+
+
+def test_bssfp_response_follows_a_bloch_simulation():
+    """The off-resonance response's phase at TE = TR / 2 against a Bloch simulation: constant
+    within a pass band, flipped by pi in the next one, and its magnitude falling at the dark
+    band (theta = pi)."""
+    from diffcmr_core.data.phantom.simulation import BSSFP, bssfp_response
+
+    on = _bloch_bssfp(0.0)
+    for theta in (0.3, -0.6, 0.5 * np.pi, 1.4 * np.pi, -1.6 * np.pi, 2.3 * np.pi):
+        df = theta / (2 * np.pi) / (BSSFP["tr"] / 1000.0)
+        model = bssfp_response(np.array([df]))[0]
+        sim = _bloch_bssfp(theta) / on
+        assert np.angle(sim * np.conj(model)) == pytest.approx(0.0, abs=0.05), theta
+    dark = abs(_bloch_bssfp(np.pi) / on)
+    assert dark < 0.05 and abs(bssfp_response(np.array([1 / 6e-3]))[0]) < 0.2
+
+
+def test_fat_response_sums_the_six_peaks():
+    """Fat's cine response: the six peaks' amplitudes, each with its band's sign (+1 in water's
+    pass band, -1 in the next) and the dark-band dip, computed here by hand; on resonance fat
+    is opposite to water with about 0.8 of a single peak's magnitude."""
+    from diffcmr_core.data.phantom.simulation import (
+        BSSFP,
+        FAT_PEAK_AMPLITUDES,
+        FAT_PEAKS_PPM,
+        fat_response,
+    )
+
+    turns = np.array(FAT_PEAKS_PPM) * 1e-6 * 42.577e6 * 3.0 * BSSFP["tr"] / 1000.0
+    sign = np.where(np.abs(turns) < 0.5, 1.0, -1.0)  # all six within one band of water
+    to_dark = np.pi - 2 * np.pi * np.abs(np.abs(turns) - (np.abs(turns) >= 0.5))
+    dip = 1.0 - 0.85 * np.exp(-((to_dark / 0.35) ** 2))
+    by_hand = (np.array(FAT_PEAK_AMPLITUDES) * dip * sign).sum()
+    got = fat_response(np.array([0.0]))[0]
+    assert got == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+    assert -0.9 < got.real < -0.7 and got.imag == 0
+
+
 def test_noise_covariance_is_the_configured_one():
     """Noise-only acquisition: the measured coil covariance equals the model's."""
     cfg = PhantomConfig(pixel_mm=6.0, n_coils=10, cine_frames=4, sax_slices=4)
@@ -144,14 +217,25 @@ def test_truth_and_validation_set(tmp_path):
     assert cine["label"].shape == sax.shape[:2] + sax.shape[3:] and "times" not in cine
     assert list(cine["label_names"]) == names
     got = calibration.cine_contrast(sax, cine["label"])
-    # independently: numpy's FFT with its own centring, RSS, the labels' means
+    # independently: numpy's FFT with its own centring, RSS, the labels' means (blood and
+    # myocardium: pixels whose 3 x 3 neighbourhood is the tissue, by shifted comparisons)
     rss = np.sqrt(
         (np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(sax, (-2, -1))), (-2, -1))) ** 2).sum(
             2
         )
     ) * np.sqrt(sax.shape[-1] * sax.shape[-2])
-    blood = rss[cine["label"] == names.index("blood")].mean()
-    myo = rss[cine["label"] == names.index("myocardium")].mean()
+
+    def inner(name):
+        where = np.pad(cine["label"] == names.index(name), [(0, 0), (0, 0), (1, 1), (1, 1)])
+        ny, nx = where.shape[-2:]
+        out = np.ones(where.shape[:2] + (ny - 2, nx - 2), bool)
+        for dy in range(3):
+            for dx in range(3):
+                out &= where[..., dy : dy + ny - 2, dx : dx + nx - 2]
+        return out
+
+    blood = rss[inner("blood")].mean()
+    myo = rss[inner("myocardium")].mean()
     fat = np.percentile(rss[cine["label"] == names.index("fat")], 99)
     assert got["blood_over_myocardium"] == pytest.approx(blood / myo, rel=1e-4)
     assert got["max_over_blood"] == pytest.approx(rss.max() / blood, rel=1e-4)

@@ -62,15 +62,33 @@ def ifft1c(kspace: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.fft.fftshift(y, axes=axis)
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Anti-aliased resizing of ``(..., h, w)`` real images to ``(..., size, size)``.
+RESIZES = ("area", "public")
 
-    Integer down-sampling factors (512 -> 128) use exact box averaging (``area``); other factors
-    use anti-aliased bilinear interpolation.
+
+def resize(images: torch.Tensor, size: int, method: str = "area") -> torch.Tensor:
+    """Resizing of ``(..., h, w)`` real images to ``(..., size, size)``.
+
+    ``method``:
+
+    * ``"area"`` (our default): anti-aliased. Integer down-sampling factors (512 -> 128) use
+      exact box averaging; other factors anti-aliased bilinear interpolation.
+    * ``"public"``: what the authors' public code does, ``transforms.ToTensor()`` then
+      ``transforms.Resize((128, 128))`` on a tensor, which in the torchvision of 2023 (up to 0.16)
+      is bilinear interpolation **without** anti-aliasing (``antialias`` defaulted to ``False``
+      for tensors, ``True`` only from 0.17): each output pixel interpolates the 2 x 2 input
+      pixels around its centre, so detail finer than the new grid folds back in instead of
+      being averaged away (at 512 -> 128, 3 of 4 rows and columns are never read). The paper's
+      numbers were made this way.
     """
+    if method not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {method!r}")
     lead, (h, w) = images.shape[:-2], images.shape[-2:]
     flat = images.reshape(-1, 1, h, w)
-    if h % size == 0 and w % size == 0:
+    if method == "public":
+        out = F.interpolate(
+            flat, size=(size, size), mode="bilinear", antialias=False, align_corners=False
+        )
+    elif h % size == 0 and w % size == 0:
         out = F.interpolate(flat, size=(size, size), mode="area")
     else:
         out = F.interpolate(
@@ -168,12 +186,14 @@ def kspace_to_image(
     size: int | None = 128,
     crop: bool = False,
     roi: tuple[float, float] | None = None,
+    resize_method: str = "area",
     block_bytes: int = 24 << 20,
 ) -> np.ndarray:
     """Magnitude images from k-space, vectorised over any leading axes.
 
     Centred zero-padding of k-space to ``pad_to x pad_to``, centred orthonormal 2D inverse FFT
-    per coil, RSS over coils (multi-coil) or magnitude (single-coil), then anti-aliased resizing.
+    per coil, RSS over coils (multi-coil) or magnitude (single-coil), then resizing (anti-aliased
+    unless ``resize_method="public"``).
     Images go through batched FFTs (scipy, all cores) in blocks of about ``block_bytes`` of padded
     k-space, so that working memory stays small and cache-friendly however many images come in.
 
@@ -200,6 +220,8 @@ def kspace_to_image(
                 "each other: the mask no longer maps onto an image region's lines"
             )
         kspace, pad_to, size = center_crop(np.asarray(kspace), size), size, None
+    if resize_method not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {resize_method!r}")
     x = np.asarray(kspace.numpy() if isinstance(kspace, torch.Tensor) else kspace)
     if not np.iscomplexobj(x):
         raise ValueError(f"k-space must be complex, got {x.dtype}")
@@ -212,7 +234,9 @@ def kspace_to_image(
         mag = _rss_block(x[i : i + step], pad_to)
         mag = torch.from_numpy(np.ascontiguousarray(crop_roi(mag, roi)) if roi else mag)
         out[i : i + step] = (
-            mag if mag.shape[-1] == out_size == mag.shape[-2] else resize(mag, out_size)
+            mag
+            if mag.shape[-1] == out_size == mag.shape[-2]
+            else resize(mag, out_size, resize_method)
         ).numpy()
     return out.reshape(lead + (out_size, out_size))
 

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffcmr_core.data import cmrxrecon as io
-from diffcmr_core.data.kspace import crop_lines, kspace_to_image
+from diffcmr_core.data.kspace import RESIZES, crop_lines, kspace_to_image
 from diffcmr_core.errors import CMRxReconError
 from diffcmr_core.fileio import atomic_path, folder_lock
 
@@ -60,10 +60,14 @@ class PreprocessConfig:
     # padded image before resizing (None: all, the paper)
     normalise: str = "input"  # divide input and target by the input's maximum, or
     # "each" by its own (the public code)
+    resize: str = "area"  # "area" (anti-aliased) or "public" (the public code's bilinear
+    # without anti-aliasing; kspace.resize)
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {self.resize!r}")
 
     def to_json(self) -> str:
         """The configuration as sorted JSON (part of a pairs file's stamp)."""
@@ -326,6 +330,7 @@ def iter_images(
     frames_per_chunk: int = 1,
     crop: bool = False,
     roi: tuple[float, float] | None = None,
+    resize: str = "area",
 ):
     """Stream a k-space file as images: yields ``(t0, images)`` with float32 images
     ``(frames, kz, size, size)`` for frames ``t0 .. t0 + frames - 1``; only ``frames_per_chunk``
@@ -336,7 +341,13 @@ def iter_images(
         yield (
             t0,
             kspace_to_image(
-                kspace, multicoil=len(shape) == 5, pad_to=pad_to, size=size, crop=crop, roi=roi
+                kspace,
+                multicoil=len(shape) == 5,
+                pad_to=pad_to,
+                size=size,
+                crop=crop,
+                roi=roi,
+                resize_method=resize,
             ),
         )
 
@@ -354,6 +365,7 @@ def _write_source(
         frames_per_chunk=cfg.frames_per_chunk,
         crop=cfg.crop,
         roi=cfg.roi,
+        resize=cfg.resize,
     )
     streams = [iter_images(src.full, full_key, **opts)]
     streams += [iter_images(src.sub[a][0], io.kspace_key(src.coil, a), **opts) for a in accs]

@@ -16,19 +16,39 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ellipe, ellipk
 
+CONDUCTOR_MM = 5.0  # half-width of a loop's copper strip (a 10 mm trace)
 
-def loop_field(p: np.ndarray, centre: np.ndarray, normal: np.ndarray, radius: float) -> np.ndarray:
+
+def loop_field(
+    p: np.ndarray,
+    centre: np.ndarray,
+    normal: np.ndarray,
+    radius: float,
+    conductor: float = CONDUCTOR_MM,
+) -> np.ndarray:
     """Magnetic field ``(n, 3)`` of a unit-current circular loop (in units of mu0 I / pi) at points
-    ``p (n, 3)`` [mm]: the closed form with complete elliptic integrals K and E."""
+    ``p (n, 3)`` [mm]: the closed form with complete elliptic integrals K and E. The current
+    flows in a conductor ``conductor`` mm in half-width, not a line: closer to the wire than
+    that, the field is the one at that distance (a line current's field would diverge)."""
     normal = normal / np.linalg.norm(normal)
     q = p - centre
     z = q @ normal
     radial = q - z[:, None] * normal
     rho = np.linalg.norm(radial, axis=1)
+    unit_r = radial / np.maximum(rho, 1e-9)[:, None]
     a = radius
-    alpha2 = a**2 + rho**2 + z**2 - 2 * a * rho
+    # inside the conductor: evaluate on its surface, the same direction from the wire
+    c = max(conductor, 1e-3 * a)
+    d = np.hypot(rho - a, z)
+    inside = d < c
+    if inside.any():
+        scale = c / np.maximum(d[inside], 1e-12)
+        du = np.where(d[inside] > 1e-12, (rho[inside] - a) * scale, 0.0)
+        dz = np.where(d[inside] > 1e-12, z[inside] * scale, c)
+        rho, z = rho.copy(), z.copy()
+        rho[inside], z[inside] = a + du, dz
+    alpha2 = (rho - a) ** 2 + z**2  # the squared distance to the wire (>= c^2)
     beta2 = a**2 + rho**2 + z**2 + 2 * a * rho
-    alpha2 = np.maximum(alpha2, 1e-6 * a**2)  # on the wire itself
     beta = np.sqrt(beta2)
     m = 1.0 - alpha2 / beta2
     K, E = ellipk(m), ellipe(m)
@@ -36,7 +56,6 @@ def loop_field(p: np.ndarray, centre: np.ndarray, normal: np.ndarray, radius: fl
     safe = np.maximum(rho, 1e-9)
     b_rho = z * ((a**2 + rho**2 + z**2) * E - alpha2 * K) / (2 * alpha2 * beta * safe)
     b_rho = np.where(rho > 1e-6 * a, b_rho, 0.0)
-    unit_r = radial / safe[:, None]
     return b_rho[:, None] * unit_r + b_z[:, None] * normal
 
 
@@ -52,23 +71,27 @@ class Coil:
 def cardiac_array(
     torso: tuple[float, float, float, float],
     heart_z: float = 0.0,
-    gap: tuple[float, float] = (12.0, 18.0),
-    radius: float = 55.0,
+    gap: tuple[float, float] = (30.0, 40.0),
+    radius: float = 90.0,
     z_shift: float = 0.0,
 ) -> list[Coil]:
     """An anterior 2 x 3 array lying on the chest (following the torso's curve, ``gap[0]`` mm
-    off the skin) and a posterior 2 x 2 array in the table, ``gap[1]`` mm below the back."""
+    off the skin) and a posterior 2 x 2 array of 1.2 x larger loops in the table, ``gap[1]`` mm
+    below the back. Neighbouring loops overlap: their centres are 1.5 radii apart, the overlap
+    at which two loops' mutual inductance vanishes (Roemer et al., MRM 1990)."""
     cx, cy, a_t, b_t = torso
     coils = []
-    for zz in (heart_z + 50.0 + z_shift, heart_z - 50.0 + z_shift):
-        for x in (-100.0, 0.0, 100.0):
+    step = 1.5 * radius
+    for zz in (heart_z + step / 2 + z_shift, heart_z - step / 2 + z_shift):
+        for x in (-step, 0.0, step):
             t = np.clip(x / a_t, -0.95, 0.95)  # point on the anterior surface
             surface = np.array([cx + x, cy - b_t * np.sqrt(1 - t**2), zz])
             normal = np.array([x / a_t**2, -(cy - surface[1]) / b_t**2, 0.0])
             normal = -normal / np.linalg.norm(normal)  # outward -> inward
             coils.append(Coil(surface - normal * gap[0], normal, radius))
-    for zz in (heart_z + 55.0 + z_shift, heart_z - 55.0 + z_shift):
-        for x in (-75.0, 75.0):
+    step = 1.5 * radius * 1.2
+    for zz in (heart_z + step / 2 + z_shift, heart_z - step / 2 + z_shift):
+        for x in (-step / 2, step / 2):
             coils.append(
                 Coil(
                     np.array([cx + x, cy + b_t + gap[1], zz]),

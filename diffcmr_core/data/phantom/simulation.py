@@ -49,6 +49,12 @@ T2_ECHO_TIMES = (0.0, 35.0, 55.0)
 MOLLI_B_OVER_A = 1.9  # Look-Locker: S = A - B exp(-TI / T1*), T1* = T1 / (B/A - 1)
 BSSFP = dict(tr=3.0, flip_deg=45.0)
 FAT_SHIFT_HZ = -3.4e-6 * 42.577e6 * 3.0  # fat's chemical shift at 3 T (-3.4 ppm), ~ -434 Hz
+# fat's spectrum, six peaks (ppm from water, relative amplitudes): the model of the ISMRM
+# fat-water toolbox and its 2012 challenge; cine sums the peaks, each with its own bSSFP
+# response, so they interfere at the echo time and the fat-water shift is no longer one phase
+FAT_PEAKS_PPM = (-3.80, -3.40, -2.60, -1.94, -0.39, 0.60)
+FAT_PEAK_AMPLITUDES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
+FAT_SPECTRA = ("six-peak", "single")
 B0 = dict(shim_hz=40.0, lung_hz=110.0, lung_blur_mm=12.0)  # off-resonance (see off_resonance)
 FILE_ID = {"cine_sax": 0, "cine_lax": 1, "T1map": 2, "T2map": 3}
 SPLIT_ID = {"TrainingSet": 0, "ValidationSet": 1}
@@ -71,13 +77,24 @@ class PhantomConfig:
     noise: float = 0.03  # receiver noise std at 1.5 mm pixels, in units of the signal
     # of PD 1 at the reference sensitivity (a loop's on-axis field
     # at 10 cm); scaled by (1.5 mm / pixel)^2 (voxel volume)
-    coil_gap_mm: tuple[float, float] = (6.0, 10.0)  # anterior array / table to the skin
-    coil_radius_mm: float = 40.0  # loop radius (posterior loops 1.2x)
+    coil_gap_mm: tuple[float, float] = (30.0, 40.0)  # anterior array / table to the skin
+    coil_radius_mm: float = 75.0  # loop radius (posterior loops 1.2x)
+    fat_mm: tuple[float, float] = (5.0, 8.0)  # subcutaneous fat thickness, drawn per case
+    fat_spectrum: str = "six-peak"  # cine: fat's six peaks (FAT_PEAKS_PPM) or "single" (-3.4
+    # ppm alone)
     drift_mm: float = 1.5  # cine: std of the in-plane position per heartbeat (residual
     # breath-hold drift; segmented acquisition, see _segment_drift)
     lines_per_beat: int = 16  # cine: ky lines per heartbeat at 1.5 mm (scaled by matrix)
     scale: float = 1e-3  # overall value scale, like the real files
     coils: tuple[str, ...] = io.COIL_TYPES
+
+    def __post_init__(self) -> None:
+        if self.fat_spectrum not in FAT_SPECTRA:
+            raise ValueError(
+                f"fat_spectrum must be one of {FAT_SPECTRA}, got {self.fat_spectrum!r}"
+            )
+        if not 0 < self.fat_mm[0] <= self.fat_mm[1]:
+            raise ValueError(f"fat_mm must be (low, high) with 0 < low <= high, got {self.fat_mm}")
 
     def to_json(self) -> str:
         """The configuration as sorted JSON (recorded with the tree it wrote)."""
@@ -176,13 +193,15 @@ def matrix(
     cfg: PhantomConfig, name: str, extent: float, rng: np.random.Generator
 ) -> tuple[int, int]:
     """``(ky, kx)`` of a file: the read-out field of view (384 mm short axis and mapping, 336 mm
-    long axis) twice oversampled; the phase field of view covers the torso's ``extent`` along
-    the phase direction within the real data's range of line counts (at 1.5 mm: 162-246 short
-    axis, 168-204 long axis; mapping 144-204, our assumption), so a large subject folds over a
-    little, as in the real data; the line count is even."""
+    long axis) twice oversampled; the phase field of view is drawn uniformly over the real
+    data's range of line counts (at 1.5 mm: 162-246 short axis, 168-204 long axis; mapping
+    144-204, our assumption) from the torso's ``extent`` along the phase direction (less 8 %,
+    so a large subject folds over a little, as in the real data) up; the line count is even.
+    The files' shapes spread over the real range, and so does the share of air in an image."""
     read_fov = 336.0 if name == "cine_lax" else 384.0
     low, high = {"cine_sax": (243.0, 369.0), "cine_lax": (252.0, 306.0)}.get(name, (216.0, 306.0))
-    fov = np.clip(extent * rng.uniform(0.92, 1.05), low, high)
+    smallest = float(np.clip(extent * 0.92, low, high))
+    fov = smallest + rng.uniform() * (high - smallest)
     ny = 2 * int(round(fov / cfg.pixel_mm / 2))
     return ny, 2 * int(round(read_fov / cfg.pixel_mm))
 
@@ -210,13 +229,29 @@ def off_resonance(body: anatomy.Body, p: np.ndarray, lung: np.ndarray, pixel: fl
 
 
 def bssfp_response(df_hz: np.ndarray) -> np.ndarray:
-    """Balanced SSFP's off-resonance response at TE = TR / 2, relative to on-resonance: the
-    phase advances by half the precession per TR, theta / 2, and jumps by pi at the dark bands
-    (theta = pi, i.e. +-1 / (2 TR)), where the signal falls (a dip of width ~0.35 rad)."""
-    theta = 2 * np.pi * df_hz * BSSFP["tr"] / 1000.0
-    wrapped = np.mod(theta + np.pi, 2 * np.pi) - np.pi  # (-pi, pi]
-    to_band = np.pi - np.abs(wrapped)
-    return (1.0 - 0.85 * np.exp(-((to_band / 0.35) ** 2))) * np.exp(0.5j * wrapped)
+    """Balanced SSFP's off-resonance response at TE = TR / 2 (alternating RF phase), relative to
+    on-resonance. The echo at TR / 2 refocuses the off-resonance precession (Scheffler and
+    Hennig, MRM 2003: the signal there is spin-echo-like): within a pass band the phase is
+    constant, and from one band to the next it flips by pi; at the dark bands between them
+    (precession per TR theta = +-pi, i.e. +-1 / (2 TR)) the signal falls (a dip of width
+    ~0.35 rad). ``tests/test_phantom.py`` checks the phases against a Bloch simulation."""
+    turns = np.asarray(df_hz) * BSSFP["tr"] / 1000.0  # theta / (2 pi)
+    band = np.round(turns)
+    to_band = np.pi - np.abs(2 * np.pi * (turns - band))  # distance to the nearest dark band
+    sign = 1.0 - 2.0 * np.mod(band, 2)  # +1 in even bands, -1 in odd ones
+    return ((1.0 - 0.85 * np.exp(-((to_band / 0.35) ** 2))) * sign).astype(np.complex128)
+
+
+def fat_response(df_hz: np.ndarray) -> np.ndarray:
+    """Fat's bSSFP response at TE = TR / 2 under the off-resonance ``df_hz`` (water's): the six
+    peaks of ``FAT_PEAKS_PPM`` at 3 T, each through :func:`bssfp_response` at its own frequency,
+    summed with their amplitudes. At TR 3 ms the four peaks below -1.9 ppm lie in the next pass
+    band (opposite sign to water), the two near water in water's, and the -3.8 ppm peak near a
+    dark band: on resonance the sum is about -0.8 (fat opposite to water)."""
+    out = np.zeros(np.shape(df_hz), np.complex128)
+    for ppm, amp in zip(FAT_PEAKS_PPM, FAT_PEAK_AMPLITUDES):
+        out += amp * bssfp_response(df_hz + ppm * 1e-6 * 42.577e6 * 3.0)
+    return out
 
 
 def molli(pd: np.ndarray, t1: np.ndarray, ti: float) -> np.ndarray:
@@ -244,7 +279,9 @@ class Simulated:
 
 def draw_case(cfg: PhantomConfig, index: int, split: str = "TrainingSet") -> anatomy.Body:
     """The anatomy of case ``index`` of ``split``, seeded by (seed, split, index)."""
-    return anatomy.draw_body(np.random.default_rng([cfg.seed, SPLIT_ID[split], index]))
+    return anatomy.draw_body(
+        np.random.default_rng([cfg.seed, SPLIT_ID[split], index]), fat_mm=cfg.fat_mm
+    )
 
 
 def _slice_maps(
@@ -317,11 +354,17 @@ def _objects(cfg, body, views, shape, contraction, times, name, array):
         background[z] = np.exp(1j * phase).reshape(shape)
         if times is None:
             lung = (maps[0][3] == anatomy.LABEL["lung"]).astype(np.float64)
-            response = bssfp_response(off_resonance(body, p, lung, cfg.pixel_mm))
+            df = off_resonance(body, p, lung, cfg.pixel_mm)
+            water = bssfp_response(df)
+            fatty = (
+                fat_response(df)
+                if cfg.fat_spectrum == "six-peak"
+                else bssfp_response(df + FAT_SHIFT_HZ)  # one peak at -3.4 ppm
+            )
             for t, (pd, t1, t2, label, flow, fat) in enumerate(maps):
                 truth["label"][t, z] = label
-                obj[t, z] = (
-                    bssfp(pd, t1, t2, body.inflow * flow) * (1 + fat * (fat_phase - 1)) * response
+                obj[t, z] = bssfp(pd, t1, t2, body.inflow * flow) * (
+                    (1 - fat) * water + fat * fatty
                 )
         else:
             pd, t1, t2, label, _, fat = maps[0]

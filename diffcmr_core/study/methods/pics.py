@@ -96,6 +96,7 @@ def _images(
             size=pre.size,
             crop=pre.crop,
             roi=pre.roi,
+            resize_method=pre.resize,
         )
         for it, image in images.items()
     }

@@ -246,7 +246,7 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         phantom=PhantomConfig(n_cases=120, n_val_cases=60),
-        preprocess=PreprocessConfig(pad_to=512, size=128),
+        preprocess=PreprocessConfig(pad_to=512, size=128, resize="public"),
         settings={
             **networks(
                 DiffCMRConfig.paper(),

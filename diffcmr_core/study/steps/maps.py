@@ -73,6 +73,7 @@ def truth_on_grid(
             size=pre.size,
             crop=pre.crop,
             roi=pre.roi,
+            resize_method=pre.resize,
         )
 
     # the orthonormal FFTs scale by sqrt(acquired / padded size): a constant map gives the factor

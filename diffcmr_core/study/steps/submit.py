@@ -147,7 +147,12 @@ def reconstruct_file(
     multicoil = coil == "MultiCoil"
     lead = kspace.shape[:2]
     inputs = kspace_to_image(
-        kspace, multicoil=multicoil, pad_to=pre.pad_to, size=pre.size, roi=pre.roi
+        kspace,
+        multicoil=multicoil,
+        pad_to=pre.pad_to,
+        size=pre.size,
+        roi=pre.roi,
+        resize_method=pre.resize,
     ).reshape(-1, pre.size, pre.size)
     zero_filled = None
     if pre.roi is not None:
