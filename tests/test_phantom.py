@@ -357,3 +357,32 @@ def test_cli_writes_a_real_size_tree_with_validation_set_and_truth(tmp_path):
     assert (out / "Truth/TrainingSet/P001/T1map.npz").is_file()
     # the real data's scale: values of order 1e-3, never a fixed one
     assert 1e-5 < np.abs(sax).max() < 1e-1
+
+
+def test_calibration_is_per_subject_on_the_evaluated_subjects():
+    """The calibration table: a row per subject, task and factor, then ``all`` over every slice
+    (its NMSE the slice-weighted mean of the subjects'), the ratio to the paper's, the findings'
+    counts; each profile's evaluated subjects are its validation cases (the last ones)."""
+    from diffcmr_core.study.settings.paper import TABLE2_3
+    from diffcmr_core.study.settings.profiles import get_profile
+    from tests.conftest import TINY
+
+    cfg = dataclasses.replace(TINY, cine_frames=1, sax_slices=1, lax_slices=1, mapping_slices=1)
+    rows = calibration.raw_table(cfg, [0, 2], pad_to=128, size=32, progress=False)
+    per = [r for r in rows if r["subject"] != "all"]
+    assert {r["subject"] for r in per} == {"P001", "P003"} and len(per) == 2 * 2 * 3
+    for task in ("cine", "mapping"):
+        for acc in (4, 8, 10):
+            cell = [r for r in per if (r["task"], r["acc"]) == (task, acc)]
+            (both,) = [r for r in rows if (r["subject"], r["task"], r["acc"]) == ("all", task, acc)]
+            n = sum(r["slices"] for r in cell)
+            assert both["slices"] == n
+            mean = sum(r["nmse"] * r["slices"] for r in cell) / n
+            assert both["nmse"] == pytest.approx(mean, rel=1e-9)
+            paper = TABLE2_3[task]["RAW"][acc][2]
+            assert both["nmse_ratio"] == pytest.approx(both["nmse"] / paper, rel=1e-9)
+            assert both["nmse_ok"] == (1 / 1.5 <= both["nmse"] / paper <= 1.5)
+    text = calibration.findings(rows)
+    assert "P001, P003" in text and f"{sum(bool(r['nmse_ok']) for r in per)} of 12" in text
+    assert calibration.evaluated_cases(get_profile("quick")) == [5]  # P006 of P001-P006
+    assert calibration.evaluated_cases(get_profile("paper")) == list(range(110, 120))

@@ -32,7 +32,7 @@ def paper_dynamic_range(task: str, acc: int) -> float:
 
 def raw_images(
     cfg: PhantomConfig,
-    cases: range,
+    cases: range | list[int],
     *,
     pad_to: int,
     size: int,
@@ -199,3 +199,38 @@ def cine_contrast(kspace: np.ndarray, label: np.ndarray) -> dict[str, float]:
         "max_over_blood": float(rss.max()) / blood,
         "fat_p99_over_blood": float(np.percentile(rss[tissue["fat"]], 99)) / blood,
     }
+
+
+def findings(rows: list[dict[str, object]]) -> str:
+    """The calibration table in words (Markdown): which subjects, and per metric how many of
+    the per-subject cells lie within ``TOLERANCE`` of the paper's RAW rows, with the farthest."""
+    per = [r for r in rows if r["subject"] != "all"]
+    if not per:
+        raise ValueError("findings: no per-subject row in the calibration table")
+    subjects = sorted({str(r["subject"]) for r in per})
+    n = len(per)
+    worst = max(per, key=lambda r: abs(np.log(float(r["nmse_ratio"]))))
+    far_psnr = max(per, key=lambda r: abs(float(r["psnr"]) - float(r["paper_psnr"])))
+    far_ssim = max(per, key=lambda r: abs(float(r["ssim"]) - float(r["paper_ssim"])))
+
+    def cell(r):
+        return f"{r['subject']} {r['task']} {r['acc']}x"
+
+    return (
+        f"Computed on the subject{'s' if len(subjects) > 1 else ''} this profile evaluates "
+        f"({', '.join(subjects)}), {n} subject x task x factor cells. "
+        f"NMSE within x{TOLERANCE['nmse']:g} of the paper's in "
+        f"{sum(bool(r['nmse_ok']) for r in per)} of {n} (farthest: "
+        f"x{float(worst['nmse_ratio']):.2f}, {cell(worst)}); "
+        f"PSNR within {TOLERANCE['psnr']:g} dB in "
+        f"{sum(bool(r['psnr_ok']) for r in per)} of {n} (farthest: "
+        f"{float(far_psnr['psnr']) - float(far_psnr['paper_psnr']):+.2f} dB, {cell(far_psnr)}); "
+        f"SSIM within {TOLERANCE['ssim']:g} in {sum(bool(r['ssim_ok']) for r in per)} of {n} "
+        f"(farthest: {float(far_ssim['ssim']) - float(far_ssim['paper_ssim']):+.3f}, "
+        f"{cell(far_ssim)})."
+    )
+
+
+def rounded_rows(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The table as written to ``calibration.csv``: floats to 4 decimals."""
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
