@@ -45,9 +45,12 @@ def test_the_readme_times_are_the_reports_and_the_cost_models():
 
     text = README.read_text()
     for profile in ("quick", "cpu"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| `{profile}`"))
+        if not (ROOT / "figures" / profile).exists():  # not run on the current phantom
+            assert "not run on the current phantom" in line, (profile, line)
+            continue
         report = (ROOT / "figures" / profile / "REPORT.md").read_text()
         total = re.search(r"; ([0-9.]+) min in all", report).group(1)
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"| `{profile}`"))
         assert f"| {total} min on" in line, (profile, total, line)
     pflop = sum(study_cost(get_profile("paper")).values()) / 1e15
     assert f"| {pflop:.0f} PFLOP" in next(

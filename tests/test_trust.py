@@ -73,8 +73,14 @@ DAMAGES = {
         r"table3_mapping\.csv: missing \(written by notebook 04_evaluation",
     ),
     "garbage bytes": (
-        lambda h: (h / "figures/cpu/seeds.csv").write_bytes(b"\xff\xfe\x00\x81garbage\n"),
-        r"seeds\.csv: not a UTF-8 CSV table",
+        lambda h: (h / "figures/quick/table3_mapping.csv").write_bytes(
+            b"\xff\xfe\x00\x81garbage\n"
+        ),
+        r"table3_mapping\.csv: not a UTF-8 CSV table",
+    ),
+    "an evidence folder without its tables": (
+        lambda h: (h / "figures/cpu").mkdir(exist_ok=True),
+        r"figures/cpu/(REPORT\.md|seeds\.csv): missing",
     ),
     "a cell that is no number": (
         lambda h: _set_cell(
@@ -83,15 +89,15 @@ DAMAGES = {
         r"table2_cine_protocols\.csv: line 2: challenge psnr is 'oops', not a number",
     ),
     "a row missing": (
-        lambda h: (h / "figures/cpu/paired_seeds.csv").write_text(
+        lambda h: (h / "figures/quick/table3_mapping.csv").write_text(
             "\n".join(
                 line
-                for line in (h / "figures/cpu/paired_seeds.csv").read_text().splitlines()
-                if ",U-Net," not in line
+                for line in (h / "figures/quick/table3_mapping.csv").read_text().splitlines()
+                if not line.startswith("U-Net,")
             )
             + "\n"
         ),
-        r"paired_seeds\.csv: lacks the rows method=U-Net",
+        r"table3_mapping\.csv: lacks the rows method=U-Net",
     ),
     "a row twice": (
         lambda h: (h / "figures/quick/table2_cine.csv").write_text(

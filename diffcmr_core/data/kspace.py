@@ -192,10 +192,9 @@ def kspace_to_image(
     """Magnitude images from k-space, vectorised over any leading axes.
 
     Centred zero-padding of k-space to ``pad_to x pad_to``, centred orthonormal 2D inverse FFT
-    per coil, RSS over coils (multi-coil) or magnitude (single-coil), then resizing (anti-aliased
-    unless ``resize_method="public"``).
-    Images go through batched FFTs (scipy, all cores) in blocks of about ``block_bytes`` of padded
-    k-space, so that working memory stays small and cache-friendly however many images come in.
+    per coil, RSS over coils (multi-coil) or magnitude (single-coil), then :func:`resize` by
+    ``resize_method``. Batched FFTs (scipy, all cores) in blocks of about ``block_bytes`` of
+    padded k-space keep working memory small and cache-friendly however many images come in.
 
     Args:
         kspace: complex, ``(..., kc, ky, kx)`` if ``multicoil`` else ``(..., ky, kx)``.

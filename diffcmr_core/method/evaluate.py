@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from diffcmr_core.fileio import atomic_path
-from diffcmr_core.method.metrics import METRICS, all_metrics
+from diffcmr_core.method.metrics import HEART_METRICS, METRICS, all_metrics, region_metrics
 from diffcmr_core.tables import write_table
 
 
@@ -22,11 +22,15 @@ def evaluate(
     extra: dict[str, np.ndarray] | None = None,
     *,
     write: bool = True,
+    boxes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Score ``recon`` ``[N, S, S]`` against ``target``; write ``<name>_slices.csv`` and
     ``<name>_recon.h5`` (reconstructions, and ``extra`` arrays such as uncertainty maps) into
     ``out_dir`` (unless not ``write``: a rank other than the one that writes); return the mean
-    and standard deviation of each metric."""
+    and standard deviation of each metric. ``boxes`` ``[N, 4]`` (the heart's region of each
+    slice, ``-1`` where unknown; ``study.steps.heart``) adds ``heart_psnr``, ``heart_ssim`` and
+    ``heart_nmse`` inside it (:func:`~diffcmr_core.method.metrics.region_metrics`; NaN in the
+    slice's row where unknown, the summary's means over the slices that have one)."""
     out_dir = Path(out_dir)
     rows = []
     for i in range(len(recon)):
@@ -35,7 +39,12 @@ def evaluate(
             for k in ("coil", "case", "file", "slice", "frame", "index")
             if k in meta
         }
-        rows.append({**row, **all_metrics(target[i], recon[i])})
+        row.update(all_metrics(target[i], recon[i]))
+        if boxes is not None:
+            known = bool(np.all(boxes[i] >= 0))
+            heart = region_metrics(target[i], recon[i], boxes[i]) if known else {}
+            row.update({f"heart_{m}": heart.get(m, float("nan")) for m in METRICS})
+        rows.append(row)
     if not write:
         return summarise(rows)
     write_table(rows, out_dir / f"{name}_slices.csv")
@@ -52,10 +61,15 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean and standard deviation (``<metric>_std``, over the rows) of each metric of per-slice
     rows."""
     values = {m: np.array([r[m] for r in rows], float) for m in METRICS}
-    return {
+    out = {
         **{m: float(v.mean()) for m, v in values.items()},
         **{f"{m}_std": float(v.std()) for m, v in values.items()},
     }
+    for m in HEART_METRICS:  # over the slices with a heart region, where any has one
+        v = np.array([r.get(m, np.nan) for r in rows], float)
+        if np.isfinite(v).any():
+            out[m] = float(np.nanmean(v))
+    return out
 
 
 def read_recon(out_dir: str | Path, name: str, key: str = "recon") -> np.ndarray:

@@ -44,3 +44,27 @@ METRICS = ("psnr", "ssim", "nmse")
 def all_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """PSNR, SSIM and NMSE of ``pred`` against ``gt`` (2D images), as the paper scores them."""
     return {"psnr": psnr(gt, pred), "ssim": ssim(gt, pred), "nmse": nmse(gt, pred)}
+
+
+HEART_METRICS = tuple(f"heart_{m}" for m in METRICS)
+SSIM_WINDOW = 7  # scikit-image's default window: a region needs at least this many pixels a side
+
+
+def region_metrics(gt: np.ndarray, pred: np.ndarray, box) -> dict[str, float]:
+    """:func:`all_metrics` inside ``box = (y0, y1, x0, x1)`` (ends exclusive), as the challenge
+    scores its central crop: both images cropped, then each divided by its own maximum. A box
+    narrower than the SSIM window is widened to it about its centre, inside the image."""
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if gt.ndim != 2 or gt.shape != pred.shape:
+        raise ValueError(f"expected two 2D images of one shape, got {gt.shape} and {pred.shape}")
+    edges = []
+    for (lo, hi), n in zip(((box[0], box[1]), (box[2], box[3])), gt.shape):
+        lo, hi = int(lo), int(hi)
+        if not 0 <= lo < hi <= n:
+            raise ValueError(f"region {tuple(box)} does not fit an image of {gt.shape}")
+        if hi - lo < SSIM_WINDOW:
+            lo = min(max(0, (lo + hi - SSIM_WINDOW) // 2), n - SSIM_WINDOW)
+            hi = lo + SSIM_WINDOW
+        edges.append((lo, hi))
+    (y0, y1), (x0, x1) = edges
+    return all_metrics(gt[y0:y1, x0:x1], pred[y0:y1, x0:x1])

@@ -88,15 +88,10 @@ def _images(
     images, maps = pics_path(
         acq.kspace, acq.mask, weight, record, cfg, columns=native_columns(pre, acq.kspace.shape[-1])
     )
+    opts = dict(pad_to=pre.pad_to, size=pre.size, crop=pre.crop, roi=pre.roi)
     out = {
         it: kspace_to_image(
-            coil_kspace(image, maps),
-            multicoil=True,
-            pad_to=pre.pad_to,
-            size=pre.size,
-            crop=pre.crop,
-            roi=pre.roi,
-            resize_method=pre.resize,
+            coil_kspace(image, maps), multicoil=True, resize_method=pre.resize, **opts
         )
         for it, image in images.items()
     }

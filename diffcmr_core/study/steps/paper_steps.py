@@ -210,9 +210,13 @@ def _fit_methods(profile, factors, progress):
 
 def _evaluation_results(profile, task, acc, progress):
     """RAW and every method scored on the validation subset (see :func:`evaluate_factor`)."""
-    out = paths_for(profile).eval_dir(task, acc)
+    from diffcmr_core.study.steps.heart import heart_boxes
+
+    paths = paths_for(profile)
+    out = paths.eval_dir(task, acc)
     ranks = shard.current()
     batch, tgt, meta = val_batch(profile, task, acc, profile.evaluation.n_val)
+    boxes = heart_boxes(paths.data, meta, profile.preprocess, profile.phantom.pixel_mm)
     results = {}
     for name in ("raw", *profile.methods):
         entry = methods.get(name)
@@ -221,7 +225,7 @@ def _evaluation_results(profile, task, acc, progress):
         )
         extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
         results[entry.label] = evaluate(
-            entry.label, rec["mean"], tgt, meta, out, extra=extra, write=ranks.main
+            entry.label, rec["mean"], tgt, meta, out, extra=extra, write=ranks.main, boxes=boxes
         )
     _drop_parts(out / "parts", ranks)
     return results
@@ -253,21 +257,25 @@ def evaluate_factor(
         name=f"evaluation {task} {acc}x",
         quiet=quiet,
         check=lambda result: summary_problem(
-            result, [methods.label(m) for m in ("raw", *profile.methods)]
+            result,
+            [methods.label(m) for m in ("raw", *profile.methods)],
+            heart=paths_for(profile).is_synthetic,
         ),
     )
 
 
-def summary_problem(result: object, labels: list[str]) -> str | None:
+def summary_problem(result: object, labels: list[str], heart: bool = False) -> str | None:
     """Why a cached evaluation summary is not one of ``labels``' scores (None: it is): each
-    label's mean and standard deviation of every metric, finite numbers."""
+    label's mean and standard deviation of every metric, finite numbers; with ``heart`` (data
+    with label truth) the heart region's means too."""
     if not isinstance(result, dict):
         return f"the summary is {type(result).__name__}, not an object"
     for lab in labels:
         scores = result.get(lab)
         if not isinstance(scores, dict):
             return f"no scores of {lab}"
-        for key in (*METRICS, *(f"{m}_std" for m in METRICS)):
+        keys = (*METRICS, *(f"{m}_std" for m in METRICS))
+        for key in keys + (tuple(f"heart_{m}" for m in METRICS) if heart else ()):
             value = scores.get(key)
             if type(value) not in (int, float) or not np.isfinite(value):
                 return f"{lab}'s {key} is {value!r}, not a number"
@@ -381,11 +389,17 @@ def paired_table(
 
 def figure3_images(
     profile: Profile, task: str, acc: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Figure 3's reconstructions of the evaluated slices (RAW and every method; a sampling
-    method with one round and with R rounds) and their ground truth ``[N, S, S]``."""
-    out, rounds = paths_for(profile).eval_dir(task, acc), profile.evaluation.rounds
-    _, tgt, _ = val_pairs(profile, task, acc, profile.evaluation.n_val)
+    method with one round and with R rounds), their ground truth ``[N, S, S]`` and the heart's
+    box in each ``[N, 4]`` (:func:`~diffcmr_core.study.steps.heart.heart_boxes`; ``-1`` without
+    label truth)."""
+    from diffcmr_core.study.steps.heart import heart_boxes
+
+    paths = paths_for(profile)
+    out, rounds = paths.eval_dir(task, acc), profile.evaluation.rounds
+    _, tgt, meta = val_pairs(profile, task, acc, profile.evaluation.n_val)
+    boxes = heart_boxes(paths.data, meta, profile.preprocess, profile.phantom.pixel_mm)
     recs = {"raw": read_recon(out, "RAW")}
     for name in profile.methods:
         lab = methods.label(name)
@@ -393,7 +407,7 @@ def figure3_images(
         if methods.get(name).sampling:
             rec["rounds"] = read_recon(out, lab, "round0")[None]
         recs.update(methods.figure_recons(name, rec, rounds))
-    return recs, tgt
+    return recs, tgt, boxes
 
 
 # ----------------------------------------------------------------------------- ablation
@@ -723,7 +737,8 @@ def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
     """Each method and factor scored by both protocols side by side: the paper's (each
     ``size x size`` image whole, the validation subset) and the challenge's (original matrix
     size, ``run4Ranking``'s slices, frames and crop, per-file and per-set means, the better
-    coil type)."""
+    coil type); where the data has label truth, the paper's images scored inside the heart's
+    box too (``heart psnr`` ...)."""
     paper_rows = results_table(profile, task)
     challenge = challenge_scores(profile, progress=False, quiet=True)
     rows = []
@@ -739,6 +754,7 @@ def protocols_table(profile: Profile, task: str) -> list[dict[str, object]]:
                 "challenge psnr": c["psnr"],
                 "challenge ssim": c["ssim"],
                 "challenge nmse": c["nmse"],
+                **{f"heart {m}": r[f"heart_{m}"] for m in METRICS if f"heart_{m}" in r},
             }
         )
     return rows

@@ -73,6 +73,33 @@ def image_grid(
     return fig
 
 
+def mark_window(ax, window: Sequence[int], colour: str = "#ffcc00") -> None:
+    """Outline ``window = (y0, y1, x0, x1)`` (pixels, ends exclusive) on an image axis."""
+    from matplotlib.patches import Rectangle
+
+    y0, y1, x0, x1 = window
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.2))
+
+
+def zoomed_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    windows: Sequence[Sequence[int]],
+    *,
+    full_title: str = "full field",
+    ncols: int | None = None,
+    size: float = 2.2,
+) -> plt.Figure:
+    """A small full-field view of the first image with its window marked, then every image
+    cropped to its own window (``windows``, one per image, ``(y0, y1, x0, x1)``), each scaled
+    to its own range: the heart, where the window comes from
+    :func:`~diffcmr_core.study.steps.heart.zoom_window`."""
+    shown = [images[0], *(im[y0:y1, x0:x1] for im, (y0, y1, x0, x1) in zip(images, windows))]
+    fig = image_grid(shown, [full_title, *titles], ncols=ncols, size=size)
+    mark_window(fig.axes[0], windows[0])
+    return fig
+
+
 def kspace_log(kspace: np.ndarray) -> np.ndarray:
     """log(1 + |k| / max|k|) for display."""
     mag = np.abs(kspace)
@@ -190,30 +217,59 @@ def fig2_pipeline(counts: dict[str, int], config_text: str, prediction: str = "e
 
 
 def fig3_qualitative(
-    rows: Sequence[dict[str, np.ndarray]], labels: Sequence[str], row_titles: Sequence[str]
+    rows: Sequence[dict[str, np.ndarray]],
+    labels: Sequence[str],
+    row_titles: Sequence[str],
+    boxes: Sequence[np.ndarray] | None = None,
 ) -> plt.Figure:
-    """Figure 3: per row, the images named by ``labels`` (last = ground truth) and, below each,
-    its absolute error to the ground truth on one shared scale."""
+    """Figure 3: per row, a small full-field view of the ground truth with the heart's window
+    marked, then the images named by ``labels`` (last = ground truth) zoomed to that window,
+    each titled with its whole-image PSNR / SSIM (the tables' metrics), and below each its
+    absolute error to the ground truth on one shared scale, in units of the ground truth's
+    maximum. ``boxes``: the heart's box per row (``heart.heart_boxes``; ``-1`` or ``None``: the
+    whole image)."""
+    from matplotlib.patches import Rectangle
+
+    from diffcmr_core.method.metrics import all_metrics
+    from diffcmr_core.study.steps.heart import zoom_window
+
     n = len(labels)
-    fig, axes = plt.subplots(2 * len(rows), n, figsize=(1.9 * n, 3.9 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * len(rows), n + 1, figsize=(1.9 * (n + 1), 4.1 * len(rows)), squeeze=False
+    )
     for r, (images, row_title) in enumerate(zip(rows, row_titles)):
-        gt = images[labels[-1]]
-        vmax = gt.max()
-        emax = (
-            max(np.abs(images[k] / images[k].max() * vmax - gt).max() for k in labels[:-1]) or 1.0
+        gt = images[labels[-1]] / images[labels[-1]].max()  # the challenge's max-normalisation
+        size = gt.shape[-1]
+        box = np.full(4, -1) if boxes is None else np.asarray(boxes[r])
+        y0, y1, x0, x1 = zoom_window(box, size)
+        norm = {k: images[k] / images[k].max() for k in labels}
+        emax = max(np.abs(norm[k] - gt)[y0:y1, x0:x1].max() for k in labels[:-1]) or 1.0
+        full = axes[2 * r, 0]
+        _show(full, gt, "full field" if r == 0 else None, vmin=0, vmax=1)
+        full.add_patch(
+            Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="#ffcc00", lw=1.2)
         )
-        for c, key in enumerate(labels):
-            img = images[key] / images[key].max() * vmax  # the challenge's max-normalisation
-            _show(axes[2 * r, c], img, key if r == 0 else None, vmin=0, vmax=vmax)
-            if c < n - 1:
-                _show(axes[2 * r + 1, c], np.abs(img - gt), None, cmap="inferno", vmin=0, vmax=emax)
-        axes[2 * r, 0].set_ylabel(row_title, fontsize=9)
-        axes[2 * r + 1, 0].set_ylabel("|error|", fontsize=9)
-        # the ground truth's error cell holds the error maps' colour bar (image units, max = 1)
-        cell = axes[2 * r + 1, n - 1]
+        full.set_ylabel(row_title, fontsize=9)
+        full.yaxis.label.set_visible(True)
+        axes[2 * r + 1, 0].axis("off")
+        for c, key in enumerate(labels, start=1):
+            img = norm[key]
+            title = key if r == 0 else ""
+            if c < n:
+                m = all_metrics(images[labels[-1]], images[key])
+                title += f"\n{m['psnr']:.2f} dB / {m['ssim']:.3f}"
+            _show(axes[2 * r, c], img[y0:y1, x0:x1], title.strip("\n"), vmin=0, vmax=1)
+            axes[2 * r, c].title.set_fontsize(8)
+            if c < n:
+                err = np.abs(img - gt)[y0:y1, x0:x1]
+                _show(axes[2 * r + 1, c], err, None, cmap="inferno", vmin=0, vmax=emax)
+        axes[2 * r + 1, 1].set_ylabel("|error|", fontsize=9)
+        axes[2 * r + 1, 1].yaxis.label.set_visible(True)
+        # the ground truth's error cell holds the error maps' colour bar
+        cell = axes[2 * r + 1, n]
         cell.axis("off")
-        bar = fig.colorbar(axes[2 * r + 1, 0].images[0], ax=cell, fraction=0.5, aspect=12)
-        bar.set_label("|error| / max(gt)" if vmax == 1 else "|error|", fontsize=8)
+        bar = fig.colorbar(axes[2 * r + 1, 1].images[0], ax=cell, fraction=0.5, aspect=12)
+        bar.set_label("|error| (ground truth max = 1)", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -5,7 +5,9 @@ a block differs from what the tables give).
 * ``profiles``: the profile table, each profile's cost: the measured time of the run that made
   ``figures/<profile>`` (its ``REPORT.md``) or, for a profile not run here, its FLOPs
   (:func:`~diffcmr_core.study.experiments.cost.study_cost`) and the time they take at 100 TFLOP/s.
-* ``evidence``: the evidence study's seed table and findings, from ``figures/cpu``.
+* ``evidence``: the evidence study's seed table, findings and compute curve, from
+  ``figures/cpu``; where that folder does not exist (the study has not been run on the current
+  phantom), a sentence that says so. A folder that exists is read whole or not at all.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ WHAT = {
     "paper": "§3.2 and the public code where the paper is silent, on the real CMRxRecon data",
 }
 RUN_HERE = {"quick": "`make study`", "cpu": "`make study PROFILE=cpu`"}
+EVIDENCE_ABSENT = (
+    "The evidence study has not been run on the current phantom (the data changed with the "
+    "calibration of `docs/calibration.md`): `make study PROFILE=cpu` writes its tables and "
+    "figures to `figures/cpu/`, and `python -m diffcmr_core readme` puts them here; "
+    "`python -m diffcmr_core cost --profile cpu` counts its FLOPs."
+)
 
 
 def measured_run(report: Path) -> dict[str, str]:
@@ -74,6 +82,8 @@ def measured_run(report: Path) -> dict[str, str]:
 def study_time(root: Path, profile: str) -> str:
     """One profile's cost in words, as the README's profile table gives it."""
     report = root / "figures" / profile / "REPORT.md"
+    if profile in RUN_HERE and not report.parent.exists():
+        return f"not run on the current phantom ({RUN_HERE[profile]} runs it)"
     if profile in RUN_HERE:  # measured here: its report must say how long it took
         run = measured_run(report)
         return (
@@ -109,7 +119,10 @@ def readme_profiles(root: Path) -> str:
 def readme_evidence(fig: Path) -> str:
     """The README's headline block: the evidence study's seed table (mean +- sd) and its
     findings, from the committed tables of ``fig`` (``figures/cpu``), each read only when
-    complete (:func:`~diffcmr_core.study.settings.names.read`)."""
+    complete (:func:`~diffcmr_core.study.settings.names.read`). Without the folder: a sentence
+    saying that the study has not been run on the current phantom."""
+    if not fig.exists():
+        return "\n".join([README_BEGIN, "", EVIDENCE_ABSENT, "", README_END])
     profile = get_profile("cpu")
     labels = [methods.label(m) for m in ("raw", *profile.methods)]
     stats = ("psnr", "ssim", "nmse")
@@ -150,6 +163,8 @@ def readme_evidence(fig: Path) -> str:
             to_markdown(table),
             "",
             evidence_findings(fig, profile, required=True),
+            "",
+            "![compute curve](figures/cpu/fig_compute_curve.png)",
             "",
             README_END,
         ]
