@@ -317,12 +317,18 @@ def cpu_choices(
             f"eager, no_grad ({ev.batch} slices x R = {ev.rounds})",
             plain_s,
             images,
-            u.denoise_step,
+            u["diffcmr"]["denoise_step"],
         )
     )
     ours_s, ours_out = call(images)
     sampling.append(
-        row("E (one sampling step)", "adopted: inference_mode", ours_s, images, u.denoise_step)
+        row(
+            "E (one sampling step)",
+            "adopted: inference_mode",
+            ours_s,
+            images,
+            u["diffcmr"]["denoise_step"],
+        )
     )
     diff = (plain_out - ours_out).abs().max().item()
     for other in (16, 256):
@@ -332,7 +338,7 @@ def cpu_choices(
                 f"inference_mode, {other} images",
                 call(other)[0],
                 other,
-                u.denoise_step,
+                u["diffcmr"]["denoise_step"],
             )
         )
     sampling.append(
@@ -341,12 +347,18 @@ def cpu_choices(
             "channels-last",
             call(images, "channels-last")[0],
             images,
-            u.denoise_step,
+            u["diffcmr"]["denoise_step"],
         )
     )
     torch.set_num_threads(1)
     sampling.append(
-        row("E (one sampling step)", "1 thread", call(images)[0], images, u.denoise_step)
+        row(
+            "E (one sampling step)",
+            "1 thread",
+            call(images)[0],
+            images,
+            u["diffcmr"]["denoise_step"],
+        )
     )
     torch.set_num_threads(threads)
     if compile_too:
@@ -362,7 +374,7 @@ def cpu_choices(
                 f"torch.compile, freezing ({time.perf_counter() - t0:.0f} s to compile and time)",
                 seconds,
                 images,
-                u.denoise_step,
+                u["diffcmr"]["denoise_step"],
             )
         )
     return training, sampling, diff
