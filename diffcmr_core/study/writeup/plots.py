@@ -228,8 +228,6 @@ def fig3_qualitative(
     absolute error to the ground truth on one shared scale, in units of the ground truth's
     maximum. ``boxes``: the heart's box per row (``heart.heart_boxes``; ``-1`` or ``None``: the
     whole image)."""
-    from matplotlib.patches import Rectangle
-
     from diffcmr_core.method.metrics import all_metrics
     from diffcmr_core.study.steps.heart import zoom_window
 
@@ -246,9 +244,7 @@ def fig3_qualitative(
         emax = max(np.abs(norm[k] - gt)[y0:y1, x0:x1].max() for k in labels[:-1]) or 1.0
         full = axes[2 * r, 0]
         _show(full, gt, "full field" if r == 0 else None, vmin=0, vmax=1)
-        full.add_patch(
-            Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="#ffcc00", lw=1.2)
-        )
+        mark_window(full, (y0, y1, x0, x1))
         full.set_ylabel(row_title, fontsize=9)
         full.yaxis.label.set_visible(True)
         axes[2 * r + 1, 0].axis("off")
