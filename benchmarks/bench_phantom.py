@@ -195,6 +195,12 @@ def mechanisms(cases: int, frames: int, slices: int) -> str:
             None,
         ),
         (
+            "noise: a fixed 0.03 (before), not each subject's myocardial SNR (22-36)",
+            dataclasses.replace(base, noise=0.03),
+            "public",
+            None,
+        ),
+        (
             "fat: one peak at -3.4 ppm, not six",
             dataclasses.replace(base, fat_spectrum="single"),
             "public",
@@ -302,6 +308,7 @@ def contrast(frames: int) -> str:
     from diffcmr_core.study.experiments.calibration import (
         calibration_config,
         cine_contrast,
+        cine_snr,
         evaluated_cases,
     )
     from diffcmr_core.study.settings.profiles import get_profile
@@ -314,7 +321,9 @@ def contrast(frames: int) -> str:
     for index in cases:
         for name in ("cine_sax", "cine_lax"):
             sim = simulate(cfg, index, name)
+            clean = simulate(dataclasses.replace(cfg, noise=0.0), index, name)
             got = cine_contrast(sim.kspace["MultiCoil"], sim.truth["label"])
+            got |= cine_snr(sim.kspace["MultiCoil"], clean.kspace["MultiCoil"], sim.truth["label"])
             rows.append(
                 {"case": case_name(index), "file": name, **{k: round(v, 2) for k, v in got.items()}}
             )
@@ -324,7 +333,11 @@ def contrast(frames: int) -> str:
         f"{cfg.cine_frames} frames, every slice; `calibration.cine_contrast` on the fully "
         "sampled multi-coil RSS image with the phantom's cine labels (blood and myocardium: "
         "their interior pixels). Issue 37 asks for blood over myocardium between 2 and 4 and "
-        f"the maximum at most 5 times the blood; {inside} of {len(rows)} files meet both.\n\n"
+        f"the maximum at most 5 times the blood; {inside} of {len(rows)} files meet both. "
+        "SNR and CNR as a reader measures them (`calibration.cine_snr`: the noise-free twin "
+        "gives the noise); measured in conventional breath-hold 2D cine at 1.8 x 1.8 x 8 mm: "
+        "myocardial SNR 29 +- 7, blood-myocardium CNR 69 +- 14 (PMC8147553, Table 1), and a "
+        "blood-myocardium CNR of 48 +- 7 at 3 T (Maroules et al., JMRI 2008).\n\n"
         + to_markdown(rows)
     )
 

@@ -130,9 +130,16 @@ def noise_covariance(
     """Receiver noise covariance ``(n_coils, n_coils)``: neighbouring coils see the same body
     noise (correlation ``coupling x exp(-distance / length)``), and the channels' noise levels
     differ by a few tens of per cent (pre-amplifiers)."""
+    corr = correlation(coils, coupling, length)
+    level = rng.uniform(0.85, 1.2, len(coils))
+    return corr * level[:, None] * level[None]
+
+
+def correlation(coils: list[Coil], coupling: float = 0.35, length: float = 90.0) -> np.ndarray:
+    """The coils' noise correlation ``(n_coils, n_coils)``: ``coupling x exp(-distance /
+    length)`` between neighbours, 1 on the diagonal."""
     centres = np.stack([c.centre for c in coils])
     dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
     corr = coupling * np.exp(-dist / length)
     np.fill_diagonal(corr, 1.0)
-    level = rng.uniform(0.85, 1.2, len(coils))
-    return corr * level[:, None] * level[None]
+    return corr
