@@ -80,3 +80,30 @@ def test_zoom_window_is_square_inside_and_holds_the_box():
     assert y0 <= 2 and y1 >= 8 and x0 <= 25 and x1 >= 31
     y0, y1, x0, x1 = zoom_window(np.array([10, 100, 40, 60]), 128)
     assert y1 - y0 == 90 and x0 <= 40 and x1 >= 60
+
+
+def test_figure3_zooms_on_the_heart_at_its_own_grey_scale():
+    """Figure 3's zoomed panels: the window's pixels, shown from 0 to the ground truth's maximum
+    inside the window (a bright band outside it must not dim the heart), the error panels on
+    the whole image's scale, and each reconstruction titled with its PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from diffcmr_core.method.metrics import all_metrics
+    from diffcmr_core.study.writeup.plots import fig3_qualitative
+
+    rng = np.random.default_rng(0)
+    gt = np.full((64, 64), 0.05)
+    gt[:4] = 1.0  # the chest wall: the image's maximum, outside the window
+    gt[24:40, 24:40] = 0.2 + 0.1 * rng.random((16, 16))  # the heart
+    raw = gt + 0.02 * rng.standard_normal(gt.shape)
+    box = np.array([26, 38, 26, 38])
+    fig = fig3_qualitative(
+        [{"raw": raw, "ground truth": gt}], ["raw", "ground truth"], ["r"], [box]
+    )
+    y0, y1, x0, x1 = zoom_window(box, 64)
+    zoomed = fig.axes[2].images[0]  # row 0: full field, raw, ground truth
+    np.testing.assert_array_equal(zoomed.get_array(), gt[y0:y1, x0:x1] / gt.max())
+    assert zoomed.get_clim() == pytest.approx((0.0, gt[y0:y1, x0:x1].max()))
+    assert fig.axes[1].images[0].get_clim() == pytest.approx((0.0, gt[y0:y1, x0:x1].max()))
+    assert f"{all_metrics(gt, raw)['psnr']:.2f} dB" in fig.axes[1].get_title()

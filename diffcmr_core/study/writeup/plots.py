@@ -226,8 +226,10 @@ def fig3_qualitative(
     marked, then the images named by ``labels`` (last = ground truth) zoomed to that window,
     each titled with its whole-image PSNR / SSIM (the tables' metrics), and below each its
     absolute error to the ground truth on one shared scale, in units of the ground truth's
-    maximum. ``boxes``: the heart's box per row (``heart.heart_boxes``; ``-1`` or ``None``: the
-    whole image)."""
+    maximum. The zoomed images share one grey scale per row, from 0 to the ground truth's
+    maximum inside the window (the heart's own range: on the whole image's scale a bright
+    chest wall outside the window would leave it dim). ``boxes``: the heart's box per row
+    (``heart.heart_boxes``; ``-1`` or ``None``: the whole image)."""
     from diffcmr_core.method.metrics import all_metrics
     from diffcmr_core.study.steps.heart import zoom_window
 
@@ -242,6 +244,7 @@ def fig3_qualitative(
         y0, y1, x0, x1 = zoom_window(box, size)
         norm = {k: images[k] / images[k].max() for k in labels}
         emax = max(np.abs(norm[k] - gt)[y0:y1, x0:x1].max() for k in labels[:-1]) or 1.0
+        top = float(gt[y0:y1, x0:x1].max()) or 1.0  # the zoomed panels' grey scale
         full = axes[2 * r, 0]
         _show(full, gt, "full field" if r == 0 else None, vmin=0, vmax=1)
         mark_window(full, (y0, y1, x0, x1))
@@ -254,7 +257,7 @@ def fig3_qualitative(
             if c < n:
                 m = all_metrics(images[labels[-1]], images[key])
                 title += f"\n{m['psnr']:.2f} dB / {m['ssim']:.3f}"
-            _show(axes[2 * r, c], img[y0:y1, x0:x1], title.strip("\n"), vmin=0, vmax=1)
+            _show(axes[2 * r, c], img[y0:y1, x0:x1], title.strip("\n"), vmin=0, vmax=top)
             axes[2 * r, c].title.set_fontsize(8)
             if c < n:
                 err = np.abs(img - gt)[y0:y1, x0:x1]
