@@ -31,7 +31,7 @@ def test_every_generated_block_is_what_the_committed_tables_give(name):
             continue
         block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
         assert block == make(ROOT), (
-            f"{page.name}'s {name} block is stale: run `python -m diffcmr_core readme`"
+            f"{page.name}'s {name} block is stale: run `.venv/bin/python -m diffcmr_core readme`"
         )
 
 

@@ -295,3 +295,21 @@ def test_the_run_layout_puts_every_path_under_the_run_folder(tmp_path):
         made.write_text("{}")
         assert layout.step_caches(kind) == [made]
         made.unlink()
+
+
+def test_an_executed_copy_run_again_does_not_publish(tmp_path, monkeypatch, capsys):
+    """``start(profile, publish=True)`` writes to ``figures/<profile>/`` only inside ``make
+    study``'s runner (``PUBLISHING`` set); an executed copy from ``runs/`` run again by hand
+    carries ``publish = True`` and must go to its own scratch folder."""
+    from diffcmr_core.study.lab.notebook import PUBLISHING, start
+    from diffcmr_core.study.settings.profiles import get_profile, paths_for
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    monkeypatch.delenv(PUBLISHING, raising=False)
+    published = paths_for(get_profile("smoke")).figures
+    _, paths = start("smoke", True, "06_figures_1_2", case=1)
+    assert paths.figures != published and paths.figures.is_relative_to(tmp_path / "runs")
+    assert "not to figures/" in capsys.readouterr().out
+    monkeypatch.setenv(PUBLISHING, "1")
+    assert start("smoke", True, "06_figures_1_2", case=1)[1].figures == published
+    assert start("smoke", False, "06_figures_1_2", case=1)[1].figures != published

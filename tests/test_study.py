@@ -27,6 +27,7 @@ EXPECTED = [
     "fig3_qualitative.pdf",
     "REPORT.md",
     "table5_fast_sampling.csv",
+    "timing_fast_sampling.csv",
     "fig_fast_sampling.png",
     "fig_kspace_error.png",
     "cs_choice.csv",
@@ -63,6 +64,12 @@ def test_study_writes_every_table_and_figure(smoke_home):
         ln.split(",")[0]
         for ln in (figures / "table5_fast_sampling.csv").read_text().splitlines()[1:]
     ]
+    # a rerun leaves the result tables byte-identical: times only in the timing_* tables
+    for name in (f for f in EXPECTED if f.endswith(".csv") and not f.startswith("timing_")):
+        header = (figures / name).read_text().splitlines()[0]
+        assert "second" not in header and "minute" not in header, name
+    timing = (figures / "timing_fast_sampling.csv").read_text().splitlines()
+    assert timing[0] == "label,nfe,seconds_per_slice" and len(timing) == len(fast) + 1
     settings = get_profile("smoke").evaluation.fast_settings
     assert fast[:4] == [
         "RAW",

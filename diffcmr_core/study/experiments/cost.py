@@ -161,6 +161,18 @@ def cost_parts(profile: Profile) -> dict[str, tuple[float, float]]:
     return cost
 
 
+def duration(seconds: float) -> str:
+    """A time as a person reads it: seconds under a minute (at least "< 0.1 s"), minutes
+    under an hour, else hours (a quick profile's 0.2 s must not print as "0.0 min")."""
+    if seconds < 0.1:
+        return "< 0.1 s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def print_cost(args: argparse.Namespace) -> None:
     """Print a profile's FLOPs per notebook and its predicted time (the ``cost`` command)."""
     profile = get_profile(args.profile)
@@ -186,14 +198,14 @@ def print_cost(args: argparse.Namespace) -> None:
     print("|---|---|" + "---|" * len(args.tflops) + ("---|---|" if args.measured else ""))
     for i, (name, flops) in enumerate(cost.items()):
         row = f"| {name} | {flops / 1e15:.3f}" + "".join(
-            f" | {flops / (r * 1e12) / 60:.1f} min" for r in args.tflops
+            f" | {duration(flops / (r * 1e12))}" for r in args.tflops
         )
         if args.measured:
             row += f" | {args.measured[i]:.0f} | {flops / args.measured[i] / 1e12:.3f}"
         print(row + " |")
     print(
         f"| total | {total / 1e15:.3f}"
-        + "".join(f" | {total / (r * 1e12) / 60:.1f} min" for r in args.tflops)
+        + "".join(f" | {duration(total / (r * 1e12))}" for r in args.tflops)
         + (
             f" | {sum(args.measured):.0f} | {total / sum(args.measured) / 1e12:.3f}"
             if args.measured

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
 import sys
 
@@ -11,6 +12,7 @@ from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.study.settings.profiles import Paths, Profile, get_profile, paths_for
 
 _UNKNOWN = object()  # a default that is not a literal (``os.environ.get(...)``)
+PUBLISHING = "DIFFCMR_STUDY_PUBLISH"  # set to "1" by ``make study``'s runner while it executes
 
 
 def _assignments(source: str) -> dict[str, object]:
@@ -89,11 +91,19 @@ def start(
     ``publish``: only ``make study`` (the runner) sets it, and then the figures and tables go to
     ``figures/<profile>/``; any other run (JupyterLab, papermill by hand, nbval) writes them to
     ``runs/<profile>/figures/<notebook>/<params>/`` (:func:`scratch_figures`); ``params`` are
-    the notebook's own parameters, which name that folder.
+    the notebook's own parameters, which name that folder. ``publish=True`` counts only inside
+    the runner (which sets ``PUBLISHING``): an executed copy in ``runs/`` carries papermill's
+    ``publish = True``, and re-running it by hand must not overwrite the committed figures.
     """
     check_parameters(list(sys._getframe(1).f_globals.get("In", [])))
     if not isinstance(publish, bool):
         raise DiffCMRError(None, f"parameter publish must be True or False, got {publish!r}")
+    if publish and os.environ.get(PUBLISHING) != "1":
+        print(
+            "publish = True outside `make study` (an executed copy run again?): this run's "
+            "figures and tables go to its own folder under runs/, not to figures/"
+        )
+        publish = False
     P = get_profile(profile)
     paths = paths_for(P)
     if not publish:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.study.lab.notebook import PUBLISHING
 from diffcmr_core.study.settings.layout import STEP_CACHES
 from diffcmr_core.study.settings.names import TABLES, notebook, skip_reason, table
 from diffcmr_core.study.settings.profiles import get_profile, paths_for, stamp_changes, step_stamp
@@ -126,6 +127,7 @@ def _execute(nb: Path, out: Path, params: dict, paths) -> None:
     print(f"[study] {nb.name} ...", flush=True)
     t0 = time.perf_counter()
     os.environ[LEDGER] = str(ledger)  # the kernel lists the steps it reads and writes
+    os.environ[PUBLISHING] = "1"  # the kernel may write figures/<profile>/ (notebook.start)
     try:
         pm.execute_notebook(
             str(nb),
@@ -142,6 +144,7 @@ def _execute(nb: Path, out: Path, params: dict, paths) -> None:
         ) from None
     finally:
         os.environ.pop(LEDGER, None)
+        os.environ.pop(PUBLISHING, None)
     seconds = time.perf_counter() - t0
     marker = {
         "fingerprint": _fingerprint(nb, {**params, "force": False}),

@@ -400,7 +400,7 @@ def _fast_section(found: Found) -> list[str]:
         {
             k: (
                 _f(v, 4 if k in ("ssim", "nmse") else 2 if k == "psnr" else 3)
-                if k in ("psnr", "ssim", "nmse", "seconds_per_slice")
+                if k in ("psnr", "ssim", "nmse")
                 else v
             )
             for k, v in r.items()
@@ -799,8 +799,13 @@ def fast_sampling_findings(rows: list[dict]) -> str:
         out.append(
             f"- Best without data consistency: {best['label']}, {float(best['psnr']):.2f} dB "
             f"({float(best['psnr']) - float(ref['psnr']):+.2f} dB) at {best['nfe']} evaluations "
-            f"({ref['nfe'] / best['nfe']:.0f}x fewer), {float(best['seconds_per_slice']):.3f} s "
-            f"per slice against {float(ref['seconds_per_slice']):.3f} s."
+            f"({ref['nfe'] / best['nfe']:.0f}x fewer)"
+            + (
+                f", {float(best['seconds_per_slice']):.3f} s per slice against "
+                f"{float(ref['seconds_per_slice']):.3f} s."
+                if "seconds_per_slice" in best
+                else "."
+            )
         )
     none = {
         (r["sampler"], r["steps"], r["rounds"]): r for r in rows if r["nfe"] and _dc(r) == "none"
