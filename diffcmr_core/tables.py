@@ -176,5 +176,12 @@ def show(rows: Sequence[Row], digits: int | dict[str, int] = 2, title: str | Non
 
 
 def _plain(rows: Sequence[Row]) -> list[Row]:
-    """Rounded floats as text, so that to_markdown does not pad them back to four decimals."""
-    return [{k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    """Rounded floats as text, so that to_markdown does not pad them back to four decimals; a
+    NaN (a value the source does not report, as the paper's columns of PI-CS) as "n/a"."""
+    return [
+        {
+            k: (("n/a" if v != v else f"{v:.10g}") if isinstance(v, float) else v)
+            for k, v in r.items()
+        }
+        for r in rows
+    ]

@@ -14,6 +14,8 @@ def test_rounded_per_column_and_show_prints_outside_ipython(capsys):
     assert out[0] == "**T**"
     assert out[2] == "| method | acc | psnr | ssim | ms |"
     assert out[4] == "| RAW | 4 | 16.91 | 0.2654 | 1234.6 |"
+    show([{"method": "PI-CS", "paper_psnr": float("nan"), "psnr": 30.123}], {"psnr": 1})
+    assert capsys.readouterr().out.splitlines()[2] == "| PI-CS | n/a | 30.1 |"  # not "nan"
 
 
 def test_write_table_keeps_full_precision(tmp_path):
