@@ -197,3 +197,12 @@ def test_the_fitted_signal_is_the_model_the_fit_matched():
     img = 2.0 * np.exp(-te / 45.0)[:, None, None] * np.ones((1, 3, 3))
     got = fitted_signal(fit_t2(img, te, full=True), "t2", (0, 2), fine)
     np.testing.assert_allclose(got, 2.0 * np.exp(-fine / 45.0), rtol=1e-5)
+
+
+def test_clinical_frame_states_errors_in_healthy_between_subject_sds():
+    from diffcmr_core.study.steps.maps import HEALTHY_3T, clinical_frame
+
+    text = clinical_frame({(4, "T1"): 190.0, (4, "T2"): 6.0})
+    assert f"T1 4x 190 ms = {190 / HEALTHY_3T['T1'][1]:.1f} SD" in text  # 5.0 SD
+    assert "T2 4x 6 ms = 2.0 SD" in text
+    assert clinical_frame({}) == ""

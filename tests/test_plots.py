@@ -23,3 +23,18 @@ def test_fast_sampling_axis_names_the_evaluations_and_the_legend_sits_beside_the
     legend = ax.get_legend().get_window_extent(renderer)
     assert legend.x0 >= ax.get_window_extent(renderer).x1  # not over the data
     assert legend.x1 <= fig.bbox.x1 + 1  # and inside the figure
+
+
+def test_fit_curves_read_in_units_of_the_largest_measured_magnitude():
+    import numpy as np
+
+    from diffcmr_core.study.writeup.plots import fit_curves
+
+    times = np.array([100.0, 1000.0, 3000.0])
+    signals = {"myocardium": np.array([1.5e-4, 0.5e-4, 2.0e-4])}
+    model = {"myocardium": np.linspace(2.1e-4, 2.0e-4, 200)}
+    ax = fit_curves(times, signals, model, "t", "TI [ms]").axes[0]
+    points, line = ax.get_lines()
+    np.testing.assert_allclose(points.get_ydata(), [0.75, 0.25, 1.0])
+    np.testing.assert_allclose(line.get_ydata()[0], 1.05)
+    assert "largest measured = 1" in ax.get_ylabel()

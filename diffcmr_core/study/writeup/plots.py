@@ -455,16 +455,18 @@ def fit_curves(
     title: str,
     xlabel: str,
 ) -> plt.Figure:
-    """Measured magnitudes (points) and fitted model magnitudes (lines) of a few pixels."""
+    """Measured magnitudes (points) and fitted model magnitudes (lines) of a few pixels, in
+    units of the largest measured magnitude (the files' raw scale, ~1e-4, reads badly)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     fine = np.linspace(0, times.max() * 1.05, 200)
+    top = max(float(np.max(np.abs(y))) for y in signals.values()) or 1.0
     for (name, y), colour in zip(
         signals.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ):
-        ax.plot(times, y, "o", color=colour, label=name)
-        ax.plot(fine, model[name], "-", color=colour, lw=1)
+        ax.plot(times, np.asarray(y) / top, "o", color=colour, label=name)
+        ax.plot(fine, np.asarray(model[name]) / top, "-", color=colour, lw=1)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("magnitude")
+    ax.set_ylabel("magnitude (largest measured = 1)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
