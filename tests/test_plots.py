@@ -38,3 +38,16 @@ def test_fit_curves_read_in_units_of_the_largest_measured_magnitude():
     np.testing.assert_allclose(points.get_ydata(), [0.75, 0.25, 1.0])
     np.testing.assert_allclose(line.get_ydata()[0], 1.05)
     assert "largest measured = 1" in ax.get_ylabel()
+
+
+def test_field_of_view_cuts_the_read_out_oversampling():
+    import numpy as np
+
+    from diffcmr_core.data.kspace import fft2c, ifft2c
+    from diffcmr_core.study.writeup.plots import field_of_view
+
+    body = np.zeros((40, 96))
+    body[10:30, 30:66] = 1.0  # inside the prescribed 48 central read-out columns
+    shown = field_of_view(np.abs(ifft2c(fft2c(body))))
+    assert shown.shape == (40, 48)
+    np.testing.assert_allclose(shown, body[:, 24:72], atol=1e-9)

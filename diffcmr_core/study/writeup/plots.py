@@ -73,6 +73,14 @@ def image_grid(
     return fig
 
 
+def field_of_view(images: np.ndarray) -> np.ndarray:
+    """Images on the acquired grid cut to the prescribed field of view: the central half of the
+    twice oversampled read-out (last axis), as a scanner shows them; the grid's pixels are
+    square, so drawn as they are the anatomy keeps its proportions."""
+    nx = images.shape[-1]
+    return images[..., nx // 4 : nx // 4 + nx // 2]
+
+
 def mark_window(ax, window: Sequence[int], colour: str = "#ffcc00") -> None:
     """Outline ``window = (y0, y1, x0, x1)`` (pixels, ends exclusive) on an image axis."""
     from matplotlib.patches import Rectangle
