@@ -205,6 +205,23 @@ def test_explorer_callbacks(smoke_home):
     assert abs(float(np.std(noisy)) - 1.0) < 0.2  # x_999 is nearly pure noise
     plt.close("all")
     assert paths_for("smoke").root == smoke_home
+    panel = explorer.widget()  # the controls wrap, and say what they are without a kernel
+    row = panel.children[0]
+    assert row.layout.flex_flow == "row wrap" and len(row.children) == 5
+    assert "open this notebook in JupyterLab" in panel._repr_mimebundle_()["text/plain"]
+
+
+def test_explorer_without_a_trained_model_says_to_run_make_study(tmp_path, monkeypatch):
+    """A fresh clone: the explorer trains nothing (it looked hung for minutes), it says what
+    to run."""
+    from diffcmr_core.study.lab.explorer import Explorer
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    explorer = Explorer(get_profile("quick"), "cine")
+    assert not explorer.trained(4)
+    message = explorer.widget()
+    assert "make study" in message.value and "trains nothing" in message.value
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

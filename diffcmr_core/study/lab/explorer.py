@@ -33,8 +33,8 @@ from diffcmr_core.study.writeup import plots
 class Explorer:
     """State: a profile and a task; models and validation slices are loaded on first use."""
 
-    def __init__(self, profile: Profile, task: str = "cine") -> None:
-        self.profile, self.task = profile, task
+    def __init__(self, profile: Profile, task: str = "cine", progress: bool = False) -> None:
+        self.profile, self.task, self.progress = profile, task, progress  # progress: bars
         self.paths = paths_for(profile)
         self._model = lru_cache(maxsize=3)(self._load_model)
         self._data = lru_cache(maxsize=3)(self._load_data)
@@ -42,13 +42,20 @@ class Explorer:
 
     def _load_model(self, acc: int):
         return load_for_inference(
-            ensure_trained(self.profile, self.task, acc, "diffcmr", progress=False),
+            ensure_trained(self.profile, self.task, acc, "diffcmr", progress=self.progress),
             default_device(),
             self.profile.evaluation.weights,
         )
 
     def _load_data(self, acc: int):
         return val_pairs(self.profile, self.task, acc, self.profile.evaluation.n_val)
+
+    def trained(self, acc: int) -> bool:
+        """Whether the profile's DiffCMR model for ``acc`` exists (``make study`` trains it)."""
+        from diffcmr_core.study import methods
+
+        artefact = methods.get("diffcmr").artefact(self.profile, self.task, acc)
+        return artefact is not None and artefact.is_file()
 
     def n_slices(self, acc: int) -> int:
         """Number of validation slices at ``acc``."""
@@ -188,17 +195,49 @@ class Explorer:
         )
 
     def widget(self):
-        """The ipywidgets UI (JupyterLab): every control redraws what it affects."""
+        """The ipywidgets UI (JupyterLab): every control redraws what it affects. Without a
+        trained model it trains nothing: it says to run ``make study`` first. The controls wrap
+        onto a second row in a narrow window (a 1280 px screen with the file browser open), and
+        an executed copy opened without a kernel shows a sentence, not the widget's repr."""
         import ipywidgets as w
-        from IPython.display import display
 
         accs = list(self.profile.accs)
-        index = w.IntSlider(0, 0, self.n_slices(accs[0]) - 1, description="slice")
-        acc = w.Dropdown(options=accs, value=accs[0], description="acc")
-        steps = w.Dropdown(options=[20, 50, 100, 200, 500, 1000], value=100, description="T")
-        rounds = w.Dropdown(options=[1, 2, 4, 8], value=4, description="R")
-        t = w.IntSlider(500, 0, 999, step=10, description="forward t")
-        run = w.Button(description="reconstruct", button_style="primary", icon="play")
+        missing = [a for a in accs if not self.trained(a)]
+        if missing:
+            return w.HTML(
+                f"<b>No trained DiffCMR model of the <code>{self.profile.name}</code> profile "
+                f"({self.task} {', '.join(f'{a}x' for a in missing)})</b>: run <code>make study"
+                + ("" if self.profile.name == "quick" else f" PROFILE={self.profile.name}")
+                + "</code> first (the quick profile: about 10 minutes on a laptop CPU), then "
+                "run this cell again. The explorer trains nothing itself."
+            )
+        return self._controls(w, accs)
+
+    def _controls(self, w, accs: list[int]):
+        """The explorer's controls and outputs, wired to the figures (see :meth:`widget`)."""
+        from IPython.display import display
+
+        style, narrow = {"description_width": "initial"}, w.Layout(width="120px")
+        index = w.IntSlider(
+            0, 0, self.n_slices(accs[0]) - 1, description="slice", style=style,
+            layout=w.Layout(width="320px", min_width="240px"),
+        )  # fmt: skip
+        acc = w.Dropdown(options=accs, value=accs[0], description="acc", style=style, layout=narrow)
+        steps = w.Dropdown(
+            options=[20, 50, 100, 200, 500, 1000], value=100, description="T", style=style,
+            layout=narrow,
+        )  # fmt: skip
+        rounds = w.Dropdown(
+            options=[1, 2, 4, 8], value=4, description="R", style=style, layout=narrow
+        )
+        t = w.IntSlider(
+            500, 0, 999, step=10, description="forward t", style=style,
+            layout=w.Layout(width="420px", min_width="240px"),
+        )  # fmt: skip
+        run = w.Button(
+            description="reconstruct", button_style="primary", icon="play",
+            layout=w.Layout(width="auto", min_width="140px"),
+        )  # fmt: skip
         status = w.HTML()
         out_data, out_recon, out_fwd = w.Output(), w.Output(), w.Output()
 
@@ -242,6 +281,25 @@ class Explorer:
             control.observe(on_slice, names="value")
         t.observe(on_forward, names="value")
         on_slice()
-        return w.VBox(
-            [w.HBox([index, acc, steps, rounds, run]), status, out_data, out_recon, t, out_fwd]
+        row = w.HBox(
+            [index, acc, steps, rounds, run],
+            layout=w.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px 12px"),
         )
+        return _panel([row, status, out_data, out_recon, t, out_fwd])
+
+
+def _panel(children):
+    """A VBox of ``children`` whose plain-text form (what an executed copy shows without a
+    kernel) is a sentence instead of its repr."""
+    import ipywidgets as w
+
+    class Panel(w.VBox):
+        def _repr_mimebundle_(self, **kwargs):
+            data = super()._repr_mimebundle_(**kwargs)
+            data["text/plain"] = (
+                "[the explorer's controls: open this notebook in JupyterLab and run it to use "
+                "them; the static figures below show its default view]"
+            )
+            return data
+
+    return Panel(children)
