@@ -8,7 +8,7 @@ FORCE ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test install bench seeds clean-runs nbfilter
+.PHONY: study test install bench seeds clean-runs nbfilter lab
 
 install: $(STAMP) nbfilter
 
@@ -30,6 +30,11 @@ $(STAMP): pyproject.toml
 
 study: $(STAMP) nbfilter
 	$(BIN)/python -m diffcmr_core study --profile $(PROFILE) $(if $(FORCE),--force,)
+
+# JupyterLab on the project's environment: the notebooks open in its python3 kernel (the one
+# `make install` registers inside .venv); notebook 11 needs no `make study` first
+lab: $(STAMP) nbfilter
+	$(BIN)/python -m jupyter lab --notebook-dir=notebooks
 
 # every method retrained with 3 seeds (seed 0 reuses the study's runs); mean and std tables
 seeds: $(STAMP) nbfilter

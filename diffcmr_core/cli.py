@@ -250,6 +250,17 @@ def _readme(args) -> None:
     print("README and docs: generated blocks up to date")
 
 
+def _weights(args) -> None:
+    import json
+
+    from diffcmr_core.study.store.weights import ship
+
+    path = ship(get_profile(args.profile))
+    for name, entry in json.loads(path.read_text())["files"].items():
+        print(f"{path.parent / name}: {entry['bytes'] / 1e6:.1f} MB, step {entry['step']}")
+    print(f"manifest: {path}")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     top = argparse.ArgumentParser(prog="diffcmr", description=__doc__.split("\n\n")[0])
@@ -404,6 +415,14 @@ def _add_other_commands(sub) -> None:
         _readme,
         "regenerate the README's generated blocks (profiles, evidence) from figures/",
         profile=False,
+        quiet=False,
+    )
+    _command(
+        sub,
+        "weights",
+        _weights,
+        "ship a finished study's cine networks (DiffCMR, U-Net) to weights/<profile>/ with a "
+        "manifest (SHA-256, commit, step, validation scores)",
         quiet=False,
     )
     p = _command(

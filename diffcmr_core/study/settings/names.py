@@ -86,6 +86,7 @@ NOTEBOOKS = {
     "08_fast_sampling": "fewer steps and data consistency",
     "09_mapping": "T1 and T2 maps, Table 6",
     "10_evidence": "every network trained to convergence, the compute curve, seeds",
+    "11_teaching": "a class: the operators, PI-CS, data consistency, the chain, the ensemble law",
 }
 _THREADS = re.compile(r"^(seeds)-t\d+(_orderings|_per_seed)?$")  # `seeds --threads N`
 

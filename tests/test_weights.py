@@ -1,0 +1,43 @@
+"""The shipped weights (``weights/<profile>/``): the committed files are the manifest's, a file
+that differs is refused, and what is shipped loads for inference."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from diffcmr_core.errors import DiffCMRError
+from diffcmr_core.method.checkpoints import load_for_inference
+from diffcmr_core.study.store import weights
+
+
+def test_the_committed_weights_are_the_manifests():
+    found = weights.manifest("quick")
+    assert found["profile"] == "quick" and set(found["files"]) == {
+        f"cine_{m}.pt" for m in weights.SHIPPED
+    }
+    for name, entry in found["files"].items():
+        data = (weights.folder("quick") / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]  # an independent digest
+        assert len(data) == entry["bytes"]
+        method = entry["method"]
+        system, model = load_for_inference(weights.shipped("quick", method))
+        assert system.method == method and not model.training
+
+
+def test_a_file_that_differs_from_its_manifest_is_refused(tmp_path):
+    shutil.copytree(weights.folder("quick"), tmp_path / "weights" / "quick")
+    path = tmp_path / "weights" / "quick" / "cine_diffcmr.pt"
+    assert weights.shipped("quick", "diffcmr", root=tmp_path) == path
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DiffCMRError, match="differs from its manifest"):
+        weights.shipped("quick", "diffcmr", root=tmp_path)
+    (tmp_path / "weights" / "quick" / "manifest.json").write_text("{")
+    with pytest.raises(DiffCMRError, match="not valid JSON"):
+        weights.manifest("quick", root=tmp_path)
+    assert json.loads((weights.folder("quick") / "manifest.json").read_text())  # untouched
