@@ -88,6 +88,7 @@ NOTEBOOKS = {
     "10_evidence": "every network trained to convergence, the compute curve, seeds",
     "11_teaching": "a class: the operators, PI-CS, data consistency, the chain, the ensemble law",
 }
+LESSON = "11_teaching"  # runs on the shipped weights; `make study` leaves it to the class
 _THREADS = re.compile(r"^(seeds)-t\d+(_orderings|_per_seed)?$")  # `seeds --threads N`
 
 
@@ -139,8 +140,11 @@ EVIDENCE = notebook("10_evidence")
 
 def skip_reason(name: str, paths, profile=None) -> str | None:
     """Why ``make study`` does not run the notebook ``name`` on this profile's data, or None: the
-    phantom's truth on real data; a notebook the profile does not list (``Profile.notebooks``);
-    the evidence study in a profile without its settings (``Profile.evidence``)."""
+    lesson (:data:`LESSON`, no result of the study); the phantom's truth on real data; a
+    notebook the profile does not list (``Profile.notebooks``); the evidence study in a profile
+    without its settings (``Profile.evidence``)."""
+    if name == LESSON:
+        return "a lesson, not a result: open it in JupyterLab (`make lab`); nbval runs it"
     if name in NEEDS_PHANTOM and not paths.is_synthetic:
         return f"not run on real data: {NEEDS_PHANTOM[name]}"
     if profile is not None and profile.notebooks is not None and name not in profile.notebooks:
