@@ -217,27 +217,7 @@ class Explorer:
         """The explorer's controls and outputs, wired to the figures (see :meth:`widget`)."""
         from IPython.display import display
 
-        style, narrow = {"description_width": "initial"}, w.Layout(width="120px")
-        index = w.IntSlider(
-            0, 0, self.n_slices(accs[0]) - 1, description="slice", style=style,
-            layout=w.Layout(width="320px", min_width="240px"),
-        )  # fmt: skip
-        acc = w.Dropdown(options=accs, value=accs[0], description="acc", style=style, layout=narrow)
-        steps = w.Dropdown(
-            options=[20, 50, 100, 200, 500, 1000], value=100, description="T", style=style,
-            layout=narrow,
-        )  # fmt: skip
-        rounds = w.Dropdown(
-            options=[1, 2, 4, 8], value=4, description="R", style=style, layout=narrow
-        )
-        t = w.IntSlider(
-            500, 0, 999, step=10, description="forward t", style=style,
-            layout=w.Layout(width="420px", min_width="240px"),
-        )  # fmt: skip
-        run = w.Button(
-            description="reconstruct", button_style="primary", icon="play",
-            layout=w.Layout(width="auto", min_width="140px"),
-        )  # fmt: skip
+        index, acc, steps, rounds, t, run = _control_widgets(w, self.n_slices(accs[0]), accs)
         status = w.HTML()
         out_data, out_recon, out_fwd = w.Output(), w.Output(), w.Output()
 
@@ -286,6 +266,31 @@ class Explorer:
             layout=w.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px 12px"),
         )
         return _panel([row, status, out_data, out_recon, t, out_fwd])
+
+
+def _control_widgets(w, n_slices: int, accs: list[int]):
+    """The explorer's controls, with widths that stay usable when they wrap onto two rows (a
+    1280 px screen with the file browser open): slice, factor, T, R, forward t, reconstruct."""
+    style, narrow = {"description_width": "initial"}, w.Layout(width="120px")
+    index = w.IntSlider(
+        0, 0, n_slices - 1, description="slice", style=style,
+        layout=w.Layout(width="320px", min_width="240px"),
+    )  # fmt: skip
+    acc = w.Dropdown(options=accs, value=accs[0], description="acc", style=style, layout=narrow)
+    steps = w.Dropdown(
+        options=[20, 50, 100, 200, 500, 1000], value=100, description="T", style=style,
+        layout=narrow,
+    )  # fmt: skip
+    rounds = w.Dropdown(options=[1, 2, 4, 8], value=4, description="R", style=style, layout=narrow)
+    t = w.IntSlider(
+        500, 0, 999, step=10, description="forward t", style=style,
+        layout=w.Layout(width="420px", min_width="240px"),
+    )  # fmt: skip
+    run = w.Button(
+        description="reconstruct", button_style="primary", icon="play",
+        layout=w.Layout(width="auto", min_width="140px"),
+    )  # fmt: skip
+    return index, acc, steps, rounds, t, run
 
 
 def _panel(children):
