@@ -42,7 +42,7 @@ from diffcmr_core.data import cmrxrecon as io
 from diffcmr_core.data.kspace import kspace_to_image, resize_to, roi_box
 from diffcmr_core.data.pairs import PreprocessConfig, split_cases
 from diffcmr_core.errors import CMRxReconError, DiffCMRError, ReconstructionError
-from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.fileio import sha256, write_text_atomic
 from diffcmr_core.method.challenge import (
     load_ranking,
     ranking_crop,
@@ -296,7 +296,7 @@ def submit(
             report.skipped.append(str(err))
             continue
         _write_file(target, img, out)
-        record[rel] = {"recipe": recipes[(task, acc)], "sha256": _sha256(target)}
+        record[rel] = {"recipe": recipes[(task, acc)], "sha256": sha256(target)}
         _write_record(record_path, record)
         report.written.append(target)
     return _merged(report, ranks)
@@ -331,12 +331,6 @@ def _record_path(out: Path, rank: int) -> Path:
     )
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _made_by(target: Path, entries: list[dict[str, str]], wanted: str) -> bool:
     """Whether a record says ``target`` was made by the recipe ``wanted`` and the file is still
     the one it wrote (same SHA-256: a record of another rank may be older than the file)."""
@@ -345,7 +339,7 @@ def _made_by(target: Path, entries: list[dict[str, str]], wanted: str) -> bool:
     matching = [e for e in entries if e.get("recipe") == wanted]
     if not matching:
         return False
-    sha = _sha256(target)
+    sha = sha256(target)
     return any(e.get("sha256", sha) == sha for e in matching)
 
 

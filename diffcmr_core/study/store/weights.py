@@ -12,13 +12,12 @@ against the manifest; a file that differs is refused, never loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 from diffcmr_core.errors import DiffCMRError
-from diffcmr_core.fileio import atomic_path, write_text_atomic
+from diffcmr_core.fileio import atomic_path, sha256, write_text_atomic
 
 SHIPPED = ("diffcmr", "unet")  # the networks a class needs: DiffCMR and its regression rival
 TASK = "cine"
@@ -31,14 +30,6 @@ def folder(profile: str, root: Path | None = None) -> Path:
     this package (they are committed with it; ``$DIFFCMR_HOME`` does not move them), or of
     ``root``."""
     return Path(root or CHECKOUT) / "weights" / profile
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _commit(root: Path) -> str:
@@ -85,7 +76,7 @@ def ship(profile, root: Path | None = None) -> Path:
         with atomic_path(out / name) as tmp:
             torch.save({k: ckpt[k] for k in KEEP if k in ckpt}, tmp)
         files[name] = {
-            "sha256": _sha256(out / name),
+            "sha256": sha256(out / name),
             "bytes": (out / name).stat().st_size,
             "method": method,
             "task": TASK,
@@ -120,7 +111,7 @@ def shipped(profile: str, method: str, root: Path | None = None) -> Path:
     path = folder(profile, root) / f"{TASK}_{method}.pt"
     if entry is None or not path.is_file():
         raise DiffCMRError(path, f"no shipped {method} weights of the {profile} profile")
-    if _sha256(path) != entry["sha256"]:
+    if sha256(path) != entry["sha256"]:
         raise DiffCMRError(
             path, "differs from its manifest (SHA-256): refused; regenerate with `weights`"
         )
