@@ -1,3 +1,5 @@
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from diffcmr_core.data.pairs import (
     pair_counts,
     pairs_path,
     split_cases,
+    split_selection,
     table1,
 )
+from diffcmr_core.errors import CMRxReconError
 
 
 def test_split_by_case():
@@ -21,6 +25,31 @@ def test_split_by_case():
     train, val = split_cases(cases, 10 / 120)
     assert train[-1] == "P110" and val == [f"P{i}" for i in range(111, 121)]
     assert split_cases(["P001", "P002", "P003"], 10 / 120) == (["P001", "P002"], ["P003"])
+
+
+def test_selection_cases_are_the_first_validation_cases():
+    assert split_selection(["P118", "P111", "P112"], 2) == (["P111", "P112"], ["P118"])
+    assert split_selection(["P111"], 0) == ([], ["P111"])
+    with pytest.raises(CMRxReconError, match="at least one must be left to test"):
+        split_selection(["P111", "P112"], 2)
+
+
+def test_the_selection_subjects_never_enter_the_test_subset(tiny_root, tmp_path):
+    """Two validation cases of three: P002 selects, P003 tests; together they are the
+    validation split, each slice once; a split leaving no test case is refused before any
+    file is written."""
+    cfg = PreprocessConfig(pad_to=128, size=32, val_fraction=2 / 3, selection_cases=1)
+    path = build_pairs(tiny_root, tmp_path / "a", "cine", cfg, accs=(4,), progress=False)[4]
+    sel, test, val = (load_pairs(path, s)[2] for s in ("selection", "val_subset", "val"))
+    assert set(sel["case"]) == {"P002"} and set(test["case"]) == {"P003"}
+    both = np.concatenate([sel["index"], test["index"]])
+    assert sorted(both) == sorted(val["index"]) and len(set(both)) == len(both)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["selection_cases"] == '["P002"]'
+    bad = dataclasses.replace(cfg, selection_cases=2)
+    with pytest.raises(CMRxReconError, match="at least one must be left to test"):
+        build_pairs(tiny_root, tmp_path / "b", "cine", bad, accs=(4,), progress=False)
+    assert not list((tmp_path / "b").glob("*.h5"))
 
 
 @pytest.fixture(scope="module")

@@ -179,7 +179,7 @@ def moved_home(smoke_home, tmp_path_factory):
 
 
 def test_a_finished_home_works_where_it_is_mounted(moved_home, monkeypatch):
-    from diffcmr_core.study.methods.convergence import stopped_step, train_until_converged
+    from diffcmr_core.study.methods.convergence import stopped_step, train_to_budget
     from diffcmr_core.study.steps import ensure_data, evaluate_factor
     from diffcmr_core.study.store.validation import val_pairs
 
@@ -190,7 +190,7 @@ def test_a_finished_home_works_where_it_is_mounted(moved_home, monkeypatch):
     val_pairs(profile, "cine", 4, 2)
     ckpt = paths_for(profile).model_dir("cine", 4, "unet") / "last.pt"
     mtime = ckpt.stat().st_mtime_ns
-    assert train_until_converged(profile, "cine", 4, "unet", progress=False) == ckpt
+    assert train_to_budget(profile, "cine", 4, "unet", progress=False) == ckpt
     assert ckpt.stat().st_mtime_ns == mtime and stopped_step(profile, "cine", 4, "unet")
     assert "U-Net" in evaluate_factor(profile, "cine", 4, progress=False, quiet=True)
 
@@ -243,7 +243,8 @@ def test_a_saved_chunk_of_the_wrong_shape_is_named_set_aside_and_redone(
 
 
 def _record_of(moved_home, method="unet"):
-    folder = moved_home / "runs" / "smoke" / "models" / f"cine_accall_{method}"
+    lr = get_profile("smoke").network(method).train.lr  # the configured rate's run of the sweep
+    folder = moved_home / "runs" / "smoke" / "models" / f"cine_accall_{method}_lr{lr:g}"
     return folder / "validation.json"
 
 
@@ -264,15 +265,15 @@ def _record_of(moved_home, method="unet"):
 def test_an_ill_typed_validation_record_is_set_aside_and_rebuilt_from_the_snapshots(
     moved_home, monkeypatch, capsys, spoil, problem
 ):
-    """``"stopped": 5`` took last.pt as converged, then a TypeError; rows without psnr a
+    """``"stopped": 5`` took last.pt as finished, then a TypeError; rows without psnr a
     KeyError. Now the record is named, set aside and rebuilt by scoring the snapshots again."""
-    from diffcmr_core.study.methods.convergence import train_until_converged
+    from diffcmr_core.study.methods.convergence import train_to_budget
 
     monkeypatch.setenv("DIFFCMR_HOME", str(moved_home))
     path = _record_of(moved_home)
     original = json.loads(path.read_text())
     path.write_text(json.dumps(spoil(original)))
-    ckpt = train_until_converged(get_profile("smoke"), "cine", 4, "unet", progress=False)
+    ckpt = train_to_budget(get_profile("smoke"), "cine", 4, "unet", progress=False)
     assert ckpt == path.parent / "last.pt"
     out = capsys.readouterr().out
     assert str(path) in out and problem in out, out

@@ -40,6 +40,7 @@ from diffcmr_core.errors import CMRxReconError
 from diffcmr_core.fileio import atomic_path, folder_lock
 
 SPLITS = ("train", "val")
+SUBSETS = ("val_subset", "selection")  # stored index lists of the validation slices
 NORMALISATIONS = ("input", "each")
 
 
@@ -53,6 +54,9 @@ class PreprocessConfig:
     coils: tuple[str, ...] = io.COIL_TYPES
     val_fraction: float = 10 / 120  # P111-P120 of P001-P120
     n_val_subset: int = 240  # "shuffle the validation set and select the first 240"
+    selection_cases: int = 0  # the first this many validation cases select (stopping,
+    # learning rates, samplers) and never score: the tables' subset is of the others (0: none,
+    # the paper, whose validation slices serve both)
     subset_seed: int = 0
     frames_per_chunk: int = 1  # frames read and written at a time (streaming)
     crop: bool = False  # k-space centre crop instead of pad + resize (see kspace_to_image)
@@ -217,6 +221,7 @@ def build_pairs(
         if not sources:
             raise CMRxReconError(root, f"no fully sampled {task} files found")
         train_cases, val_cases = split_cases([s.case for s in sources], cfg.val_fraction, root)
+        split_selection(val_cases, cfg.selection_cases, root)  # refused before any writing
         failure = None
         with quiet_hdf5_teardown():
             try:
@@ -305,7 +310,24 @@ def quiet_hdf5_teardown() -> Iterator[None]:
         sys.excepthook, sys.unraisablehook = hooks
 
 
+def split_selection(
+    val_cases: list[str], n: int, root: str | Path | None = None
+) -> tuple[list[str], list[str]]:
+    """The validation cases as ``(selection, test)``: the first ``n`` in order select, the rest
+    are the held-out test cases (``n = 0``: no selection cases, every one tests). At least one
+    case must be left to test."""
+    cases = sorted(set(val_cases))
+    if n < 0 or (n and n >= len(cases)):
+        raise CMRxReconError(
+            root,
+            f"{n} selection case(s) asked of {len(cases)} validation case(s) "
+            f"({', '.join(cases) or 'none'}): at least one must be left to test",
+        )
+    return cases[:n], cases[n:]
+
+
 def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progress) -> None:
+    selection, test = split_selection(val_cases, cfg.selection_cases)
     with _AtomicGroup(targets) as files:
         for f in files.values():
             _new_pairs_file(f, cfg.size, cfg.crop)
@@ -313,12 +335,16 @@ def _write_all(targets, sources, cfg, stamp, train_cases, val_cases, task, progr
             _write_source(src, files, cfg, is_val=src.case in val_cases)
         for f in files.values():
             split = f["meta/split"][()]
-            val_idx = np.flatnonzero(split == 1)
+            case = f["meta/case"][()].astype(str)
+            val_idx = np.flatnonzero((split == 1) & np.isin(case, test))
             rng = np.random.default_rng(cfg.subset_seed)
             f.create_dataset("val_subset", data=rng.permutation(val_idx)[: cfg.n_val_subset])
+            sel_idx = np.flatnonzero((split == 1) & np.isin(case, selection))
+            f.create_dataset("selection", data=sel_idx)
             f.attrs["stamp"] = stamp
             f.attrs["train_cases"] = json.dumps(train_cases)
             f.attrs["val_cases"] = json.dumps(val_cases)
+            f.attrs["selection_cases"] = json.dumps(selection)
 
 
 def iter_images(
@@ -481,16 +507,18 @@ def load_pairs(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Read one split of a pairs file into memory.
 
-    ``split='val_subset'`` gives the paper's shuffled validation subset, of which ``subset``
-    keeps the first entries. ``expect``: the :func:`pairs_stamp` the caller built the file with;
-    a file built with another configuration is then refused. Returns ``(input, target, meta)``,
+    ``split='val_subset'`` gives the paper's shuffled validation subset (of the test cases when
+    the file has selection cases), of which ``subset`` keeps the first entries;
+    ``split='selection'`` the selection cases' slices in order (``subset``: the first).
+    ``expect``: the :func:`pairs_stamp` the caller built the file with; a file built with
+    another configuration is then refused. Returns ``(input, target, meta)``,
     images float32 ``[N, S, S]``. A missing, truncated or corrupt file is an error naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise CMRxReconError(path, "pairs file not found (run the preprocessing first)")
-    if split not in (*SPLITS, "val_subset"):
-        raise ValueError(f"unknown split {split!r}; expected one of {(*SPLITS, 'val_subset')}")
+    if split not in (*SPLITS, *SUBSETS):
+        raise ValueError(f"unknown split {split!r}; expected one of {(*SPLITS, *SUBSETS)}")
     try:
         with h5py.File(path, "r") as f:
             if expect is not None and f.attrs.get("stamp") != expect:
@@ -499,8 +527,12 @@ def load_pairs(
                     "pairs file was built with another configuration "
                     "(another run rebuilt it?); rebuild it",
                 )
-            if split == "val_subset":
-                idx = f["val_subset"][()]
+            if split in SUBSETS:
+                if split not in f:
+                    raise CMRxReconError(
+                        path, f"pairs file has no {split} subset (an older version?); rebuild it"
+                    )
+                idx = f[split][()]
                 if subset is not None:
                     idx = idx[:subset]
             else:

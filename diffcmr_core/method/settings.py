@@ -25,6 +25,8 @@ class TrainConfig:
     flips: bool = True  # horizontal and vertical, p = 0.5 each, input and target
     lr_schedule: str = "constant"  # or "cosine" (decay to 0 over the run; short runs)
     warmup: int = 0  # steps of linear learning-rate warm-up (0: none)
+    decay_steps: int = 0  # the last this many of ``iterations`` decay the rate linearly to 0
+    # (a constant schedule then becomes warm-up, stable, decay; 0: none)
     snapshot_every: int = 0  # keep the EMA weights every this many steps in
     # snapshots/step<NNNNNN>.pt (0: none; compute curves)
     seed: int = 0
@@ -42,7 +44,10 @@ class NetworkSettings:
     train: TrainConfig
 
 
-EXTENDABLE = ("iterations", "log_every", "checkpoint_every", "snapshot_every")
+EXTENDABLE = ("iterations", "log_every", "checkpoint_every", "snapshot_every", "decay_steps")
+# (``decay_steps`` with ``iterations``: a constant-rate run may be extended by a decay; the
+# steps already trained must keep their rates, which :func:`~diffcmr_core.method.train.train`
+# checks)
 
 
 def arithmetic_settings(train_config: dict[str, Any]) -> dict[str, Any]:

@@ -63,12 +63,23 @@ def _sync_grads(module: torch.nn.Module) -> None:
         offset += g.numel()
 
 
+def decay_start(cfg: TrainConfig) -> int:
+    """The first step whose learning rate a ``decay_steps`` decay lowers (``iterations`` when
+    there is none)."""
+    return cfg.iterations - cfg.decay_steps if cfg.decay_steps else cfg.iterations
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Constant (the paper), or cosine decay from ``lr`` to 0, after ``warmup`` steps of linear
     warm-up (a function of the step alone, so resuming is exact; a constant schedule also makes
-    a run extended to more iterations equal to one planned that long)."""
+    a run extended to more iterations equal to one planned that long). A constant schedule with
+    ``decay_steps`` falls linearly to 0 over the last ``decay_steps`` steps (warm-up, stable,
+    decay: the steps before the decay are those of the constant run, so that a constant run
+    extended by a decay equals one planned so)."""
     ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
     if cfg.lr_schedule == "constant":
+        if step >= decay_start(cfg):
+            return cfg.lr * ramp * (cfg.iterations - step) / cfg.decay_steps
         return cfg.lr * ramp
     if cfg.lr_schedule == "cosine":
         return ramp * 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step / cfg.iterations))
@@ -181,7 +192,7 @@ def _start_or_resume(
     if not ckpt_path.is_file():
         return
     ckpt = load_checkpoint(ckpt_path, device)
-    if not _same_run(ckpt, method, cfg, config_dict(model_config)):
+    if not _same_run(ckpt, method, cfg, config_dict(model_config)) or not _same_rates(ckpt, cfg):
         aside = out_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         aside.mkdir(parents=True)
         for p in (ckpt_path, log_path):
@@ -282,6 +293,22 @@ def train(
             _write_log(log_path, log_rows)
             save_checkpoint(ckpt_path, run.state(method, cfg, model_config, pairs))
     return ckpt_path
+
+
+def _same_rates(ckpt: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether the steps a checkpoint trained had the learning rates ``cfg`` gives them: none
+    of them decayed, by its plan or by ``cfg``'s, or both plans decay from the same step to
+    the same end (``decay_steps`` and ``iterations`` may otherwise change between runs). A
+    checkpoint at or past ``cfg.iterations`` trains nothing more and is returned as it is."""
+    done = int(ckpt["step"])
+    if done >= cfg.iterations:
+        return True
+    old = TrainConfig(
+        **{k: v for k, v in ckpt["train_config"].items() if k in TrainConfig.__dataclass_fields__}
+    )
+    if done <= decay_start(old) and done <= decay_start(cfg):
+        return True
+    return (old.iterations, old.decay_steps) == (cfg.iterations, cfg.decay_steps)
 
 
 def _same_run(

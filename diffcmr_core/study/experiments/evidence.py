@@ -49,40 +49,51 @@ from diffcmr_core.study.methods.convergence import (
     sample_at,
     score_model,
 )
-from diffcmr_core.study.settings.profiles import Profile, paths_for, step_stamp
-from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch, val_pairs
+from diffcmr_core.study.settings.profiles import (
+    SCORING_FIELDS,
+    Profile,
+    paths_for,
+    step_stamp,
+)
+from diffcmr_core.study.steps import ablation, ensure_trained, evaluate_factor, val_batch
 from diffcmr_core.study.store.cache import STEP_USES, cached_step, keyed_rows_problem
+from diffcmr_core.study.store.validation import selection_pairs
 from diffcmr_core.tables import read_csv
 
 
 def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, object]]:
-    """One row per network of ``profile`` (a seed variant included): steps trained, whether it
-    converged, the last quarter's gain in best validation PSNR, CPU minutes, final PSNR."""
+    """One row per network of ``profile`` (a seed variant included): its learning rate, steps
+    trained, the stable phase's selection-PSNR slope with its 95 % interval and whether it was
+    still rising (:func:`~diffcmr_core.study.methods.convergence.trend`), the decay's gain,
+    CPU minutes (process time, all threads) and the final selection PSNR."""
     rows = []
     for method in (m for m in profile.methods if methods.get(m).network):
         record = read_record(paths_for(profile).model_dir(task, acc, method), profile, method)
         curve = sorted(record["rows"], key=lambda r: r["step"])
-        if not curve or record["stopped"] is None:
+        stopped = record["stopped"]
+        if not curve or stopped is None:
             continue
-        last = curve[-1]["step"]
-        early = (
-            max(r["psnr"] for r in curve if r["step"] <= 0.75 * last)
-            if len(curve) > 1
-            else float("nan")
-        )
-        late = max(r["psnr"] for r in curve if r["step"] > 0.75 * last)
+        stable = [r for r in curve if r.get("phase") != "decay"]
         rows.append(
             {
                 "task": task,
                 "acc": acc,
                 "method": methods.label(method),
                 "seed": profile.network(method).train.seed,
-                "steps": last,
-                "cap": profile.network(method).train.iterations,
-                "converged": record["stopped"]["converged"],
-                "last_quarter_gain_db": late - early,
+                "lr": profile.network(method).train.lr,
+                "steps": curve[-1]["step"],
+                **{
+                    name: float("nan") if stopped[key] is None else stopped[key]
+                    for name, key in (
+                        ("slope_db_per_1k", "slope_db_per_1k"),
+                        ("slope_ci_low", "ci_low"),
+                        ("slope_ci_high", "ci_high"),
+                    )
+                },
+                "still_rising": stopped["still_rising"],
+                "decay_gain_db": curve[-1]["psnr"] - stable[-1]["psnr"],
                 "cpu_minutes": curve[-1]["cpu_seconds"] / 60,
-                "validation_psnr": curve[-1]["psnr"],
+                "selection_psnr": curve[-1]["psnr"],
             }
         )
     return rows
@@ -96,8 +107,11 @@ def _mean_and_seconds(profile, system, model, inp, ids, setting, progress):
 
 
 def _uses_ablation(profile) -> bool:
-    """Whether the curve sampler's reference is a setting the ablation already sampled."""
+    """Whether the curve sampler's reference is a setting the ablation already sampled (on
+    the same slices: not when the choices are made on selection subjects)."""
     ev = profile.evaluation
+    if profile.preprocess.selection_cases:
+        return False
     ref_s, ref_t, ref_r = profile.evidence.reference
     return ref_s == "ddpm" and ref_t == max(ev.ablation_steps) and ref_r in ev.ablation_rounds
 
@@ -134,7 +148,7 @@ def _sampler_rows(profile, task, acc, ckpt, progress) -> dict[str, object]:
     evc, ev = profile.evidence, profile.evaluation
     paths = paths_for(profile)
     out = paths.layout.step("curve sampler", task, acc)
-    inp, tgt, meta = val_pairs(profile, task, acc, ev.ablation_n_val)
+    inp, tgt, meta = selection_pairs(profile, task, acc, ev.ablation_n_val)
     inp = np.ascontiguousarray(inp, np.float32)
     system, model = load_for_inference(ckpt, default_device(), ev.weights)
 
@@ -220,11 +234,12 @@ def _curve_scores(
         data = json.loads(path.read_text())
         kept = (
             {int(k): v for k, v in data["rows"].items()}
-            if data.get("stamp") == step_stamp(profile, (method,), setting)
+            if data.get("stamp")
+            == step_stamp(profile, (method,), setting, evaluation=SCORING_FIELDS)
             else {}
         )
     snaps = snapshots(out)
-    inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)
+    inp, tgt, meta = selection_pairs(profile, task, acc, evc.n_val)
     result = []
     for r in rows:
         if r["step"] not in kept:
@@ -235,7 +250,7 @@ def _curve_scores(
                 path,
                 json.dumps(
                     {
-                        "stamp": step_stamp(profile, (method,), setting),
+                        "stamp": step_stamp(profile, (method,), setting, evaluation=SCORING_FIELDS),
                         "rows": {str(k): v for k, v in kept.items()},
                     }
                 ),

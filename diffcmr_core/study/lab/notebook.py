@@ -9,6 +9,7 @@ import re
 import sys
 
 from diffcmr_core.errors import DiffCMRError
+from diffcmr_core.study.methods.convergence import tuned
 from diffcmr_core.study.settings.profiles import Paths, Profile, get_profile, paths_for
 
 _UNKNOWN = object()  # a default that is not a literal (``os.environ.get(...)``)
@@ -91,7 +92,9 @@ def start(
     ``publish``: only ``make study`` (the runner) sets it, and then the figures and tables go to
     ``figures/<profile>/``; any other run (JupyterLab, papermill by hand, nbval) writes them to
     ``runs/<profile>/figures/<notebook>/<params>/`` (:func:`scratch_figures`); ``params`` are
-    the notebook's own parameters, which name that folder. ``publish=True`` counts only inside
+    the notebook's own parameters, which name that folder. A profile that sweeps its learning
+    rates comes with the chosen ones once notebook 03 has chosen them
+    (:func:`~diffcmr_core.study.methods.convergence.tuned`). ``publish=True`` counts only inside
     the runner (which sets ``PUBLISHING``): an executed copy in ``runs/`` carries papermill's
     ``publish = True``, and re-running it by hand must not overwrite the committed figures.
     """
@@ -104,7 +107,7 @@ def start(
             "figures and tables go to its own folder under runs/, not to figures/"
         )
         publish = False
-    P = get_profile(profile)
+    P = tuned(get_profile(profile), train_missing=False)  # a swept profile: the chosen rates
     paths = paths_for(P)
     if not publish:
         paths = scratch_figures(paths, notebook, params)

@@ -1,14 +1,17 @@
-"""Training a network until its validation PSNR stops improving (the evidence study's rule,
-``EvidenceConfig``): chunks of ``snapshot_every`` steps, each EMA snapshot scored on the
-validation slices, the record (``validation.json``) beside the checkpoint, resumable. Below the
-study's steps and registry, so that the registry's networks
-(:class:`~diffcmr_core.study.methods.registry.Network`) can train this way and the evidence
-study (:mod:`~diffcmr_core.study.experiments.evidence`) can read the records."""
+"""Training a network as the evidence study does (``EvidenceConfig``): a fixed budget of
+warm-up, stable and decay phases (:func:`budget_plan`), the stable phase in chunks of
+``snapshot_every`` steps, each EMA snapshot scored on the selection slices, the decayed final
+model scored likewise; the record (``validation.json``) beside the checkpoint, resumable; the
+test of whether the budget sufficed (:func:`trend`); and the learning-rate sweep
+(:func:`sweep_lr`, :func:`tuned`). Below the study's steps and registry, so that the registry's
+networks (:class:`~diffcmr_core.study.methods.registry.Network`) can train this way and the
+evidence study (:mod:`~diffcmr_core.study.experiments.evidence`) can read the records."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +26,17 @@ from diffcmr_core.method.checkpoints import (
 )
 from diffcmr_core.method.inference import reconstruct, regress
 from diffcmr_core.method.metrics import METRICS, all_metrics
+from diffcmr_core.method.settings import NetworkSettings
 from diffcmr_core.method.systems import SYSTEMS
 from diffcmr_core.method.train import train
-from diffcmr_core.study.settings.profiles import Profile, paths_for, step_stamp
+from diffcmr_core.study.settings.profiles import (
+    SCORING_FIELDS,
+    Profile,
+    paths_for,
+    step_stamp,
+)
 from diffcmr_core.study.store.cache import read_stamped
-from diffcmr_core.study.store.validation import val_pairs
+from diffcmr_core.study.store.validation import selection_pairs
 
 RECORD = "validation.json"
 
@@ -73,17 +82,42 @@ def score_model(
     return {**_mean_metrics(rec["mean"], tgt), **one}
 
 
-def converged(rows: list[dict], tolerance_db: float, min_snapshots: int) -> bool:
-    """Whether a validation curve (rows with ``step`` and ``psnr``, any order) has stopped
-    improving: at least ``min_snapshots`` points, and the best PSNR of the last quarter of the
-    steps exceeds the best before it by less than ``tolerance_db``."""
+def budget_plan(cfg, evc) -> tuple[list[int], int]:
+    """The steps at which a network of the evidence study is scored, and where its decay
+    begins: the stable phase's chunk ends (every ``snapshot_every`` steps up to the decay),
+    then ``iterations``. The decay is the last ``decay_fraction`` of the steps rounded up to
+    whole chunks (at least one when the fraction is above 0), the stable phase at least one
+    chunk."""
+    chunk, total = cfg.snapshot_every, cfg.iterations
+    decay = math.ceil(evc.decay_fraction * total / chunk) * chunk if evc.decay_fraction else 0
+    decay = min(decay, total - chunk)
+    stable = total - decay
+    steps = [*range(chunk, stable, chunk), stable]
+    return (steps + [total] if decay else steps), stable
+
+
+def trend(rows: list[dict], fraction: float, level: float = 0.95) -> dict[str, float | bool]:
+    """The slope of a selection curve's last ``fraction`` of steps (rows with ``step`` and
+    ``psnr``, the stable phase's): least squares over the snapshots after ``(1 - fraction)``
+    of the last step, in dB per 1000 steps, with its ``level`` t interval; ``still_rising``
+    when the interval lies above 0. Fewer than three snapshots: NaN, not rising."""
+    from scipy import stats
+
     rows = sorted(rows, key=lambda r: r["step"])
-    if len(rows) < max(2, min_snapshots):
-        return False
-    last = rows[-1]["step"]
-    early = [r["psnr"] for r in rows if r["step"] <= 0.75 * last]
-    late = [r["psnr"] for r in rows if r["step"] > 0.75 * last]
-    return bool(early) and max(late) - max(early) < tolerance_db
+    last = rows[-1]["step"] if rows else 0
+    tail = [r for r in rows if r["step"] >= (1 - fraction) * last]
+    if len(tail) < 3:
+        nan = float("nan")
+        return {"slope_db_per_1k": nan, "ci_low": nan, "ci_high": nan, "still_rising": False}
+    fit = stats.linregress([r["step"] / 1000 for r in tail], [r["psnr"] for r in tail])
+    half = float(stats.t.ppf(0.5 + level / 2, len(tail) - 2) * fit.stderr)
+    slope = float(fit.slope)
+    return {
+        "slope_db_per_1k": slope,
+        "ci_low": slope - half,
+        "ci_high": slope + half,
+        "still_rising": bool(slope - half > 0),
+    }
 
 
 def read_record(out: Path, profile: Profile, method: str) -> dict:
@@ -92,7 +126,7 @@ def read_record(out: Path, profile: Profile, method: str) -> dict:
     named, set aside and rebuilt: training resumes from the snapshots already on disk, which
     are scored again. Its key: what ``method``'s training reads
     (:func:`~diffcmr_core.study.settings.profiles.step_stamp`)."""
-    key = step_stamp(profile, (method,))
+    key = step_stamp(profile, (method,), evaluation=SCORING_FIELDS)
     data = read_stamped(out / RECORD, key, record_problem, "validation record")
     return data if data is not None else {"stamp": key, "rows": [], "stopped": None}
 
@@ -101,7 +135,7 @@ def record_problem(record: dict) -> str | None:
     """Why a validation record cannot be used (None: it can): ``rows`` must be a list of
     objects, each with a whole ``step`` > 0 (each step once) and finite ``psnr``, ``ssim``,
     ``nmse`` and ``cpu_seconds``; ``stopped`` None or an object with the last row's ``step``
-    and a true or false ``converged``."""
+    and a true or false ``still_rising``."""
     rows = record.get("rows")
     if not isinstance(rows, list):
         return f"rows is {type(rows).__name__}, not a list"
@@ -124,83 +158,245 @@ def record_problem(record: dict) -> str | None:
         return None
     if not isinstance(stopped, dict):
         return f"stopped is {stopped!r}, not null or an object"
-    if type(stopped.get("converged")) is not bool:
-        return f"stopped.converged is {stopped.get('converged')!r}, not true or false"
+    if type(stopped.get("still_rising")) is not bool:
+        return f"stopped.still_rising is {stopped.get('still_rising')!r}, not true or false"
     if not steps or stopped.get("step") != max(steps):
         return f"stopped.step is {stopped.get('step')!r}, not the last recorded step"
     return None
 
 
 def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | None:
-    """The step at which the evidence study stopped this network's training (None: not yet)."""
+    """The last step of this network's finished evidence training (None: not finished)."""
     stopped = read_record(paths_for(profile).model_dir(task, acc, method), profile, method)[
         "stopped"
     ]
     return None if stopped is None else int(stopped["step"])
 
 
-def train_until_converged(
+def train_to_budget(
     profile: Profile, task: str, acc: int, method: str, *, progress: bool = True
 ) -> Path:
-    """Train ``method`` for ``task`` at ``acc`` chunk by chunk until its validation PSNR stops
-    improving (see the module); returns the final checkpoint. Resumable: the record
-    (``validation.json``) and the checkpoint are written after every chunk; a stopped run is
-    returned as is."""
+    """Train ``method`` for ``task`` at ``acc`` on its budget (:func:`budget_plan`), scoring
+    each stable chunk's and the final EMA snapshot on the selection slices; returns the final
+    checkpoint. Resumable: the record (``validation.json``) and the checkpoint are written
+    after every chunk; a finished run is returned as is."""
 
     evc, settings = profile.evidence, profile.network(method)
     cfg = settings.train
     if cfg.lr_schedule != "constant" or not cfg.snapshot_every:
         raise ValueError(
-            f"profile {profile.name}: training to convergence needs a constant "
-            f"learning rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
+            f"profile {profile.name}: the evidence study's schedule needs a constant learning "
+            f"rate and snapshot_every for {method} (got {cfg.lr_schedule!r}, "
             f"{cfg.snapshot_every})"
         )
     out = paths_for(profile).model_dir(task, acc, method)
-    pairs = training_pairs(profile, task, acc)
     record = read_record(out, profile, method)
     if record["stopped"] is not None and (out / "last.pt").is_file():
         return out / "last.pt"
-    inp, tgt, meta = val_pairs(profile, task, acc, evc.n_val)
+    inp, tgt, meta = selection_pairs(profile, task, acc, evc.n_val)
     rows = record["rows"]
-    while True:
-        step = min(cfg.iterations, (max((r["step"] for r in rows), default=0)) + cfg.snapshot_every)
-        ckpt = train(
+    done = {r["step"] for r in rows}
+    steps, stable = budget_plan(cfg, evc)
+    for step in (s for s in steps if s not in done):
+        decay = cfg.iterations - stable if step > stable else 0
+        train(
             method,
-            pairs,
+            training_pairs(profile, task, acc),
             out,
-            dataclasses.replace(cfg, iterations=step),
+            dataclasses.replace(cfg, iterations=step, decay_steps=decay),
             settings.model,
             device=default_device(),
             progress=progress,
         )
-        snap = snapshot_path(out, step)
-        cpu = float(load_checkpoint(snap).get("cpu_seconds", 0.0))
-        setting = evc.validation_sampler if SYSTEMS[method].sampling else None
-        rows.append(
-            {
+        rows.append(_scored(profile, out, method, step, inp, tgt, meta, decay))
+        if step == steps[-1]:
+            curve = [r for r in rows if r.get("phase") != "decay"]
+            slope = trend(curve, evc.trend_fraction)  # (NaN: too few snapshots, JSON null)
+            record["stopped"] = {
                 "step": step,
-                "cpu_seconds": cpu,
-                **score_model(profile, snap, method, inp, tgt, setting, ids=meta["index"]),
+                **{k: None if v != v else v for k, v in slope.items()},
             }
-        )
-        done = converged(rows, evc.tolerance_db, evc.min_snapshots)
-        if done or step >= cfg.iterations:
-            record["stopped"] = {"step": step, "converged": done}
         write_text_atomic(out / RECORD, json.dumps(record, indent=1))
         if progress:
-            _say(f"{method} {task} {acc}x", step, rows[-1]["psnr"], record["stopped"])
-        if record["stopped"] is not None:
-            return ckpt
+            _say(f"{method} {task} {acc}x", rows[-1], record["stopped"])
+    return out / "last.pt"
 
 
-def _say(what: str, step: int, psnr: float, stopped: dict | None) -> None:
-    """One line per chunk of :func:`train_until_converged`."""
+def _scored(profile, out, method, step, inp, tgt, meta, decay) -> dict:
+    """A record's row: the EMA snapshot of ``step`` scored on the selection slices."""
+    snap = snapshot_path(out, step)
+    setting = profile.evidence.validation_sampler if SYSTEMS[method].sampling else None
+    return {
+        "step": step,
+        "phase": "decay" if decay else "stable",
+        "cpu_seconds": float(load_checkpoint(snap).get("cpu_seconds", 0.0)),
+        **score_model(profile, snap, method, inp, tgt, setting, ids=meta["index"]),
+    }
+
+
+def _say(what: str, row: dict, stopped: dict | None) -> None:
+    """One line per chunk of :func:`train_to_budget`."""
     end = ""
     if stopped:
-        end = " -> " + (
-            "converged" if stopped["converged"] else "stopped at the cap, not converged"
+        end = " -> done; the stable phase was " + (
+            "still rising" if stopped["still_rising"] else "not detectably rising"
         )
-    print(f"[{what}] step {step}: validation PSNR {psnr:.2f} dB{end}", flush=True)
+    print(
+        f"[{what}] step {row['step']} ({row['phase']}): selection PSNR {row['psnr']:.2f} dB{end}",
+        flush=True,
+    )
+
+
+# ----------------------------------------------------------------------------- learning rates
+def with_lr(profile: Profile, method: str, lr: float) -> Profile:
+    """``profile`` with ``method`` trained at learning rate ``lr``."""
+    net = profile.network(method)
+    settings = {
+        **profile.settings,
+        method: dataclasses.replace(net, train=dataclasses.replace(net.train, lr=lr)),
+    }
+    return dataclasses.replace(profile, settings=settings)
+
+
+def sweep_path(profile: Profile, method: str) -> Path:
+    """The learning-rate sweep's choice of ``method`` (JSON)."""
+    return paths_for(profile).runs / "evidence" / f"lr_{method}.json"
+
+
+def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> dict | None:
+    """Train ``method`` (seed 0, the evidence factor) at its configured rate times each of
+    ``lr_factors`` and choose the rate whose final model scores the best selection PSNR.
+    ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising}], "chosen": lr}``, cached
+    beside the runs; ``train_missing=False``: None when a run is not finished."""
+    evc = profile.evidence
+    if evc.lr_chosen:
+        raise ValueError(f"profile {profile.name}: its rates are chosen; sweep the configured ones")
+    task, acc = evc.factors[0]
+    base = profile.network(method).train.lr
+    rows = []
+    for factor in evc.lr_factors:
+        variant = with_lr(profile, method, base * factor)
+        if train_missing:
+            train_to_budget(variant, task, acc, method, progress=True)
+        out = paths_for(variant).model_dir(task, acc, method)
+        record = read_record(out, variant, method)
+        if record["stopped"] is None:
+            return None
+        final = max(record["rows"], key=lambda r: r["step"])
+        rows.append(
+            {
+                "method": method,
+                "lr": base * factor,
+                "steps": final["step"],
+                **{m: final[m] for m in METRICS},
+                "still_rising": record["stopped"]["still_rising"],
+            }
+        )
+    chosen = max(rows, key=lambda r: r["psnr"])["lr"]
+    result = {"rows": rows, "chosen": chosen}
+    write_text_atomic(sweep_path(profile, method), json.dumps(result, indent=1))
+    return result
+
+
+def sweep_rows(profile: Profile) -> list[dict]:
+    """Every swept rate of every network with its final selection scores and ``chosen``, as
+    the last :func:`sweep_lr` wrote them (empty for a profile without a finished sweep)."""
+    rows = []
+    for method in [
+        m for m in profile.methods if isinstance(profile.settings.get(m), NetworkSettings)
+    ]:
+        path = sweep_path(profile, method)
+        sweep = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+        rows += [{**r, "chosen": r["lr"] == sweep["chosen"]} for r in sweep["rows"]]
+    return rows
+
+
+def _best_rows(profile: Profile) -> dict:
+    """The rows and the choice of :func:`best_sampling` (seed 0's trained DiffCMR)."""
+    evc = profile.evidence
+    task, acc = evc.factors[0]
+    inp, tgt, meta = selection_pairs(profile, task, acc, evc.n_val)
+    system, model = load_for_inference(
+        paths_for(profile).model_dir(task, acc, "diffcmr") / "last.pt", default_device(), "ema"
+    )
+    rows, most = [], max(evc.best_rounds)
+    for sampler, steps in evc.best_samplers:
+        rec, seconds = sample_at(profile, system, model, inp, meta["index"], (sampler, steps, most))
+        for r in evc.best_rounds:
+            mean = rec["rounds"][:r].mean(0)
+            scores = _mean_metrics(mean, tgt)
+            rows.append(
+                {
+                    "sampler": sampler,
+                    "steps": steps,
+                    "rounds": r,
+                    "nfe": steps * r,
+                    **scores,
+                    "seconds_per_slice": seconds * r / most,
+                }
+            )
+    best = max(rows, key=lambda row: row["psnr"])
+    return {"rows": rows, "chosen": [best["sampler"], best["steps"], best["rounds"]]}
+
+
+def best_sampling(profile: Profile, *, train_missing: bool = True) -> dict | None:
+    """DiffCMR at its best on the selection slices (``EvidenceConfig.best_samplers`` and
+    ``best_rounds``): each sampler and T run once with the most rounds, the mean of its first
+    R rounds scored for each R (the first R rounds of a run are an R-round run); the best
+    mean PSNR is ``chosen`` ``[sampler, T, R]``. Cached in
+    ``runs/<profile>/evidence/best_sampling.json``; ``train_missing=False``: None when it is
+    not (or its model is not) there yet."""
+    from diffcmr_core.study.store.cache import cached_step, read_entry
+
+    evc = profile.evidence
+    path = paths_for(profile).runs / "evidence" / "best_sampling.json"
+    extra = {"samplers": evc.best_samplers, "rounds": evc.best_rounds}
+    if not train_missing:
+        entry = read_entry(path, step_stamp(profile, ("diffcmr",), extra))
+        return None if entry is None else entry.get("result")
+    task, acc = evc.factors[0]
+    return cached_step(
+        path,
+        profile,
+        lambda _trained: _best_rows(profile),
+        uses=("diffcmr",),
+        extra=extra,
+        prepare=lambda: train_to_budget(profile, task, acc, "diffcmr"),
+        name="DiffCMR's best sampling on the selection subjects",
+    )
+
+
+def tuned(profile: Profile, *, train_missing: bool = True) -> Profile:
+    """``profile`` with each network at the learning rate its sweep chose (:func:`sweep_lr`;
+    a profile without ``lr_factors`` as it is). ``train_missing=False``: the profile as it is
+    when a sweep has not finished, and a line saying so."""
+    evc = profile.evidence
+    if evc is None or not evc.lr_factors or evc.lr_chosen:
+        return profile
+    out = dataclasses.replace(profile, evidence=dataclasses.replace(evc, lr_chosen=True))
+    for method in [
+        m for m in profile.methods if isinstance(profile.settings.get(m), NetworkSettings)
+    ]:
+        sweep = sweep_lr(profile, method, train_missing=train_missing)
+        if sweep is None:
+            print(
+                f"the learning rates of profile {profile.name} are not chosen yet (notebook 03 "
+                "sweeps them): its configured rates are used"
+            )
+            return profile
+        out = with_lr(out, method, sweep["chosen"])
+    if not evc.best_samplers or "diffcmr" not in profile.methods:
+        return out
+    best = best_sampling(out, train_missing=train_missing)
+    if best is None:
+        print(
+            f"DiffCMR's sampling of profile {profile.name} is not chosen yet (notebook 03 "
+            "chooses it): the evaluation's own is used"
+        )
+        return out
+    sampler, steps, rounds = best["chosen"]
+    ev = dataclasses.replace(out.evaluation, sampler=sampler, steps=steps, rounds=rounds)
+    return dataclasses.replace(out, evaluation=ev)
 
 
 def sample_at(profile, system, model, inp, ids, setting, *, progress=False, x0_hook_for=None):

@@ -277,12 +277,11 @@ class Network(Method):
         return paths_for(profile).model_dir(task, acc, self.name) / "last.pt"
 
     def fit(self, profile, task, acc, *, progress=True):
-        """Train (or resume, or reuse) the network; in an evidence profile, until it converges."""
+        """Train (or resume, or reuse) the network; in an evidence profile, on its budget with
+        the selection curve (:func:`~diffcmr_core.study.methods.convergence.train_to_budget`)."""
 
-        if profile.evidence is not None:  # trained until it stops improving
-            return convergence.train_until_converged(
-                profile, task, acc, self.name, progress=progress
-            )
+        if profile.evidence is not None:
+            return convergence.train_to_budget(profile, task, acc, self.name, progress=progress)
         return train(
             self.name,
             convergence.training_pairs(profile, task, acc),
@@ -296,7 +295,7 @@ class Network(Method):
     def expected(self, profile, task, acc) -> dict:
         """What the checkpoint must be
         (:func:`~diffcmr_core.method.checkpoints.check_checkpoint`); in an evidence profile,
-        trained up to the step its convergence test stopped at."""
+        trained up to the last step of its record."""
         cfg = self.train_config(profile)
         if profile.evidence is not None:
             cfg = dataclasses.replace(
@@ -395,6 +394,7 @@ class DiffCMRMethod(Network):
             rounds=ev.rounds,
             batch=ev.batch,
             seed=ev.seed,
+            sampler=ev.sampler,
             progress=progress,
             ids=b.slice_ids,
             **ev.sampling(),

@@ -7,6 +7,7 @@ notebooks::
     runs/<profile>/
       models/<task>_accNN_<method>/     checkpoints, loss.csv, validation.json, snapshots/
       models/<task>_accall_<method>/    (a profile with shared_models: one per task)
+      models/<task>_accNN_<method>_lr<rate>/  (a profile that sweeps learning rates)
       models/<task>_accNN_diffcmr_crop/ notebook 08's DiffCMR on crop pairs
       cache/<method>/                   a method's fitted parameters (PI-CS)
       calibration.json                  notebook 01's calibration
@@ -60,12 +61,13 @@ class RunLayout:
         """The folder of every model's run folder."""
         return self.root / "models"
 
-    def model(self, task: str, acc: int, method: str) -> Path:
+    def model(self, task: str, acc: int, method: str, tag: str | None = None) -> Path:
         """The run folder of the model that reconstructs ``task`` at ``acc``: its own
         (``<task>_accNN_<method>``), or the task's model for every factor
-        (``<task>_accall_<method>``) with ``shared_models``."""
+        (``<task>_accall_<method>``) with ``shared_models``; ``tag`` (the learning rate of a
+        profile that sweeps it, ``lr0.002``) is appended."""
         which = "all" if self.shared_models else f"{acc:02d}"
-        return self.models / f"{task}_acc{which}_{method}"
+        return self.models / (f"{task}_acc{which}_{method}" + (f"_{tag}" if tag else ""))
 
     def crop_model(self, task: str, acc: int) -> Path:
         """Notebook 08's DiffCMR trained on the crop pairs."""

@@ -30,6 +30,9 @@ TABLES = {
     ),
     "table1": Table("02_preprocessing", "Table 1: pairs per task, factor and split"),
     "cs_choice": Table("03_training", "PI-CS's weight and iterations chosen on training slices"),
+    "training_lr_sweep": Table(
+        "03_training", "each network's learning rates and their final selection scores (seed 0)"
+    ),
     "table2_cine": Table("04_evaluation", "Table 2: every method on cine, the paper's protocol"),
     "table3_mapping": Table(
         "04_evaluation", "Table 3: every method on mapping, the paper's protocol"
@@ -59,7 +62,9 @@ TABLES = {
         "09_mapping", "the maps with and without the common intensity scale"
     ),
     "table6_maps_uncertainty": Table("09_mapping", "DiffCMR's uncertainty against its T1 error"),
-    "convergence": Table("10_evidence", "each network's training to convergence"),
+    "convergence": Table(
+        "10_evidence", "each network's budget: the selection curve's slope, the decay's gain"
+    ),
     "curve_sampler": Table("10_evidence", "the compute curve's sampler against the paper protocol"),
     "compute_curve": Table(
         "10_evidence", "every snapshot's validation scores against training compute"
@@ -85,7 +90,7 @@ NOTEBOOKS = {
     "07_explorer": "an interactive explorer",
     "08_fast_sampling": "fewer steps and data consistency",
     "09_mapping": "T1 and T2 maps, Table 6",
-    "10_evidence": "every network trained to convergence, the compute curve, seeds",
+    "10_evidence": "held-out test subjects, tuned networks, the compute curve, seeds",
     "11_teaching": "a class: the operators, PI-CS, data consistency, the chain, the ensemble law",
 }
 LESSON = "11_teaching"  # runs on the shipped weights; `make study` leaves it to the class

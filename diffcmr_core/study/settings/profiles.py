@@ -46,6 +46,8 @@ class EvalConfig:
     # files (PreprocessConfig.n_val_subset, 240)
     steps: int = 1000  # T
     rounds: int = 4  # R
+    sampler: str = "ddpm"  # the tables' sampler: Alg. 2 ("ddpm", on a respaced chain when
+    # T < 1000), or "ddim" / "dpm++" (an evidence profile's choice on its selection subjects)
     batch: int = 60  # slices per sampling batch (x R in the network)
     ablation_steps: tuple[int, ...] = (20, 100, 500, 1000)
     ablation_rounds: tuple[int, ...] = (1, 2, 4, 8)
@@ -88,22 +90,33 @@ class EvalConfig:
 @dataclass(frozen=True)
 class EvidenceConfig:
     """The evidence study (notebook 10, :mod:`~diffcmr_core.study.experiments.evidence`): every
-    network
-    trained until its validation PSNR stops improving, checkpoints along the way scored against
-    their training compute, the final points repeated over training seeds.
+    network trained on a fixed budget with its learning rate chosen on the selection cases,
+    checkpoints along the way scored against their training compute, the final points repeated
+    over training seeds.
 
-    A network trains in chunks of its ``snapshot_every`` steps up to its ``iterations`` (a cap);
-    after each chunk its EMA snapshot is scored on the validation slices (DiffCMR with
-    ``validation_sampler``); training stops once it has at least ``min_snapshots`` and the
-    last quarter of its steps improved the best validation PSNR by less than ``tolerance_db``
-    (converged), or at the cap (not converged, said so). Needs a constant learning rate (an
-    extended run then equals one planned that long)."""
+    A network trains its ``iterations`` (warm-up, stable, decay:
+    :func:`~diffcmr_core.study.methods.convergence.budget_plan`): a constant rate in chunks of
+    ``snapshot_every`` steps, each EMA snapshot scored on the selection slices (DiffCMR with
+    ``validation_sampler``), then the last ``decay_fraction`` of the steps (whole chunks) with
+    the rate falling linearly to 0; the final model is the decayed one, scored likewise. Whether
+    the budget sufficed is a test on the stable phase's selection curve: the slope of its last
+    ``trend_fraction`` (least squares, 95 % t interval); "still rising" when the interval lies
+    above 0. Nothing stops early, so snapshot noise cannot stop a run. With ``lr_factors``, each
+    network's rate is chosen among its configured rate times each factor (seed 0, the best
+    final selection PSNR)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     factors: tuple[tuple[str, int], ...] = (("cine", 4),)  # where the seeds are repeated
-    tolerance_db: float = 0.1
-    min_snapshots: int = 4
-    n_val: int | None = None  # validation slices of the curves (None: all)
+    decay_fraction: float = 0.2
+    trend_fraction: float = 0.5
+    lr_factors: tuple[float, ...] = ()  # () : the configured rates, no sweep
+    lr_chosen: bool = False  # the networks carry the sweep's choice (``convergence.tuned``)
+    # DiffCMR at its best: each (sampler, T) run with max(best_rounds) rounds on the selection
+    # slices, scored at each R of ``best_rounds``; the best becomes the tables' setting
+    # (``convergence.best_sampling``; () : the evaluation's own)
+    best_samplers: tuple[tuple[str, int], ...] = ()
+    best_rounds: tuple[int, ...] = (1, 2, 4, 8, 16)
+    n_val: int | None = None  # selection slices of the curves (None: all)
     validation_sampler: tuple[str, int, int] = ("dpm++", 10, 4)
     # the fastest of these (by T x R) within ``within_db`` of the reference on the ablation's
     # slices is DiffCMR's setting for the compute curve (none within: the closest, said so)
@@ -222,9 +235,9 @@ _QUICK_NET = DiffCMRConfig(
 
 
 def _cpu_train(iterations: int, lr: float, *, chunk: int) -> TrainConfig:
-    """The ``cpu`` profile's training of a network: batch 8, a constant rate after 100 warm-up
-    steps, EMA 0.999, a snapshot (and a checkpoint) every ``chunk`` steps, up to
-    ``iterations``."""
+    """The ``cpu`` profile's training of a network: batch 8, ``iterations`` steps of a constant
+    rate after 100 warm-up steps then a linear decay (``EvidenceConfig.decay_fraction``), EMA
+    0.999, a snapshot (and a checkpoint) every ``chunk`` steps."""
     return TrainConfig(
         iterations=iterations,
         batch_size=8,
@@ -239,7 +252,7 @@ def _cpu_train(iterations: int, lr: float, *, chunk: int) -> TrainConfig:
 
 # the smoke profile's training of each network: eight steps, snapshots at 4 and 8
 _SMOKE_TRAIN = TrainConfig(
-    iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=4
+    iterations=8, batch_size=4, lr=1e-3, log_every=2, checkpoint_every=8, snapshot_every=2
 )
 
 PROFILES: dict[str, Profile] = {
@@ -351,17 +364,19 @@ PROFILES: dict[str, Profile] = {
             ),
         ),
     ),
-    # the evidence study: the quick profile's networks, trained to convergence on more cases,
-    # cine 4x, three seeds; about 1.5 h on a 2-core CPU
+    # the evidence study: the quick profile's networks on more cases (20 training, 2 selection,
+    # 10 test subjects), each network's learning rate swept, cine 4x, three seeds
     "cpu": Profile(
         name="cpu",
-        phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=12, n_val_cases=3),
-        preprocess=_QUICK_PRE,
+        phantom=dataclasses.replace(_QUICK_PHANTOM, n_cases=32, n_val_cases=3),
+        preprocess=dataclasses.replace(
+            _QUICK_PRE, val_fraction=12 / 32, selection_cases=2, n_val_subset=480
+        ),
         settings={
             **networks(
                 _QUICK_NET,
                 UNetConfig(channels=16, depth=3),
-                train_diffcmr=_cpu_train(4000, 1e-3, chunk=400),
+                train_diffcmr=_cpu_train(3000, 1e-3, chunk=300),
                 train_unet=_cpu_train(3000, 2e-3, chunk=300),
                 train_cgan=_cpu_train(3000, 1e-3, chunk=300),
             ),
@@ -373,11 +388,14 @@ PROFILES: dict[str, Profile] = {
             steps=100,
             rounds=4,
             batch=24,
-            ablation_steps=(20, 100, 250, 1000),
+            ablation_steps=(20, 100, 1000),
             ablation_rounds=(1, 2, 4),
-            ablation_n_val=16,
+            ablation_n_val=20,
         ),
-        evidence=EvidenceConfig(),
+        evidence=EvidenceConfig(
+            lr_factors=(0.5, 1.0, 2.0),
+            best_samplers=(("ddpm", 20), ("ddim", 20), ("dpm++", 10), ("dpm++", 20)),
+        ),
         notebooks=(
             notebook("01_data_exploration"),
             notebook("02_preprocessing"),
@@ -414,7 +432,10 @@ PROFILES: dict[str, Profile] = {
         shared_models=True,
         evidence=EvidenceConfig(
             seeds=(0, 1),
-            min_snapshots=2,
+            decay_fraction=0.25,
+            lr_factors=(1.0, 2.0),
+            best_samplers=(("ddim", 3), ("dpm++", 3)),
+            best_rounds=(1, 2),
             n_val=4,
             validation_sampler=("ddim", 3, 2),
             reference=("ddpm", 10, 2),
@@ -477,7 +498,9 @@ def dry_profile(profile: Profile) -> Profile:
         else dataclasses.replace(
             profile.evidence,
             seeds=profile.evidence.seeds[:2],
-            min_snapshots=2,
+            lr_factors=profile.evidence.lr_factors[:2],
+            best_samplers=tuple((s, min(t, 3)) for s, t in profile.evidence.best_samplers[:2]),
+            best_rounds=(1, 2),
             n_val=1,
             reference=("ddpm", 3, 2),
             candidates=(("ddim", 2, 2), ("dpm++", 2, 2)),
@@ -551,23 +574,32 @@ def method_settings(profile: Profile, name: str) -> dict:
     if isinstance(given, NetworkSettings) and profile.evidence is not None:
         evc = profile.evidence
         out["stopping"] = _plain(
-            {
-                k: getattr(evc, k)
-                for k in ("tolerance_db", "min_snapshots", "n_val", "validation_sampler")
-            }
+            {k: getattr(evc, k) for k in ("decay_fraction", "n_val", "validation_sampler")}
         )
     return out
 
 
-def step_stamp(profile: Profile, uses: tuple[str, ...] | None = None, extra: object = None) -> dict:
+SCORING_FIELDS = ("batch", "seed", "variance", "clip", "precision")  # what a training
+# record's scores read of the evaluation (its sampler is the evidence settings')
+
+
+def step_stamp(
+    profile: Profile,
+    uses: tuple[str, ...] | None = None,
+    extra: object = None,
+    *,
+    evaluation: tuple[str, ...] | None = None,
+) -> dict:
     """What one step of ``profile`` reads, as plain JSON data (its cache's key): the data's
-    settings, the evaluation protocol, the settings of each method in ``uses`` (None: RAW and
-    every method of the profile) and the step's own ``extra`` settings. Adding a method to a
-    profile changes the key of the steps that use it and of no other."""
+    settings, the evaluation protocol (only its fields ``evaluation`` when given), the settings
+    of each method in ``uses`` (None: RAW and every method of the profile) and the step's own
+    ``extra`` settings. Adding a method to a profile changes the key of the steps that use it
+    and of no other."""
     uses = ("raw", *profile.methods) if uses is None else uses
+    ev = _plain(profile.evaluation)
     return {
         "data": _plain({f: getattr(profile, f) for f in DATA_FIELDS}),
-        "evaluation": _plain(profile.evaluation),
+        "evaluation": ev if evaluation is None else {k: ev[k] for k in evaluation},
         "methods": {name: method_settings(profile, name) for name in uses},
         "extra": _plain(extra),
     }
@@ -614,6 +646,7 @@ class Paths:
     data_profile: str | None = None  # whose synthetic data and pairs (default: own)
     figures_dir: Path | None = None  # default: figures/<profile> (see notebook.start)
     shared_models: bool = False  # one model per task for every factor
+    model_tags: tuple[tuple[str, str], ...] = ()  # (method, tag of its run folder)
 
     @property
     def real_data(self) -> Path | None:
@@ -667,8 +700,9 @@ class Paths:
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
         """The checkpoint folder of the model that reconstructs ``task`` at ``acc``
-        (:meth:`~diffcmr_core.study.settings.layout.RunLayout.model`)."""
-        return self.layout.model(task, acc, method)
+        (:meth:`~diffcmr_core.study.settings.layout.RunLayout.model`), tagged with its learning
+        rate in a profile that sweeps it."""
+        return self.layout.model(task, acc, method, dict(self.model_tags).get(method))
 
     def table(self, name: str) -> Path:
         """The CSV file of the registered table ``name`` in this profile's figures."""
@@ -683,10 +717,17 @@ class Paths:
 def paths_for(profile: Profile | str) -> Paths:
     """The folders of a profile (by name or instance)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    sweeps = profile.evidence is not None and bool(profile.evidence.lr_factors)
+    tags = tuple(
+        (name, f"lr{s.train.lr:g}")
+        for name, s in sorted(profile.settings.items())
+        if sweeps and isinstance(s, NetworkSettings)
+    )
     return Paths(
         profile.name,
         repo_root(),
         profile.real_data,
         profile.data_name,
         shared_models=profile.shared_models,
+        model_tags=tags,
     )

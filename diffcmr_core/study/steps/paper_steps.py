@@ -224,6 +224,8 @@ def _evaluation_results(profile, task, acc, progress):
             profile, task, acc, name, batch, out / "parts", ranks, progress=progress
         )
         extra = {"std": rec["std"], "round0": rec["rounds"][0]} if entry.sampling else None
+        if entry.sampling and profile.evidence is not None:  # every round: the ensemble law
+            extra["rounds"] = rec["rounds"]
         results[entry.label] = evaluate(
             entry.label, rec["mean"], tgt, meta, out, extra=extra, write=ranks.main, boxes=boxes
         )

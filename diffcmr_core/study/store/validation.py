@@ -1,6 +1,8 @@
 """The validation slices a profile scores on: the first ``n`` of the pairs files' validation
 subset, checked to come from the profile's preprocessing (or from the data-consistency
-comparison's crop preprocessing)."""
+comparison's crop preprocessing); and the slices it makes its choices on (stopping, learning
+rates, samplers): its selection cases' when it has them (``PreprocessConfig.selection_cases``),
+else the same validation subset (the paper's design)."""
 
 from __future__ import annotations
 
@@ -30,4 +32,19 @@ def val_pairs(
         "val_subset",
         subset=n,
         expect=pairs_stamp(paths.data, task, pre),
+    )
+
+
+def selection_pairs(profile: Profile, task: str, acc: int, n: int | None):
+    """``(input, target, meta)`` of the first ``n`` slices the profile's choices are made on:
+    its selection cases' slices, which no table scores, when it has selection cases; else the
+    validation subset (:func:`val_pairs`)."""
+    if not profile.preprocess.selection_cases:
+        return val_pairs(profile, task, acc, n)
+    paths = paths_for(profile)
+    return load_pairs(
+        pairs_path(paths.pairs, task, acc),
+        "selection",
+        subset=n,
+        expect=pairs_stamp(paths.data, task, profile.preprocess),
     )
