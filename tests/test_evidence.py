@@ -19,7 +19,6 @@ from diffcmr_core.study.experiments import evidence
 from diffcmr_core.study.experiments.seeds import seed_profile
 from diffcmr_core.study.methods import convergence
 from diffcmr_core.study.settings.profiles import get_profile, paths_for
-from diffcmr_core.tables import write_table
 
 CFG = TrainConfig(
     iterations=6,
@@ -173,47 +172,12 @@ def test_crossings_of_two_curves_and_of_a_level():
     assert len(a_raw) == 1 and np.log10(a_raw[0]["train_flops"]) == pytest.approx(8.0, abs=1e-9)
 
 
-def test_paired_over_seeds_against_scipy(tmp_path, monkeypatch):
-    """Per-slice differences averaged over two seeds, their t interval (scipy's own one-sample
-    interval) and the seed spread; ``holds`` needs both the interval and twice the seed sd."""
-    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
-    profile = dataclasses.replace(
-        get_profile("smoke"),
-        methods=("unet",),
-        evidence=dataclasses.replace(get_profile("smoke").evidence, seeds=(0, 1)),
-    )
-    rng = np.random.default_rng(0)
-    n = 12
-    ref = {s: rng.normal(25, 3, n) for s in (0, 1)}
-    gain = {0: 1.0 + rng.normal(0, 0.3, n), 1: 1.2 + rng.normal(0, 0.3, n)}
-    raw = rng.normal(20, 3, n)
-    for s in (0, 1):
-        out = paths_for(seed_profile(profile, s)).eval_dir("cine", 4)
-        out.mkdir(parents=True)
-        write_table([{"index": i, "psnr": ref[s][i]} for i in range(n)], out / "DiffCMR_slices.csv")
-        write_table(
-            [{"index": i, "psnr": ref[s][i] + gain[s][i]} for i in range(n)],
-            out / "U-Net_slices.csv",
-        )
-        write_table([{"index": i, "psnr": raw[i]} for i in range(n)], out / "RAW_slices.csv")
-    rows = {r["method"]: r for r in evidence.paired_over_seeds(profile, "cine", 4)}
-    d = (gain[0] + gain[1]) / 2
-    ci = stats.ttest_1samp(d, 0).confidence_interval(0.95)
-    u = rows["U-Net"]
-    assert u["d_psnr"] == pytest.approx(d.mean(), abs=1e-4)
-    assert (u["ci_low"], u["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-4)
-    assert u["seed_sd"] == pytest.approx(np.std([gain[0].mean(), gain[1].mean()], ddof=1), abs=1e-4)
-    assert u["holds"] == (ci.low > 0 and d.mean() > 2 * u["seed_sd"])
-    r = rows["RAW"]
-    d_raw = raw - (ref[0] + ref[1]) / 2
-    assert r["d_psnr"] == pytest.approx(d_raw.mean(), abs=1e-4)
-
-
 @pytest.mark.slow
 def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
-    """The cpu profile's code paths (training to convergence in chunks, its seeds, the curve's
-    sampler, the compute curve, the report's evidence section) through its notebooks, at two
-    steps per network and one slice."""
+    """The cpu profile's code paths (the learning-rate sweep, training on a budget in chunks,
+    DiffCMR's best sampling, its seeds, the curve's sampler, the compute curve, the per-image
+    table, the verdicts, the ensemble law, the report's evidence section) through its
+    notebooks, at two steps per network and one slice."""
     from diffcmr_core.study.lab.runner import run_study
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
@@ -226,7 +190,11 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
         "compute_curve.csv",
         "fig_compute_curve.png",
         "convergence.csv",
-        "paired_seeds.csv",
+        "evidence_verdicts.csv",
+        "evidence_per_image.csv",
+        "evidence_ensemble_law.csv",
+        "fig_ensemble_law.png",
+        "training_lr_sweep.csv",
         "seeds.csv",
         "seeds_table4a.csv",
         "seeds_table4b.csv",
@@ -244,10 +212,15 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     seeds = {line.split(",")[1] for line in curve[1:]}
     assert seeds == {str(s) for s in dry.evidence.seeds}
     # every network stopped at a recorded step, and its checkpoint is that step
+    chosen = convergence.tuned(dry, train_missing=False)  # the rates its sweep chose
+    assert chosen.evidence.lr_chosen
     for seed in dry.evidence.seeds:
-        sp = seed_profile(dry, seed)
+        sp = seed_profile(chosen, seed)
         for m in ("unet", "cgan", "diffcmr"):
             out = paths_for(sp).model_dir("cine", 4, m)
             record = json.loads((out / "validation.json").read_text())
             assert load_checkpoint(out / "last.pt")["step"] == record["stopped"]["step"]
-    assert "Evidence at convergence" in (fig / "REPORT.md").read_text()
+    report = (fig / "REPORT.md").read_text()
+    assert "Evidence on held-out subjects" in report and "hierarchical bootstrap" in report
+    split = (fig / "evidence_split.csv").read_text().splitlines()
+    assert split[1:] == ["P001,training", "P002,selection", "P003,test"]

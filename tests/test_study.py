@@ -43,7 +43,10 @@ EVIDENCE_FILES = [
     "compute_curve.csv",
     "fig_compute_curve.png",
     "convergence.csv",
-    "paired_seeds.csv",
+    "evidence_verdicts.csv",
+    "evidence_per_image.csv",
+    "fig_ensemble_law.png",
+    "training_lr_sweep.csv",
 ]
 
 

@@ -1,17 +1,16 @@
 """The evidence study (notebook 10; ``make study PROFILE=cpu``): does DiffCMR beat the
-baselines once every model has converged, and how does the answer move with training compute?
+baselines on held-out subjects once every network is trained as its authors would, and how does
+the answer move with training compute?
 
-* **Training to convergence**
-  (:func:`~diffcmr_core.study.methods.convergence.train_until_converged`, which every network of
-  an evidence profile goes through): each network trains in chunks of
-  its ``snapshot_every`` steps with a constant learning rate after warm-up; after each chunk the
-  EMA snapshot is scored on the validation slices (DiffCMR with the evidence settings'
-  ``validation_sampler``); training stops when the last quarter of the steps improved the best
-  validation PSNR by less than ``tolerance_db`` (converged), or at the profile's iterations (not
-  converged). The stopping rule looks at the validation slices, as the scores do; the final
-  model is the last one, never the best snapshot.
+* **Training** (:func:`~diffcmr_core.study.methods.convergence.train_to_budget`, which every
+  network of an evidence profile goes through): a fixed budget of warm-up, stable rate and a
+  linear decay, each stable chunk's and the final EMA snapshot scored on the selection subjects
+  (DiffCMR with the evidence settings' ``validation_sampler``); whether the budget sufficed is
+  a slope test on that curve (:func:`convergence_rows`). The learning rate of each network and
+  DiffCMR's sampler, T and R are chosen on the selection subjects too
+  (:func:`~diffcmr_core.study.methods.convergence.tuned`); no choice sees a test subject.
 * **The sampler of the curve** (:func:`choose_sampler`): the fastest candidate (fewest network
-  evaluations T x R) whose mean PSNR on the ablation's slices is within ``within_db`` of the
+  evaluations T x R) whose mean PSNR on the selection slices is within ``within_db`` of the
   reference (Alg. 2, T = 1000, R = 4), paired over the same slices, on seed 0's model; when
   none is, the closest (``within`` False).
 * **The compute curve** (:func:`compute_curve`): every snapshot of every network and seed at its
@@ -20,9 +19,8 @@ baselines once every model has converged, and how does the answer move with trai
   lines; DiffCMR at R = 1 and R = 4 of the chosen sampler.
 * **Seeds** (:func:`seed_evaluations`): the tables' evaluation and the ablation repeated for
   every seed of ``EvidenceConfig.seeds``
-  (:func:`~diffcmr_core.study.experiments.seeds.seed_profile`), and
-  :func:`paired_over_seeds`: an ordering holds when it exceeds both the spread over seeds and the
-  slice-to-slice spread.
+  (:func:`~diffcmr_core.study.experiments.seeds.seed_profile`); the verdicts, at the level of
+  subjects, are :mod:`~diffcmr_core.study.experiments.verdicts`'.
 
 Bit-exactness: on one machine with the same thread count, training, snapshots and scores are
 bit-identical from run to run (seeded by step, resumed exactly); CPU minutes vary by a few per
@@ -65,8 +63,9 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
     """One row per network of ``profile`` (a seed variant included): its learning rate, steps
     trained, the stable phase's selection-PSNR slope with its 95 % interval and whether it was
     still rising (:func:`~diffcmr_core.study.methods.convergence.trend`), the decay's gain,
-    CPU minutes (process time, all threads) and the final selection PSNR."""
-    rows = []
+    CPU minutes (process time, all threads), training PFLOP (the cost model's count) and the
+    final selection PSNR."""
+    rows, units = [], unit_costs(profile)
     for method in (m for m in profile.methods if methods.get(m).network):
         record = read_record(paths_for(profile).model_dir(task, acc, method), profile, method)
         curve = sorted(record["rows"], key=lambda r: r["step"])
@@ -93,10 +92,36 @@ def convergence_rows(profile: Profile, task: str, acc: int) -> list[dict[str, ob
                 "still_rising": stopped["still_rising"],
                 "decay_gain_db": curve[-1]["psnr"] - stable[-1]["psnr"],
                 "cpu_minutes": curve[-1]["cpu_seconds"] / 60,
+                "train_pflop": methods.get(method).step_flops(profile, units)
+                * curve[-1]["step"]
+                / 1e15,
                 "selection_psnr": curve[-1]["psnr"],
             }
         )
     return rows
+
+
+def split_rows(profile: Profile, task: str, acc: int) -> list[dict[str, str]]:
+    """Every subject of the pairs file and its part: ``training``, ``selection`` (the choices)
+    or ``test`` (the verdicts), as the file records them."""
+    import h5py
+
+    from diffcmr_core.data.pairs import pairs_path
+
+    path = pairs_path(paths_for(profile).pairs, task, acc)
+    with h5py.File(path, "r") as f:
+        train = json.loads(f.attrs["train_cases"])
+        val = json.loads(f.attrs["val_cases"])
+        selection = json.loads(f.attrs.get("selection_cases", "[]"))
+    return [
+        {"subject": case, "split": part}
+        for part, cases in (
+            ("training", train),
+            ("selection", selection),
+            ("test", [c for c in val if c not in selection]),
+        )
+        for case in cases
+    ]
 
 
 # ----------------------------------------------------------------------------- the curve's sampler
@@ -399,65 +424,6 @@ def ablation_seed_table(abl: dict[int, tuple[list[dict], list[dict]]], key: str)
             row[m] = float(values.mean())
             row[f"{m}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
-    return rows
-
-
-def paired_over_seeds(
-    profile: Profile,
-    task: str,
-    acc: int,
-    reference: str = "diffcmr",
-    metric: str = "psnr",
-    level: float = 0.95,
-) -> list[dict[str, object]]:
-    """Every method against ``reference`` on the same validation slices, over the seeds: the
-    mean difference (per slice, averaged over seeds, then over slices), its ``level`` interval
-    over the slices (Student's t), the per-seed mean differences' standard deviation, and
-    ``holds``: the interval excludes 0 **and** the difference exceeds twice the seed spread
-    (never with one seed). RAW and PI-CS do not change with the seed; their differences
-    still do, through the reference."""
-    from scipy import stats
-
-    seeds = profile.evidence.seeds
-    ref_label = methods.label(reference)
-    rows = []
-    for name in ("raw", *profile.methods):
-        if name == reference:
-            continue
-        lab = methods.label(name)
-        per_seed = []
-        for seed in seeds:
-            out = paths_for(seed_profile(profile, seed)).eval_dir(task, acc)
-            base = {r["index"]: float(r[metric]) for r in read_csv(out / f"{ref_label}_slices.csv")}
-            per_seed.append(
-                [float(r[metric]) - base[r["index"]] for r in read_csv(out / f"{lab}_slices.csv")]
-            )
-        d = np.array(per_seed)  # [seeds, slices]
-        per_slice, n = d.mean(0), d.shape[1]
-        mean = float(per_slice.mean())
-        half = (
-            float(stats.t.ppf(0.5 + level / 2, n - 1) * per_slice.std(ddof=1) / np.sqrt(n))
-            if n > 1
-            else float("nan")
-        )
-        seed_sd = float(d.mean(1).std(ddof=1)) if len(seeds) > 1 else float("nan")
-        ci_excludes = bool(n > 1 and (mean - half > 0 or mean + half < 0))
-        rows.append(
-            {
-                "task": task,
-                "acc": acc,
-                "method": lab,
-                "reference": ref_label,
-                "seeds": len(seeds),
-                "slices": n,
-                f"d_{metric}": mean,
-                "ci_low": mean - half,
-                "ci_high": mean + half,
-                "seed_sd": seed_sd,
-                "per_seed": " / ".join(f"{v:.2f}" for v in d.mean(1)),
-                "holds": bool(len(seeds) > 1 and ci_excludes and abs(mean) > 2 * seed_sd),
-            }
-        )
     return rows
 
 

@@ -260,13 +260,14 @@ def with_lr(profile: Profile, method: str, lr: float) -> Profile:
 
 def sweep_path(profile: Profile, method: str) -> Path:
     """The learning-rate sweep's choice of ``method`` (JSON)."""
-    return paths_for(profile).runs / "evidence" / f"lr_{method}.json"
+    return paths_for(profile).layout.lr_sweep(method)
 
 
 def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> dict | None:
     """Train ``method`` (seed 0, the evidence factor) at its configured rate times each of
     ``lr_factors`` and choose the rate whose final model scores the best selection PSNR.
-    ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising}], "chosen": lr}``, cached
+    ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising, cpu_minutes}], "chosen":
+    lr}``, cached
     beside the runs; ``train_missing=False``: None when a run is not finished."""
     evc = profile.evidence
     if evc.lr_chosen:
@@ -290,6 +291,7 @@ def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> di
                 "steps": final["step"],
                 **{m: final[m] for m in METRICS},
                 "still_rising": record["stopped"]["still_rising"],
+                "cpu_minutes": final["cpu_seconds"] / 60,
             }
         )
     chosen = max(rows, key=lambda r: r["psnr"])["lr"]
@@ -301,13 +303,18 @@ def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> di
 def sweep_rows(profile: Profile) -> list[dict]:
     """Every swept rate of every network with its final selection scores and ``chosen``, as
     the last :func:`sweep_lr` wrote them (empty for a profile without a finished sweep)."""
+    from diffcmr_core.study import methods as registry  # (the registry imports this module)
+
     rows = []
     for method in [
         m for m in profile.methods if isinstance(profile.settings.get(m), NetworkSettings)
     ]:
         path = sweep_path(profile, method)
         sweep = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-        rows += [{**r, "chosen": r["lr"] == sweep["chosen"]} for r in sweep["rows"]]
+        rows += [
+            {**r, "method": registry.label(method), "chosen": r["lr"] == sweep["chosen"]}
+            for r in sweep["rows"]
+        ]
     return rows
 
 
@@ -349,7 +356,7 @@ def best_sampling(profile: Profile, *, train_missing: bool = True) -> dict | Non
     from diffcmr_core.study.store.cache import cached_step, read_entry
 
     evc = profile.evidence
-    path = paths_for(profile).runs / "evidence" / "best_sampling.json"
+    path = paths_for(profile).layout.best_sampling
     extra = {"samplers": evc.best_samplers, "rounds": evc.best_rounds}
     if not train_missing:
         entry = read_entry(path, step_stamp(profile, ("diffcmr",), extra))

@@ -182,6 +182,14 @@ def label(name: str) -> str:
     return get(name).label
 
 
+def loss_label(profile, name: str) -> str:
+    """What a network's logged training loss is (its ``loss.csv``), for a plot's axis."""
+    if name == "diffcmr":
+        weighting = getattr(profile.network(name).model, "loss_weighting", "eps")
+        return "MSE on eps x 1/abar_t (= on v)" if weighting == "v" else "MSE on eps (Eq. 5)"
+    return "L1 (generator; + adversarial)" if name == "cgan" else "L1"
+
+
 def settings(profile, name: str) -> Any:
     """A method's settings in ``profile``: its ``settings`` entry, else the method's default."""
     return profile.settings.get(name, get(name).default_settings)

@@ -18,6 +18,9 @@ notebooks::
       fast/<task>_accNN/                Table 5: comparison.json, reconstructions
       maps/accNN/                       Table 6: summary.json
       evidence/<task>_accNN/            the compute curve's sampler: sampler.json
+      evidence/lr_<method>.json         a network's learning-rate sweep and its choice
+      evidence/best_sampling.json       DiffCMR's sampler, T and R chosen on the selection subjects
+      evidence/selection/<task>_accNN/  the final models on the selection subjects
       submission/<method>/<split>/      ``submit``'s default folder
       figures/<notebook>/<parameters>/  an ad-hoc notebook run's figures and tables
       notebooks/                        executed notebooks and their done markers
@@ -97,6 +100,20 @@ class RunLayout:
         folder, name = STEP_CACHES[kind]
         pattern = name if kind == "challenge" else f"*/{name}"
         return sorted((self.root / folder).glob(pattern))
+
+    # ------------------------------------------------------------------ the evidence study
+    def lr_sweep(self, method: str) -> Path:
+        """A network's learning-rate sweep: its rows and choice (JSON)."""
+        return self.root / "evidence" / f"lr_{method}.json"
+
+    @property
+    def best_sampling(self) -> Path:
+        """DiffCMR's best sampling on the selection subjects (a step cache)."""
+        return self.root / "evidence" / "best_sampling.json"
+
+    def selection_scores(self, task: str, acc: int) -> Path:
+        """The final models' scores on the selection subjects (per-slice tables, summary)."""
+        return self.root / "evidence" / "selection" / factor(task, acc)
 
     @property
     def calibration(self) -> Path:

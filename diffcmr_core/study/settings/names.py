@@ -62,22 +62,34 @@ TABLES = {
         "09_mapping", "the maps with and without the common intensity scale"
     ),
     "table6_maps_uncertainty": Table("09_mapping", "DiffCMR's uncertainty against its T1 error"),
+    "evidence_split": Table("10_evidence", "the subjects: training, selection and test"),
     "convergence": Table(
         "10_evidence", "each network's budget: the selection curve's slope, the decay's gain"
     ),
+    "evidence_best_sampling": Table(
+        "10_evidence", "DiffCMR's samplers, T and R on the selection subjects (the choice)"
+    ),
     "curve_sampler": Table("10_evidence", "the compute curve's sampler against the paper protocol"),
     "compute_curve": Table(
-        "10_evidence", "every snapshot's validation scores against training compute"
+        "10_evidence", "every snapshot's selection scores against training compute"
     ),
     "compute_crossings": Table("10_evidence", "where two methods' seed-mean compute curves cross"),
     "seeds": Table(
         "10_evidence", "mean and sd over training seeds (`make seeds` for the other profiles)"
     ),
-    "seeds_orderings": Table("10_evidence", "the orderings beyond twice the seed spread"),
+    "seeds_orderings": Table("10_evidence", "`make seeds`: the orderings beyond twice the seed sd"),
     "seeds_per_seed": Table("10_evidence", "every seed's scores"),
-    "paired_seeds": Table("10_evidence", "methods against DiffCMR, paired over slices and seeds"),
     "seeds_table4a": Table("10_evidence", "Table 4(a) over the seeds"),
     "seeds_table4b": Table("10_evidence", "Table 4(b) over the seeds"),
+    "evidence_per_image": Table(
+        "10_evidence", "every image's scores: subject, split, method, seed, setting"
+    ),
+    "evidence_verdicts": Table(
+        "10_evidence", "the paper's claims on the test subjects, hierarchical bootstrap"
+    ),
+    "evidence_ensemble_law": Table(
+        "10_evidence", "DiffCMR's error against R beside the (1 + 1/R) law and the U-Net"
+    ),
     "inference_cost": Table("10_evidence", "seconds per slice of each method"),
 }
 NOTEBOOKS = {

@@ -459,6 +459,13 @@ PROFILES: dict[str, Profile] = {
 DRY = "-dry"
 
 
+def _dry_preprocess(pre: PreprocessConfig, size: int) -> PreprocessConfig:
+    """A dry run's preprocessing: ``size``, the multi-coil files; of its three cases one
+    trains, one selects (where the profile selects) and one tests."""
+    selects = {"val_fraction": 2 / 3, "selection_cases": 1} if pre.selection_cases else {}
+    return dataclasses.replace(pre, size=size, coils=("MultiCoil",), **selects)
+
+
 def dry_profile(profile: Profile) -> Profile:
     """The same profile at a few iterations, steps and slices: its networks (at half the image
     size, so that the paper's network runs in minutes on a 2-core CPU), data format and every
@@ -482,7 +489,7 @@ def dry_profile(profile: Profile) -> Profile:
         real_data=False,
         budget_minutes=30.0,
         accs=(4,),
-        preprocess=dataclasses.replace(profile.preprocess, size=size, coils=("MultiCoil",)),
+        preprocess=_dry_preprocess(profile.preprocess, size),
         settings={name: _dry_settings(s, few, size) for name, s in profile.settings.items()},
         phantom=dataclasses.replace(
             profile.phantom,

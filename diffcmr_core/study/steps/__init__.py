@@ -3,7 +3,11 @@ sampling, Figure 1, the challenge protocol, the submission, the T1/T2 maps. The 
 the names of :mod:`.paper_steps`.
 """
 
-from diffcmr_core.study.methods.convergence import sweep_rows, tuned  # noqa: F401
+from diffcmr_core.study.methods.convergence import (  # noqa: F401
+    best_sampling,
+    sweep_rows,
+    tuned,
+)
 from diffcmr_core.study.steps.paper_steps import (  # noqa: F401
     DC_LABEL,
     DC_VARIANTS,

@@ -114,8 +114,13 @@ def kspace_log(kspace: np.ndarray) -> np.ndarray:
     return np.log1p(mag / mag.max() * 1e3)
 
 
-def loss_curves(histories: dict[str, Sequence[dict[str, str]]], ncols: int) -> plt.Figure:
-    """Training loss against iteration (log scale), one panel per run, ``ncols`` per row."""
+def loss_curves(
+    histories: dict[str, Sequence[dict[str, str]]],
+    ncols: int,
+    ylabels: dict[str, str] | None = None,
+) -> plt.Figure:
+    """Training loss against iteration (log scale), one panel per run, ``ncols`` per row;
+    ``ylabels``: each run's loss in words (what is optimised)."""
     nrows = int(np.ceil(len(histories) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.4 * nrows), squeeze=False)
     for ax in axes.flat[len(histories) :]:
@@ -125,7 +130,7 @@ def loss_curves(histories: dict[str, Sequence[dict[str, str]]], ncols: int) -> p
         ax.set_yscale("log")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
-    axes[0, 0].set_ylabel("loss (Eq. 5 / L1)")
+        ax.set_ylabel((ylabels or {}).get(title, "training loss"), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -537,6 +542,58 @@ def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ensemble_law_figure(rows: Sequence[dict], title: str) -> plt.Figure:
+    """The ensemble law (``verdicts.ensemble_law`` rows, per seed and R): left, the mean
+    squared error of DiffCMR's mean of R rounds against R, measured (mean over seeds, their
+    range as bars) beside the two predictions from the rounds' own spread v (any independent
+    rounds: MSE_inf + v / R; exact posterior samples: (1 + 1/R) MSE_inf), with the U-Net's
+    error as a level; right, the measured PSNR against R with the U-Net's."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rs = sorted({int(r["rounds"]) for r in rows})
+    seeds = sorted({int(r["seed"]) for r in rows})
+
+    def over_seeds(key: str, r: int) -> np.ndarray:
+        return np.array([float(x[key]) for x in rows if int(x["rounds"]) == r])
+
+    for key, style, label in (
+        ("mse", "o-", f"measured (mean of {len(seeds)} seeds, range as bars)"),
+        ("mse_spread_law", "s--", "MSE_inf + v / R (independent rounds, their spread v)"),
+        ("mse_posterior_law", "^:", "(1 + 1/R) MSE_inf (exact posterior samples)"),
+    ):
+        values = [over_seeds(key, r) for r in rs]
+        mean = np.array([v.mean() for v in values])
+        if key == "mse":
+            err = np.array([[m - v.min(), v.max() - m] for m, v in zip(mean, values)]).T
+            ax.errorbar(rs, mean, yerr=err, fmt=style, capsize=3, label=label, zorder=3)
+        else:
+            ax.plot(rs, mean, style, label=label)
+    if rows and "unet_mse" in rows[0]:
+        unet = np.mean([float(x["unet_mse"]) for x in rows if int(x["rounds"]) == rs[0]])
+        ax.axhline(unet, color="0.3", ls="-.", lw=1.2, label="U-Net (one regression output)")
+        unet_psnr = np.mean([float(x["unet_psnr"]) for x in rows if int(x["rounds"]) == rs[0]])
+        bx.axhline(unet_psnr, color="0.3", ls="-.", lw=1.2, label="U-Net")
+    psnr = [over_seeds("psnr", r) for r in rs]
+    bx.errorbar(
+        rs,
+        [p.mean() for p in psnr],
+        yerr=[p.std(ddof=1) if len(p) > 1 else 0 for p in psnr],
+        fmt="o-",
+        capsize=3,
+        label=f"DiffCMR, mean of R rounds (sd over {len(seeds)} seeds)",
+    )
+    for a, ylabel in ((ax, "mean squared error (normalised intensity^2)"), (bx, "mean PSNR (dB)")):
+        a.set_xscale("log", base=2)
+        a.set_xticks(rs)
+        a.set_xticklabels([str(r) for r in rs])
+        a.set_xlabel("rounds R")
+        a.set_ylabel(ylabel)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

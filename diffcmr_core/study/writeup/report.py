@@ -8,11 +8,11 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
-from diffcmr_core.study import methods
 from diffcmr_core.study.settings import names, paper
 from diffcmr_core.study.settings.layout import RunLayout
 from diffcmr_core.study.settings.profiles import Paths, Profile, paths_for, step_stamp
@@ -221,7 +221,7 @@ def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) ->
     lines += _table1_section(found)
     lines += _results_sections(found)
     lines += _ablation_sections(profile, found)
-    if "paired_psnr" in found:
+    if "paired_psnr" in found and profile.evidence is None:  # (evidence: the verdicts' rule)
         lines += _paired_section(found["paired_psnr"])
     lines += _fast_section(found)
     lines += _maps_section(found)
@@ -290,7 +290,7 @@ def expected_tables(profile: Profile) -> list[str]:
         n for t, n in (("cine", "table2_cine"), ("mapping", "table3_mapping")) if t in profile.tasks
     ]
     if profile.evidence is not None:
-        wanted += ["convergence", "seeds", "paired_seeds"]
+        wanted += ["convergence", "seeds", "evidence_verdicts"]
     paths = paths_for(profile)
     return [
         n for n in wanted if names.skip_reason(names.TABLES[n].notebook, paths, profile) is None
@@ -617,22 +617,23 @@ def _seeds_section(found: Found) -> list[str]:
 
 
 def _evidence_section(fig: Path, found: Found, profile: Profile) -> list[str]:
-    """The evidence study (notebook 10): what it found, convergence, the paired comparison over
-    seeds, the curve's sampler, the compute curve's crossings, the inference cost."""
-    if "paired_seeds" not in found:
+    """The evidence study (notebook 10): what it found, then its tables: the split, the
+    learning rates, the budgets, DiffCMR's setting, the verdicts, the ensemble law, the seeds,
+    the curve's sampler, the compute curve's crossings, the inference cost."""
+    if "evidence_verdicts" not in found:
         return []
     try:
         text = evidence_findings(fig, profile)
     except TableError as err:  # an incomplete table: said, not used
         text = f"The findings are left out: {err}"
-    lines = ["## Evidence at convergence (notebook 10)", "", text, ""]
+    lines = ["## Evidence on held-out subjects (notebook 10)", "", text, ""]
     for name, title in (
-        (
-            "convergence",
-            "Convergence (validation PSNR; the rule in `study/methods/convergence.py`)",
-        ),
-        ("paired_seeds", "Paired over the same slices and over seeds"),
-        ("seeds", "Seeds: mean and standard deviation"),
+        ("evidence_verdicts", "The paper's claims on the test subjects (hierarchical bootstrap)"),
+        ("training_lr_sweep", "Learning rates (seed 0, final PSNR on the selection subjects)"),
+        ("convergence", "Budgets: the selection curve's slope, the decay's gain"),
+        ("evidence_best_sampling", "DiffCMR's sampling on the selection subjects"),
+        ("evidence_ensemble_law", "The ensemble law on the test subjects"),
+        ("seeds", "Test subjects: mean and standard deviation over the seeds"),
         ("seeds_table4a", "Table 4(a) over seeds"),
         ("seeds_table4b", "Table 4(b) over seeds"),
         ("curve_sampler", "The compute curve's sampler (paired with the reference)"),
@@ -640,21 +641,24 @@ def _evidence_section(fig: Path, found: Found, profile: Profile) -> list[str]:
         ("inference_cost", "Inference cost on this machine"),
     ):
         if name in found:
-            rows = found[name]
-            shown = [
-                {
-                    k: (
-                        _f(v, 4 if "ssim" in k or "nmse" in k else 3 if "seconds" in k else 2)
-                        if _numeric(v) and "." in v
-                        else v
-                    )
-                    for k, v in r.items()
-                }
-                for r in rows
-            ]
+            shown = [{k: _shown(k, v) for k, v in r.items()} for r in found[name]]
             lines += [f"### {title}", "", _Rows(shown) if shown else "none", ""]
-    lines += ["Compute curve: `compute_curve.csv`, `fig_compute_curve.png`.", ""]
+    lines += [
+        "Every image's scores: `evidence_per_image.csv`; the split: `evidence_split.csv`; "
+        "compute curve: `compute_curve.csv`, `fig_compute_curve.png`; the ensemble law: "
+        "`fig_ensemble_law.png`.",
+        "",
+    ]
     return lines
+
+
+def _shown(key: str, value: str) -> str:
+    """A table cell as the report shows it: numbers at a precision that suits their column."""
+    if not (_numeric(value) and ("." in value or "e" in value)):
+        return value
+    if "mse" in key and "nmse" not in key or key in ("lr", "spread_v"):
+        return f"{float(value):.3g}"
+    return _f(value, 4 if "ssim" in key or "nmse" in key else 3 if "seconds" in key else 2)
 
 
 def _numeric(v: str) -> bool:
@@ -666,86 +670,112 @@ def _numeric(v: str) -> bool:
 
 
 def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bool = False) -> str:
-    """One paragraph on the paper's three claims (method ordering, T, R) from the evidence
-    tables, each beyond the spread or not. Each table is read only when complete (else a
-    :class:`~diffcmr_core.tables.TableError` naming it): with ``profile``, the paired table must
-    hold every one of its methods against DiffCMR; with ``required``, the convergence record and
-    both ablation tables must be there too (the README's block), else a missing one is left out
-    of the paragraph."""
-    others = [] if profile is None else [m for m in ("raw", *profile.methods) if m != "diffcmr"]
-    spread = ("ci_low", "ci_high", "seed_sd")  # undefined (NaN) over one slice or one seed
-    paired = names.read(
+    """One paragraph on the evidence study from its tables: the split, the training, DiffCMR's
+    setting, each of the paper's claims (ordering, T, R) with its subject-level interval and
+    verdict, and the ensemble law. Each table is read only when complete (else a
+    :class:`~diffcmr_core.tables.TableError` naming it); with ``required`` (the README's
+    block) the split, the budgets and the ensemble law must be there too, else a missing one
+    is left out."""
+    spread = ("ci_low", "ci_high")
+    claims = names.read(
         fig,
-        "paired_seeds",
-        columns=("task", "acc", "seeds", "slices", "holds", *spread),
-        numeric=("d_psnr", *(spread if required else ())),
-        key=("method",),
-        rows=[(methods.label(m),) for m in others],
-    )
-    conv = (
-        names.read(fig, "convergence", columns=("method", "seed", "converged"))
-        if required or names.table(fig, "convergence").is_file()
-        else []
+        "evidence_verdicts",
+        columns=("claim", "a", "b", "verdict", "subjects", "seeds", "images"),
+        numeric=("d_psnr", *spread),
     )
     parts = []
-    if conv:
-        evc = None if profile is None else profile.evidence
-        tolerance = "the rule's tolerance" if evc is None else f"{evc.tolerance_db:g} dB"
-        ok = [r for r in conv if r["converged"] == "True"]
-        bad = [f"{r['method']} seed {r['seed']}" for r in conv if r["converged"] != "True"]
-        parts.append(
-            f"{len(ok)} of {len(conv)} networks converged (the last quarter of training "
-            f"raised the best validation PSNR by less than {tolerance})"
-            + (f"; not converged at the cap: {', '.join(bad)}" if bad else "")
-            + "."
-        )
-    order = []
-    for r in paired:
-        d, lo, hi, sd = (float(r[k]) for k in ("d_psnr", "ci_low", "ci_high", "seed_sd"))
-        verdict = "beyond both spreads" if r["holds"] == "True" else "not established"
-        order.append(
-            f"{r['method']} - DiffCMR {d:+.2f} dB (95 % CI over {r['slices']} slices "
-            f"[{lo:.2f}, {hi:.2f}], seed sd {sd:.2f}; {verdict})"
-        )
-    head = paired[0]
+    for name, words in (
+        ("evidence_split", _split_words),
+        ("convergence", _budget_words),
+    ):
+        if required or names.table(fig, name).is_file():
+            parts.append(words(names.read(fig, name)))
+    head = claims[0]
+    verdicts = [
+        f"{c['claim']}: {float(c['d_psnr']):+.2f} dB [{float(c['ci_low']):.2f}, "
+        f"{float(c['ci_high']):.2f}], {c['verdict']}"
+        for c in claims
+    ]
     parts.append(
-        f"**Method ordering** ({head['task']} {head['acc']}x, {head['seeds']} seeds, "
-        "paired over the same validation slices): " + "; ".join(order) + ". The paper "
-        "claims DiffCMR beats U-Net and cGAN by a significant margin."
+        f"**The paper's claims** ({head['a']} in the tables; {head['seeds']} seeds, "
+        f"{head['subjects']} test subjects; the difference of the first method named minus "
+        "the second, mean over seeds, subjects and images, with its 95 % hierarchical "
+        "bootstrap interval; a claim is reproduced or reversed only when the interval "
+        "excludes 0): " + "; ".join(verdicts) + "."
     )
-    parts += _trend_findings(fig, required)
+    if required or names.table(fig, "evidence_ensemble_law").is_file():
+        parts.append(_law_words(names.read(fig, "evidence_ensemble_law")))
     return " ".join(parts)
 
 
-def _trend_findings(fig: Path, required: bool) -> list[str]:
-    """The T and R sentences of :func:`evidence_findings`, from the ablation over the seeds."""
-    parts = []
-    for name, key in (("seeds_table4a", "T"), ("seeds_table4b", "R")):
-        if not required and not names.table(fig, name).is_file():
-            continue
-        col = "steps" if key == "T" else "rounds"
-        rows = names.read(fig, name, columns=(col,), numeric=("psnr", "psnr_sd"))
-        if sum(r[col] != "Raw" for r in rows) < 2:
-            raise TableError(names.table(fig, name), f"fewer than two {key} values to compare")
-        raw = next((r for r in rows if r[col] == "Raw"), None)
-        pts = [(r[col], float(r["psnr"]), float(r["psnr_sd"])) for r in rows if r[col] != "Raw"]
-        listing = ", ".join(f"{k}: {m:.2f} +- {s:.2f}" for k, m, s in pts)
-        first, last = pts[0], pts[-1]
-        gain = last[1] - first[1]
-        beyond = abs(gain) > 2 * max(first[2], last[2])
-        above = [k for k, m, _ in pts if raw is not None and m > float(raw["psnr"])]
-        parts.append(
-            f"**{key}** ({listing} dB over seeds"
-            + (f"; RAW {float(raw['psnr']):.2f}" if raw else "")
-            + f"): from {key} = {first[0]} "
-            f"to {last[0]} PSNR {'rises' if gain > 0 else 'falls'} by {abs(gain):.2f} dB, "
-            f"{'beyond' if beyond else 'within'} twice the seed spread"
-            + (f"; above RAW from {key} = {above[0]}" if key == "T" and above else "")
-            + f" (the paper: rises with {key}"
-            + (", above RAW from about T = 100" if key == "T" else "")
-            + ")."
+def _split_words(rows: list[dict[str, str]]) -> str:
+    """The split in one sentence."""
+    by = {
+        part: [r["subject"] for r in rows if r["split"] == part]
+        for part in ("training", "selection", "test")
+    }
+    test = by["test"]
+    if not test:
+        return "**Subjects**: no test subjects."
+    named = test[0] if len(test) == 1 else f"{test[0]}-{test[-1]}"
+    return (
+        f"**Subjects**: {len(by['training'])} training, {len(by['selection'])} selection "
+        f"({', '.join(by['selection'])}) and {len(test)} test ({named}); every choice was made "
+        "on the selection subjects, the verdicts are on the test subjects."
+    )
+
+
+def _budget_words(rows: list[dict[str, str]]) -> str:
+    """The training in one sentence: steps, rates, budgets that did not suffice, CPU time."""
+    rising = [f"{r['method']} seed {r['seed']}" for r in rows if r["still_rising"] == "True"]
+    untested = sum(
+        not _numeric(r["slope_db_per_1k"]) or r["slope_db_per_1k"] == "nan" for r in rows
+    )
+    rates = {r["method"]: r["lr"] for r in rows}
+    cpu = sum(float(r["cpu_minutes"]) for r in rows)
+    pflop = sum(float(r["train_pflop"]) for r in rows if _numeric(r.get("train_pflop", "")))
+    steps = sorted({r["steps"] for r in rows})
+    return (
+        f"**Training**: {len(rows)} networks, {' / '.join(steps)} steps each ending in a linear "
+        "decay, at the learning rates chosen on the selection subjects ("
+        + ", ".join(f"{m} {float(lr):g}" for m, lr in rates.items())
+        + f"); {cpu:.0f} CPU minutes (process time) and {pflop:.2g} PFLOP of training for "
+        "these (the sweep's other rates: `training_lr_sweep.csv`); the selection curve "
+        "was still rising at the end of the constant phase (its slope's 95 % interval above 0) "
+        f"for {len(rising)} of {len(rows)}"
+        + (f" ({', '.join(rising)})" if rising else "")
+        + (f"; {untested} had too few snapshots to test" if untested else "")
+        + "."
+    )
+
+
+def _law_words(rows: list[dict[str, str]]) -> str:
+    """The ensemble law in two sentences, from the seed means of its table."""
+    rs = sorted({int(r["rounds"]) for r in rows})
+
+    def mean(key: str, r: int) -> float:
+        return float(np.mean([float(x[key]) for x in rows if int(x["rounds"]) == r]))
+
+    lo, hi = rs[0], rs[-1]
+    measured = 10 * np.log10(mean("mse", lo) / mean("mse", hi))
+    posterior = 10 * np.log10(mean("mse_posterior_law", lo) / mean("mse_posterior_law", hi))
+    worst = max(abs(mean("mse_spread_law", r) / mean("mse", r) - 1) for r in rs)
+    ratio = mean("spread_v", lo) / mean("mse_inf", lo)
+    text = (
+        f"**The ensemble law**: from R = {lo} to {hi} the mean of DiffCMR's rounds lowered its "
+        f"squared error by {measured:.2f} dB, where exact posterior samples would give "
+        f"{posterior:.2f} dB; the rounds' spread is {ratio:.2f} times the error left at "
+        f"infinitely many rounds (1 for posterior samples: the rounds are "
+        f"{'narrower' if ratio < 1 else 'wider'} than the posterior), and with it "
+        f"MSE_inf + v / R predicts every R within {100 * worst:.0f} %."
+    )
+    if "unet_mse" in rows[0]:
+        unet, limit = mean("unet_mse", lo), mean("mse_inf", lo)
+        text += (
+            f" The U-Net's squared error is {unet / limit:.2f} times DiffCMR's limit at "
+            f"infinitely many rounds ({unet:.3g} against {limit:.3g})."
         )
-    return parts
+    return text
 
 
 # ----------------------------------------------------------------------------- findings in words
