@@ -4,8 +4,9 @@
   the real data: for a user with the data and a GPU.
 * ``gpu``: the paper's network at 128 x 128 on the phantom, sized for one GPU.
 * ``quick`` (default): the whole study in minutes on a 2-core CPU (the README gives the time).
-* ``cpu``: the evidence study (notebook 10): the quick networks trained to convergence, three
-  seeds, cine 4x; notebooks 01-05 and 10 only.
+* ``cpu``: the evidence study (notebook 10): the quick networks on separate training, selection
+  and test subjects, learning rates and DiffCMR's sampling chosen on the selection subjects,
+  three seeds, cine 4x; notebooks 01-05 and 10 only.
 * ``smoke``: a seconds-long run of every notebook for nbval in CI.
 
 Where the short profiles deviate from §3.2 (why, and the measurements: ``docs/profiles.md``):
@@ -13,7 +14,7 @@ Where the short profiles deviate from §3.2 (why, and the measurements: ``docs/p
 * E's output read as v (``prediction="v"``); ``paper`` keeps eps.
 * Eq. 5 weighted by 1 / abar_t (``loss_weighting="v"``); ``paper`` keeps Eq. 5.
 * Training draws t from all 1000 base steps; a cosine learning-rate decay and a short EMA
-  (``cpu``: a constant rate after a warm-up, EMA 0.999, stopped by the validation curve).
+  (``cpu``: warm-up, a constant rate and a linear decay on a fixed budget, EMA 0.999).
 * ``quick``: one model per task for all factors (``shared_models``), T = 20 for the tables, an
   image region (``roi``) and 10 central lines that keep the real task's difficulty.
 """
