@@ -224,3 +224,31 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     assert "Evidence on held-out subjects" in report and "hierarchical bootstrap" in report
     split = (fig / "evidence_split.csv").read_text().splitlines()
     assert split[1:] == ["P001,training", "P002,selection", "P003,test"]
+
+
+@pytest.mark.parametrize(
+    "peak, tried, chosen, edge",
+    [
+        (1e-3, [5e-4, 1e-3, 2e-3], 1e-3, False),  # the middle rate: no extension
+        (4e-3, [5e-4, 1e-3, 2e-3, 4e-3, 8e-3], 4e-3, False),  # up twice, then interior
+        (1.0, [5e-4, 1e-3, 2e-3, 4e-3, 8e-3], 8e-3, True),  # the extensions run out: an edge
+        (1e-5, [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3], 1.25e-4, True),  # down likewise
+    ],
+)
+def test_the_sweep_goes_on_past_an_edge_while_the_best_is_there(
+    tmp_path, monkeypatch, peak, tried, chosen, edge
+):
+    """A selection PSNR peaked at ``peak`` (log-quadratic in the rate): the sweep of 0.5, 1 and 2
+    times 1e-3 extends by factors of 2 beyond the edge where the best lies, at most twice."""
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    profile = get_profile("cpu")
+    calls = []
+
+    def fake(_profile, method, lr, _train):
+        calls.append(lr)
+        return {"method": method, "lr": lr, "psnr": 30 - np.log2(lr / peak) ** 2}
+
+    monkeypatch.setattr(convergence, "_swept", fake)
+    result = convergence.sweep_lr(dataclasses.replace(profile), "cgan")
+    assert sorted(calls) == pytest.approx(sorted(tried))
+    assert result["chosen"] == pytest.approx(chosen) and result["edge"] is edge

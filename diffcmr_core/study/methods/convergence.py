@@ -263,39 +263,58 @@ def sweep_path(profile: Profile, method: str) -> Path:
     return paths_for(profile).layout.lr_sweep(method)
 
 
+def _swept(profile: Profile, method: str, lr: float, train_missing: bool) -> dict | None:
+    """One rate's row of :func:`sweep_lr` (trained first when ``train_missing``; None when
+    its run is not finished)."""
+    task, acc = profile.evidence.factors[0]
+    variant = with_lr(profile, method, lr)
+    if train_missing:
+        train_to_budget(variant, task, acc, method, progress=True)
+    record = read_record(paths_for(variant).model_dir(task, acc, method), variant, method)
+    if record["stopped"] is None:
+        return None
+    final = max(record["rows"], key=lambda r: r["step"])
+    return {
+        "method": method,
+        "lr": lr,
+        "steps": final["step"],
+        **{m: final[m] for m in METRICS},
+        "still_rising": record["stopped"]["still_rising"],
+        "cpu_minutes": final["cpu_seconds"] / 60,
+    }
+
+
 def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> dict | None:
     """Train ``method`` (seed 0, the evidence factor) at its configured rate times each of
-    ``lr_factors`` and choose the rate whose final model scores the best selection PSNR.
+    ``lr_factors`` and choose the rate whose final model scores the best selection PSNR; while
+    the best is the highest (lowest) rate tried, the sweep goes on at twice (half) it, at most
+    ``lr_extend`` rates beyond the planned ones, so that the chosen rate is not an edge of the
+    sweep unless the extensions run out (said by ``edge``).
     ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising, cpu_minutes}], "chosen":
-    lr}``, cached
-    beside the runs; ``train_missing=False``: None when a run is not finished."""
+    lr, "edge": bool}``, cached beside the runs; ``train_missing=False``: None when a run is
+    not finished."""
     evc = profile.evidence
     if evc.lr_chosen:
         raise ValueError(f"profile {profile.name}: its rates are chosen; sweep the configured ones")
-    task, acc = evc.factors[0]
     base = profile.network(method).train.lr
-    rows = []
-    for factor in evc.lr_factors:
-        variant = with_lr(profile, method, base * factor)
-        if train_missing:
-            train_to_budget(variant, task, acc, method, progress=True)
-        out = paths_for(variant).model_dir(task, acc, method)
-        record = read_record(out, variant, method)
-        if record["stopped"] is None:
-            return None
-        final = max(record["rows"], key=lambda r: r["step"])
-        rows.append(
-            {
-                "method": method,
-                "lr": base * factor,
-                "steps": final["step"],
-                **{m: final[m] for m in METRICS},
-                "still_rising": record["stopped"]["still_rising"],
-                "cpu_minutes": final["cpu_seconds"] / 60,
-            }
-        )
-    chosen = max(rows, key=lambda r: r["psnr"])["lr"]
-    result = {"rows": rows, "chosen": chosen}
+    rates = sorted(base * f for f in evc.lr_factors)
+    rows: dict[float, dict] = {}
+    for _ in range(len(rates) + evc.lr_extend):
+        for lr in (r for r in rates if r not in rows):
+            row = _swept(profile, method, lr, train_missing)
+            if row is None:
+                return None
+            rows[lr] = row
+        best = max(rows.values(), key=lambda r: r["psnr"])["lr"]
+        extra = len(rates) - len(evc.lr_factors)
+        if best not in (rates[0], rates[-1]) or extra >= evc.lr_extend or len(rates) < 2:
+            break
+        rates = [rates[0] / 2, *rates] if best == rates[0] else [*rates, rates[-1] * 2]
+    result = {
+        "rows": [rows[lr] for lr in sorted(rows)],
+        "chosen": best,
+        "edge": len(rates) > 1 and best in (rates[0], rates[-1]),
+    }
     write_text_atomic(sweep_path(profile, method), json.dumps(result, indent=1))
     return result
 
