@@ -41,3 +41,18 @@ def test_a_file_that_differs_from_its_manifest_is_refused(tmp_path):
     with pytest.raises(DiffCMRError, match="not valid JSON"):
         weights.manifest("quick", root=tmp_path)
     assert json.loads((weights.folder("quick") / "manifest.json").read_text())  # untouched
+
+
+def test_the_explorer_uses_the_shipped_weights_when_nothing_is_trained(tmp_path, monkeypatch):
+    """In a home where the quick study never ran, the explorer's DiffCMR is the shipped one,
+    checked against its manifest, and it loads; a profile without shipped weights has none."""
+    from diffcmr_core.study.lab.explorer import Explorer
+    from diffcmr_core.study.settings.profiles import get_profile
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    explorer = Explorer(get_profile("quick"))
+    assert not explorer.trained(4)
+    assert explorer.source(4) == ("shipped", weights.folder("quick") / "cine_diffcmr.pt")
+    system, model = explorer._model(4)
+    assert system.method == "diffcmr" and not model.training
+    assert Explorer(get_profile("smoke")).source(4) is None

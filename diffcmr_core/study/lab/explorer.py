@@ -13,6 +13,7 @@ shows its reconstruction again without sampling.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,13 +42,18 @@ class Explorer:
         self._recons: dict[tuple, dict] = {}
 
     def _load_model(self, acc: int):
-        return load_for_inference(
-            ensure_trained(self.profile, self.task, acc, "diffcmr", progress=self.progress),
-            default_device(),
-            self.profile.evaluation.weights,
+        found = self.source(acc)
+        path = (
+            found[1]
+            if found
+            else ensure_trained(self.profile, self.task, acc, "diffcmr", progress=self.progress)
         )
+        return load_for_inference(path, default_device(), self.profile.evaluation.weights)
 
     def _load_data(self, acc: int):
+        from diffcmr_core.study.steps import ensure_data
+
+        ensure_data(self.profile, progress=self.progress)  # the phantom, once (a bar)
         return val_pairs(self.profile, self.task, acc, self.profile.evaluation.n_val)
 
     def trained(self, acc: int) -> bool:
@@ -56,6 +62,20 @@ class Explorer:
 
         artefact = methods.get("diffcmr").artefact(self.profile, self.task, acc)
         return artefact is not None and artefact.is_file()
+
+    def source(self, acc: int) -> tuple[str, Path] | None:
+        """Where DiffCMR's model for ``acc`` comes from: the profile's trained one
+        (``("trained", path)``), else the profile's shipped weights (``("shipped", path)``,
+        checked against their manifest; ``weights/<profile>/``), else None."""
+        from diffcmr_core.study import methods
+        from diffcmr_core.study.store import weights
+
+        if self.trained(acc):
+            return "trained", methods.get("diffcmr").artefact(self.profile, self.task, acc)
+        listed = weights.folder(self.profile.name) / "manifest.json"
+        if self.task != weights.TASK or not listed.is_file():
+            return None
+        return "shipped", weights.shipped(self.profile.name, "diffcmr")
 
     def n_slices(self, acc: int) -> int:
         """Number of validation slices at ``acc``."""
@@ -196,13 +216,14 @@ class Explorer:
 
     def widget(self):
         """The ipywidgets UI (JupyterLab): every control redraws what it affects. Without a
-        trained model it trains nothing: it says to run ``make study`` first. The controls wrap
+        trained model it uses the profile's shipped weights and says so; without those either
+        it trains nothing: it says to run ``make study`` first. The controls wrap
         onto a second row in a narrow window (a 1280 px screen with the file browser open), and
         an executed copy opened without a kernel shows a sentence, not the widget's repr."""
         import ipywidgets as w
 
         accs = list(self.profile.accs)
-        missing = [a for a in accs if not self.trained(a)]
+        missing = [a for a in accs if self.source(a) is None]
         if missing:
             return w.HTML(
                 f"<b>No trained DiffCMR model of the <code>{self.profile.name}</code> profile "
@@ -211,7 +232,16 @@ class Explorer:
                 + "</code> first (the quick profile: about 10 minutes on a laptop CPU), then "
                 "run this cell again. The explorer trains nothing itself."
             )
-        return self._controls(w, accs)
+        shipped = [a for a in accs if self.source(a)[0] == "shipped"]
+        if not shipped:
+            return self._controls(w, accs)
+        note = w.HTML(
+            f"<i>No trained model of the <code>{self.profile.name}</code> profile here: the "
+            f"shipped weights <code>{self.source(shipped[0])[1].relative_to(_checkout())}</code> "
+            "are used (their manifest says how they were trained; <code>make study</code> "
+            "trains this profile's own).</i>"
+        )
+        return _panel([note, self._controls(w, accs)])
 
     def _controls(self, w, accs: list[int]):
         """The explorer's controls and outputs, wired to the figures (see :meth:`widget`)."""
@@ -308,3 +338,10 @@ def _panel(children):
             return data
 
     return Panel(children)
+
+
+def _checkout() -> Path:
+    """The checkout holding the shipped weights (paths in messages are relative to it)."""
+    from diffcmr_core.study.store import weights
+
+    return weights.CHECKOUT

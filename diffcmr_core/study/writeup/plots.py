@@ -292,7 +292,8 @@ def ablation_plot(
     paper_steps: dict[int, float],
     paper_rounds: dict[int, float],
 ) -> plt.Figure:
-    """PSNR against T (R fixed) and against R (T fixed), ours beside the paper's."""
+    """PSNR against T (R fixed) and against R (T fixed), ours beside the paper's; rows with
+    ``psnr_sd`` and ``seeds`` (Table 4 over seeds) draw the mean with its sd as bars."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     panels = (
         (axes[0], steps_rows, "steps", paper_steps, "inference steps T"),
@@ -301,7 +302,12 @@ def ablation_plot(
     for ax, rows, key, paper, xlabel in panels:
         pts = [(int(r[key]), float(r["psnr"])) for r in rows if str(r[key]) != "Raw"]
         raw = next(float(r["psnr"]) for r in rows if str(r[key]) == "Raw")
-        ax.plot(*zip(*pts), "o-", label="ours")
+        if rows and "psnr_sd" in rows[0]:
+            sd = [float(r["psnr_sd"]) for r in rows if str(r[key]) != "Raw"]
+            n = rows[0]["seeds"]
+            ax.errorbar(*zip(*pts), yerr=sd, fmt="o-", capsize=3, label=f"ours ({n} seeds, sd)")
+        else:
+            ax.plot(*zip(*pts), "o-", label="ours")
         ax.axhline(raw, color="gray", ls="--", label="ours: RAW input")
         ax.plot(list(paper), list(paper.values()), "s:", color="C3", label="paper")
         ax.set_xscale("log")
