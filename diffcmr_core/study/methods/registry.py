@@ -449,10 +449,12 @@ class PICSMethod(Method):
         )
 
     def reconstructor(self, profile, task, acc, *, device=None, progress=False):
-        """PI-CS from each slice's acquisition with the chosen parameters (cached per slice)."""
+        """PI-CS from each slice's acquisition with the chosen parameters (cached per slice, in
+        the run folder of the profile whose data it reads: a seed variant, which reads the same
+        data, finds the same images; the cache's keys hash everything an image depends on)."""
 
         return self._run(
-            profile, task, acc, paths_for(profile).layout.method_cache(self.name), progress
+            profile, task, acc, paths_for(profile).data_layout.method_cache(self.name), progress
         )
 
     def timed_reconstructor(self, profile, task, acc):

@@ -707,6 +707,12 @@ class Paths:
         """Every path under the run folder (:mod:`~diffcmr_core.study.settings.layout`)."""
         return RunLayout(self.runs, self.shared_models)
 
+    @property
+    def data_layout(self) -> RunLayout:
+        """The run folder of the profile whose data this one reads (itself, or for a seed
+        variant the profile it varies): what depends on the data alone is kept there once."""
+        return RunLayout(self.runs.parent / (self.data_profile or self.profile))
+
     def model_dir(self, task: str, acc: int, method: str) -> Path:
         """The checkpoint folder of the model that reconstructs ``task`` at ``acc``
         (:meth:`~diffcmr_core.study.settings.layout.RunLayout.model`), tagged with its learning
