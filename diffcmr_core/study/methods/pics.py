@@ -280,7 +280,7 @@ def choice_table(profile, tasks=None, name: str = "cs") -> list[dict[str, object
 
     rows = []
     for task in tasks or profile.tasks:
-        path = paths_for(profile).model_dir(task, profile.accs[0], name) / CHOICE_FILE
+        path = paths_for(profile).data_layout.model(task, profile.accs[0], name) / CHOICE_FILE
         record = json.loads(path.read_text())
         for coil, pick in record["choice"].items():
             grid: dict[tuple, list[float]] = {}

@@ -432,9 +432,10 @@ class PICSMethod(Method):
         return CSConfig()
 
     def artefact(self, profile, task, acc):
-        """The file holding the chosen weight and iterations."""
+        """The file holding the chosen weight and iterations (with the data's runs: it depends
+        on the data and PI-CS's settings, not on a seed)."""
 
-        return paths_for(profile).model_dir(task, acc, self.name) / CHOICE_FILE
+        return paths_for(profile).data_layout.model(task, acc, self.name) / CHOICE_FILE
 
     def fit(self, profile, task, acc, *, progress=True):
         """Choose the weight and iterations on training slices (reused when already chosen)."""

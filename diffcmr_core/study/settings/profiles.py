@@ -711,7 +711,7 @@ class Paths:
     def data_layout(self) -> RunLayout:
         """The run folder of the profile whose data this one reads (itself, or for a seed
         variant the profile it varies): what depends on the data alone is kept there once."""
-        return RunLayout(self.runs.parent / (self.data_profile or self.profile))
+        return RunLayout(self.runs.parent / (self.data_profile or self.profile), self.shared_models)
 
     def model_dir(self, task: str, acc: int, method: str) -> Path:
         """The checkpoint folder of the model that reconstructs ``task`` at ``acc``
