@@ -153,7 +153,7 @@ def _seeds(args: argparse.Namespace) -> None:
         )
     if args.threads:
         torch.set_num_threads(args.threads)
-    profile = get_profile(args.profile)
+    profile = _chosen(args.profile)
     factors = tuple(args.factor) if args.factor else None
     results = seed_results(
         profile, tuple(args.seeds), threads=args.threads, factors=factors, progress=not args.quiet
@@ -185,11 +185,19 @@ def _train(args: argparse.Namespace) -> None:
     run_from_config(args.method, args.pairs, args.out_dir, args.config)
 
 
+def _chosen(name: str):
+    """The profile ``name`` with the choices it made on its selection subjects (the evidence
+    profile's learning rates and DiffCMR's sampling; others as they are)."""
+    from diffcmr_core.study.methods.convergence import tuned
+
+    return tuned(get_profile(name), train_missing=False)
+
+
 def _submit(args: argparse.Namespace) -> None:
 
     with shard.launched() as ranks:
         report = submit(
-            get_profile(args.profile),
+            _chosen(args.profile),
             split=args.split,
             out=args.out,
             data=args.data,
@@ -202,7 +210,7 @@ def _submit(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
 
-    profile = get_profile(args.profile)
+    profile = _chosen(args.profile)
     with shard.launched() as ranks:
         evaluation_steps(
             profile, ablation_too=not args.no_ablation, progress=not args.quiet, force=args.force
@@ -255,7 +263,7 @@ def _weights(args) -> None:
 
     from diffcmr_core.study.store.weights import ship
 
-    path = ship(get_profile(args.profile))
+    path = ship(_chosen(args.profile))
     for name, entry in json.loads(path.read_text())["files"].items():
         print(f"{path.parent / name}: {entry['bytes'] / 1e6:.1f} MB, step {entry['step']}")
     print(f"manifest: {path}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import write_text_atomic
 from diffcmr_core.study.lab.notebook import PUBLISHING
+from diffcmr_core.study.methods.convergence import tuned
 from diffcmr_core.study.settings.layout import STEP_CACHES
 from diffcmr_core.study.settings.names import TABLES, notebook, skip_reason, table
 from diffcmr_core.study.settings.profiles import get_profile, paths_for, stamp_changes, step_stamp
@@ -214,8 +215,9 @@ def dry_run(profile_name: str) -> list[dict[str, str]]:
     """What ``make study`` would do, computing nothing: each notebook of the profile, fresh or
     stale and why (:func:`stale_reason`), and each cached step found under the run folder,
     fresh or stale and which of its inputs changed (its key against
-    :func:`~diffcmr_core.study.settings.profiles.step_stamp`)."""
-    profile = get_profile(profile_name)
+    :func:`~diffcmr_core.study.settings.profiles.step_stamp`, with the choices the profile made
+    on its selection subjects)."""
+    profile = tuned(get_profile(profile_name), train_missing=False)
     paths = paths_for(profile)
     rows = []
     for nb in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb")):

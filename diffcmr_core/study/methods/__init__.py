@@ -1,5 +1,6 @@
-"""The method registry and what fits its methods: training to convergence, the PI-CS parameter
-choice. The package hands on the names of :mod:`.registry`.
+"""The method registry and what fits its methods: the evidence study's training (budgets,
+learning rates, DiffCMR's sampling on the selection subjects), the PI-CS parameter choice. The
+package hands on the names of :mod:`.registry`.
 """
 
 from diffcmr_core.study.methods.registry import (  # noqa: F401
@@ -17,6 +18,7 @@ from diffcmr_core.study.methods.registry import (  # noqa: F401
     figure_recons,
     get,
     label,
+    loss_label,
     names,
     recipe,
     reconstruct,

@@ -437,7 +437,7 @@ PROFILES: dict[str, Profile] = {
             decay_fraction=0.25,
             lr_factors=(1.0, 2.0),
             best_samplers=(("ddim", 3), ("dpm++", 3)),
-            best_rounds=(1, 2),
+            best_rounds=(2,),  # the tables keep R = 2 (one round and two in Figure 3, Table 6)
             n_val=4,
             validation_sampler=("ddim", 3, 2),
             reference=("ddpm", 10, 2),

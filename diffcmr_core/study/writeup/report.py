@@ -13,6 +13,7 @@ import torch
 
 from diffcmr_core.data.pairs import table1
 from diffcmr_core.fileio import write_text_atomic
+from diffcmr_core.study.methods.convergence import tuned
 from diffcmr_core.study.settings import names, paper
 from diffcmr_core.study.settings.layout import RunLayout
 from diffcmr_core.study.settings.profiles import Paths, Profile, paths_for, step_stamp
@@ -25,7 +26,9 @@ def compute_seconds(profile: Profile, layout: RunLayout | None = None) -> dict[s
     (from the models' loss logs, summed over resumed sessions) and the cached steps: evaluation
     (both protocols), ablation (with the public code's choices), fast sampling and maps. Steps
     cached for another configuration are left out. ``layout``: the profile's run layout, when
-    the caller has it."""
+    the caller has it. A profile that makes choices on its selection subjects is read with
+    them (:func:`~diffcmr_core.study.methods.convergence.tuned`), as its steps were keyed."""
+    profile = tuned(profile, train_missing=False)
     layout = layout or paths_for(profile).layout
     totals = {
         "training": 0.0,
@@ -210,7 +213,9 @@ def _compute_line(seconds: dict[str, float]) -> str:
 
 
 def write_report(profile: Profile, wall_seconds: float, notebooks: list[str]) -> Path:
-    """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote."""
+    """Write ``figures/<profile>/REPORT.md`` from the tables the notebooks wrote (a profile
+    that makes choices on its selection subjects: with them)."""
+    profile = tuned(profile, train_missing=False)
     paths = paths_for(profile)
     fig = paths.figures
     found = names.present(fig)  # every table, read once; the sections lay them out
