@@ -377,8 +377,10 @@ def best_sampling(profile: Profile, *, train_missing: bool = True) -> dict | Non
     evc = profile.evidence
     path = paths_for(profile).layout.best_sampling
     extra = {"samplers": evc.best_samplers, "rounds": evc.best_rounds}
+    # keyed by what it reads of the evaluation (not the tables' sampler, T and R: its choice)
+    key = step_stamp(profile, ("diffcmr",), extra, evaluation=SCORING_FIELDS)
     if not train_missing:
-        entry = read_entry(path, step_stamp(profile, ("diffcmr",), extra))
+        entry = read_entry(path, key)
         return None if entry is None else entry.get("result")
     task, acc = evc.factors[0]
     return cached_step(
@@ -387,6 +389,7 @@ def best_sampling(profile: Profile, *, train_missing: bool = True) -> dict | Non
         lambda _trained: _best_rows(profile),
         uses=("diffcmr",),
         extra=extra,
+        evaluation=SCORING_FIELDS,
         prepare=lambda: train_to_budget(profile, task, acc, "diffcmr"),
         name="DiffCMR's best sampling on the selection subjects",
     )
