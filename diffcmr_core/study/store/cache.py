@@ -194,8 +194,8 @@ def cached_step(
     """The result of ``compute``, from the cache at ``path`` when it was made with this step's
     key (``step_stamp(profile, uses, extra)``: the methods it ``uses``, None for all, and its
     ``extra`` settings; ``evaluation``: only these fields of the evaluation), unless ``force``,
-    and passes ``check`` (see :func:`read_entry`). On a miss ``prepare()`` runs first, untimed (e.g. training the model a step evaluates), and what
-    it returns is handed to ``compute``: ``compute(prepare())``, or ``compute()`` without a
+    and passes ``check`` (see :func:`read_entry`). On a miss ``prepare()`` runs first, untimed
+    (e.g. training the model a step evaluates), and what it returns is handed to ``compute``: ``compute(prepare())``, or ``compute()`` without a
     ``prepare``. The time of ``compute`` is stored with the result. A reuse is said in one line,
     with how to recompute, unless ``quiet`` (a table re-reading a step).
 
