@@ -191,20 +191,22 @@ def cached_step(
     check: Check | None = None,
     evaluation: tuple[str, ...] | None = None,
 ) -> T:
-    """The result of ``compute``, from the cache at ``path`` when it was made with this step's
-    key (``step_stamp(profile, uses, extra)``: the methods it ``uses``, None for all, and its
+    """The result of ``compute``, from the cache at ``path`` when it was made with this step's key
+    (``step_stamp(profile, uses, extra)``: the methods it ``uses``, None for all, and its
     ``extra`` settings; ``evaluation``: only these fields of the evaluation), unless ``force``,
     and passes ``check`` (see :func:`read_entry`). On a miss ``prepare()`` runs first, untimed
-    (e.g. training the model a step evaluates), and what it returns is handed to ``compute``: ``compute(prepare())``, or ``compute()`` without a
-    ``prepare``. The time of ``compute`` is stored with the result. A reuse is said in one line,
-    with how to recompute, unless ``quiet`` (a table re-reading a step).
+    (e.g. training the model a step evaluates), and what it returns is handed to ``compute``:
+    ``compute(prepare())``, or ``compute()`` without a ``prepare``. The time of ``compute`` is
+    stored with the result. A reuse is said in one line, with how to recompute, unless ``quiet``
+    (a table re-reading a step).
 
     Two commands on one home: the step is computed under its lock (:func:`step_lock`), and the
     cache is read again once the lock is held, so the second reuses what the first computed.
 
     Under ``torchrun`` every rank runs ``compute`` (which splits its work, see
-    :mod:`~diffcmr_core.study.store.shard`); rank 0 alone stores the result, and the others wait for
-    it, so that no rank reads a step's files before they are written."""
+    :mod:`~diffcmr_core.study.store.shard`); rank 0 alone stores the result, and the others wait
+    for it, so that no rank reads a step's files before they are written.
+    """
     ranks = shard.current()
     key = step_stamp(profile, uses, extra, evaluation=evaluation)
     note_in_ledger(path)
