@@ -227,11 +227,14 @@ def paired_differences(
     rows: list[dict], a: tuple[str, str], b: tuple[str, str], metric: str = "psnr"
 ) -> dict[str, dict[int, dict[str, float]]]:
     """``a - b`` of ``metric`` per subject, seed and image (rows of the per-image table; ``a``
-    and ``b`` are ``(method, setting)``), test subjects only, on the images both have."""
+    and ``b`` are ``(method, setting)``), test subjects only, on the images both have a score
+    of (a NaN, e.g. a heart metric where the slice has no heart region, is no score)."""
     keyed: dict[tuple, dict[tuple, float]] = {a: {}, b: {}}
     for r in rows:
         which = (r["method"], r["setting"])
-        if which in keyed and r["split"] == "test":
+        value = r.get(metric)
+        scored = value is not None and value == value and value != ""
+        if which in keyed and r["split"] == "test" and scored:
             image = (r["coil"], r["file"], str(r["slice"]), str(r["frame"]))
             keyed[which][(r["subject"], int(r["seed"]), image)] = float(r[metric])
     out: dict[str, dict[int, dict[str, float]]] = {}
@@ -299,6 +302,8 @@ def verdict_rows(rows: list[dict], comparisons: list[dict], metric: str = "psnr"
     out = []
     for c in comparisons:
         res = hierarchical_interval(paired_differences(rows, c["a"], c["b"], metric))
+        heart = paired_differences(rows, c["a"], c["b"], f"heart_{metric}")
+        region = hierarchical_interval(heart) if heart else None
         sign = np.sign(res["estimate"])
         verdict = (
             "not established"
@@ -313,6 +318,10 @@ def verdict_rows(rows: list[dict], comparisons: list[dict], metric: str = "psnr"
                 f"d_{metric}": res["estimate"],
                 **{k: v for k, v in res.items() if k != "estimate"},
                 "verdict": verdict,
+                # the heart region's difference beside it (the same rule; NaN: no heart region)
+                f"d_heart_{metric}": region["estimate"] if region else float("nan"),
+                "heart_ci_low": region["ci_low"] if region else float("nan"),
+                "heart_ci_high": region["ci_high"] if region else float("nan"),
             }
         )
     return out
