@@ -294,8 +294,10 @@ def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> di
     lr, "edge": bool}``, cached beside the runs; ``train_missing=False``: None when a run is
     not finished."""
     evc = profile.evidence
-    if evc.lr_chosen:
-        raise ValueError(f"profile {profile.name}: its rates are chosen; sweep the configured ones")
+    if method in evc.lr_chosen:
+        raise ValueError(
+            f"profile {profile.name}: {method}'s rate is chosen; sweep its configured one"
+        )
     base = profile.network(method).train.lr
     rates = sorted(base * f for f in evc.lr_factors)
     rows: dict[float, dict] = {}
@@ -396,36 +398,51 @@ def best_sampling(profile: Profile, *, train_missing: bool = True) -> dict | Non
 
 
 def tuned(profile: Profile, *, train_missing: bool = True) -> Profile:
-    """``profile`` with each network at the learning rate its sweep chose (:func:`sweep_lr`;
-    a profile without ``lr_factors`` as it is). ``train_missing=False``: the profile as it is
-    when a sweep has not finished, and a line saying so."""
+    """``profile`` with each network at the learning rate its sweep chose (:func:`sweep_lr`)
+    and, once DiffCMR's rate is chosen, the tables at DiffCMR's best sampling
+    (:func:`best_sampling`); a profile without ``lr_factors`` as it is. Each choice made is
+    recorded in its evidence settings (``lr_chosen``, ``sampling_chosen``), so that a profile
+    tuned in part is completed by a later call. ``train_missing=False``: a choice not made yet
+    is left out, with a line saying so."""
     evc = profile.evidence
-    if evc is None or not evc.lr_factors or evc.lr_chosen:
+    if evc is None or not evc.lr_factors:
         return profile
-    out = dataclasses.replace(profile, evidence=dataclasses.replace(evc, lr_chosen=True))
+    out = profile
     for method in [
-        m for m in profile.methods if isinstance(profile.settings.get(m), NetworkSettings)
+        m
+        for m in profile.methods
+        if isinstance(profile.settings.get(m), NetworkSettings) and m not in evc.lr_chosen
     ]:
         sweep = sweep_lr(profile, method, train_missing=train_missing)
         if sweep is None:
             print(
-                f"the learning rates of profile {profile.name} are not chosen yet (notebook 03 "
-                "sweeps them): its configured rates are used"
+                f"the learning rate of {method} in profile {profile.name} is not chosen yet "
+                "(notebook 03 sweeps it): its configured rate is used"
             )
-            return profile
+            continue
         out = with_lr(out, method, sweep["chosen"])
-    if not evc.best_samplers or "diffcmr" not in profile.methods:
-        return out
-    best = best_sampling(out, train_missing=train_missing)
+        chosen = (*out.evidence.lr_chosen, method)
+        out = dataclasses.replace(out, evidence=dataclasses.replace(out.evidence, lr_chosen=chosen))
+    return _with_best_sampling(out, train_missing)
+
+
+def _with_best_sampling(profile: Profile, train_missing: bool) -> Profile:
+    """``profile`` with the tables at DiffCMR's best sampling once its rate is chosen (see
+    :func:`tuned`)."""
+    evc = profile.evidence
+    if not evc.best_samplers or evc.sampling_chosen or "diffcmr" not in evc.lr_chosen:
+        return profile
+    best = best_sampling(profile, train_missing=train_missing)
     if best is None:
         print(
             f"DiffCMR's sampling of profile {profile.name} is not chosen yet (notebook 03 "
             "chooses it): the evaluation's own is used"
         )
-        return out
+        return profile
     sampler, steps, rounds = best["chosen"]
-    ev = dataclasses.replace(out.evaluation, sampler=sampler, steps=steps, rounds=rounds)
-    return dataclasses.replace(out, evaluation=ev)
+    ev = dataclasses.replace(profile.evaluation, sampler=sampler, steps=steps, rounds=rounds)
+    evidence = dataclasses.replace(evc, sampling_chosen=True)
+    return dataclasses.replace(profile, evaluation=ev, evidence=evidence)
 
 
 def sample_at(profile, system, model, inp, ids, setting, *, progress=False, x0_hook_for=None):

@@ -112,7 +112,8 @@ class EvidenceConfig:
     trend_fraction: float = 0.5
     lr_factors: tuple[float, ...] = ()  # () : the configured rates, no sweep
     lr_extend: int = 2  # rates tried beyond an edge of the sweep while the best is there
-    lr_chosen: bool = False  # the networks carry the sweep's choice (``convergence.tuned``)
+    lr_chosen: tuple[str, ...] = ()  # the networks carrying their sweep's choice, and
+    sampling_chosen: bool = False  # the tables carrying DiffCMR's best (``convergence.tuned``)
     # DiffCMR at its best: each (sampler, T) run with max(best_rounds) rounds on the selection
     # slices, scored at each R of ``best_rounds``; the best becomes the tables' setting
     # (``convergence.best_sampling``; () : the evaluation's own)
