@@ -46,7 +46,6 @@ EVIDENCE_FILES = [
     "evidence_verdicts.csv",
     "evidence_per_image.csv",
     "fig_ensemble_law.png",
-    "training_lr_sweep.csv",
 ]
 
 
@@ -215,13 +214,14 @@ def test_explorer_callbacks(smoke_home):
 
 
 def test_explorer_without_a_trained_model_says_to_run_make_study(tmp_path, monkeypatch):
-    """A fresh clone: the explorer trains nothing (it looked hung for minutes), it says what
-    to run."""
+    """A fresh clone, a profile without shipped weights: the explorer trains nothing (it looked
+    hung for minutes), it says what to run (the quick profile's shipped weights:
+    ``tests/test_weights.py``)."""
     from diffcmr_core.study.lab.explorer import Explorer
 
     monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
-    explorer = Explorer(get_profile("quick"), "cine")
-    assert not explorer.trained(4)
+    explorer = Explorer(get_profile("gpu"), "cine")
+    assert not explorer.trained(4) and explorer.source(4) is None
     message = explorer.widget()
     assert "make study" in message.value and "trains nothing" in message.value
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()

@@ -243,8 +243,7 @@ def test_a_saved_chunk_of_the_wrong_shape_is_named_set_aside_and_redone(
 
 
 def _record_of(moved_home, method="unet"):
-    lr = get_profile("smoke").network(method).train.lr  # the configured rate's run of the sweep
-    folder = moved_home / "runs" / "smoke" / "models" / f"cine_accall_{method}_lr{lr:g}"
+    folder = moved_home / "runs" / "smoke" / "models" / f"cine_accall_{method}"
     return folder / "validation.json"
 
 

@@ -372,11 +372,13 @@ def best_sampling(profile: Profile, *, train_missing: bool = True) -> dict | Non
     ``best_rounds``): each sampler and T run once with the most rounds, the mean of its first
     R rounds scored for each R (the first R rounds of a run are an R-round run); the best
     mean PSNR is ``chosen`` ``[sampler, T, R]``. Cached in
-    ``runs/<profile>/evidence/best_sampling.json``; ``train_missing=False``: None when it is
-    not (or its model is not) there yet."""
+    ``runs/<profile>/evidence/best_sampling.json``; None for a profile that chooses none, or
+    with ``train_missing=False`` when it is not (or its model is not) there yet."""
     from diffcmr_core.study.store.cache import cached_step, read_entry
 
     evc = profile.evidence
+    if evc is None or not evc.best_samplers:
+        return None
     path = paths_for(profile).layout.best_sampling
     extra = {"samplers": evc.best_samplers, "rounds": evc.best_rounds}
     # keyed by what it reads of the evaluation (not the tables' sampler, T and R: its choice)
