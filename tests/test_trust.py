@@ -421,7 +421,7 @@ def test_a_report_without_some_tables_says_which_and_keeps_the_notebooks_results
     )
     assert "--only 02_preprocessing" in text and "`seeds.csv`" not in text
     assert (home / "figures" / "smoke" / "seeds.csv").is_file()
-    assert "## Evidence at convergence" in text
+    assert "## Evidence on held-out subjects" in text
 
 
 # ----------------------------------------------------------------------------- 8. a full disk
