@@ -379,9 +379,10 @@ PROFILES: dict[str, Profile] = {
             **networks(
                 _QUICK_NET,
                 UNetConfig(channels=16, depth=3),
-                train_diffcmr=_cpu_train(3000, 1e-3, chunk=300),
-                train_unet=_cpu_train(3000, 2e-3, chunk=300),
-                train_cgan=_cpu_train(3000, 1e-3, chunk=300),
+                # the sweep's centres: the rates a first sweep chose (docs/profiles.md)
+                train_diffcmr=_cpu_train(3000, 4e-3, chunk=300),
+                train_unet=_cpu_train(3000, 4e-3, chunk=300),
+                train_cgan=_cpu_train(3000, 2e-3, chunk=300),
             ),
         },
         tasks=("cine",),
