@@ -249,6 +249,6 @@ def test_the_sweep_goes_on_past_an_edge_while_the_best_is_there(
         return {"method": method, "lr": lr, "psnr": 30 - np.log2(lr / peak) ** 2}
 
     monkeypatch.setattr(convergence, "_swept", fake)
-    result = convergence.sweep_lr(dataclasses.replace(profile), "cgan")
+    result = convergence.sweep_lr(convergence.with_lr(profile, "cgan", 1e-3), "cgan")
     assert sorted(calls) == pytest.approx(sorted(tried))
     assert result["chosen"] == pytest.approx(chosen) and result["edge"] is edge
