@@ -3,6 +3,7 @@ img4ranking files as the organisers read them, scoring against scikit-image, and
 from the smoke study's trained models, end to end."""
 
 import math
+import re
 import shutil
 
 import numpy as np
@@ -106,20 +107,23 @@ def test_score_file_is_the_organisers_calmetric():
 
 
 @pytest.mark.slow
-def test_submit_and_score_end_to_end_from_the_smoke_study(smoke_home, tmp_path):
+def test_submit_and_score_end_to_end_from_the_smoke_study(smoke_home, tmp_path, capsys):
     """Smoke-profile models (trained by the study), ``submit`` on the synthetic ValidationSet
     and ``score`` against its fully sampled files: every file read back with
     ``scipy.io.loadmat`` has run4Ranking's shape of its k-space file; a second run keeps what is
     there; a corrupt input is skipped and named while the rest is written; a missing model
-    names the task, the factor and the command."""
+    names the task, the factor and the command. Before it starts, ``submit`` says how many images
+    it will reconstruct: the written files' kept slices x frames."""
     from diffcmr_core.data.phantom import validation_truth_root
     from diffcmr_core.study.settings.profiles import get_profile, paths_for
     from diffcmr_core.study.steps.submit import submit
 
     profile = get_profile("smoke")
     data = paths_for(profile).data
-    report = submit(profile, split="ValidationSet", out=tmp_path / "sub", progress=False)
+    report = submit(profile, split="ValidationSet", out=tmp_path / "sub", progress=True)
     assert report.written and not report.skipped
+    announced = re.search(r"submit: (\d+) images by diffcmr, .* about ", capsys.readouterr().out)
+    written_images = 0
     inputs = [e for e in io.walk(data) if e.split == "ValidationSet"]
     assert len(report.written) == len(inputs)
     for e in inputs:
@@ -138,6 +142,8 @@ def test_submit_and_score_end_to_end_from_the_smoke_study(smoke_home, tmp_path):
         frames = min(t, 3) if e.file.startswith("cine") else t
         assert arr.dtype == np.float32
         assert arr.shape == (matlab_round(kx / 3), matlab_round(ky / 2), min(z, 2), frames)
+        written_images += arr.shape[2] * arr.shape[3]
+    assert announced and int(announced.group(1)) == written_images
 
     scores = score_submission(tmp_path / "sub", validation_truth_root(data))
     assert not scores.missing and not scores.failed

@@ -100,6 +100,28 @@ def test_expected_line_turns_flops_into_minutes_at_the_measured_rate(monkeypatch
     assert "09_mapping" not in cost.study_cost(get_profile("paper"))  # not run on real data
 
 
+def test_submission_line_counts_each_image_once_at_the_tables_settings(monkeypatch):
+    """``submit``'s announcement: images x (G once + T x R steps of E) for DiffCMR, one forward
+    for the U-Net, turned into time at the measured rate and split over ranks."""
+    from diffcmr_core.study.experiments import cost
+
+    profile = get_profile("smoke")
+    ev, u = profile.evaluation, unit_costs(profile)
+    monkeypatch.setattr(cost, "measured_rate", lambda *a, **k: 1e10)
+    flops = 30 * (u["diffcmr"]["condition"] + ev.steps * ev.rounds * u["diffcmr"]["denoise_step"])
+    line = cost.submission_line(profile, "diffcmr", 30)
+    assert (
+        f"30 images by diffcmr, {flops / 1e12:.3g} TFLOP, about {cost.duration(flops / 1e10)}"
+        in line
+    )
+    assert f"about {cost.duration(flops / 1e10 / 4)} per rank (4 ranks)" in (
+        cost.submission_line(profile, "diffcmr", 30, ranks=4)
+    )
+    assert f"{30 * u['unet']['forward'] / 1e12:.3g} TFLOP" in cost.submission_line(
+        profile, "unet", 30
+    )
+
+
 def test_protocol_and_map_workloads_are_counted():
     """04 pays the challenge protocol, 05 the public choices, 09 the maps: each term moves with
     the profile's sampling steps as one DiffCMR run per image predicts."""

@@ -240,6 +240,25 @@ def measured_rate(profile: Profile, device: torch.device | str = "cpu", repeats:
     return per_image * batch / best
 
 
+def submission_line(
+    profile: Profile, method: str, images: int, ranks: int = 1, device: torch.device | str = "cpu"
+) -> str:
+    """One line before a submission: the ``images`` it reconstructs with ``method`` at the
+    profile's settings (DiffCMR: G once and T x R steps of E per image), their FLOPs and the time
+    they take at this machine's :func:`measured_rate`, split over ``ranks`` processes."""
+    flops = images * methods.get(method).image_flops(profile, unit_costs(profile))
+    line = f"submit: {images} images by {method}, {flops / 1e12:.3g} TFLOP"
+    if flops <= 0 or "diffcmr" not in profile.settings:
+        return line
+    seconds = flops / measured_rate(profile, device) / ranks
+    return (
+        f"{line}, about {duration(seconds)}"
+        + (f" per rank ({ranks} ranks)" if ranks > 1 else "")
+        + " at the rate this machine sustains on a training step (reading and writing files"
+        " not counted; files already written are kept and cost nothing)"
+    )
+
+
 def expected_line(profile: Profile, notebook: str, device: torch.device | str = "cpu") -> str:
     """One line for a long notebook: its FLOPs and the time they take at this machine's
     :func:`measured_rate` (steps already in the run folder are reused and cost nothing)."""

@@ -371,26 +371,18 @@ def selection_scores(profile: Profile, task: str, acc: int, *, progress: bool = 
     """Every method's final model (RAW included) on the selection subjects at the tables'
     settings, per image in :func:`selection_dir` (``<label>_slices.csv``); the mean scores,
     cached there (``summary.json``). What the choices saw, beside what the tables report."""
-    from diffcmr_core.data import acquired
     from diffcmr_core.method.evaluate import evaluate
     from diffcmr_core.study.steps import ensure_trained
     from diffcmr_core.study.steps.heart import heart_boxes
+    from diffcmr_core.study.steps.paper_steps import val_batch
     from diffcmr_core.study.store.cache import cached_step
-    from diffcmr_core.study.store.validation import selection_pairs
 
     out = selection_dir(profile, task, acc)
 
     def compute(_fitted) -> dict:
-        inp, tgt, meta = selection_pairs(profile, task, acc, None)
-        paths = paths_for(profile)
-        boxes = heart_boxes(paths.data, meta, profile.preprocess, profile.phantom.pixel_mm)
-        batch = methods.Batch(
-            inp,
-            meta["scale"].astype(np.float32),
-            profile.preprocess,
-            lambda: acquired.of_pairs(paths.data, task, acc, meta),
-            meta["index"],
-        )
+        batch, tgt, meta = val_batch(profile, task, acc, None, selection=True)
+        pre = profile.preprocess
+        boxes = heart_boxes(paths_for(profile).data, meta, pre, profile.phantom.pixel_mm)
         result = {}
         for name in ("raw", *profile.methods):
             rec = methods.get(name).reconstructor(profile, task, acc, progress=progress)(batch)

@@ -48,7 +48,7 @@ from diffcmr_core.study.store.cache import (
     rows_problem,
     step_lock,
 )
-from diffcmr_core.study.store.validation import crop_preprocess, val_pairs
+from diffcmr_core.study.store.validation import crop_preprocess, selection_pairs, val_pairs
 from diffcmr_core.tables import read_csv
 
 
@@ -182,11 +182,25 @@ def sampling_fractions(profile: Profile) -> list[dict[str, object]]:
 
 # ----------------------------------------------------------------------------- evaluation
 def val_batch(
-    profile: Profile, task: str, acc: int, n: int | None, *, crop_dir: Path | None = None
+    profile: Profile,
+    task: str,
+    acc: int,
+    n: int | None,
+    *,
+    crop_dir: Path | None = None,
+    selection: bool = False,
 ) -> tuple[methods.Batch, np.ndarray, dict]:
-    """The first ``n`` validation slices as a :class:`~diffcmr_core.study.methods.Batch` (their
-    acquisitions read on demand), with their targets and metadata."""
-    inp, tgt, meta = val_pairs(profile, task, acc, n, crop_dir=crop_dir)
+    """The first ``n`` validation slices (``selection``: of the selection subjects,
+    :func:`~diffcmr_core.study.store.validation.selection_pairs`) as a
+    :class:`~diffcmr_core.study.methods.Batch` (their acquisitions read on demand), with their
+    targets and metadata."""
+    if selection and crop_dir is not None:
+        raise ValueError("the selection subjects have no crop pairs")
+    inp, tgt, meta = (
+        selection_pairs(profile, task, acc, n)
+        if selection
+        else val_pairs(profile, task, acc, n, crop_dir=crop_dir)
+    )
     pre = profile.preprocess if crop_dir is None else crop_preprocess(profile)
     data = paths_for(profile).data
     batch = methods.Batch(

@@ -47,11 +47,13 @@ from diffcmr_core.method.challenge import (
     load_ranking,
     ranking_crop,
     ranking_kspace,
+    ranking_selection,
     save_ranking,
     score_submission,
     submission_path,
 )
 from diffcmr_core.study import methods
+from diffcmr_core.study.experiments.cost import submission_line
 from diffcmr_core.study.methods import Batch, recipe
 from diffcmr_core.study.settings.profiles import Profile, paths_for
 from diffcmr_core.study.store import shard
@@ -234,6 +236,20 @@ def _split_files(
     return jobs
 
 
+def _images(jobs: list[tuple]) -> int:
+    """The images (kept frames x kept slices) of the jobs' files, from their headers alone; a
+    file whose header cannot be read counts nothing here (the loop reports it)."""
+    total = 0
+    for coil, _task, acc, _case, name, path in jobs:
+        try:
+            shape = io.kspace_shape(path, io.kspace_key(coil, acc))
+        except CMRxReconError:
+            continue
+        frames, slices = ranking_selection(name, shape[0], shape[1])
+        total += len(frames) * len(slices)
+    return total
+
+
 def _finished(path: Path) -> bool:
     try:
         load_ranking(path)
@@ -274,6 +290,8 @@ def submit(
             f"<Cine|Mapping>/{split}/AccFactorXX/PNNN/*.mat)",
         )
     recons, recipes = _models(profile, jobs, method, shard.device_for(ranks))
+    if progress and ranks.main:
+        print(submission_line(profile, method, _images(jobs), ranks.world))
     record_path = _record_path(out, ranks.rank)
     made_by = _read_records(out)
     record = dict(_read_record(record_path))
