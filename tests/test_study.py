@@ -296,3 +296,30 @@ def test_saved_figures_are_byte_identical_when_redrawn(tmp_path):
     for suffix in (".png", ".pdf"):
         a, b = first.with_suffix(suffix).read_bytes(), second.with_suffix(suffix).read_bytes()
         assert a[:4] in (b"\x89PNG", b"%PDF") and a == b, suffix
+
+
+def test_notebooks_run_on_a_kernel_over_unix_sockets(tmp_path, capfd):
+    """The runner's kernels talk over Unix sockets in a folder of their own (no TCP port, and no
+    ipykernel warning about unencrypted TCP before every notebook of `make study`)."""
+    import nbformat
+    import papermill as pm
+
+    from diffcmr_core.study.lab.runner import _local_kernel
+
+    code = "from ipykernel.kernelapp import IPKernelApp\nprint(IPKernelApp.instance().transport)"
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), tmp_path / "a.ipynb"
+    )
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    pm.execute_notebook(
+        str(tmp_path / "a.ipynb"),
+        str(tmp_path / "b.ipynb"),
+        progress_bar=False,
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        kernel_manager_class=_local_kernel(sockets),
+    )
+    out = nbformat.read(tmp_path / "b.ipynb", 4).cells[0].outputs
+    assert out[0]["text"].strip() == "ipc"
+    assert "without encryption" not in capfd.readouterr().err

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +117,27 @@ def _made(root: Path, figures: Path, nb: Path, ledger: Path) -> list[str]:
     )
 
 
+def _local_kernel(folder: Path):
+    """A kernel manager whose kernel talks over Unix sockets in ``folder`` (POSIX; the kernel
+    runs on this machine, so no TCP port is opened and ipykernel has no unencrypted TCP to warn
+    about on every notebook); None elsewhere (papermill's default)."""
+    if os.name != "posix":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernel(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            return str(folder / "kernel")  # absolute: kernel and client share it
+
+    return LocalKernel
+
+
 def _execute(nb: Path, out: Path, params: dict, paths) -> None:
     """Run one notebook with papermill into ``out`` and mark it done with its fingerprint, its
     seconds and what it made (:func:`_made`); a failing cell stops the study, naming the
@@ -129,6 +152,8 @@ def _execute(nb: Path, out: Path, params: dict, paths) -> None:
     t0 = time.perf_counter()
     os.environ[LEDGER] = str(ledger)  # the kernel lists the steps it reads and writes
     os.environ[PUBLISHING] = "1"  # the kernel may write figures/<profile>/ (notebook.start)
+    sockets = Path(tempfile.mkdtemp(prefix="diffcmr-kernel-"))
+    manager = _local_kernel(sockets)
     try:
         pm.execute_notebook(
             str(nb),
@@ -137,6 +162,7 @@ def _execute(nb: Path, out: Path, params: dict, paths) -> None:
             cwd=str(nb.parent),
             progress_bar=False,
             kernel_name="python3",
+            **({"kernel_manager_class": manager} if manager else {}),
         )
     except pm.PapermillExecutionError as err:
         raise SystemExit(
@@ -146,6 +172,7 @@ def _execute(nb: Path, out: Path, params: dict, paths) -> None:
     finally:
         os.environ.pop(LEDGER, None)
         os.environ.pop(PUBLISHING, None)
+        shutil.rmtree(sockets, ignore_errors=True)
     seconds = time.perf_counter() - t0
     marker = {
         "fingerprint": _fingerprint(nb, {**params, "force": False}),
