@@ -14,18 +14,29 @@ from diffcmr_core.method.checkpoints import load_for_inference
 from diffcmr_core.study.store import weights
 
 
-def test_the_committed_weights_are_the_manifests():
-    found = weights.manifest("quick")
-    assert found["profile"] == "quick" and set(found["files"]) == {
-        f"cine_{m}.pt" for m in weights.SHIPPED
+@pytest.mark.parametrize(
+    "profile", sorted(p.name for p in weights.folder("quick").parent.iterdir())
+)
+def test_the_committed_weights_are_the_manifests(profile):
+    """Every shipped profile: one file per network method, each the manifest's by an independent
+    digest, loading as the method it names, with its scores and how it was made."""
+    from diffcmr_core.study.settings.profiles import get_profile
+
+    found = weights.manifest(profile)
+    assert found["profile"] == profile and set(found["files"]) == {
+        f"cine_{m}.pt" for m in weights.networks(get_profile(profile))
     }
+    assert found["made_by"] == f"python -m diffcmr_core weights --profile {profile}"
     for name, entry in found["files"].items():
-        data = (weights.folder("quick") / name).read_bytes()
+        data = (weights.folder(profile) / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]  # an independent digest
         assert len(data) == entry["bytes"]
         method = entry["method"]
-        system, model = load_for_inference(weights.shipped("quick", method))
+        system, model = load_for_inference(weights.shipped(profile, method))
         assert system.method == method and not model.training
+        assert entry["table_scores"] and entry["lr"] > 0
+        if get_profile(profile).preprocess.selection_cases:
+            assert 0 < entry["selection_scores"]["ssim"] <= 1
 
 
 def test_a_file_that_differs_from_its_manifest_is_refused(tmp_path):

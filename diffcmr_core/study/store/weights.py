@@ -4,9 +4,10 @@ manifest, so that a class can run DiffCMR without training first.
 ``python -m diffcmr_core weights --profile quick`` copies the final networks of a finished study
 (``runs/<profile>/models/``) into ``weights/<profile>/``, keeping what inference needs (the
 method, its configurations and the EMA weights; not the optimiser's state), and writes
-``manifest.json``: per file its SHA-256, size, method, task, training step and seed, the commit
-of the tree that shipped it, and the scores of the profile's committed Table 2 (cine, the
-validation subjects it never trained on). :func:`shipped` returns a file after checking it
+``manifest.json``: per file its SHA-256, size, method, task, training step, seed and learning
+rate, the commit of the tree that shipped it, the scores of the profile's committed Table 2
+(cine: the subjects its tables score, never trained on) and, for a profile with selection
+subjects, the scores on them. :func:`shipped` returns a file after checking it
 against the manifest; a file that differs is refused, never loaded.
 """
 
@@ -19,7 +20,6 @@ from pathlib import Path
 from diffcmr_core.errors import DiffCMRError
 from diffcmr_core.fileio import atomic_path, sha256, write_text_atomic
 
-SHIPPED = ("diffcmr", "unet")  # the networks a class needs: DiffCMR and its regression rival
 TASK = "cine"
 KEEP = ("method", "step", "ema", "model_config", "train_config", "cpu_seconds", "pairs")
 CHECKOUT = Path(__file__).resolve().parents[3]  # diffcmr_core/study/store/weights.py
@@ -43,34 +43,57 @@ def _commit(root: Path) -> str:
 
 
 def _scores(paths, method: str) -> list[dict[str, str]]:
-    """The method's rows of the profile's committed Table 2 (cine), as written."""
+    """The method's rows of the profile's committed Table 2 (cine), as written: the subjects its
+    tables score (the ``cpu`` profile's test subjects; otherwise its validation subjects)."""
+    from diffcmr_core.study import methods
     from diffcmr_core.tables import read_csv
 
     table = paths.table("table2_cine")
-    label = {"diffcmr": "DiffCMR", "unet": "U-Net"}[method]
     if not table.is_file():
         return []
     keep = ("acc", "psnr", "ssim", "nmse")
+    label = methods.label(method)
     return [{k: r[k] for k in keep} for r in read_csv(table) if r["method"] == label]
 
 
+def _selection_scores(profile, method: str) -> dict[str, float] | None:
+    """The method's mean scores on the profile's selection subjects (cine, first factor), from
+    the study's cache; None for a profile without selection subjects."""
+    from diffcmr_core.study import methods
+    from diffcmr_core.study.experiments.verdicts import selection_scores
+
+    if not profile.preprocess.selection_cases:
+        return None
+    found = selection_scores(profile, TASK, profile.accs[0])[methods.label(method)]
+    return {k: round(float(found[k]), 4) for k in ("psnr", "ssim", "nmse")}
+
+
+def networks(profile) -> list[str]:
+    """The methods of ``profile`` that train a network (what ``ship`` copies)."""
+    from diffcmr_core.study import methods
+
+    return [m for m in profile.methods if methods.get(m).network]
+
+
 def ship(profile, root: Path | None = None) -> Path:
-    """Copy ``profile``'s trained cine networks (from its study folder, ``paths_for``) into
+    """Copy ``profile``'s trained cine networks (every network method; from its study folder,
+    ``paths_for``: pass the profile as its study chose it, ``convergence.tuned``) into
     ``weights/<profile>/`` (inference state only) and write the manifest; returns the
-    manifest's path."""
+    manifest's path. Every model is checked to exist before anything is written."""
     import torch
 
     from diffcmr_core.method.checkpoints import load_checkpoint
     from diffcmr_core.study.settings.profiles import paths_for
 
     paths = paths_for(profile)
+    sources = {m: paths.model_dir(TASK, profile.accs[0], m) / "last.pt" for m in networks(profile)}
+    for method, source in sources.items():
+        if not source.is_file():
+            raise DiffCMRError(source, f"no trained {method} model: run `make study` first")
     out = folder(profile.name, root)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for method in SHIPPED:
-        source = paths.model_dir(TASK, profile.accs[0], method) / "last.pt"
-        if not source.is_file():
-            raise DiffCMRError(source, f"no trained {method} model: run `make study` first")
+    for method, source in sources.items():
         ckpt = load_checkpoint(source)
         name = f"{TASK}_{method}.pt"
         with atomic_path(out / name) as tmp:
@@ -82,7 +105,9 @@ def ship(profile, root: Path | None = None) -> Path:
             "task": TASK,
             "step": int(ckpt["step"]),
             "seed": int(ckpt["train_config"].get("seed", 0)),
-            "validation_scores": _scores(paths, method),
+            "lr": float(ckpt["train_config"]["lr"]),
+            "table_scores": _scores(paths, method),
+            "selection_scores": _selection_scores(profile, method),
         }
     manifest = {
         "profile": profile.name,
