@@ -224,6 +224,9 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     assert "Evidence on held-out subjects" in report and "hierarchical bootstrap" in report
     split = (fig / "evidence_split.csv").read_text().splitlines()
     assert split[1:] == ["P001,training", "P002,selection", "P003,test"]
+    ev = chosen.evaluation  # the inference cost names the sampler the tables use
+    cost = (fig / "inference_cost.csv").read_text()
+    assert f"DiffCMR,{ev.sampler} T={ev.steps} R={ev.rounds} (tables)," in cost
 
 
 @pytest.mark.parametrize(

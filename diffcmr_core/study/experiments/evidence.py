@@ -443,7 +443,7 @@ def inference_seconds(
         t0 = time.perf_counter()
         rec(batch)
         sampling = methods.get(name).sampling
-        setting = f"DDPM T={ev.steps} R={ev.rounds} (tables)" if sampling else ""
+        setting = f"{ev.sampler} T={ev.steps} R={ev.rounds} (tables)" if sampling else ""
         rows.append(
             {
                 "method": methods.label(name),

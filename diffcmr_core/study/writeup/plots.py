@@ -511,10 +511,11 @@ def _seed_curves(ax, mine: list[dict], xkey: str, ykey: str, colour, name: str) 
 
 
 def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str) -> plt.Figure:
-    """The evidence study's compute curve: validation PSNR and SSIM against training FLOPs, PSNR
-    against CPU minutes; one colour per method, a thin line per seed and a thick one for the
-    seed mean; methods without training (RAW, PI-CS) as horizontal lines; crossings of the
-    seed-mean PSNR curves (``cross``) as black crosses."""
+    """The evidence study's compute curve: PSNR and SSIM on the slices its records score (the
+    title says which subjects) against training FLOPs, PSNR against CPU minutes; one colour per
+    method, a thin line per seed and a thick one for the seed mean; methods without training
+    (RAW, PI-CS) as horizontal lines; crossings of the seed-mean PSNR curves (``cross``) as black
+    crosses."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(str(r["method"]) for r in rows))
@@ -523,9 +524,9 @@ def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str
     ]
     curves = [n for n in names if n not in levels]
     panels = (
-        ("train_flops", "psnr", "training FLOPs", "validation PSNR (dB)"),
-        ("train_flops", "ssim", "training FLOPs", "validation SSIM"),
-        ("cpu_minutes", "psnr", "CPU minutes of training (process time)", "validation PSNR (dB)"),
+        ("train_flops", "psnr", "training FLOPs", "PSNR (dB)"),
+        ("train_flops", "ssim", "training FLOPs", "SSIM"),
+        ("cpu_minutes", "psnr", "CPU minutes of training (process time)", "PSNR (dB)"),
     )
     for ax, (xkey, ykey, xlabel, ylabel) in zip(axes, panels):
         for i, name in enumerate(curves):
