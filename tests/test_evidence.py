@@ -227,6 +227,8 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     ev = chosen.evaluation  # the inference cost names the sampler the tables use
     cost = (fig / "inference_cost.csv").read_text()
     assert f"DiffCMR,{ev.sampler} T={ev.steps} R={ev.rounds} (tables)," in cost
+    assert f"- protocol: DiffCMR {ev.sampler} T = {ev.steps}, R = {ev.rounds}, " in report
+    assert "the whole test subset" in report  # the tables score the test subjects
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,7 @@ def _provenance_section(
 ) -> list[str]:
     """The report's title and provenance: profile, data, device, commit, date, times, protocol."""
     diffcmr = profile.network("diffcmr")
+    scored = "test" if profile.preprocess.selection_cases else "validation"
     return [
         f"# DiffCMR study report: profile `{profile.name}`",
         "",
@@ -270,11 +271,12 @@ def _provenance_section(
         f"- wall time of this run: {wall_seconds / 60:.1f} min (notebooks run: "
         f"{', '.join(notebooks) or 'none, all reused'}; "
         "finished steps are reused from the run folder unless forced)",
-        f"- protocol: T = {profile.evaluation.steps}, R = {profile.evaluation.rounds}, "
+        f"- protocol: DiffCMR {profile.evaluation.sampler} T = {profile.evaluation.steps}, "
+        f"R = {profile.evaluation.rounds}, "
         + (
-            f"{profile.evaluation.n_val} validation slices"
+            f"{profile.evaluation.n_val} {scored} slices"
             if profile.evaluation.n_val
-            else f"the whole validation subset (at most {profile.preprocess.n_val_subset} slices)"
+            else f"the whole {scored} subset (at most {profile.preprocess.n_val_subset} slices)"
         )
         + f" per task and factor; image size {profile.preprocess.size}; DiffCMR output "
         f"`{diffcmr.model.prediction}`, loss weighting `{diffcmr.model.loss_weighting}`, "
