@@ -228,7 +228,10 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
     cost = (fig / "inference_cost.csv").read_text()
     assert f"DiffCMR,{ev.sampler} T={ev.steps} R={ev.rounds} (tables)," in cost
     assert f"- protocol: DiffCMR {ev.sampler} T = {ev.steps}, R = {ev.rounds}, " in report
-    assert "the whole test subset" in report  # the tables score the test subjects
+    scored = (  # the tables score the test subjects: all of them, or the profile's first n
+        f"{ev.n_val} test slices" if ev.n_val else "the whole test subset"
+    )
+    assert scored in report and "validation slices" not in report
 
 
 @pytest.mark.parametrize(

@@ -715,6 +715,26 @@ def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bo
     return " ".join(parts)
 
 
+def evidence_summary(fig: Path) -> str:
+    """The README's short form of :func:`evidence_findings` (the claims are its table): the
+    split, how many trainings had not converged, and the ensemble law; each table required."""
+    split = names.read(fig, "evidence_split")
+    count = {p: sum(r["split"] == p for r in split) for p in ("training", "selection", "test")}
+    runs = names.read(fig, "convergence")
+    rising = sum(r["still_rising"] == "True" for r in runs)
+    budget = (
+        f"**Subjects**: {count['training']} training, {count['selection']} selection, "
+        f"{count['test']} test. **Training**: {len(runs)} networks, "
+        + (
+            f"{rising} still improving at the end of their budget (`convergence.csv`): not "
+            "converged networks' numbers."
+            if rising
+            else "every one converged by its slope test (`convergence.csv`)."
+        )
+    )
+    return " ".join([budget, _law_words(names.read(fig, "evidence_ensemble_law"), short=True)])
+
+
 def _split_words(rows: list[dict[str, str]]) -> str:
     """The split in one sentence."""
     by = {
@@ -756,8 +776,9 @@ def _budget_words(rows: list[dict[str, str]]) -> str:
     )
 
 
-def _law_words(rows: list[dict[str, str]]) -> str:
-    """The ensemble law in two sentences, from the seed means of its table."""
+def _law_words(rows: list[dict[str, str]], *, short: bool = False) -> str:
+    """The ensemble law in two sentences, from the seed means of its table (``short``: the
+    README's one sentence, the measured and the posterior gain and the U-Net's ratio)."""
     rs = sorted({int(r["rounds"]) for r in rows})
 
     def mean(key: str, r: int) -> float:
@@ -768,13 +789,23 @@ def _law_words(rows: list[dict[str, str]]) -> str:
     posterior = 10 * np.log10(mean("mse_posterior_law", lo) / mean("mse_posterior_law", hi))
     worst = max(abs(mean("mse_spread_law", r) / mean("mse", r) - 1) for r in rs)
     ratio = mean("spread_v", lo) / mean("mse_inf", lo)
+    if short:
+        text = (
+            f"**The ensemble law** (`evidence_ensemble_law.csv`): from R = {lo} to {hi} DiffCMR's "
+            f"squared error fell {measured:.2f} dB, exact posterior samples would give "
+            f"{posterior:.2f} dB (the rounds spread {ratio:.2f} times as much as posterior samples)"
+        )
+        if "unet_mse" in rows[0]:
+            unet, limit = mean("unet_mse", lo), mean("mse_inf", lo)
+            text += f"; the U-Net's is {unet / limit:.2f} times DiffCMR's limit at R = infinity"
+        return text + "."
     text = (
         f"**The ensemble law**: from R = {lo} to {hi} the mean of DiffCMR's rounds lowered its "
         f"squared error by {measured:.2f} dB, where exact posterior samples would give "
         f"{posterior:.2f} dB; the rounds' spread is {ratio:.2f} times the error left at "
         f"infinitely many rounds (1 for posterior samples: the rounds are "
         f"{'narrower' if ratio < 1 else 'wider'} than the posterior), and with it "
-        f"MSE_inf + v / R predicts every R within {100 * worst:.0f} %."
+        f"MSE_inf + v / R predicts every R within {100 * worst:.1f} %."
     )
     if "unet_mse" in rows[0]:
         unet, limit = mean("unet_mse", lo), mean("mse_inf", lo)
