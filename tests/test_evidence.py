@@ -19,6 +19,7 @@ from diffcmr_core.study.experiments import evidence
 from diffcmr_core.study.experiments.seeds import seed_profile
 from diffcmr_core.study.methods import convergence
 from diffcmr_core.study.settings.profiles import get_profile, paths_for
+from diffcmr_core.tables import read_csv
 
 CFG = TrainConfig(
     iterations=6,
@@ -193,6 +194,7 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
         "evidence_verdicts.csv",
         "evidence_per_image.csv",
         "evidence_ensemble_law.csv",
+        "evidence_dc.csv",
         "fig_ensemble_law.png",
         "training_lr_sweep.csv",
         "seeds.csv",
@@ -232,6 +234,26 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
         f"{ev.n_val} test slices" if ev.n_val else "the whole test subset"
     )
     assert scored in report and "validation slices" not in report
+    # data consistency: the networks again on the whole field of view, at the chosen rates
+    from diffcmr_core.study.experiments import consistency
+
+    dp = consistency.dc_profile(chosen)
+    assert dp.preprocess.crop and paths_for(dp).pairs != paths_for(chosen).pairs
+    for m in ("unet", "cgan", "diffcmr"):
+        assert dp.network(m).train.lr == chosen.network(m).train.lr
+        out = paths_for(dp).model_dir("cine", 4, m)
+        assert load_checkpoint(out / "last.pt")["train_config"]["lr"] == chosen.network(m).train.lr
+    dc = {r["method"] for r in read_csv(fig / "evidence_dc.csv")}
+    assert dc == {"RAW", "U-Net", "cGAN", "DiffCMR", "U-Net + DC", "cGAN + DC", "DiffCMR + DC"}
+    claims = {r["claim"]: r for r in read_csv(fig / "evidence_verdicts.csv")}
+    ours = claims["DC raises DiffCMR (whole field of view)"]
+    assert ours["source"] == "beyond the paper" and ours["verdict"] in (
+        "confirmed",
+        "contradicted",
+        "not established",
+    )
+    assert claims["DiffCMR above U-Net"]["source"] == "the paper"
+    assert "Beyond the paper: data consistency" in report
 
 
 @pytest.mark.parametrize(

@@ -298,21 +298,23 @@ def verdict_rows(rows: list[dict], comparisons: list[dict], metric: str = "psnr"
     """One row per comparison (``claim``, ``a`` and ``b`` as ``(method, setting)``, and what
     the paper says, ``paper``: the sign it expects of ``a - b``, +1 or -1): the hierarchical
     interval and the verdict: ``reproduced`` (holds, the paper's sign), ``reversed`` (holds,
-    the other sign) or ``not established``."""
+    the other sign) or ``not established``. A comparison whose ``source`` is not the paper
+    (an expectation of ours, ``paper`` its sign) is ``confirmed`` or ``contradicted``."""
     out = []
     for c in comparisons:
         res = hierarchical_interval(paired_differences(rows, c["a"], c["b"], metric))
         heart = paired_differences(rows, c["a"], c["b"], f"heart_{metric}")
         region = hierarchical_interval(heart) if heart else None
         sign = np.sign(res["estimate"])
-        verdict = (
-            "not established"
-            if not res["holds"]
-            else ("reproduced" if sign == c["paper"] else "reversed")
+        source = c.get("source", "the paper")
+        yes, no = (
+            ("reproduced", "reversed") if source == "the paper" else ("confirmed", "contradicted")
         )
+        verdict = "not established" if not res["holds"] else (yes if sign == c["paper"] else no)
         out.append(
             {
                 "claim": c["claim"],
+                "source": source,
                 "a": " ".join(x for x in c["a"] if x),
                 "b": " ".join(x for x in c["b"] if x),
                 f"d_{metric}": res["estimate"],

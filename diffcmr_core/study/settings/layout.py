@@ -43,6 +43,7 @@ STEP_CACHES = {
     "fast sampling": ("fast", "comparison.json"),
     "maps": ("maps", "summary.json"),
     "curve sampler": ("evidence", "sampler.json"),
+    "consistency": ("consistency", "summary.json"),
 }
 
 

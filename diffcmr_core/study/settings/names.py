@@ -85,7 +85,10 @@ TABLES = {
         "10_evidence", "every image's scores: subject, split, method, seed, setting"
     ),
     "evidence_verdicts": Table(
-        "10_evidence", "the paper's claims on the test subjects, hierarchical bootstrap"
+        "10_evidence", "the paper's claims (and ours) on the test subjects, hierarchical bootstrap"
+    ),
+    "evidence_dc": Table(
+        "10_evidence", "the networks on the whole field of view, without and with data consistency"
     ),
     "evidence_ensemble_law": Table(
         "10_evidence", "DiffCMR's error against R beside the (1 + 1/R) law and the U-Net"

@@ -153,6 +153,9 @@ class Profile:
     methods: tuple[str, ...] = ("unet", "cgan", "diffcmr", "cs")  # names in study.methods
     real_data: bool = False  # use $CMRXRECON_ROOT / data/CMRxRecon when present
     data_name: str | None = None  # share another profile's data and pairs (seeds)
+    # its own pairs under this name, of ``data_name``'s phantom (another preprocessing of the
+    # same subjects: the evidence study's data-consistency networks)
+    pairs_name: str | None = None
     shared_models: bool = False  # one model per task and method, trained on the
     # pairs of all its factors (the paper: one per factor)
     budget_minutes: float = 15.0
@@ -652,6 +655,7 @@ class Paths:
     root: Path
     uses_real_data: bool = False
     data_profile: str | None = None  # whose synthetic data and pairs (default: own)
+    pairs_profile: str | None = None  # whose pairs, when not the data's (default: data's)
     figures_dir: Path | None = None  # default: figures/<profile> (see notebook.start)
     shared_models: bool = False  # one model per task for every factor
     model_tags: tuple[tuple[str, str], ...] = ()  # (method, tag of its run folder)
@@ -689,7 +693,9 @@ class Paths:
     @property
     def pairs(self) -> Path:
         """The folder of the paired slices (``pairs_<task>_accNN.h5``)."""
-        return self.root / "data" / "pairs" / (self.data_profile or self.profile)
+        return (
+            self.root / "data" / "pairs" / (self.pairs_profile or self.data_profile or self.profile)
+        )
 
     @property
     def runs(self) -> Path:
@@ -742,6 +748,7 @@ def paths_for(profile: Profile | str) -> Paths:
         repo_root(),
         profile.real_data,
         profile.data_name,
+        pairs_profile=profile.pairs_name,
         shared_models=profile.shared_models,
         model_tags=tags,
     )

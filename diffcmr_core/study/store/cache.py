@@ -38,6 +38,7 @@ STEP_USES: dict[str, tuple[str, ...] | None] = {
     "public": ("raw", "diffcmr"),
     "fast sampling": ("raw", "diffcmr"),
     "curve sampler": ("raw", "diffcmr"),
+    "consistency": ("raw", "unet", "cgan", "diffcmr"),
 }
 LEDGER = "DIFFCMR_LEDGER"
 

@@ -24,12 +24,23 @@ from diffcmr_core.tables import TableError, read_csv, to_markdown
 def compute_seconds(profile: Profile, layout: RunLayout | None = None) -> dict[str, float]:
     """Compute time behind a profile's current results, whichever runs made them: training
     (from the models' loss logs, summed over resumed sessions) and the cached steps: evaluation
-    (both protocols), ablation (with the public code's choices), fast sampling and maps. Steps
+    (both protocols), ablation (with the public code's choices), fast sampling and maps; for an
+    evidence profile its other seeds' runs and its data-consistency networks' too. Steps
     cached for another configuration are left out. ``layout``: the profile's run layout, when
     the caller has it. A profile that makes choices on its selection subjects is read with
     them (:func:`~diffcmr_core.study.methods.convergence.tuned`), as its steps were keyed."""
     profile = tuned(profile, train_missing=False)
-    layout = layout or paths_for(profile).layout
+    runs = [(profile, layout or paths_for(profile).layout)]
+    if profile.evidence is not None:  # its other seeds and its data-consistency networks
+        from diffcmr_core.study.experiments.consistency import dc_profile
+        from diffcmr_core.study.experiments.seeds import seed_profile
+
+        others = [seed_profile(profile, s) for s in profile.evidence.seeds if s]
+        try:
+            others.append(dc_profile(profile))
+        except ValueError:  # its choices are not made yet: no such networks
+            pass
+        runs += [(p, paths_for(p).layout) for p in others]
     totals = {
         "training": 0.0,
         "evaluation": 0.0,
@@ -37,27 +48,29 @@ def compute_seconds(profile: Profile, layout: RunLayout | None = None) -> dict[s
         "fast sampling": 0.0,
         "maps": 0.0,
     }
-    for log in sorted(layout.models.glob("*/loss.csv")):
-        session_max, last = 0.0, 0.0
-        for row in read_csv(log):
-            sec = float(row.get("seconds") or 0.0)
-            if sec < last:  # the elapsed clock restarts when a run resumes
-                totals["training"] += session_max
-                session_max = 0.0
-            session_max, last = max(session_max, sec), sec
-        totals["training"] += session_max
-    for key, kind in (
-        ("evaluation", "evaluation"),
-        ("evaluation", "challenge"),
-        ("ablation", "ablation"),
-        ("ablation", "public"),
-        ("fast sampling", "fast sampling"),
-        ("maps", "maps"),
-    ):
-        for cache in layout.step_caches(kind):
-            entry = read_entry(cache, step_stamp(profile, STEP_USES[kind]))
-            if entry is not None:
-                totals[key] += float(entry.get("seconds", 0.0))
+    for run, layout in runs:
+        for log in sorted(layout.models.glob("*/loss.csv")):
+            session_max, last = 0.0, 0.0
+            for row in read_csv(log):
+                sec = float(row.get("seconds") or 0.0)
+                if sec < last:  # the elapsed clock restarts when a run resumes
+                    totals["training"] += session_max
+                    session_max = 0.0
+                session_max, last = max(session_max, sec), sec
+            totals["training"] += session_max
+        for key, kind in (
+            ("evaluation", "evaluation"),
+            ("evaluation", "challenge"),
+            ("evaluation", "consistency"),
+            ("ablation", "ablation"),
+            ("ablation", "public"),
+            ("fast sampling", "fast sampling"),
+            ("maps", "maps"),
+        ):
+            for cache in layout.step_caches(kind):
+                entry = read_entry(cache, step_stamp(run, STEP_USES[kind]))
+                if entry is not None:
+                    totals[key] += float(entry.get("seconds", 0.0))
     return totals
 
 
@@ -698,18 +711,30 @@ def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bo
         if required or names.table(fig, name).is_file():
             parts.append(words(names.read(fig, name)))
     head = claims[0]
-    verdicts = [
-        f"{c['claim']}: {float(c['d_psnr']):+.2f} dB [{float(c['ci_low']):.2f}, "
-        f"{float(c['ci_high']):.2f}], {c['verdict']}"
-        for c in claims
-    ]
+
+    def said(rows: list[dict[str, str]]) -> str:
+        return "; ".join(
+            f"{c['claim']}: {float(c['d_psnr']):+.2f} dB [{float(c['ci_low']):.2f}, "
+            f"{float(c['ci_high']):.2f}], {c['verdict']}"
+            for c in rows
+        )
+
+    ours = [c for c in claims if c.get("source", "the paper") != "the paper"]
     parts.append(
         f"**The paper's claims** ({head['a']} in the tables; {head['seeds']} seeds, "
         f"{head['subjects']} test subjects; the difference of the first method named minus "
         "the second, mean over seeds, subjects and images, with its 95 % hierarchical "
         "bootstrap interval; a claim is reproduced or reversed only when the interval "
-        "excludes 0): " + "; ".join(verdicts) + "."
+        "excludes 0): " + said([c for c in claims if c not in ours]) + "."
     )
+    if ours:
+        parts.append(
+            "**Beyond the paper: data consistency on the acquired coil data** (the networks "
+            f"trained again on the whole field of view, {ours[0]['seeds']} seed, "
+            f"`evidence_dc.csv`; confirmed or contradicted under the same rule): "
+            + said(ours)
+            + "."
+        )
     if required or names.table(fig, "evidence_ensemble_law").is_file():
         parts.append(_law_words(names.read(fig, "evidence_ensemble_law")))
     return " ".join(parts)
