@@ -244,7 +244,17 @@ def test_cpu_profile_dry_run_runs_its_notebooks(tmp_path, monkeypatch):
         out = paths_for(dp).model_dir("cine", 4, m)
         assert load_checkpoint(out / "last.pt")["train_config"]["lr"] == chosen.network(m).train.lr
     dc = {r["method"] for r in read_csv(fig / "evidence_dc.csv")}
-    assert dc == {"RAW", "U-Net", "cGAN", "DiffCMR", "U-Net + DC", "cGAN + DC", "DiffCMR + DC"}
+    assert dc == {
+        "RAW",
+        "U-Net",
+        "cGAN",
+        "DiffCMR",
+        "U-Net + DC",
+        "cGAN + DC",
+        "DiffCMR + DC",
+        "reference + DC",
+    }
+    assert "The operator's ceiling" in report
     claims = {r["claim"]: r for r in read_csv(fig / "evidence_verdicts.csv")}
     ours = claims["DC raises DiffCMR (whole field of view)"]
     assert ours["source"] == "beyond the paper" and ours["verdict"] in (

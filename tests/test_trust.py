@@ -79,8 +79,15 @@ DAMAGES = {
         r"table3_mapping\.csv: not a UTF-8 CSV table",
     ),
     "an evidence folder without its tables": (
-        lambda h: (h / "figures/cpu").mkdir(exist_ok=True),
-        r"figures/cpu/(REPORT\.md|seeds\.csv): missing",
+        lambda h: [
+            shutil.rmtree(h / "figures/cpu", ignore_errors=True),
+            (h / "figures/cpu").mkdir(),
+        ],
+        r"figures/cpu/(REPORT\.md|seeds\.csv|evidence_verdicts\.csv): missing",
+    ),
+    "the evidence's verdicts gone": (
+        lambda h: (h / "figures/cpu/evidence_verdicts.csv").unlink(),
+        r"figures/cpu/evidence_verdicts\.csv: missing",
     ),
     "a cell that is no number": (
         lambda h: _set_cell(

@@ -734,10 +734,29 @@ def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bo
             f"`evidence_dc.csv`; confirmed or contradicted under the same rule): "
             + said(ours)
             + "."
+            + _ceiling_words(fig)
         )
     if required or names.table(fig, "evidence_ensemble_law").is_file():
         parts.append(_law_words(names.read(fig, "evidence_ensemble_law")))
     return " ".join(parts)
+
+
+def _ceiling_words(fig: Path) -> str:
+    """The consistency's ceiling in a sentence, from ``evidence_dc.csv`` when it has the
+    reference's row: the truth made consistent, against the best network without it."""
+    if not names.table(fig, "evidence_dc").is_file():
+        return ""
+    rows = {r["method"]: r for r in names.read(fig, "evidence_dc", numeric=("psnr",))}
+    ceiling = rows.get("reference + DC")
+    plain = [(float(r["psnr"]), m) for m, r in rows.items() if "+ DC" not in m and m != "RAW"]
+    if ceiling is None or not plain:
+        return ""
+    best, who = max(plain)
+    return (
+        f" The operator's ceiling: the fully sampled reference itself made consistent scores "
+        f"{float(ceiling['psnr']):.2f} dB (its maps and phase estimated from the acquired lines "
+        f"at the networks' grid), against {best:.2f} dB for the {who} without consistency."
+    )
 
 
 def evidence_summary(fig: Path) -> str:
