@@ -47,8 +47,12 @@ def dc_profile(profile: Profile) -> Profile:
     evc = profile.evidence
     if evc is None:
         raise ValueError(f"profile {profile.name} has no evidence settings")
-    missing = [m for m in NETWORKS if m in profile.methods and m not in evc.lr_chosen]
-    if missing or not evc.sampling_chosen:
+    # a profile that sweeps its rates (chooses its sampling) must have chosen them; one that
+    # does not uses its configured ones
+    missing = [
+        m for m in NETWORKS if evc.lr_factors and m in profile.methods and m not in evc.lr_chosen
+    ]
+    if missing or (evc.best_samplers and not evc.sampling_chosen):
         raise ValueError(
             f"profile {profile.name}: the learning rates ({', '.join(missing) or 'chosen'}) and "
             "DiffCMR's setting must be chosen first (notebook 03; `convergence.tuned`)"

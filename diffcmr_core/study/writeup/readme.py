@@ -158,7 +158,6 @@ def readme_evidence(fig: Path) -> str:
             "method": r["method"],
             "PSNR": f"{float(r['psnr']):.2f} +- {float(r['psnr_sd']):.2f}",
             "SSIM": f"{float(r['ssim']):.3f} +- {float(r['ssim_sd']):.3f}",
-            "NMSE": f"{float(r['nmse']):.4f} +- {float(r['nmse_sd']):.4f}",
         }
         for r in rows
     ]
@@ -168,7 +167,8 @@ def readme_evidence(fig: Path) -> str:
             README_BEGIN,
             "",
             f"Test subjects, {first['task']} {first['acc']}x, mean +- sd over "
-            f"{first['seeds']} training seeds ([`REPORT.md`](figures/cpu/REPORT.md)):",
+            f"{first['seeds']} training seeds (NMSE and more: "
+            "[`REPORT.md`](figures/cpu/REPORT.md)):",
             "",
             to_markdown(table),
             "",
@@ -197,8 +197,8 @@ def ours_too(fig: Path) -> str:
     rows = names.read(fig, "evidence_verdicts", columns=("claim",))
     if any(r.get("source", "the paper") != "the paper" for r in rows):
         return (
-            "The paper's claims, then data consistency's (ours: the networks retrained on the "
-            "whole field of view, one seed): "
+            "The paper's claims, then ours on data consistency (DC; the networks retrained on "
+            "the whole field of view, one seed): "
         )
     return "The paper's claims: "
 
@@ -219,7 +219,7 @@ def _claims_table(fig: Path) -> list[dict[str, str]]:
 
     return [
         {
-            "claim": c["claim"],
+            "claim": c["claim"].replace(" (whole field of view)", ""),  # the lead says so
             "d PSNR (dB)": cell(c["d_psnr"], c["ci_low"], c["ci_high"]),
             "heart region": cell(c["d_heart_psnr"], c["heart_ci_low"], c["heart_ci_high"]),
             "verdict": c["verdict"],

@@ -755,7 +755,7 @@ def _ceiling_words(fig: Path) -> str:
     return (
         f" The operator's ceiling: the fully sampled reference itself made consistent scores "
         f"{float(ceiling['psnr']):.2f} dB (its maps and phase estimated from the acquired lines "
-        f"at the networks' grid), against {best:.2f} dB for the {who} without consistency."
+        f"at the networks' grid), against {best:.2f} dB for {who} without consistency."
     )
 
 
@@ -835,7 +835,7 @@ def _law_words(rows: list[dict[str, str]], *, short: bool = False) -> str:
     ratio = mean("spread_v", lo) / mean("mse_inf", lo)
     if short:
         text = (
-            f"**The ensemble law** (`evidence_ensemble_law.csv`): from R = {lo} to {hi} DiffCMR's "
+            f"**The ensemble law**: from R = {lo} to {hi} DiffCMR's "
             f"squared error fell {measured:.2f} dB, exact posterior samples would give "
             f"{posterior:.2f} dB (the rounds spread {ratio:.2f} times as much as posterior samples)"
         )
