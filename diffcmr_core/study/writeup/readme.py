@@ -50,8 +50,8 @@ CHALLENGE_END = "<!-- challenge: end -->"
 WHAT = {
     "quick": "32 x 32 images of a 3 mm phantom (6 cases), small networks, one model per task and "
     "method for all three factors, T = 20, R = 4 on 16 validation slices",
-    "cpu": "the evidence study: the quick networks, learning rates and DiffCMR's sampling chosen "
-    "on 2 selection subjects, 10 test subjects, cine 4x, three seeds",
+    "cpu": "the evidence study: the quick networks tuned on 2 selection subjects, verdicts on 10 "
+    "test subjects, cine 4x, three seeds, data consistency",
     "gpu": "the paper's network at 128 x 128 on the phantom, 2000 iterations, T = 200",
     "paper": "§3.2 and the public code where the paper is silent, on the real CMRxRecon data",
 }
@@ -105,7 +105,7 @@ def study_time(root: Path, profile: str) -> str:
         # the notebooks reused finished steps: their minutes are not what the results cost
         return (
             f"{float(run['compute']):.0f} min of compute behind the results (2-core CPU), "
-            f"regenerated from its caches in {run['minutes']} min {where}"
+            f"regenerated from the caches in {run['minutes']} min {where}"
         )
     flops = sum(study_cost(get_profile(profile)).values())
     minutes = flops / 100e12 / 60
