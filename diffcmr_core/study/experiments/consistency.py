@@ -96,23 +96,37 @@ def evaluate_dc(profile: Profile, task: str, acc: int, *, progress: bool = True)
     )
 
 
-def _with_consistency(dp: Profile, task: str, acc: int, progress: bool) -> dict:
-    """The networks' reconstructions made consistent with the coil data, scored (see
-    :func:`evaluate_dc`)."""
-    import torch
-
+def _test_batch(dp: Profile, task: str, acc: int):
+    """The DC profile's test slices: ``(batch, targets, meta, heart boxes, operator)``, the
+    operator (:func:`~diffcmr_core.method.classical.acquisition_consistency`) built once."""
     from diffcmr_core.method.classical import acquisition_consistency
-    from diffcmr_core.method.inference import coil_consistency_hook_for
-    from diffcmr_core.study.methods.convergence import sample_at
     from diffcmr_core.study.steps import val_batch
     from diffcmr_core.study.steps.heart import heart_boxes
 
-    paths, ev = paths_for(dp), dp.evaluation
-    out = paths.layout.step("consistency", task, acc)
-    batch, tgt, meta = val_batch(dp, task, acc, ev.n_val)
+    paths = paths_for(dp)
+    batch, tgt, meta = val_batch(dp, task, acc, dp.evaluation.n_val)
     boxes = heart_boxes(paths.data, meta, dp.preprocess, dp.phantom.pixel_mm)
     inp = batch.inputs
     operator = acquisition_consistency(batch.acquired, len(inp), inp.shape[-1], batch.scale)
+    return batch, tgt, meta, boxes, operator
+
+
+def _made_consistent(operator, images: np.ndarray) -> np.ndarray:
+    """Magnitude images ``[N, S, S]`` made consistent once by ``operator``."""
+    import torch
+
+    return operator(torch.from_numpy(np.ascontiguousarray(images, np.float32))).numpy()
+
+
+def _with_consistency(dp: Profile, task: str, acc: int, progress: bool) -> dict:
+    """The networks' reconstructions made consistent with the coil data, scored (see
+    :func:`evaluate_dc`)."""
+    from diffcmr_core.method.inference import coil_consistency_hook_for
+    from diffcmr_core.study.methods.convergence import sample_at
+
+    paths, ev = paths_for(dp), dp.evaluation
+    out = paths.layout.step("consistency", task, acc)
+    batch, tgt, meta, boxes, operator = _test_batch(dp, task, acc)
     results = {}
     for name in dp.methods:
         label = methods.label(name) + DC
@@ -123,7 +137,7 @@ def _with_consistency(dp: Profile, task: str, acc: int, progress: bool) -> dict:
                 dp,
                 system,
                 model,
-                inp,
+                batch.inputs,
                 batch.slice_ids,
                 (ev.sampler, ev.steps, ev.rounds),
                 progress=progress,
@@ -132,7 +146,7 @@ def _with_consistency(dp: Profile, task: str, acc: int, progress: bool) -> dict:
             made = rec["mean"]
         else:
             plain = read_recon(paths.eval_dir(task, acc), methods.label(name))
-            made = operator(torch.from_numpy(np.ascontiguousarray(plain, np.float32))).numpy()
+            made = _made_consistent(operator, plain)
         results[label] = evaluate(label, made, tgt, meta, out, boxes=boxes)
     return results
 
@@ -142,28 +156,12 @@ def reference_row(profile: Profile, task: str, acc: int) -> dict:
     (whole image and heart region, mean over the test slices). Its maps and phase are estimated
     from the acquired lines at the networks' grid, so the operator changes even the truth; a
     reconstruction already closer to the truth than this can only lose by it."""
-    import torch
-
-    from diffcmr_core.method.classical import acquisition_consistency
-    from diffcmr_core.method.evaluate import summarise
-    from diffcmr_core.method.metrics import METRICS, all_metrics, region_metrics
-    from diffcmr_core.study.steps import val_batch
-    from diffcmr_core.study.steps.heart import heart_boxes
-
     dp = dc_profile(profile)
-    paths = paths_for(dp)
-    batch, tgt, meta = val_batch(dp, task, acc, dp.evaluation.n_val)
-    boxes = heart_boxes(paths.data, meta, dp.preprocess, dp.phantom.pixel_mm)
-    inp = batch.inputs
-    operator = acquisition_consistency(batch.acquired, len(inp), inp.shape[-1], batch.scale)
-    made = operator(torch.from_numpy(np.ascontiguousarray(tgt, np.float32))).numpy()
-    rows = []
-    for t, x, box in zip(tgt, made, boxes):
-        row = all_metrics(t, x)
-        heart = region_metrics(t, x, box) if np.all(box >= 0) else {}
-        row.update({f"heart_{m}": heart.get(m, float("nan")) for m in METRICS})
-        rows.append(row)
-    return {"reference" + DC: summarise(rows)}
+    _, tgt, meta, boxes, operator = _test_batch(dp, task, acc)
+    label = "reference" + DC
+    made = _made_consistent(operator, tgt)
+    out = paths_for(dp).layout.step("consistency", task, acc)  # (nothing is written there)
+    return {label: evaluate(label, made, tgt, meta, out, write=False, boxes=boxes)}
 
 
 def per_image_rows(profile: Profile, task: str, acc: int) -> list[dict]:

@@ -162,6 +162,7 @@ def readme_evidence(fig: Path) -> str:
         for r in rows
     ]
     first = rows[0]
+    lead, claims = _claims(fig)
     return "\n".join(
         [
             README_BEGIN,
@@ -172,12 +173,12 @@ def readme_evidence(fig: Path) -> str:
             "",
             to_markdown(table),
             "",
-            ours_too(fig)
+            lead
             + "first method minus second (mean over seeds, subjects, images), 95 % hierarchical "
             "bootstrap interval, whole image and heart region; a verdict only when the interval "
             "excludes 0:",
             "",
-            to_markdown(_claims_table(fig)),
+            to_markdown(claims),
             "",
             evidence_summary(fig),
             "",
@@ -191,35 +192,33 @@ def readme_evidence(fig: Path) -> str:
     )
 
 
-def ours_too(fig: Path) -> str:
-    """The claims table's lead: the paper's claims, and data consistency's when the verdicts
-    hold comparisons of ours."""
-    rows = names.read(fig, "evidence_verdicts", columns=("claim",))
-    if any(r.get("source", "the paper") != "the paper" for r in rows):
-        return (
-            "The paper's claims, then ours on data consistency (DC; the networks retrained on "
-            "the whole field of view, one seed): "
-        )
-    return "The paper's claims: "
+def _claims(fig: Path) -> tuple[str, list[dict[str, str]]]:
+    """The verdicts table read once: the claims table's lead (the paper's claims, and data
+    consistency's when it holds comparisons of ours) and its rows, one per claim, whole image
+    and heart region."""
+    from diffcmr_core.study.experiments.consistency import SETTING
 
-
-def _claims_table(fig: Path) -> list[dict[str, str]]:
-    """The verdicts table's claims, one row each, whole image and heart region."""
     claims = names.read(
         fig,
         "evidence_verdicts",
         columns=("claim", "a", "b", "verdict", "d_heart_psnr", "heart_ci_low", "heart_ci_high"),
         numeric=("d_psnr", "ci_low", "ci_high"),
     )
+    lead = "The paper's claims: "
+    if any(c.get("source", "the paper") != "the paper" for c in claims):
+        lead = (
+            "The paper's claims, then ours on data consistency (DC; the networks retrained on "
+            f"the {SETTING}, one seed): "
+        )
 
     def cell(d: str, lo: str, hi: str) -> str:
         if "nan" in (d, lo, hi):  # a claim scored without the heart's label (the T ablation)
             return "not scored"
         return f"{float(d):+.2f} [{float(lo):.2f}, {float(hi):.2f}]"
 
-    return [
+    return lead, [
         {
-            "claim": c["claim"].replace(" (whole field of view)", ""),  # the lead says so
+            "claim": c["claim"].replace(f" ({SETTING})", ""),  # the lead says so
             "d PSNR (dB)": cell(c["d_psnr"], c["ci_low"], c["ci_high"]),
             "heart region": cell(c["d_heart_psnr"], c["heart_ci_low"], c["heart_ci_high"]),
             "verdict": c["verdict"],
