@@ -51,6 +51,7 @@ bench: $(STAMP) nbfilter
 	$(BIN)/python benchmarks/bench_phantom.py
 	$(BIN)/python benchmarks/bench_maps.py
 	$(BIN)/python benchmarks/bench_shard.py
+	$(BIN)/python benchmarks/bench_side_by_side.py
 
 # Notebooks go into git without outputs, execution counts or the kernel's language_info
 # (.gitattributes names this filter), so that exploring in JupyterLab leaves git status clean.

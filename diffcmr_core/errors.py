@@ -13,6 +13,10 @@ class DiffCMRError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
 
+    def __reduce__(self):
+        # (rebuilt from its two arguments: an error raised in a worker process reaches the parent)
+        return (type(self), (self.path, self.problem))
+
 
 class CMRxReconError(DiffCMRError):
     """A CMRxRecon file or tree (or a pairs file made from one) is unusable."""

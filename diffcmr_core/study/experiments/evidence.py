@@ -22,9 +22,14 @@ the answer move with training compute?
   (:func:`~diffcmr_core.study.experiments.seeds.seed_profile`); the verdicts, at the level of
   subjects, are :mod:`~diffcmr_core.study.experiments.verdicts`'.
 
+* **Side by side** (:func:`train_networks`, and the sweep in
+  :func:`~diffcmr_core.study.methods.convergence.tuned`): runs that do not depend on each other
+  train in ``EvidenceConfig.train_workers`` processes at once, torch's threads shared among them.
+
 Bit-exactness: on one machine with the same thread count, training, snapshots and scores are
-bit-identical from run to run (seeded by step, resumed exactly); CPU minutes vary by a few per
-cent between runs.
+bit-identical from run to run (seeded by step, resumed exactly); a network trained side by side
+(one thread on a 2-core machine) is not bit-identical to one trained alone on two threads. CPU
+minutes vary by a few per cent between runs.
 """
 
 from __future__ import annotations
@@ -395,6 +400,27 @@ def crossings(rows: list[dict]) -> list[dict[str, object]]:
 
 
 # ----------------------------------------------------------------------------- seeds
+def train_networks(profile: Profile, *, progress: bool = True) -> None:
+    """Every network the evidence tables read that is not trained yet, trained side by side
+    (:func:`~diffcmr_core.study.methods.side_by_side.train_side_by_side`) before the steps that
+    read them: each seed's (seed 0's already are: its learning-rate sweep) and the
+    data-consistency profile's (:func:`~diffcmr_core.study.experiments.consistency.dc_profile`).
+    ``profile`` tuned: its rates chosen."""
+    from diffcmr_core.study.experiments.consistency import dc_profile
+    from diffcmr_core.study.methods.side_by_side import train_side_by_side
+    from diffcmr_core.study.steps import ensure_data
+
+    evc = profile.evidence
+    nets = [m for m in profile.methods if methods.get(m).network]
+    jobs = [
+        (seed_profile(profile, s), t, a, m) for s in evc.seeds for t, a in evc.factors for m in nets
+    ]
+    dc = dc_profile(profile)
+    ensure_data(dc, progress=progress)  # its own pairs, made before the pool reads them
+    jobs += [(dc, t, a, m) for t, a in dc.evidence.factors for m in dc.methods]
+    train_side_by_side(jobs, workers=evc.train_workers, progress=progress)
+
+
 def seed_evaluations(profile: Profile, *, progress: bool = True) -> dict:
     """For every seed and factor of the evidence settings: the tables' evaluation (training to
     convergence first) and, for the ablation's factor, the ablation. ``{"results": [seed][(task,

@@ -293,6 +293,22 @@ def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> di
     ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising, cpu_minutes}], "chosen":
     lr, "edge": bool}``, cached beside the runs; ``train_missing=False``: None when a run is
     not finished."""
+    missing, result = _sweep(profile, method, lambda lr: _swept(profile, method, lr, train_missing))
+    if missing:
+        return None
+    write_text_atomic(sweep_path(profile, method), json.dumps(result, indent=1))
+    return result
+
+
+def sweep_needs(profile: Profile, method: str) -> list[float]:
+    """The rates :func:`sweep_lr` has to train next (those of its current round not finished;
+    empty once the sweep can choose), so that they can be trained side by side."""
+    return _sweep(profile, method, lambda lr: _swept(profile, method, lr, False))[0]
+
+
+def _sweep(profile: Profile, method: str, row_of) -> tuple[list[float], dict | None]:
+    """:func:`sweep_lr`'s rounds, each rate's row from ``row_of(lr)`` (None: not finished):
+    the first round's unfinished rates and no result, or no rates and the result."""
     evc = profile.evidence
     if method in evc.lr_chosen:
         raise ValueError(
@@ -302,23 +318,43 @@ def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> di
     rates = sorted(base * f for f in evc.lr_factors)
     rows: dict[float, dict] = {}
     for _ in range(len(rates) + evc.lr_extend):
+        missing = []
         for lr in (r for r in rates if r not in rows):
-            row = _swept(profile, method, lr, train_missing)
+            row = row_of(lr)
             if row is None:
-                return None
-            rows[lr] = row
+                missing.append(lr)
+            else:
+                rows[lr] = row
+        if missing:
+            return missing, None
         best = max(rows.values(), key=lambda r: r["psnr"])["lr"]
         extra = len(rates) - len(evc.lr_factors)
         if best not in (rates[0], rates[-1]) or extra >= evc.lr_extend or len(rates) < 2:
             break
         rates = [rates[0] / 2, *rates] if best == rates[0] else [*rates, rates[-1] * 2]
-    result = {
+    return [], {
         "rows": [rows[lr] for lr in sorted(rows)],
         "chosen": best,
         "edge": len(rates) > 1 and best in (rates[0], rates[-1]),
     }
-    write_text_atomic(sweep_path(profile, method), json.dumps(result, indent=1))
-    return result
+
+
+def _sweep_side_by_side(profile: Profile, methods: list[str]) -> None:
+    """Train every rate the sweeps of ``methods`` need, round by round, side by side
+    (:mod:`~diffcmr_core.study.methods.side_by_side`)."""
+    from diffcmr_core.study.methods.side_by_side import train_side_by_side
+
+    task, acc = profile.evidence.factors[0]
+    before = None
+    while True:
+        needs = [(m, lr) for m in methods for lr in sweep_needs(profile, m)]
+        if not needs:
+            return
+        if needs == before:  # (a pool that returned leaves every job finished)
+            raise RuntimeError(f"the learning-rate sweep made no progress on {needs}")
+        before = needs
+        jobs = [(with_lr(profile, m, lr), task, acc, m) for m, lr in needs]
+        train_side_by_side(jobs, workers=profile.evidence.train_workers)
 
 
 def sweep_rows(profile: Profile) -> list[dict]:
@@ -410,11 +446,14 @@ def tuned(profile: Profile, *, train_missing: bool = True) -> Profile:
     if evc is None or not evc.lr_factors:
         return profile
     out = profile
-    for method in [
+    to_sweep = [
         m
         for m in profile.methods
         if isinstance(profile.settings.get(m), NetworkSettings) and m not in evc.lr_chosen
-    ]:
+    ]
+    if train_missing:
+        _sweep_side_by_side(profile, to_sweep)
+    for method in to_sweep:
         sweep = sweep_lr(profile, method, train_missing=train_missing)
         if sweep is None:
             print(

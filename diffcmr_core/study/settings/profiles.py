@@ -133,6 +133,9 @@ class EvidenceConfig:
         ("ddim", 50, 2),
     )
     within_db: float = 0.2
+    # networks whose runs do not depend on each other train in this many processes at once
+    # on a CPU, torch's threads shared among them (methods.side_by_side); 1: in turn
+    train_workers: int = 2
 
 
 @dataclass(frozen=True)
