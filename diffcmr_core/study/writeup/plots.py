@@ -545,6 +545,12 @@ def compute_curve_figure(rows: Sequence[dict], cross: Sequence[dict], title: str
             for c in cross:
                 ax.plot(float(c["train_flops"]), float(c["psnr"]), "kx", ms=8, mew=2, zorder=6)
         ax.set_xscale("log")
+        if xkey == "cpu_minutes":  # (under two decades: plain labels at 1, 2, 5 x 10^k only)
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
