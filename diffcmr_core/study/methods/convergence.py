@@ -191,7 +191,7 @@ def train_to_budget(
         )
     out = paths_for(profile).model_dir(task, acc, method)
     record = read_record(out, profile, method)
-    if record["stopped"] is not None and (out / "last.pt").is_file():
+    if _finished(record, out):
         return out / "last.pt"
     inp, tgt, meta = selection_pairs(profile, task, acc, evc.n_val)
     rows = record["rows"]
@@ -220,6 +220,17 @@ def train_to_budget(
         if progress:
             _say(f"{method} {task} {acc}x", rows[-1], record["stopped"])
     return out / "last.pt"
+
+
+def _finished(record: dict, out: Path) -> bool:
+    """Whether a run is done: its record says where it stopped and its checkpoint is there."""
+    return record["stopped"] is not None and (out / "last.pt").is_file()
+
+
+def finished(profile: Profile, task: str, acc: int, method: str) -> bool:
+    """Whether :func:`train_to_budget` would return at once for this network."""
+    out = paths_for(profile).model_dir(task, acc, method)
+    return _finished(read_record(out, profile, method), out)
 
 
 def _scored(profile, out, method, step, inp, tgt, meta, decay) -> dict:

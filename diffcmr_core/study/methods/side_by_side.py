@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from diffcmr_core.method.checkpoints import default_device
 from diffcmr_core.method.systems import SYSTEMS
-from diffcmr_core.study.methods.convergence import read_record, train_to_budget
+from diffcmr_core.study.methods import convergence
+from diffcmr_core.study.methods.convergence import train_to_budget
 from diffcmr_core.study.settings.profiles import Profile, paths_for
 
 Job = tuple[Profile, str, int, str]  # (profile, task, acc, method)
@@ -31,11 +32,8 @@ def _folder(job: Job) -> Path:
 
 
 def finished(job: Job) -> bool:
-    """Whether ``job``'s run is done: its record says where it stopped and its checkpoint is
-    there (what :func:`train_to_budget` returns at once)."""
-    profile, _task, _acc, method = job
-    out = _folder(job)
-    return read_record(out, profile, method)["stopped"] is not None and (out / "last.pt").is_file()
+    """Whether ``job``'s run is done (:func:`~.convergence.finished`)."""
+    return convergence.finished(*job)
 
 
 def pending(jobs: list[Job]) -> list[Job]:
