@@ -102,6 +102,52 @@ def cardiac_array(
     return coils
 
 
+def dense_array(
+    torso: tuple[float, float, float, float],
+    heart_z: float = 0.0,
+    gap: tuple[float, float] = (30.0, 40.0),
+    radius: float = 45.0,
+) -> list[Coil]:
+    """A 30-element cardiac array: an anterior blanket of 3 rows x 6 loops following the chest
+    (``gap[0]`` mm off the skin) and 3 rows x 4 loops of the spine array in the table
+    (``gap[1]`` mm below the back), all of ``radius`` mm, neighbours 1.5 radii apart (no
+    mutual inductance, Roemer et al., MRM 1990), centred on the heart along the body axis.
+    The layout is our assumption of a modern 3 T cardiac set-up (element count and size of
+    the order of an 18-element anterior array plus the spine elements under the chest); the
+    CMRxRecon files hold such data compressed to 10 channels (:func:`compression`)."""
+    cx, cy, a_t, b_t = torso
+    step = 1.5 * radius
+    rows = [heart_z + (r - 1) * step for r in range(3)]
+    coils = []
+    for zz in rows:
+        for j in range(6):
+            x = (j - 2.5) * step
+            t = np.clip(x / a_t, -0.95, 0.95)  # point on the anterior surface
+            surface = np.array([cx + x, cy - b_t * np.sqrt(1 - t**2), zz])
+            normal = np.array([x / a_t**2, -(cy - surface[1]) / b_t**2, 0.0])
+            normal = -normal / np.linalg.norm(normal)  # outward -> inward
+            coils.append(Coil(surface - normal * gap[0], normal, radius))
+    for zz in rows:
+        for j in range(4):
+            centre = np.array([cx + (j - 1.5) * step, cy + b_t + gap[1], zz])
+            coils.append(Coil(centre, np.array([0.0, -1.0, 0.0]), radius))
+    return coils
+
+
+def compression(images, n: int) -> np.ndarray:
+    """The ``(n_coils, n)`` matrix ``A`` of a principal-component coil compression (the
+    virtual coils are ``A^H`` times the physical ones): the ``n`` leading eigenvectors of the
+    coil images' covariance, summed over ``images`` (an iterable of ``(n_coils, y, x)``
+    arrays: the slices). The root sum of squares of the virtual coils keeps the share of the
+    signal energy in those components; noise correlated as ``C`` becomes ``A^H C A``."""
+    cov = None
+    for image in images:
+        x = np.asarray(image, np.complex128).reshape(image.shape[0], -1)
+        cov = x @ x.conj().T if cov is None else cov + x @ x.conj().T
+    w, v = np.linalg.eigh(cov)
+    return v[:, np.argsort(w)[::-1][:n]]
+
+
 def sensitivities(coils: list[Coil], p: np.ndarray, reference: float) -> np.ndarray:
     """Complex receive sensitivities ``(n_coils, n)``: ``B_x - i B_y`` of each coil at ``p``,
     divided by ``reference`` (a fixed field scale, the same for every subject, so that noise and

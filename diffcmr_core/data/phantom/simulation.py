@@ -55,6 +55,8 @@ FAT_SHIFT_HZ = -3.4e-6 * 42.577e6 * 3.0  # fat's chemical shift at 3 T (-3.4 ppm
 FAT_PEAKS_PPM = (-3.80, -3.40, -2.60, -1.94, -0.39, 0.60)
 FAT_PEAK_AMPLITUDES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
 FAT_SPECTRA = ("six-peak", "single")
+COIL_ARRAYS = ("loops-10", "dense-30")
+DENSE_RADIUS_MM = 45.0  # the dense array's loops (our assumption: 9 cm elements)
 B0 = dict(shim_hz=40.0, lung_hz=110.0, lung_blur_mm=12.0)  # off-resonance (see off_resonance)
 FILE_ID = {"cine_sax": 0, "cine_lax": 1, "T1map": 2, "T2map": 3}
 SPLIT_ID = {"TrainingSet": 0, "ValidationSet": 1}
@@ -90,8 +92,14 @@ class PhantomConfig:
     lines_per_beat: int = 16  # cine: ky lines per heartbeat at 1.5 mm (scaled by matrix)
     scale: float = 1e-3  # overall value scale, like the real files
     coils: tuple[str, ...] = io.COIL_TYPES
+    # the receive array: "loops-10" (10 loops of coil_radius_mm, the first n_coils kept) or
+    # "dense-30" (30 loops of DENSE_RADIUS_MM compressed to n_coils virtual channels, as the
+    # CMRxRecon files are; see coils.dense_array and coils.compression)
+    coil_array: str = "loops-10"
 
     def __post_init__(self) -> None:
+        if self.coil_array not in COIL_ARRAYS:
+            raise ValueError(f"coil_array must be one of {COIL_ARRAYS}, got {self.coil_array!r}")
         if self.fat_spectrum not in FAT_SPECTRA:
             raise ValueError(
                 f"fat_spectrum must be one of {FAT_SPECTRA}, got {self.fat_spectrum!r}"
@@ -384,14 +392,20 @@ def _objects(cfg, body, views, shape, contraction, times, name, array):
     return obj, sens, background, truth
 
 
-def _acquire(cfg, obj, sens, background, array, times, rng, noise) -> dict[str, np.ndarray]:
+def _acquire(
+    cfg, obj, sens, background, array, times, rng, noise, mix=None
+) -> dict[str, np.ndarray]:
     """Fully sampled k-space per coil type: each weighting through the coils, correlated
     noise (std ``noise`` at 1.5 mm), the single coil as the sensitivity-weighted combination,
-    the segments' drift."""
+    the segments' drift. With ``mix`` (``(len(array), n)``, a coil compression) ``sens`` are
+    the virtual coils' and the physical coils' noise covariance C becomes mix^H C mix."""
     n_w, n_slices, shape = obj.shape[0], obj.shape[1], obj.shape[2:]
-    chol = np.linalg.cholesky(coil_model.noise_covariance(array, rng)).astype(np.complex64)
+    cov = coil_model.noise_covariance(array, rng)
+    if mix is not None:
+        cov = mix.conj().T @ cov @ mix
+    chol = np.linalg.cholesky(cov).astype(np.complex64)
     weighted = sens * background[:, None]  # (kz, kc, y, x)
-    n_c = len(array)
+    n_c = sens.shape[1]
     out = {
         coil: np.empty(
             (n_w, n_slices) + ((n_c,) if coil == "MultiCoil" else ()) + shape, np.complex64
@@ -431,14 +445,21 @@ def simulate(cfg: PhantomConfig, index: int, name: str, split: str = "TrainingSe
     views = _views(body, name, n_slices, rng)
     shape = matrix(cfg, name, max(body_extent(body, v)[0] for v in views), rng)
     contraction, times = _weightings(cfg, name, body, rng)
-    array = coil_model.cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
-    chosen = np.unique(np.linspace(0, len(array) - 1, cfg.n_coils).round().astype(int))
-    array = [array[i] for i in chosen]
+    if cfg.coil_array == "dense-30":
+        array = coil_model.dense_array(body.torso, gap=cfg.coil_gap_mm, radius=DENSE_RADIUS_MM)
+    else:
+        array = coil_model.cardiac_array(body.torso, gap=cfg.coil_gap_mm, radius=cfg.coil_radius_mm)
+        chosen = np.unique(np.linspace(0, len(array) - 1, cfg.n_coils).round().astype(int))
+        array = [array[i] for i in chosen]
     obj, sens, background, truth = _objects(
         cfg, body, views, shape, contraction, times, name, array
     )
     noise = cfg.noise if cfg.noise is not None else subject_noise(cfg, body, array, index, split)
-    out = _acquire(cfg, obj, sens, background, array, times, rng, noise)
+    mix = None
+    if len(array) > cfg.n_coils:  # compressed to n_coils virtual channels
+        mix = coil_model.compression((o * s for o, s in zip(obj[0][:, None], sens)), cfg.n_coils)
+        sens = np.einsum("cv,zcyx->zvyx", mix.conj(), sens).astype(np.complex64)
+    out = _acquire(cfg, obj, sens, background, array, times, rng, noise, mix)
     return Simulated(out, times, truth)
 
 
