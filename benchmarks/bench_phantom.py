@@ -70,6 +70,45 @@ print(json.dumps({"seconds": seconds, "peak_gb": peak, "bytes": size}))
 """
 
 
+PHANTOM_OVERRIDES: dict = {}  # --phantom KEY=VALUE: PhantomConfig fields set in every profile
+
+
+def _profile(name: str):
+    """Profile ``name`` with :data:`PHANTOM_OVERRIDES` applied to its phantom."""
+    from diffcmr_core.study.settings.profiles import get_profile
+
+    prof = get_profile(name)
+    if not PHANTOM_OVERRIDES:
+        return prof
+    return dataclasses.replace(prof, phantom=dataclasses.replace(prof.phantom, **PHANTOM_OVERRIDES))
+
+
+def _overrides(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings as PhantomConfig fields (values as Python literals)."""
+    import ast
+
+    from diffcmr_core.data.phantom import PhantomConfig
+
+    fields = {f.name for f in dataclasses.fields(PhantomConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(
+                f"--phantom {item!r}: expected KEY=VALUE with KEY a PhantomConfig field "
+                f"({', '.join(sorted(fields))})"
+            )
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a bare string, e.g. coil_array=dense-30
+    try:
+        PhantomConfig(**out)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--phantom {out}: not a valid PhantomConfig ({err})") from None
+    return out
+
+
 def _child(mode: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
@@ -150,13 +189,12 @@ def calibration(frames: int, figure: Path) -> str:
     import numpy as np
 
     from diffcmr_core.study.experiments import calibration as cal
-    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.tables import to_markdown
 
     out = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for name in ("paper", "quick", "cpu"):
-        prof = get_profile(name)
+        prof = _profile(name)
         pre = prof.preprocess
         rows = cal.profile_table(prof, frames=frames, progress=False)
         rows = [{k: r[k] for k in KEEP} for r in cal.rounded_rows(rows)]
@@ -271,10 +309,9 @@ def coil_arrays(cases: int, frames: int, slices: int) -> str:
     """Receive arrays measured as candidates (the phantom keeps ``loops-10``): the RAW rows and
     the contrast of the paper profile's phantom with each array."""
     from diffcmr_core.study.experiments import calibration as cal
-    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.tables import to_markdown
 
-    prof = get_profile("paper")
+    prof = _profile("paper")
     subjects = cal.evaluated_cases(prof)[:cases]
     base = cal.calibration_config(prof.phantom, frames=frames, slices=slices)
     dense = dataclasses.replace(base, coil_array="dense-30")
@@ -353,10 +390,9 @@ def mechanisms(cases: int, frames: int, slices: int) -> str:
     the phantom had before: its effect on the RAW rows and on the contrast a reader sees."""
 
     from diffcmr_core.study.experiments import calibration as cal
-    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.tables import to_markdown
 
-    prof = get_profile("paper")
+    prof = _profile("paper")
     subjects = cal.evaluated_cases(prof)[:cases]
     base = cal.calibration_config(prof.phantom, frames=frames, slices=slices)
     variants = [
@@ -416,9 +452,8 @@ def views_figure(path: Path) -> None:
 
     from diffcmr_core.data.kspace import ifft2c
     from diffcmr_core.data.phantom import simulate
-    from diffcmr_core.study.settings.profiles import get_profile
 
-    cfg = dataclasses.replace(get_profile("paper").phantom, cine_frames=1, coils=("MultiCoil",))
+    cfg = dataclasses.replace(_profile("paper").phantom, cine_frames=1, coils=("MultiCoil",))
     shown = [
         (simulate(cfg, 0, "cine_sax").kspace["MultiCoil"][0, 5], "short-axis cine, mid, ED"),
         (simulate(cfg, 0, "cine_lax").kspace["MultiCoil"][0, 0], "long axis, 4-chamber, ED"),
@@ -448,10 +483,9 @@ def contrast(frames: int) -> str:
         cine_snr,
         evaluated_cases,
     )
-    from diffcmr_core.study.settings.profiles import get_profile
     from diffcmr_core.tables import to_markdown
 
-    prof = get_profile("paper")
+    prof = _profile("paper")
     cfg = calibration_config(dataclasses.replace(prof.phantom, coils=("MultiCoil",)), frames=frames)
     rows = []
     cases = evaluated_cases(prof)
@@ -488,7 +522,16 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=2, help="slices per file, mechanisms table")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "calibration.md")
+    ap.add_argument(
+        "--phantom",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a candidate phantom: set this PhantomConfig field in every profile (repeatable; "
+        "no speed section); write it with --out elsewhere",
+    )
     args = ap.parse_args()
+    PHANTOM_OVERRIDES.update(_overrides(args.phantom))
     parts = [
         "# The phantom: speed, contrast and calibration\n",
         "Written by `python benchmarks/bench_phantom.py` "
@@ -500,8 +543,14 @@ def main() -> None:
         "without anti-aliasing); the quick and `cpu` profiles crop and resize anti-aliased, so "
         "only their NMSE compares with the paper's.\n",
     ]
+    if PHANTOM_OVERRIDES:
+        parts.append(
+            "**A candidate phantom**: every profile's phantom with "
+            + ", ".join(f"`{k} = {v!r}`" for k, v in PHANTOM_OVERRIDES.items())
+            + " (`--phantom`); the rows named after today's phantom are this one.\n"
+        )
     kept = _kept_speed(args.out) if args.skip_speed else None
-    if not args.skip_speed or kept:
+    if not PHANTOM_OVERRIDES and (not args.skip_speed or kept):
         parts.append("## Speed and memory\n\n" + (kept or speed()))
         print(parts[-1], flush=True)
     parts.append("## Contrast a reader sees (cine)\n\n" + contrast(args.frames))
