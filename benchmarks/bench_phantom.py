@@ -16,6 +16,7 @@
    (PSNR +-1 dB, SSIM +-0.04, NMSE within a factor 1.5); an intensity histogram of the references.
 
 Usage: python benchmarks/bench_phantom.py [--cases 2] [--frames 3] [--slices 2] [--skip-speed]
+       [--phantom KEY=VALUE ... --out DIR/calibration.md]  (a candidate phantom; see --help)
 Writes ``docs/calibration.md`` (the tables), ``docs/calibration_histogram.png`` and
 ``docs/phantom_paper_views.png``.
 """
