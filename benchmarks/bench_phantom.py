@@ -306,11 +306,25 @@ def _paper_row() -> dict:
     }
 
 
+def _variants_table(variants, subjects, frames: int, slices: int) -> tuple[str, str]:
+    """Where the mechanisms tables were measured (the start of their sentence) and the table
+    of ``variants`` (``(label, cfg, resize, response)``, see :func:`_variant_row`) with the
+    paper's row last."""
+    from diffcmr_core.tables import to_markdown
+
+    rows = [_variant_row(*v, subjects) for v in variants] + [_paper_row()]
+    names = ", ".join(f"P{i + 1:03d}" for i in subjects)
+    where = (
+        f"The paper profile's phantom at the paper's preprocessing on {names} ({frames} cine "
+        f"frames, {slices} slices per file)"
+    )
+    return where, to_markdown(rows)
+
+
 def coil_arrays(cases: int, frames: int, slices: int) -> str:
     """Receive arrays measured as candidates (the phantom keeps ``loops-10``): the RAW rows and
     the contrast of the paper profile's phantom with each array."""
     from diffcmr_core.study.experiments import calibration as cal
-    from diffcmr_core.tables import to_markdown
 
     prof = _profile("paper")
     subjects = cal.evaluated_cases(prof)[:cases]
@@ -327,12 +341,11 @@ def coil_arrays(cases: int, frames: int, slices: int) -> str:
         ("dense-30, 45 / 55 mm off the skin; fat 6-24 mm",
          dataclasses.replace(dense, coil_gap_mm=(45.0, 55.0), fat_mm=thick)),
     ]  # fmt: skip
-    rows = [_variant_row(label, cfg, "public", None, subjects) for label, cfg in variants]
-    rows.append(_paper_row())
-    names = ", ".join(f"P{i + 1:03d}" for i in subjects)
+    where, table = _variants_table(
+        [(label, cfg, "public", None) for label, cfg in variants], subjects, frames, slices
+    )
     return (
-        f"The paper profile's phantom at the paper's preprocessing on {names} ({frames} cine "
-        f"frames, {slices} slices per file) with each receive array "
+        f"{where} with each receive array "
         "(`PhantomConfig.coil_array`; the dense array is `coils.dense_array`, its compression "
         "`coils.compression`, as the CMRxRecon files hold 10 compressed channels). Smaller "
         "loops shade the torso more steeply from the skin inwards: the range (mean(gt^2) / "
@@ -341,7 +354,7 @@ def coil_arrays(cases: int, frames: int, slices: int) -> str:
         "along the phase-encoding direction, front to back, so it spreads energy beyond the "
         "central lines). Thicker subcutaneous fat (the share of the torso section that CT "
         "measures, next table) moves the energy from the thin bright band at the skin into "
-        "a broader one and lowers the NMSE.\n\n" + to_markdown(rows)
+        "a broader one and lowers the NMSE.\n\n" + table
     )
 
 
@@ -391,7 +404,6 @@ def mechanisms(cases: int, frames: int, slices: int) -> str:
     the phantom had before: its effect on the RAW rows and on the contrast a reader sees."""
 
     from diffcmr_core.study.experiments import calibration as cal
-    from diffcmr_core.tables import to_markdown
 
     prof = _profile("paper")
     subjects = cal.evaluated_cases(prof)[:cases]
@@ -430,14 +442,10 @@ def mechanisms(cases: int, frames: int, slices: int) -> str:
             _phase_ramp_response,
         ),
     ]
-    rows = [_variant_row(*v, subjects) for v in variants]
-    rows.append(_paper_row())
-    names = ", ".join(f"P{i + 1:03d}" for i in subjects)
+    where, table = _variants_table(variants, subjects, frames, slices)
     return (
-        f"The paper profile's phantom at the paper's preprocessing on {names} ({frames} cine "
-        f"frames, {slices} slices per file), and each mechanism reverted alone to what the "
-        "phantom had before; contrast columns: medians over the cine files of "
-        "`calibration.cine_contrast`.\n\n" + to_markdown(rows)
+        f"{where}, and each mechanism reverted alone to what the phantom had before; contrast "
+        "columns: medians over the cine files of `calibration.cine_contrast`.\n\n" + table
     )
 
 
