@@ -140,26 +140,16 @@ def speed() -> str:
 
 
 def _cpu() -> str:
-    """The CPU's model name and core count, for the record of a timing."""
+    """The CPU's model name (family and model) and core count, for the record of a timing."""
     import os
 
-    model = "unknown CPU"
+    info = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    family = ""
-    with contextlib.suppress(OSError):
-        info = dict(
-            (k.strip(), v.strip())
-            for k, _, v in (
-                line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines()
-            )
-            if k.strip() in ("cpu family", "model")
-        )
-        family = f" (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
-    return f"{model}{family}, {os.cpu_count()} cores"
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())  # the first CPU's
+    family = f" (family {info['cpu family']} model {info['model']})" if "model" in info else ""
+    return f"{info.get('model name', 'unknown CPU')}{family}, {os.cpu_count()} cores"
 
 
 def _kept_speed(path: Path) -> str | None:
