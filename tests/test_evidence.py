@@ -292,3 +292,28 @@ def test_the_sweep_goes_on_past_an_edge_while_the_best_is_there(
     result = convergence.sweep_lr(convergence.with_lr(profile, "cgan", 1e-3), "cgan")
     assert sorted(calls) == pytest.approx(sorted(tried))
     assert result["chosen"] == pytest.approx(chosen) and result["edge"] is edge
+
+
+def test_the_sweep_passes_over_a_diverged_rate_and_refuses_when_every_rate_diverged(
+    tmp_path, monkeypatch
+):
+    """A diverged run's row has null scores: the sweep chooses among the others (the highest
+    finite rate here, not an edge: the rate above it diverged), and says so when none is left."""
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path))
+    profile = convergence.with_lr(get_profile("cpu"), "diffcmr", 1e-3)
+    limit = [1.5e-3]
+
+    def fake(_profile, method, lr, _train):
+        gone = lr > limit[0]
+        psnr = None if gone else 30 + np.log2(lr / 1e-3)
+        return {"method": method, "lr": lr, "psnr": psnr, "diverged": gone}
+
+    monkeypatch.setattr(convergence, "_swept", fake)
+    result = convergence.sweep_lr(profile, "diffcmr")
+    assert result["chosen"] == pytest.approx(1e-3) and result["edge"] is False
+    assert [r["diverged"] for r in result["rows"]] == [False, False, True]
+    rows = convergence.sweep_rows(profile)
+    assert [np.isnan(r["psnr"]) for r in rows if r["method"] == "DiffCMR"] == [False, False, True]
+    limit[0] = 0.0
+    with pytest.raises(RuntimeError, match="diverged at every learning rate swept"):
+        convergence.sweep_lr(profile, "diffcmr")

@@ -289,6 +289,44 @@ def test_an_ill_typed_validation_record_is_set_aside_and_rebuilt_from_the_snapsh
     assert np.allclose([r["psnr"] for r in rebuilt["rows"]], [r["psnr"] for r in original["rows"]])
 
 
+def test_a_diverging_network_stops_said_finished_for_its_sweep_and_refused_by_a_table(
+    moved_home, tmp_path, monkeypatch, capsys
+):
+    """At too high a rate DiffCMR's loss went NaN; its NaN scores made the record ill formed, so
+    it was set aside and the run trained again and again until the sweep "made no progress".
+    Now a real divergence (U-Net at a rate of 1e30) stops at its first non-finite snapshot with
+    null scores, the record reads back as finished (no second training), and a table's
+    training refuses the model naming its record."""
+    from diffcmr_core.errors import DiffCMRError
+    from diffcmr_core.study import methods as registry
+    from diffcmr_core.study.methods import convergence
+
+    home = tmp_path / "home"
+    shutil.copytree(moved_home / "runs", home / "runs")
+    (home / "data").symlink_to(moved_home / "data")
+    monkeypatch.setenv("DIFFCMR_HOME", str(home))
+    profile = convergence.with_lr(get_profile("smoke"), "unet", 1e30)
+    out = paths_for(profile).model_dir("cine", 4, "unet")
+    shutil.rmtree(out)
+    first = profile.network("unet").train.snapshot_every
+    assert first < profile.network("unet").train.iterations  # (it stops before its budget)
+    ckpt = convergence.train_to_budget(profile, "cine", 4, "unet", progress=True)
+    assert "selection PSNR not finite -> stopped: the model diverged" in capsys.readouterr().out
+    record = json.loads((out / "validation.json").read_text())
+    assert [r["step"] for r in record["rows"]] == [first]
+    assert record["rows"][0]["psnr"] is None and record["stopped"]["diverged"] is True
+    assert convergence.record_problem(record) is None and convergence.diverged(record)
+    mtime = ckpt.stat().st_mtime_ns
+    assert convergence.train_to_budget(profile, "cine", 4, "unet", progress=False) == ckpt
+    assert ckpt.stat().st_mtime_ns == mtime and "rejected" not in capsys.readouterr().out
+    with pytest.raises(DiffCMRError, match="diverged at step") as err:
+        registry.get("unet").fit(profile, "cine", 4, progress=False)
+    assert err.value.path == out / "validation.json"
+    # null scores anywhere but a diverged run's last row stay ill formed
+    early = {**record, "stopped": {**record["stopped"], "diverged": False}}
+    assert convergence.record_problem(early) == "row 0: psnr is None, not a number"
+
+
 def test_a_cache_entry_that_is_not_what_the_step_expects_is_recomputed(tmp_path, capsys):
     profile = get_profile("smoke")
     path = tmp_path / "summary.json"

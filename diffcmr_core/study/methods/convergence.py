@@ -134,11 +134,16 @@ def read_record(out: Path, profile: Profile, method: str) -> dict:
 def record_problem(record: dict) -> str | None:
     """Why a validation record cannot be used (None: it can): ``rows`` must be a list of
     objects, each with a whole ``step`` > 0 (each step once) and finite ``psnr``, ``ssim``,
-    ``nmse`` and ``cpu_seconds``; ``stopped`` None or an object with the last row's ``step``
-    and a true or false ``still_rising``."""
+    ``nmse`` and ``cpu_seconds``; ``stopped`` None or an object with the last row's ``step``,
+    a true or false ``still_rising`` and, when present, a true or false ``diverged``. Only a
+    diverged run's last row may have null scores (its model's were not finite)."""
     rows = record.get("rows")
     if not isinstance(rows, list):
         return f"rows is {type(rows).__name__}, not a list"
+    stopped = record.get("stopped")
+    if stopped is not None and not isinstance(stopped, dict):
+        return f"stopped is {stopped!r}, not null or an object"
+    gone = bool(stopped) and stopped.get("diverged") is True
     steps = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -148,21 +153,28 @@ def record_problem(record: dict) -> str | None:
             return f"row {i}: step is {step!r}, not a whole number above 0"
         for key in ("cpu_seconds", *METRICS):
             value = row.get(key)
+            if value is None and key != "cpu_seconds" and gone and i == len(rows) - 1:
+                continue
             if type(value) not in (int, float) or not np.isfinite(value):
                 return f"row {i}: {key} is {value!r}, not a number"
         steps.append(step)
     if len(set(steps)) != len(steps):
         return "a step is recorded twice"
-    stopped = record.get("stopped")
     if stopped is None:
         return None
-    if not isinstance(stopped, dict):
-        return f"stopped is {stopped!r}, not null or an object"
     if type(stopped.get("still_rising")) is not bool:
         return f"stopped.still_rising is {stopped.get('still_rising')!r}, not true or false"
+    if stopped.get("diverged", False) not in (True, False):
+        return f"stopped.diverged is {stopped.get('diverged')!r}, not true or false"
     if not steps or stopped.get("step") != max(steps):
         return f"stopped.step is {stopped.get('step')!r}, not the last recorded step"
     return None
+
+
+def diverged(record: dict) -> bool:
+    """Whether a validation record's run stopped because its model's scores were not finite
+    (:func:`train_to_budget`)."""
+    return bool(record.get("stopped")) and record["stopped"].get("diverged") is True
 
 
 def stopped_step(profile: Profile, task: str, acc: int, method: str) -> int | None:
@@ -179,7 +191,10 @@ def train_to_budget(
     """Train ``method`` for ``task`` at ``acc`` on its budget (:func:`budget_plan`), scoring
     each stable chunk's and the final EMA snapshot on the selection slices; returns the final
     checkpoint. Resumable: the record (``validation.json``) and the checkpoint are written
-    after every chunk; a finished run is returned as is."""
+    after every chunk; a finished run is returned as is. A run whose snapshot scores are not
+    finite (its weights diverged, e.g. at too high a learning rate) stops there: its last row
+    holds null scores and ``stopped`` says ``"diverged": true`` (:func:`diverged`), so that a
+    learning-rate sweep can pass over that rate and a table refuses the model."""
 
     evc, settings = profile.evidence, profile.network(method)
     cfg = settings.train
@@ -208,8 +223,13 @@ def train_to_budget(
             device=default_device(),
             progress=progress,
         )
-        rows.append(_scored(profile, out, method, step, inp, tgt, meta, decay))
-        if step == steps[-1]:
+        row = _scored(profile, out, method, step, inp, tgt, meta, decay)
+        bad = [m for m in METRICS if not np.isfinite(row[m])]
+        rows.append({**row, **dict.fromkeys(bad)})
+        if bad:
+            nan = dict.fromkeys(("slope_db_per_1k", "ci_low", "ci_high"))
+            record["stopped"] = {"step": step, **nan, "still_rising": False, "diverged": True}
+        elif step == steps[-1]:
             curve = [r for r in rows if r.get("phase") != "decay"]
             slope = trend(curve, evc.trend_fraction)  # (NaN: too few snapshots, JSON null)
             record["stopped"] = {
@@ -219,6 +239,8 @@ def train_to_budget(
         write_text_atomic(out / RECORD, json.dumps(record, indent=1))
         if progress:
             _say(f"{method} {task} {acc}x", rows[-1], record["stopped"])
+        if bad:
+            break
     return out / "last.pt"
 
 
@@ -248,14 +270,14 @@ def _scored(profile, out, method, step, inp, tgt, meta, decay) -> dict:
 def _say(what: str, row: dict, stopped: dict | None) -> None:
     """One line per chunk of :func:`train_to_budget`."""
     end = ""
-    if stopped:
+    if stopped and stopped.get("diverged"):
+        end = " -> stopped: the model diverged"
+    elif stopped:
         end = " -> done; the stable phase was " + (
             "still rising" if stopped["still_rising"] else "not detectably rising"
         )
-    print(
-        f"[{what}] step {row['step']} ({row['phase']}): selection PSNR {row['psnr']:.2f} dB{end}",
-        flush=True,
-    )
+    psnr = "not finite" if row["psnr"] is None else f"{row['psnr']:.2f} dB"
+    print(f"[{what}] step {row['step']} ({row['phase']}): selection PSNR {psnr}{end}", flush=True)
 
 
 # ----------------------------------------------------------------------------- learning rates
@@ -291,6 +313,7 @@ def _swept(profile: Profile, method: str, lr: float, train_missing: bool) -> dic
         "steps": final["step"],
         **{m: final[m] for m in METRICS},
         "still_rising": record["stopped"]["still_rising"],
+        "diverged": diverged(record),
         "cpu_minutes": final["cpu_seconds"] / 60,
     }
 
@@ -301,9 +324,11 @@ def sweep_lr(profile: Profile, method: str, *, train_missing: bool = True) -> di
     the best is the highest (lowest) rate tried, the sweep goes on at twice (half) it, at most
     ``lr_extend`` rates beyond the planned ones, so that the chosen rate is not an edge of the
     sweep unless the extensions run out (said by ``edge``).
-    ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising, cpu_minutes}], "chosen":
-    lr, "edge": bool}``, cached beside the runs; ``train_missing=False``: None when a run is
-    not finished."""
+    A rate whose run diverged (:func:`diverged`: null scores, ``diverged`` true) is never
+    chosen; every rate diverged is an error.
+    ``{"rows": [{method, lr, steps, psnr, ssim, nmse, still_rising, diverged, cpu_minutes}],
+    "chosen": lr, "edge": bool}``, cached beside the runs; ``train_missing=False``: None when a
+    run is not finished."""
     missing, result = _sweep(profile, method, lambda lr: _swept(profile, method, lr, train_missing))
     if missing:
         return None
@@ -338,7 +363,13 @@ def _sweep(profile: Profile, method: str, row_of) -> tuple[list[float], dict | N
                 rows[lr] = row
         if missing:
             return missing, None
-        best = max(rows.values(), key=lambda r: r["psnr"])["lr"]
+        usable = [r for r in rows.values() if not r.get("diverged") and r["psnr"] is not None]
+        if not usable:
+            raise RuntimeError(
+                f"profile {profile.name}: {method} diverged at every learning rate swept "
+                f"({', '.join(f'{lr:g}' for lr in sorted(rows))}); lower its configured rate"
+            )
+        best = max(usable, key=lambda r: r["psnr"])["lr"]
         extra = len(rates) - len(evc.lr_factors)
         if best not in (rates[0], rates[-1]) or extra >= evc.lr_extend or len(rates) < 2:
             break
@@ -380,7 +411,13 @@ def sweep_rows(profile: Profile) -> list[dict]:
         path = sweep_path(profile, method)
         sweep = json.loads(path.read_text()) if path.is_file() else {"rows": []}
         rows += [
-            {**r, "method": registry.label(method), "chosen": r["lr"] == sweep["chosen"]}
+            {
+                **r,
+                **{m: float("nan") for m in METRICS if r.get(m) is None},  # (diverged: n/a)
+                "method": registry.label(method),
+                "diverged": bool(r.get("diverged", False)),
+                "chosen": r["lr"] == sweep["chosen"],
+            }
             for r in sweep["rows"]
         ]
     return rows

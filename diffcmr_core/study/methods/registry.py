@@ -34,7 +34,7 @@ import numpy as np
 
 from diffcmr_core.data.acquired import Acquired
 from diffcmr_core.data.pairs import PreprocessConfig
-from diffcmr_core.errors import CheckpointError
+from diffcmr_core.errors import CheckpointError, DiffCMRError
 from diffcmr_core.method.checkpoints import default_device, load_for_inference
 from diffcmr_core.method.classical import CSConfig, cost_per_image
 from diffcmr_core.method.inference import reconstruct as sample
@@ -289,7 +289,17 @@ class Network(Method):
         the selection curve (:func:`~diffcmr_core.study.methods.convergence.train_to_budget`)."""
 
         if profile.evidence is not None:
-            return convergence.train_to_budget(profile, task, acc, self.name, progress=progress)
+            path = convergence.train_to_budget(profile, task, acc, self.name, progress=progress)
+            record = convergence.read_record(path.parent, profile, self.name)
+            if convergence.diverged(record):
+                raise DiffCMRError(
+                    path.parent / convergence.RECORD,
+                    f"{self.name} (lr {self.train_config(profile).lr:g}, seed "
+                    f"{self.train_config(profile).seed}) diverged at step "
+                    f"{record['stopped']['step']}: its selection scores were not finite, so "
+                    "it cannot enter a table; lower its learning rate",
+                )
+            return path
         return train(
             self.name,
             convergence.training_pairs(profile, task, acc),
