@@ -152,7 +152,7 @@ class Body:
         return np.cross(self.axis, self.rv_dir)
 
 
-def draw_body(rng: np.random.Generator, fat_mm: tuple[float, float] = (5.0, 8.0)) -> Body:
+def draw_body(rng: np.random.Generator, fat_mm: tuple[float, float] = (6.0, 24.0)) -> Body:
     """A subject with per-case size, shape, position, orientation, contrast and texture; its
     subcutaneous fat is ``fat_mm`` thick (a uniform draw; 1.3 x at the sides, 0.6 x at the
     back)."""
