@@ -317,3 +317,54 @@ def test_the_sweep_passes_over_a_diverged_rate_and_refuses_when_every_rate_diver
     limit[0] = 0.0
     with pytest.raises(RuntimeError, match="diverged at every learning rate swept"):
         convergence.sweep_lr(profile, "diffcmr")
+
+
+def test_a_longer_budget_goes_on_from_the_sweep_run_and_equals_a_run_from_scratch(
+    pairs, tmp_path, monkeypatch
+):
+    """With ``sweep_iterations`` the sweep compares rates at its budget (6 steps: constant to 4,
+    then the decay) and keeps its constant checkpoint; the table run at a longer budget (10:
+    constant to 8) starts from it, copies the sweep's rows up to step 4 instead of scoring them
+    again, and ends bit for bit where a run trained from scratch to that budget ends."""
+    base = get_profile("cpu")
+    evc = dataclasses.replace(base.evidence, sweep_iterations=6, n_val=2)
+    unet = dataclasses.replace(base.network("unet"), model=NET, train=CFG)
+    profile = dataclasses.replace(base, evidence=evc, settings={**base.settings, "unet": unet})
+    scored = []
+
+    def fake_score(_profile, path, _method, _inp, _tgt, _setting=None, **_):
+        ema = load_checkpoint(path)["ema"]
+        scored.append(int(load_checkpoint(path)["step"]))
+        return {
+            "psnr": float(sum(v.double().abs().sum() for v in ema.values())),
+            "ssim": 0.5,
+            "nmse": 0.1,
+        }
+
+    monkeypatch.setattr(convergence, "score_model", fake_score)
+    monkeypatch.setattr(convergence, "training_pairs", lambda *_: pairs)
+    monkeypatch.setattr(
+        convergence, "selection_pairs", lambda *_: (None, None, {"index": np.arange(2)})
+    )
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path / "study"))
+    sweep = convergence.sweep_variant(profile, "unet", 1e-3)
+    assert sweep.network("unet").train.iterations == 6
+    sweep_dir = convergence.train_to_budget(sweep, "cine", 4, "unet", progress=False).parent
+    assert sweep_dir.name.endswith("_lr0.001_6steps")
+    assert load_checkpoint(sweep_dir / convergence.CONSTANT)["step"] == 4
+    longer = profile.with_training("unet", iterations=10)
+    scored.clear()
+    out = convergence.train_to_budget(longer, "cine", 4, "unet", progress=False)
+    assert out.parent.name.endswith("_lr0.001_10steps")
+    assert scored == [6, 8, 10]  # steps 2 and 4 are the sweep run's, copied
+    record = json.loads((out.parent / convergence.RECORD).read_text())
+    assert [r["step"] for r in record["rows"]] == [2, 4, 6, 8, 10]
+
+    monkeypatch.setenv("DIFFCMR_HOME", str(tmp_path / "scratch"))  # no sweep run to go on from
+    alone = convergence.train_to_budget(longer, "cine", 4, "unet", progress=False)
+    alone_rows = json.loads((alone.parent / convergence.RECORD).read_text())["rows"]
+    assert [r["psnr"] for r in alone_rows] == [r["psnr"] for r in record["rows"]]
+    a, b = load_checkpoint(out), load_checkpoint(alone)
+    assert a["step"] == b["step"] == 10
+    for k in a["system"]:
+        torch.testing.assert_close(a["system"][k], b["system"][k], rtol=0, atol=0)

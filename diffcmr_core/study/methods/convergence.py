@@ -208,12 +208,16 @@ def train_to_budget(
     record = read_record(out, profile, method)
     if _finished(record, out):
         return out / "last.pt"
+    steps, stable = budget_plan(cfg, evc)
+    if not record["rows"] and not (out / "last.pt").exists():
+        record["rows"] = _branch_from_sweep(profile, task, acc, method, out, stable)
     inp, tgt, meta = selection_pairs(profile, task, acc, evc.n_val)
     rows = record["rows"]
     done = {r["step"] for r in rows}
-    steps, stable = budget_plan(cfg, evc)
     for step in (s for s in steps if s not in done):
         decay = cfg.iterations - stable if step > stable else 0
+        if decay and evc.sweep_iterations is not None:
+            _keep_constant(out, stable)
         train(
             method,
             training_pairs(profile, task, acc),
@@ -242,6 +246,77 @@ def train_to_budget(
         if bad:
             break
     return out / "last.pt"
+
+
+CONSTANT = "constant.pt"  # a run's checkpoint at the end of its constant phase
+
+
+def _keep_constant(out: Path, stable: int) -> None:
+    """Keep the run's checkpoint at the end of its constant phase (``constant.pt``) before the
+    decay overwrites ``last.pt`` (in a profile with ``sweep_iterations``): a longer run at the
+    same rate goes on from it (:func:`_branch_from_sweep`). Only a checkpoint of exactly that
+    step is kept (a run resumed in its decay has none to keep)."""
+    import shutil
+
+    last, kept = out / "last.pt", out / CONSTANT
+    if kept.is_file() or not last.is_file() or load_checkpoint(last).get("step") != stable:
+        return
+    tmp = kept.with_suffix(".tmp")
+    shutil.copyfile(last, tmp)
+    tmp.replace(kept)
+
+
+def sweep_variant(profile: Profile, method: str, lr: float) -> Profile:
+    """The learning-rate sweep's run of ``method`` at ``lr``: at ``sweep_iterations`` steps
+    when the evidence settings give it, else at the network's own budget."""
+    variant = with_lr(profile, method, lr)
+    n = profile.evidence.sweep_iterations if profile.evidence else None
+    return variant if n is None else variant.with_training(method, iterations=n)
+
+
+def _branch_from_sweep(profile, task, acc, method, out: Path, stable: int) -> list[dict]:
+    """A new run whose budget is longer than the sweep's starts from the sweep's run at its
+    rate (same seed and settings but the budget): that run's constant-phase checkpoint
+    (``constant.pt``, at the sweep's decay start, at most this run's) becomes ``last.pt``, its
+    snapshots and record rows up to there are copied (they are this run's: the same steps at
+    the same rate). Returns the rows (none when there is no such sweep run to start from)."""
+    import shutil
+
+    n = profile.evidence.sweep_iterations
+    cfg = profile.network(method).train
+    if n is None or n == cfg.iterations or not profile.evidence.lr_factors:
+        return []
+    source = profile.with_training(method, iterations=n)
+    src = paths_for(source).model_dir(task, acc, method)
+    kept = src / CONSTANT
+    if not kept.is_file() or diverged(read_record(src, source, method)):
+        return []
+    step = int(load_checkpoint(kept).get("step", 0))
+    rows = [
+        r
+        for r in read_record(src, source, method)["rows"]
+        if r["step"] <= step and r.get("phase") != "decay"
+    ]
+    if not 0 < step <= stable or sorted(r["step"] for r in rows)[-1:] != [step]:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        snap = snapshot_path(src, r["step"])
+        if snap.is_file():
+            snapshot_path(out, r["step"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(snap, snapshot_path(out, r["step"]))
+    for name in ("loss.csv",):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    tmp = out / "last.tmp"
+    shutil.copyfile(kept, tmp)
+    tmp.replace(out / "last.pt")
+    print(
+        f"[{method} {task} {acc}x] continues its {n}-step sweep run from step {step} "
+        f"({src.name}/{CONSTANT})",
+        flush=True,
+    )
+    return [dict(r) for r in rows]
 
 
 def _finished(record: dict, out: Path) -> bool:
@@ -300,7 +375,7 @@ def _swept(profile: Profile, method: str, lr: float, train_missing: bool) -> dic
     """One rate's row of :func:`sweep_lr` (trained first when ``train_missing``; None when
     its run is not finished)."""
     task, acc = profile.evidence.factors[0]
-    variant = with_lr(profile, method, lr)
+    variant = sweep_variant(profile, method, lr)
     if train_missing:
         train_to_budget(variant, task, acc, method, progress=True)
     record = read_record(paths_for(variant).model_dir(task, acc, method), variant, method)
@@ -395,7 +470,7 @@ def _sweep_side_by_side(profile: Profile, methods: list[str]) -> None:
         if needs == before:  # (a pool that returned leaves every job finished)
             raise RuntimeError(f"the learning-rate sweep made no progress on {needs}")
         before = needs
-        jobs = [(with_lr(profile, m, lr), task, acc, m) for m, lr in needs]
+        jobs = [(sweep_variant(profile, m, lr), task, acc, m) for m, lr in needs]
         train_side_by_side(jobs, workers=profile.evidence.train_workers)
 
 
@@ -512,7 +587,27 @@ def tuned(profile: Profile, *, train_missing: bool = True) -> Profile:
         out = with_lr(out, method, sweep["chosen"])
         chosen = (*out.evidence.lr_chosen, method)
         out = dataclasses.replace(out, evidence=dataclasses.replace(out.evidence, lr_chosen=chosen))
+    if train_missing:
+        _train_longer_side_by_side(out)
     return _with_best_sampling(out, train_missing)
+
+
+def _train_longer_side_by_side(profile: Profile) -> None:
+    """The chosen networks whose budget is longer than the sweep's (``sweep_iterations``):
+    their seed-0 runs, each going on from its sweep run, trained side by side before anything
+    reads them."""
+    from diffcmr_core.study.methods.side_by_side import train_side_by_side
+
+    evc = profile.evidence
+    if evc.sweep_iterations is None:
+        return
+    task, acc = evc.factors[0]
+    jobs = [
+        (profile, task, acc, m)
+        for m in evc.lr_chosen
+        if profile.network(m).train.iterations != evc.sweep_iterations
+    ]
+    train_side_by_side(jobs, workers=evc.train_workers)
 
 
 def _with_best_sampling(profile: Profile, train_missing: bool) -> Profile:

@@ -112,6 +112,11 @@ class EvidenceConfig:
     trend_fraction: float = 0.5
     lr_factors: tuple[float, ...] = ()  # () : the configured rates, no sweep
     lr_extend: int = 2  # rates tried beyond an edge of the sweep while the best is there
+    # the budget (steps) at which the sweep compares rates (None: each network's own). A
+    # network whose budget is longer trains its table run (seed 0) on from the chosen rate's
+    # sweep run: its constant phase is the same run up to the sweep's decay, bit for bit
+    # (convergence.train_to_budget); run folders then carry the budget (``lr0.002_6000steps``)
+    sweep_iterations: int | None = None
     lr_chosen: tuple[str, ...] = ()  # the networks carrying their sweep's choice, and
     sampling_chosen: bool = False  # the tables carrying DiffCMR's best (``convergence.tuned``)
     # DiffCMR at its best: each (sampler, T) run with max(best_rounds) rounds on the selection
@@ -513,6 +518,10 @@ def dry_profile(profile: Profile) -> Profile:
             profile.evidence,
             seeds=profile.evidence.seeds[:2],
             lr_factors=profile.evidence.lr_factors[:2],
+            # the dry networks' own budget: nothing to go on from
+            sweep_iterations=None
+            if profile.evidence.sweep_iterations is None
+            else few["iterations"],
             best_samplers=tuple((s, min(t, 3)) for s, t in profile.evidence.best_samplers[:2]),
             best_rounds=(1, 2),
             n_val=1,
@@ -741,8 +750,9 @@ def paths_for(profile: Profile | str) -> Paths:
     """The folders of a profile (by name or instance)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     sweeps = profile.evidence is not None and bool(profile.evidence.lr_factors)
+    steps = sweeps and profile.evidence.sweep_iterations is not None
     tags = tuple(
-        (name, f"lr{s.train.lr:g}")
+        (name, f"lr{s.train.lr:g}" + (f"_{s.train.iterations}steps" if steps else ""))
         for name, s in sorted(profile.settings.items())
         if sweeps and isinstance(s, NetworkSettings)
     )
