@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 TASK, ACC = "cine", 4
 
@@ -284,8 +286,59 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(curves)
+    _figure(rows, curves, args.out.with_suffix(".png"))
     print(args.out.read_text())
     return 0
+
+
+def _figure(rows: list[dict], curves: list[dict], path: Path) -> None:
+    """Each network's constant-rate selection curve (line) and the final score of each budget's
+    schedule (markers at the budget), the sufficient budget ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), sharey=False)
+    for ax, name in zip(np.atleast_1d(axes), names):
+        curve = [c for c in curves if c["method"] == name]
+        ax.plot(
+            [c["step"] for c in curve],
+            [c["psnr"] for c in curve],
+            color="0.5",
+            lw=1.2,
+            label="constant rate (EMA snapshots)",
+        )
+        mine = [r for r in rows if r["method"] == name]
+        ax.plot(
+            [r["budget"] for r in mine],
+            [r["final_psnr"] for r in mine],
+            "o-",
+            color="C3",
+            label="final model of a budget's schedule",
+        )
+        for r in mine:
+            if r["sufficient"]:
+                ax.plot(
+                    r["budget"],
+                    r["final_psnr"],
+                    "o",
+                    ms=13,
+                    mfc="none",
+                    mec="k",
+                    label="sufficient budget",
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([r["budget"] for r in mine], [str(r["budget"]) for r in mine])
+        ax.set_title(f"{name} (lr {mine[0]['lr']:g}, seed 0)")
+        ax.set_xlabel("training steps")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("selection PSNR (dB)")
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _mtimes(folder: Path) -> dict[str, float]:
