@@ -218,7 +218,11 @@ def _markdown(rows: list[dict], args, machine: str, seconds: float) -> str:
         "selection subjects (DiffCMR with the curves' sampler, DPM-Solver++ T = 10, R = 4). "
         "CPU minutes: training process time at one thread, the branch's total from step 0. "
         f"Sufficient: the smallest budget within {args.within:g} dB of the network's best "
-        "final selection PSNR (the snapshot-to-snapshot noise is about 0.1 dB).\n\n" + head + body
+        "final selection PSNR (the snapshot-to-snapshot noise is about 0.1 dB).\n\n"
+        + head
+        + body
+        + "\n![Each network's constant-rate selection curve and the final score of each budget's "
+        "schedule](training_budget.png)\n"
     )
 
 
