@@ -211,3 +211,34 @@ def test_condition_encoder_computes_what_the_public_rrdbnet_computes():
         b.load_state_dict(a.state_dict())
     x = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(ours(x), public(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 5, 7, 3), (4, 8, 16, 16)])
+def test_the_sampling_upsample_is_nearest_interpolation_bit_for_bit(shape):
+    """Without autograd the network upsamples through a broadcast view; its values are
+    ``F.interpolate(mode="nearest")``'s exactly; with autograd it is ``F.interpolate``."""
+    from torch.nn import functional as F
+
+    from diffcmr_core.method.networks.diffcmr import upsample_nearest2x
+
+    x = torch.randn(*shape)
+    expected = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    with torch.inference_mode():
+        fast = upsample_nearest2x(x)
+    assert fast.shape == expected.shape and torch.equal(fast, expected)
+    grad = x.clone().requires_grad_()
+    assert upsample_nearest2x(grad).grad_fn.name().startswith("UpsampleNearest2D")
+
+
+def test_the_network_samples_the_same_images_with_and_without_autograd():
+    """The network's output in sampling (inference mode: the broadcast upsample) equals its
+    output in training (autograd: ``F.interpolate``) to the bit."""
+    torch.manual_seed(0)
+    net = DiffCMRNet(TINY).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, u, t = torch.randn(3, 1, 16, 16), torch.randn(3, 1, 16, 16), torch.tensor([0, 500, 999])
+    trained = net(x.requires_grad_(), t, u)
+    with torch.inference_mode():
+        sampled = net(x.detach(), t, u)
+    assert torch.equal(trained.detach(), sampled)
