@@ -13,9 +13,11 @@ at budget B and the B = 3000 row equals the study's seed-0 run (``training_lr_sw
 Writes ``--out`` (default ``docs/training_budget.md``): per network and budget the final
 selection PSNR, SSIM and NMSE and the training CPU minutes, the stable curve's best snapshot,
 the slope test the study applies to the stable phase (:func:`convergence.trend`), and which
-budget is sufficient: the smallest within ``--within`` dB (0.1) of the best; the stable
-curves as CSV beside it (``--out`` with ``.csv``). The work folder (``--home``) keeps every
-run: an interrupted run resumes; the data are made there (or linked with ``--data``).
+budget is sufficient: the smallest within ``--within`` dB (0.1) of the best; the same rows as
+CSV beside it (``--out`` with ``.csv``: the cpu profile's report reads it to say whether its
+budgets sufficed), the stable curves in ``<out>_curves.csv``. The work folder (``--home``)
+keeps every run: an interrupted run resumes; the data are made there (or linked with
+``--data``).
 
 Usage: python benchmarks/bench_budget.py [--budgets 1500,3000,6000,12000]
        [--methods diffcmr,unet,cgan] [--lr unet=8e-3 ...] [--home DIR] [--data DIR] [--workers 2]
@@ -285,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     machine = _machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(_markdown(rows, args, machine, seconds))
-    with args.out.with_suffix(".csv").open("w", newline="") as f:
+    with args.out.with_suffix(".csv").open("w", newline="") as f:  # the budgets (the report
+        w = csv.DictWriter(f, list(rows[0]))  # reads them: study.writeup.report)
+        w.writeheader()
+        w.writerows(rows)
+    curves_path = args.out.with_name(args.out.stem + "_curves.csv")
+    with curves_path.open("w", newline="") as f:
         fields = ["method", "step", "cpu_seconds", "psnr", "ssim", "nmse", "psnr_r1"]
         w = csv.DictWriter(f, fields, extrasaction="ignore")
         w.writeheader()

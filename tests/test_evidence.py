@@ -368,3 +368,29 @@ def test_a_longer_budget_goes_on_from_the_sweep_run_and_equals_a_run_from_scratc
     assert a["step"] == b["step"] == 10
     for k in a["system"]:
         torch.testing.assert_close(a["system"][k], b["system"][k], rtol=0, atol=0)
+
+
+def test_the_report_says_whether_each_budget_sufficed_from_the_comparison_of_budgets(tmp_path):
+    """``budget_check`` reads benchmarks/bench_budget.py's table: a budget within 0.1 dB of the
+    best, short of it (fewer steps than the best), past it (more), or not measured (another
+    budget or rate); no table, no words."""
+    from diffcmr_core.study.writeup.report import budget_check
+    from diffcmr_core.tables import write_table
+
+    path = tmp_path / "training_budget.csv"
+    assert budget_check([{"method": "A", "lr": "0.01", "steps": "1000"}], path) == ""
+    finals = {1000: 30.0, 2000: 30.5, 4000: 30.45, 8000: 30.2}
+    write_table(
+        [{"method": "A", "lr": 0.01, "budget": b, "final_psnr": p} for b, p in finals.items()]
+        + [{"method": "B", "lr": 0.02, "budget": 1000, "final_psnr": 29.0}],
+        path,
+    )
+
+    def said(method, lr, steps):
+        return budget_check([{"method": method, "lr": lr, "steps": steps}], path).split(": ")[1]
+
+    assert said("A", "0.01", "1000") == "A 1000 0.50 dB short of its best (2000)"
+    assert said("A", "0.01", "4000") == "A 4000 steps within 0.1 dB of its best"
+    assert said("A", "0.01", "8000") == "A 8000 0.30 dB past its best (2000)"
+    assert said("A", "0.01", "3000") == "A 3000 steps not measured"
+    assert said("B", "0.01", "1000") == "B 1000 steps not measured"  # another rate

@@ -706,7 +706,7 @@ def evidence_findings(fig: Path, profile: Profile | None = None, *, required: bo
     parts = []
     for name, words in (
         ("evidence_split", _split_words),
-        ("convergence", _budget_words),
+        ("convergence", _budget_words_checked(fig)),
     ):
         if required or names.table(fig, name).is_file():
             parts.append(words(names.read(fig, name)))
@@ -766,17 +766,52 @@ def evidence_summary(fig: Path) -> str:
     count = {p: sum(r["split"] == p for r in split) for p in ("training", "selection", "test")}
     runs = names.read(fig, "convergence")
     rising = sum(r["still_rising"] == "True" for r in runs)
+    checked = budget_check(runs, fig.parent.parent / "docs" / BUDGETS)
     budget = (
         f"**Subjects**: {count['training']} training, {count['selection']} selection, "
         f"{count['test']} test. **Training**: {len(runs)} networks, "
         + (
-            f"{rising} still improving at the end of their budget (`convergence.csv`): not "
-            "converged networks' numbers."
+            f"{rising} still rising at the end of the constant rate (`convergence.csv`)"
             if rising
-            else "every one converged by its slope test (`convergence.csv`)."
+            else "none still rising at the end of the constant rate (`convergence.csv`)"
         )
+        + (f"; {checked}." if checked else ".")
     )
     return " ".join([budget, _law_words(names.read(fig, "evidence_ensemble_law"), short=True)])
+
+
+BUDGETS = "training_budget.csv"  # benchmarks/bench_budget.py's comparison of budgets, in docs/
+
+
+def budget_check(runs: list[dict[str, str]], path: Path, within: float = 0.1) -> str:
+    """Whether each network's budget in ``runs`` (``convergence.csv``: method, lr, steps)
+    sufficed by the comparison of budgets in ``path`` (``docs/training_budget.csv``, seed 0's
+    final selection PSNR of each budget's schedule at a rate): within ``within`` dB of the
+    best budget's, or how far short of it (or past it). Empty when the file is missing; a
+    network measured at another rate or budget is said to be not measured."""
+    if not path.is_file():
+        return ""
+    bench = read_csv(path)
+    said = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        run = next(r for r in runs if r["method"] == method)
+        steps, lr = int(float(run["steps"])), float(run["lr"])
+        rows = [r for r in bench if r["method"] == method and float(r["lr"]) == lr]
+        mine = [r for r in rows if int(float(r["budget"])) == steps]
+        if not mine:
+            said.append(f"{method} {steps} steps not measured")
+            continue
+        best = max(rows, key=lambda r: float(r["final_psnr"]))
+        gap = float(best["final_psnr"]) - float(mine[0]["final_psnr"])
+        if gap <= within:
+            said.append(f"{method} {steps} steps within {within:g} dB of its best")
+        else:
+            where = "short of" if steps < int(float(best["budget"])) else "past"
+            said.append(f"{method} {steps} {gap:.2f} dB {where} its best ({best['budget']})")
+    return (
+        "against seed 0's comparison of budgets (`docs/training_budget.md`, "
+        "selection PSNR): " + ", ".join(said)
+    )
 
 
 def _split_words(rows: list[dict[str, str]]) -> str:
@@ -818,6 +853,18 @@ def _budget_words(rows: list[dict[str, str]]) -> str:
         + (f"; {untested} had too few snapshots to test" if untested else "")
         + "."
     )
+
+
+def _budget_words_checked(fig: Path):
+    """:func:`_budget_words` and, where the comparison of budgets is committed, whether each
+    budget sufficed (:func:`budget_check`)."""
+
+    def words(rows: list[dict[str, str]]) -> str:
+        checked = budget_check(rows, fig.parent.parent / "docs" / BUDGETS)
+        text = _budget_words(rows)
+        return text[:-1] + f"; {checked}." if checked else text
+
+    return words
 
 
 def _law_words(rows: list[dict[str, str]], *, short: bool = False) -> str:
