@@ -502,7 +502,10 @@ def dry_profile(profile: Profile) -> Profile:
         budget_minutes=30.0,
         accs=(4,),
         preprocess=_dry_preprocess(profile.preprocess, size),
-        settings={name: _dry_settings(s, few, size) for name, s in profile.settings.items()},
+        settings={
+            name: _dry_settings(s, _dry_few(s, few, profile.evidence), size)
+            for name, s in profile.settings.items()
+        },
         phantom=dataclasses.replace(
             profile.phantom,
             n_cases=3,
@@ -541,6 +544,19 @@ def dry_profile(profile: Profile) -> Profile:
             fast_settings=settings,
         ),
     )
+
+
+def _dry_few(settings: Any, few: dict[str, int], evidence: EvidenceConfig | None) -> dict:
+    """A dry network's training: ``few`` steps, twice as many for a network whose budget is
+    longer than the sweep's (``sweep_iterations``), so that a dry run goes on from a sweep run
+    as the profile's own run does."""
+    longer = (
+        evidence is not None
+        and evidence.sweep_iterations is not None
+        and isinstance(settings, NetworkSettings)
+        and settings.train.iterations > evidence.sweep_iterations
+    )
+    return {**few, "iterations": 2 * few["iterations"]} if longer else few
 
 
 def _dry_settings(settings: Any, few: dict[str, int], size: int) -> Any:
