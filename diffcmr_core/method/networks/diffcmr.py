@@ -288,7 +288,7 @@ def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour 2x upsampling of ``(B, C, H, W)``. On a CPU without autograd (sampling,
     scoring) a copy through a broadcast view: the values of ``F.interpolate(mode="nearest")``
     bit for bit, several times faster at the sampling batch
-    (``benchmarks/bench_upsample.py``); with autograd, or on a GPU, ``F.interpolate`` itself,
+    (``benchmarks/bench_cpu_sampling.py``); with autograd, or on a GPU, ``F.interpolate`` itself,
     so that training's gradients and a GPU's memory format are what they always were."""
     if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
