@@ -234,18 +234,20 @@ def train_to_budget(
             nan = dict.fromkeys(("slope_db_per_1k", "ci_low", "ci_high"))
             record["stopped"] = {"step": step, **nan, "still_rising": False, "diverged": True}
         elif step == steps[-1]:
-            curve = [r for r in rows if r.get("phase") != "decay"]
-            slope = trend(curve, evc.trend_fraction)  # (NaN: too few snapshots, JSON null)
-            record["stopped"] = {
-                "step": step,
-                **{k: None if v != v else v for k, v in slope.items()},
-            }
+            record["stopped"] = _stopped(rows, step, evc.trend_fraction)
         write_text_atomic(out / RECORD, json.dumps(record, indent=1))
         if progress:
             _say(f"{method} {task} {acc}x", rows[-1], record["stopped"])
         if bad:
             break
     return out / "last.pt"
+
+
+def _stopped(rows: list[dict], step: int, fraction: float) -> dict:
+    """A finished run's ``stopped``: its last step and the slope test of its stable phase
+    (:func:`trend`; NaN, too few snapshots, as JSON null)."""
+    slope = trend([r for r in rows if r.get("phase") != "decay"], fraction)
+    return {"step": step, **{k: None if v != v else v for k, v in slope.items()}}
 
 
 CONSTANT = "constant.pt"  # a run's checkpoint at the end of its constant phase

@@ -515,23 +515,7 @@ def dry_profile(profile: Profile) -> Profile:
             lax_slices=1,
             mapping_slices=1,
         ),
-        evidence=None
-        if profile.evidence is None
-        else dataclasses.replace(
-            profile.evidence,
-            seeds=profile.evidence.seeds[:2],
-            lr_factors=profile.evidence.lr_factors[:2],
-            # the dry networks' own budget: nothing to go on from
-            sweep_iterations=None
-            if profile.evidence.sweep_iterations is None
-            else few["iterations"],
-            best_samplers=tuple((s, min(t, 3)) for s, t in profile.evidence.best_samplers[:2]),
-            best_rounds=(1, 2),
-            n_val=1,
-            reference=("ddpm", 3, 2),
-            candidates=(("ddim", 2, 2), ("dpm++", 2, 2)),
-            validation_sampler=("ddim", 2, 2),
-        ),
+        evidence=_dry_evidence(profile.evidence, few["iterations"]),
         evaluation=dataclasses.replace(
             ev,
             n_val=1,
@@ -543,6 +527,25 @@ def dry_profile(profile: Profile) -> Profile:
             ablation_n_val=1,
             fast_settings=settings,
         ),
+    )
+
+
+def _dry_evidence(evc: EvidenceConfig | None, iterations: int) -> EvidenceConfig | None:
+    """A dry run's evidence settings: two seeds and rates, the smallest samplers, one slice;
+    the sweep (when the profile sets its budget) at the dry networks' ``iterations``."""
+    if evc is None:
+        return None
+    return dataclasses.replace(
+        evc,
+        seeds=evc.seeds[:2],
+        lr_factors=evc.lr_factors[:2],
+        sweep_iterations=None if evc.sweep_iterations is None else iterations,
+        best_samplers=tuple((s, min(t, 3)) for s, t in evc.best_samplers[:2]),
+        best_rounds=(1, 2),
+        n_val=1,
+        reference=("ddpm", 3, 2),
+        candidates=(("ddim", 2, 2), ("dpm++", 2, 2)),
+        validation_sampler=("ddim", 2, 2),
     )
 
 
