@@ -291,14 +291,11 @@ def _branch_from_sweep(profile, task, acc, method, out: Path, stable: int) -> li
     source = profile.with_training(method, iterations=n)
     src = paths_for(source).model_dir(task, acc, method)
     kept = src / CONSTANT
-    if not kept.is_file() or diverged(read_record(src, source, method)):
+    record = read_record(src, source, method) if kept.is_file() else None
+    if record is None or diverged(record):
         return []
     step = int(load_checkpoint(kept).get("step", 0))
-    rows = [
-        r
-        for r in read_record(src, source, method)["rows"]
-        if r["step"] <= step and r.get("phase") != "decay"
-    ]
+    rows = [r for r in record["rows"] if r["step"] <= step and r.get("phase") != "decay"]
     if not 0 < step <= stable or sorted(r["step"] for r in rows)[-1:] != [step]:
         return []
     out.mkdir(parents=True, exist_ok=True)
@@ -307,9 +304,8 @@ def _branch_from_sweep(profile, task, acc, method, out: Path, stable: int) -> li
         if snap.is_file():
             snapshot_path(out, r["step"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(snap, snapshot_path(out, r["step"]))
-    for name in ("loss.csv",):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
+    if (src / "loss.csv").is_file():
+        shutil.copyfile(src / "loss.csv", out / "loss.csv")
     tmp = out / "last.tmp"
     shutil.copyfile(kept, tmp)
     tmp.replace(out / "last.pt")
